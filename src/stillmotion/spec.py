@@ -1,0 +1,175 @@
+"""GenerationSpec: every knob of a generation, validated once.
+
+A field left as None means "the model's default" (see models/registry.py).
+`spec.resolve(entry, image_size)` fills every None from the model entry, picks
+the output size from the image's aspect when width/height are not given, and
+draws a seed when the seed is negative. The resolved spec is what the engine
+runs and what the sidecar records; feeding it back reproduces the video.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import InvalidInput
+
+MAX_SEED = 2**32 - 1
+
+Resize = Literal["crop", "pad", "stretch"]
+Format = Literal["mp4", "webm", "gif", "webp", "png"]
+Speed = Literal["exact", "fast"]
+Loop = Literal["none", "pingpong", "blend"]
+InterpolateBackend = Literal["flow", "rife"]
+
+
+class GenerationSpec(BaseModel):
+    """What to generate. Field names are diffusers' names where diffusers has one."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # --- diffusers' StableVideoDiffusionPipeline.__call__ knobs ---
+    num_frames: Optional[int] = Field(None, ge=1, le=64, description="frames the model generates")
+    num_inference_steps: Optional[int] = Field(None, ge=1, le=200, description="denoising steps")
+    min_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the first frame")
+    max_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the last frame")
+    fps: Optional[int] = Field(None, ge=1, le=60, description="playback rate of the file; also the model's fps conditioning")
+    motion_bucket_id: Optional[int] = Field(None, ge=1, le=1023, description="how much motion: higher moves more")
+    noise_aug_strength: Optional[float] = Field(None, ge=0.0, le=1.0, description="noise added to the conditioning image")
+    decode_chunk_size: Optional[int] = Field(None, ge=1, le=64, description="frames the VAE decodes at once (None: as many as fit)")
+    seed: int = Field(-1, ge=-1, le=MAX_SEED, description="0..2^32-1, or -1 for a random seed (recorded)")
+
+    # --- ours ---
+    width: Optional[int] = Field(None, description="output width, a multiple of 64 in 64..2048; None: from the image's aspect")
+    height: Optional[int] = Field(None, description="output height, a multiple of 64 in 64..2048; None: from the image's aspect")
+    resize: Resize = Field("crop", description="how the image meets the target size: crop, pad or stretch")
+    format: Format = Field("mp4", description="mp4 (H.264), webm (VP9), gif, webp, or png (a folder of frames)")
+
+    # --- post-processing (video/) ---
+    interpolate: int = Field(1, description="frame interpolation factor: 1 (off), 2, 3, 4 or 8; multiplies the playback fps")
+    interpolate_backend: InterpolateBackend = Field("flow", description="flow (no weights) or rife")
+    loop: Loop = Field("none", description="none, pingpong or blend")
+    duration: Optional[float] = Field(None, gt=0, le=600, description="seconds of video: chains segments from each last frame")
+    segments: Optional[int] = Field(None, ge=1, le=64, description="number of chained segments (instead of duration)")
+
+    # --- speed (engine/) ---
+    speed: Speed = Field("exact", description="exact (same frames as diffusers) or fast (feature caching)")
+    cache_interval: int = Field(3, ge=2, le=10, description="fast mode: full UNet pass every N steps")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _size(cls, v: Optional[int], info):
+        if v is None:
+            return v
+        if v < 64 or v > 2048 or v % 64:
+            raise ValueError(f"{info.field_name} must be a multiple of 64 between 64 and 2048, got {v}")
+        return v
+
+    @field_validator("interpolate")
+    @classmethod
+    def _interp(cls, v: int):
+        if v not in (1, 2, 3, 4, 8):
+            raise ValueError(f"interpolate must be 1, 2, 3, 4 or 8, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self):
+        if (
+            self.min_guidance_scale is not None
+            and self.max_guidance_scale is not None
+            and self.min_guidance_scale > self.max_guidance_scale
+        ):
+            raise ValueError(
+                f"min_guidance_scale ({self.min_guidance_scale}) must not exceed max_guidance_scale ({self.max_guidance_scale})"
+            )
+        if self.duration is not None and self.segments is not None:
+            raise ValueError("give duration or segments, not both")
+        return self
+
+    # ------------------------------------------------------------------
+    @classmethod
+    def build(cls, **fields) -> "GenerationSpec":
+        """Validate user input; raise InvalidInput with one line per bad field."""
+        try:
+            return cls(**fields)
+        except ValidationError as e:
+            raise InvalidInput(format_validation_error(e)) from None
+
+    def update(self, **fields) -> "GenerationSpec":
+        """A copy with fields changed, validated."""
+        data = self.model_dump()
+        data.update(fields)
+        return GenerationSpec.build(**data)
+
+    def resolve(self, entry, image_size: Optional[tuple[int, int]] = None) -> "GenerationSpec":
+        """Every None filled from the model entry; size from the image's aspect; a concrete seed."""
+        d = entry.defaults
+        data = self.model_dump()
+        for name in (
+            "num_frames",
+            "num_inference_steps",
+            "fps",
+            "motion_bucket_id",
+            "noise_aug_strength",
+            "min_guidance_scale",
+            "max_guidance_scale",
+        ):
+            if data[name] is None:
+                data[name] = getattr(d, name)
+        if data["width"] is None or data["height"] is None:
+            w, h = auto_size(d, image_size, data["width"], data["height"])
+            data["width"], data["height"] = w, h
+        if data["seed"] < 0:
+            data["seed"] = secrets.randbelow(MAX_SEED + 1)
+        return GenerationSpec.build(**data)
+
+    @property
+    def is_resolved(self) -> bool:
+        return self.num_frames is not None and self.width is not None and self.seed >= 0
+
+
+def auto_size(defaults, image_size, width=None, height=None) -> tuple[int, int]:
+    """Target size by aspect: the model's landscape, portrait or square size.
+
+    If only one of width/height is given, the other follows the image's aspect
+    (rounded to a multiple of 64).
+    """
+    if image_size is None:
+        aspect = defaults.landscape[0] / defaults.landscape[1]
+    else:
+        aspect = image_size[0] / max(1, image_size[1])
+    if width is not None:
+        return width, _round64(width / aspect)
+    if height is not None:
+        return _round64(height * aspect), height
+    if aspect > 1.1:
+        return defaults.landscape
+    if aspect < 1 / 1.1:
+        return defaults.portrait
+    return defaults.square
+
+
+def _round64(v: float) -> int:
+    return int(min(2048, max(64, round(v / 64) * 64)))
+
+
+def format_validation_error(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "spec"
+        msg = err.get("msg", "invalid")
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        given = err.get("input")
+        if loc in msg or err.get("type") == "extra_forbidden" or isinstance(given, dict):
+            parts.append(f"{loc}: {msg}" if loc not in msg else msg)
+        else:
+            parts.append(f"{loc}: {msg} (got {given!r})")
+    return "Invalid spec: " + "; ".join(parts)
+
+
+SPEC_FIELDS = tuple(GenerationSpec.model_fields)
