@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install stillmotion (CPU torch) into .venv and make a first video from the example image, offline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install -q torch==2.13.0
+.venv/bin/python -m pip install -q -e .
+.venv/bin/stillmotion generate examples/harbour.jpg --model tiny -o harbour.mp4
