@@ -1,0 +1,270 @@
+"""Running a plan: workers (here, or one process per device), item status, the report.
+
+`run_batch(plan, ...)` is the one call. With one device the worker runs in
+this process; with `devices=["0", "1"]` (or `["cpu", "cpu"]`) each device gets
+a spawned worker process that pulls items from one shared queue, so every
+device gets its share however fast it is, and sends its events back here. The
+Controller is the only place that changes item status, counts failures for
+`max_failures`, and writes `batch-report.json` (atomically, every few seconds
+and at the end), so a killed batch still leaves a report of what was done.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Callable, Optional
+
+from ..errors import StillmotionError
+from .plan import Plan
+from .run import Worker, atomic_write_text, remove_stale_temps
+
+REPORT_SCHEMA = "stillmotion.batch-report/1"
+REPORT_EVERY_S = 5.0
+
+EventFn = Callable[["Controller", str, int, dict], None]
+
+
+class Controller:
+    """Item status, failure counting and the report. Thread-safe: workers' threads call `handle`."""
+
+    def __init__(self, plan: Plan, *, devices: list[str], max_failures: Optional[int] = None,
+                 on_event: Optional[EventFn] = None):
+        self.plan = plan
+        self.devices = devices
+        self.max_failures = max_failures
+        self.on_event = on_event
+        self.lock = threading.RLock()
+        self.stop = threading.Event()  # start no new items (max failures)
+        self.started = datetime.now(timezone.utc)
+        self.t0 = time.perf_counter()
+        self.first_start: Optional[float] = None
+        self.outcome = "running"
+        self.fatal: Optional[StillmotionError] = None
+        self.hidden = {"load": 0.0, "write": 0.0}
+        self._last_report = 0.0
+
+    # counts ---------------------------------------------------------------
+    def count(self, status: str) -> int:
+        return sum(1 for i in self.plan.items if i.status == status)
+
+    @property
+    def finished_runs(self) -> int:
+        return self.count("done") + self.count("failed")
+
+    def eta_seconds(self) -> Optional[float]:
+        """Remaining items x measured wall seconds per finished item (all workers together)."""
+        done = self.finished_runs
+        if not done or self.first_start is None:
+            return None
+        per_item = (time.perf_counter() - self.first_start) / done
+        return per_item * (self.count("pending") + self.count("running"))
+
+    # events ---------------------------------------------------------------
+    def handle(self, kind: str, index: int, **data) -> None:
+        with self.lock:
+            item = self.plan.items[index] if index >= 0 else None
+            if kind == "start":
+                item.status = "running"
+                if self.first_start is None:
+                    self.first_start = time.perf_counter()
+            elif kind in ("done", "failed", "not_run"):
+                item.status = kind
+                item.error = data.get("error")
+                item.seconds = data.get("seconds")
+                if kind == "failed" and self.max_failures is not None and self.count("failed") >= self.max_failures:
+                    self.stop.set()
+            elif kind == "retry":
+                item.error = data.get("error")
+            if self.on_event is not None:
+                self.on_event(self, kind, index, data)
+            if kind in ("done", "failed") and time.perf_counter() - self._last_report > REPORT_EVERY_S:
+                self.write_report()
+
+    # report ---------------------------------------------------------------
+    def report(self) -> dict:
+        with self.lock:
+            counts = {s: self.count(s) for s in ("done", "skipped", "failed", "not_run")}
+            wall = time.perf_counter() - self.t0
+            return {
+                "schema": REPORT_SCHEMA,
+                "status": self.outcome,
+                "input": str(self.plan.source),
+                "output": str(self.plan.out_dir),
+                "model": self.plan.model,
+                "base_seed": self.plan.base_seed,
+                "variants": self.plan.variants,
+                "devices": self.devices,
+                "started": self.started.isoformat(timespec="seconds"),
+                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds") if self.outcome != "running" else None,
+                "wall_seconds": round(wall, 3),
+                "counts": {**counts, "total": len(self.plan.items)},
+                "ignored": self.plan.ignored,
+                "pipelined_seconds": {k: round(v, 3) for k, v in self.hidden.items()},
+                "items": [i.to_report() for i in self.plan.items],
+            }
+
+    def write_report(self) -> None:
+        import json
+
+        self._last_report = time.perf_counter()
+        try:
+            atomic_write_text(self.plan.report_path, json.dumps(self.report(), indent=2) + "\n")
+        except OSError:
+            pass  # a full disk must not end the batch; the final write will say so
+
+
+def run_batch(plan: Plan, *, model: str, engine_kwargs: Optional[dict] = None, devices: Optional[list[str]] = None,
+              max_failures: Optional[int] = None, should_cancel: Callable[[], bool] = lambda: False,
+              on_event: Optional[EventFn] = None, engine=None) -> Controller:
+    """Run every pending item of `plan`; returns the Controller (statuses, counts, report written).
+
+    Raises a StillmotionError when no item could run at all (e.g. the model does not load).
+    """
+    engine_kwargs = dict(engine_kwargs or {})
+    devices = list(devices or [engine_kwargs.get("device") or "auto"])
+    ctl = Controller(plan, devices=devices, max_failures=max_failures, on_event=on_event)
+    todo = plan.to_run
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(todo)
+    try:
+        if todo:
+            if len(devices) == 1:
+                _run_here(ctl, todo, model, {**engine_kwargs, "device": devices[0]}, should_cancel, engine)
+            else:
+                _run_processes(ctl, todo, model, engine_kwargs, devices, should_cancel)
+    finally:
+        for item in plan.items:
+            if item.status in ("pending", "running"):
+                item.status = "not_run"
+        if ctl.fatal is not None:
+            ctl.outcome = "failed"
+        elif should_cancel():
+            ctl.outcome = "cancelled"
+        elif ctl.stop.is_set():
+            ctl.outcome = "stopped: too many failures"
+        else:
+            ctl.outcome = "finished"
+        ctl.write_report()
+    if ctl.fatal is not None:
+        raise ctl.fatal
+    return ctl
+
+
+def _run_here(ctl: Controller, todo, model, engine_kwargs, should_cancel, engine) -> None:
+    pending = iter(todo)
+    worker = Worker(model, engine_kwargs, ctl.handle, should_stop=ctl.stop.is_set,
+                    should_cancel=should_cancel, engine=engine)
+    try:
+        worker.run(lambda: next(pending, None))
+    finally:
+        ctl.hidden = worker.hidden
+
+
+# --------------------------------------------------------------------------- several devices
+
+
+def device_name(d: str) -> str:
+    """--devices entries: "0" -> cuda:0; cpu, mps, cuda:N as they are."""
+    d = d.strip()
+    return f"cuda:{d}" if d.isdigit() else d
+
+
+def _run_processes(ctl: Controller, todo, model, engine_kwargs, devices, should_cancel) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # CUDA cannot be forked; spawn is also what macOS does
+    tasks = ctx.Queue()
+    events = ctx.Queue()
+    stop = ctx.Event()
+    cancel = ctx.Event()
+    for item in todo:
+        tasks.put(item)
+    for _ in devices:
+        tasks.put(None)
+    threads = max(1, (os.cpu_count() or 1) // len(devices))
+    procs = []
+    for n, dev in enumerate(devices):
+        kwargs = {**engine_kwargs, "device": device_name(dev)}
+        p = ctx.Process(target=_child_main, name=f"stillmotion-batch-{n}",
+                        args=(n, model, kwargs, tasks, events, stop, cancel, threads, os.getpid()), daemon=True)
+        p.start()
+        procs.append(p)
+    current: dict[int, Optional[int]] = {n: None for n in range(len(devices))}
+    alive = set(range(len(devices)))
+    load_errors = []
+    try:
+        while alive:
+            if ctl.stop.is_set():
+                stop.set()
+            if should_cancel():
+                cancel.set()
+            try:
+                n, kind, index, data = events.get(timeout=0.2)
+            except queue.Empty:
+                for w in list(alive):
+                    if not procs[w].is_alive():  # died without saying goodbye (killed, segfault)
+                        alive.discard(w)
+                        if current[w] is not None:
+                            ctl.handle("failed", current[w], error=f"the worker on {devices[w]} died (exit code {procs[w].exitcode})")
+                continue
+            if kind == "exit":
+                alive.discard(n)
+                continue
+            if kind == "fatal":
+                load_errors.append(data["error"])
+                alive.discard(n)
+                continue
+            if kind == "hidden":
+                for k, v in data.items():
+                    ctl.hidden[k] = ctl.hidden.get(k, 0.0) + v
+                continue
+            if kind == "start":
+                current[n] = index
+            elif kind in ("done", "failed", "not_run") and current[n] == index:
+                current[n] = None
+            ctl.handle(kind, index, **data)
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+    if load_errors and len(load_errors) == len(devices):
+        ctl.fatal = load_errors[0]
+
+
+def _child_main(n, model, engine_kwargs, tasks, events, stop, cancel, threads, parent_pid) -> None:
+    """A worker process: one Engine on one device, items from the shared queue, events back."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sets `cancel`
+
+    def emit(kind, index, **data):
+        events.put((n, kind, index, data))
+
+    def next_item():
+        if stop.is_set() or cancel.is_set() or os.getppid() != parent_pid:
+            return None  # stopping, or the parent is gone (kill -9): take no new work
+        return tasks.get()
+
+    try:
+        import torch
+
+        if engine_kwargs.get("device", "cpu") == "cpu":
+            torch.set_num_threads(threads)
+        worker = Worker(model, engine_kwargs, emit, should_stop=stop.is_set,
+                        should_cancel=lambda: cancel.is_set() or os.getppid() != parent_pid)
+        try:
+            worker.run(next_item)
+        finally:
+            events.put((n, "hidden", -1, worker.hidden))
+    except StillmotionError as e:
+        events.put((n, "fatal", -1, {"error": e}))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which goes on with the others
+        events.put((n, "fatal", -1, {"error": StillmotionError(f"worker {n} failed: {type(e).__name__}: {e}")}))
+    finally:
+        events.put((n, "exit", -1, {}))

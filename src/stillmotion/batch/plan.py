@@ -1,0 +1,423 @@
+"""Planning a batch: which images, which outputs, which seeds, what is already done.
+
+Everything here runs before the model loads (and is all `--dry-run` does):
+
+    1. find the inputs      a folder (recursive, --pattern, images only, hidden
+                            files skipped) or a manifest (CSV / JSONL rows:
+                            `image` plus any spec field as an override)
+    2. one item per image   x variant: its key (relative path), its seed, its
+                            requested spec, its output path mirroring the tree
+    3. check clashes        two items may never write the same file
+    4. resume               an item whose output + sidecar exist and record the
+                            same request and model is skipped (unless force)
+
+No torch here: planning stays instant, even for thousands of images.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import InvalidInput, NotFound
+from ..spec import MAX_SEED, GenerationSpec
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+REPORT_NAME = "batch-report.json"
+MAX_ERRORS_SHOWN = 20
+
+
+@dataclass
+class Item:
+    """One video to make: an image (x a variant) with its seed, spec and output."""
+
+    index: int
+    key: str  # the image's path relative to the input folder (posix); seeds derive from it
+    source: str  # absolute path (or URL, from a manifest) to read the image from
+    output: Path  # the video file (or, for png, the folder of frames)
+    sidecar: Path
+    seed: int
+    variant: int
+    requested: dict  # spec fields asked for (flags + manifest row), seed included
+    line: Optional[int] = None  # manifest line number
+    status: str = "pending"  # pending | skipped | done | failed | not_run
+    error: Optional[str] = None
+    seconds: Optional[float] = None
+
+    @property
+    def spec(self) -> GenerationSpec:
+        return GenerationSpec(**self.requested)
+
+    @property
+    def format(self) -> str:
+        return self.requested.get("format") or "mp4"
+
+    def to_report(self) -> dict:
+        row = {
+            "input": self.source,
+            "output": str(self.output),
+            "seed": self.seed,
+            "variant": self.variant,
+            "status": self.status,
+            "error": self.error,
+            "seconds": self.seconds,
+        }
+        if self.line is not None:
+            row["line"] = self.line
+        return row
+
+
+@dataclass
+class Plan:
+    source: Path  # the input folder or manifest file
+    out_dir: Path
+    model: str  # the model's registry name (what sidecars record)
+    base_seed: int
+    variants: int
+    items: list[Item]
+    ignored: list[str] = field(default_factory=list)  # files that are not images (relative paths)
+
+    @property
+    def to_run(self) -> list[Item]:
+        return [i for i in self.items if i.status == "pending"]
+
+    @property
+    def skipped(self) -> list[Item]:
+        return [i for i in self.items if i.status == "skipped"]
+
+    @property
+    def report_path(self) -> Path:
+        return self.out_dir / REPORT_NAME
+
+
+def derive_seed(base_seed: int, key: str, variant: int = 0) -> int:
+    """The item's seed: 32 bits of sha256("base:key:variant"). Independent of order and of other files."""
+    digest = hashlib.sha256(f"{base_seed}:{key}:{variant}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def plan_batch(
+    source,
+    out_dir,
+    *,
+    model: str = "svd-xt",
+    fields: Optional[dict] = None,
+    seed: Optional[int] = None,
+    variants: int = 1,
+    recursive: bool = False,
+    patterns: Optional[list[str]] = None,
+    force: bool = False,
+) -> Plan:
+    """Inputs -> items with seeds and outputs; raises InvalidInput before any work when something is wrong."""
+    from ..models.registry import entry_for
+
+    source = Path(source).expanduser()
+    out_dir = Path(out_dir).expanduser()
+    fields = {k: v for k, v in (fields or {}).items() if v is not None}
+    fields.pop("seed", None)
+    if seed is None:
+        seed = 0
+    if not 0 <= seed <= MAX_SEED:
+        raise InvalidInput(f"--seed must be 0..{MAX_SEED} for a batch (each item's seed derives from it); got {seed}.")
+    if variants < 1:
+        raise InvalidInput(f"--variants must be at least 1, got {variants}.")
+    base = GenerationSpec.build(**fields)  # flags checked once, before the rows
+    model_name = entry_for(model).name
+
+    # 1. Find the inputs
+    if not source.exists():
+        raise NotFound(f"{source} does not exist; pass a folder of images or a .csv/.jsonl manifest.")
+    ignored: list[str] = []
+    if source.is_dir():
+        rows = [_Row(key=key, source=str((source / key).absolute()), overrides={}) for key in
+                _scan(source, out_dir, recursive, patterns, ignored)]
+    elif source.suffix.lower() in MANIFEST_SUFFIXES:
+        if patterns or recursive:
+            raise InvalidInput("--pattern and --recursive apply to folders; a manifest lists its images itself.")
+        rows = read_manifest(source, base)
+    else:
+        raise InvalidInput(f"{source} is neither a folder nor a manifest; pass a folder, a .csv or a .jsonl file.")
+
+    # 2. Items: one per row and variant
+    items: list[Item] = []
+    for row in rows:
+        row_seed = row.overrides.get("seed")
+        for v in range(variants):
+            if row_seed is not None:
+                item_seed = row_seed if v == 0 else derive_seed(row_seed, row.key, v)
+            else:
+                item_seed = derive_seed(seed, row.key, v)
+            requested = {**base.model_dump(exclude_defaults=True), **row.overrides, "seed": item_seed}
+            fmt = requested.get("format", "mp4")
+            output = _output_path(out_dir, row, fmt, item_seed if variants > 1 else None)
+            items.append(Item(index=len(items), key=row.key, source=row.source, output=output,
+                              sidecar=_sidecar(output), seed=item_seed, variant=v, requested=requested, line=row.line))
+
+    # 3. Clashes, before any work
+    check_clashes(items)
+
+    # 4. Resume
+    if not force:
+        for item in items:
+            if is_up_to_date(item, model_name):
+                item.status = "skipped"
+    return Plan(source=source, out_dir=out_dir, model=model_name, base_seed=seed, variants=variants,
+                items=items, ignored=ignored)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class _Row:
+    key: str
+    source: str
+    overrides: dict
+    line: Optional[int] = None
+    output: Optional[str] = None  # a manifest's explicit output name, relative to out_dir
+
+
+def _scan(root: Path, out_dir: Path, recursive: bool, patterns: Optional[list[str]], ignored: list[str]) -> list[str]:
+    """Relative posix paths of the images under root, sorted; hidden files and folders skipped."""
+    try:
+        out_abs = out_dir.resolve()
+    except OSError:
+        out_abs = None
+    keys = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        # never descend into hidden folders or into the output folder (its frames are not inputs)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() != out_abs)
+        if not recursive:
+            dirnames[:] = []
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            rel = (here / name).relative_to(root).as_posix()
+            if patterns and not any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) for p in patterns):
+                continue
+            if Path(name).suffix.lower() not in IMAGE_SUFFIXES or not (here / name).is_file():
+                ignored.append(rel)
+                continue
+            keys.append(rel)
+    return sorted(keys)
+
+
+def _field_aliases() -> dict[str, str]:
+    """Manifest columns may use spec names (num_frames) or flag names (frames, steps, decode-chunk)."""
+    from ..spec import SPEC_FIELDS
+
+    aliases = {name: name for name in SPEC_FIELDS}
+    try:
+        from ..cli.options import SPEC_FLAGS
+    except ImportError:  # click missing: spec names only
+        return aliases
+    for flag, name, _, _ in SPEC_FLAGS:
+        bare = flag.lstrip("-")
+        aliases[bare] = name
+        aliases[bare.replace("-", "_")] = name
+    return aliases
+
+
+def read_manifest(path: Path, base: GenerationSpec) -> list[_Row]:
+    """Rows of a CSV (header with an `image` column) or JSONL manifest; every bad row is reported with its line."""
+    aliases = _field_aliases()
+    errors: list[str] = []
+    raw_rows: list[tuple[int, dict]] = []
+    name = path.name
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"Cannot read manifest {path}: {e}; pass a UTF-8 .csv or .jsonl file.") from None
+
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(text.splitlines(keepends=True))
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        if "image" not in header:
+            raise InvalidInput(f"{name} line 1: the header has no `image` column (got {', '.join(header) or 'nothing'}).")
+        bad = [h for h in header if h and h not in aliases and h not in ("image", "output")]
+        if bad:
+            raise InvalidInput(f"{name} line 1: unknown column(s) {', '.join(bad)}; use image, output and spec fields "
+                               "such as num_frames, fps, motion_bucket_id, seed.")
+        for row in reader:
+            if None in row:
+                errors.append(f"line {reader.line_num}: more cells than header columns")
+                continue
+            cells = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            if not any(cells.values()):
+                continue  # blank line
+            raw_rows.append((reader.line_num, {k: v for k, v in cells.items() if v != ""}))
+    else:
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                errors.append(f"line {n}: not valid JSON ({e.msg})")
+                continue
+            if not isinstance(obj, dict):
+                errors.append(f"line {n}: each line must be a JSON object with an `image` key")
+                continue
+            raw_rows.append((n, {k: v for k, v in obj.items() if v is not None}))
+
+    rows: list[_Row] = []
+    base_fields = base.model_dump(exclude_defaults=True)
+    for line, cells in raw_rows:
+        image = cells.pop("image", None)
+        output = cells.pop("output", None)
+        if not image or not isinstance(image, str):
+            errors.append(f"line {line}: no `image` given")
+            continue
+        overrides: dict[str, Any] = {}
+        unknown = [k for k in cells if k not in aliases]
+        if unknown:
+            errors.append(f"line {line}: unknown field(s) {', '.join(unknown)}")
+            continue
+        for k, v in cells.items():
+            overrides[aliases[k]] = v
+        try:
+            checked = GenerationSpec.build(**{**base_fields, **overrides})
+        except InvalidInput as e:
+            errors.append(f"line {line}: {e.message}")
+            continue
+        # keep the validated (typed) values: "14" in a CSV cell becomes 14
+        overrides = {k: getattr(checked, k) for k in overrides}
+        if "seed" in overrides and overrides["seed"] < 0:
+            errors.append(f"line {line}: seed must be 0..{MAX_SEED} in a batch, got {overrides['seed']}")
+            continue
+        if output is not None:
+            from ..video import format_from_path
+
+            out_fmt = format_from_path(str(output))
+            if out_fmt and "format" in overrides and overrides["format"] != out_fmt:
+                errors.append(f"line {line}: output {output!r} does not match format {overrides['format']!r}")
+                continue
+            if out_fmt and "format" not in overrides and "format" not in base_fields:
+                overrides["format"] = out_fmt
+            if Path(str(output)).is_absolute() or ".." in Path(str(output)).parts:
+                errors.append(f"line {line}: output {output!r} must be a relative path inside the output folder")
+                continue
+        key, src = _manifest_source(path.parent, image)
+        if src is None:
+            errors.append(f"line {line}: image {image!r} not found")
+            continue
+        rows.append(_Row(key=key, source=src, overrides=overrides, line=line, output=output))
+
+    if errors:
+        shown = errors[:MAX_ERRORS_SHOWN]
+        more = f" (and {len(errors) - len(shown)} more)" if len(errors) > len(shown) else ""
+        raise InvalidInput(f"{name}: {len(errors)} invalid row(s), nothing was run: " + "; ".join(shown) + more)
+    if not rows:
+        raise InvalidInput(f"{name} lists no images; add rows with an `image` column.")
+    return rows
+
+
+def _manifest_source(folder: Path, image: str) -> tuple[str, Optional[str]]:
+    """(key, source) of a manifest image: relative paths are relative to the manifest's folder."""
+    if image.lower().startswith(("http://", "https://")):
+        return image, image
+    p = Path(image).expanduser()
+    full = p if p.is_absolute() else folder / p
+    if not full.is_file():
+        return image, None
+    try:
+        key = full.resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        key = Path(image).as_posix()
+    return key, str(full.absolute())
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _output_path(out_dir: Path, row: _Row, fmt: str, variant_seed: Optional[int]) -> Path:
+    """a/b/cat.jpg -> OUT/a/b/cat.mp4 (cat.s<seed>.mp4 with variants); png: the folder OUT/a/b/cat."""
+    if row.output:
+        rel = Path(str(row.output))
+        stem = rel.name
+        from ..video import format_from_path
+
+        if format_from_path(stem):
+            stem = stem[: -len(Path(stem).suffix)]
+        parent = rel.parent
+    else:
+        if row.key.lower().startswith(("http://", "https://")):
+            rel = Path(row.key.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or "image")
+        else:
+            rel = Path(row.key)
+        stem, parent = rel.stem, rel.parent
+        if rel.is_absolute() or ".." in rel.parts:
+            parent = Path()
+    if variant_seed is not None:
+        stem = f"{stem}.s{variant_seed}"
+    name = stem if fmt == "png" else f"{stem}.{fmt}"
+    return out_dir / parent / name
+
+
+def _sidecar(output: Path) -> Path:
+    from ..video.metadata import sidecar_path
+
+    return sidecar_path(output)
+
+
+def check_clashes(items: list[Item]) -> None:
+    """Two items writing the same video or sidecar (case-insensitively) is an error before any work."""
+    seen: dict[str, Item] = {}
+    clashes = []
+    for item in items:
+        for path in {str(item.output).lower(), str(item.sidecar).lower()}:
+            other = seen.get(path)
+            if other is not None and other is not item:
+                clashes.append(f"{_where(other)} and {_where(item)} -> {path if path != str(item.output).lower() else item.output}")
+            seen[path] = item
+    if clashes:
+        shown = clashes[:MAX_ERRORS_SHOWN]
+        raise InvalidInput(
+            f"{len(clashes)} output name clash(es), nothing was run: " + "; ".join(shown)
+            + ". Rename one of each pair, narrow --pattern, or give a manifest with an `output` column."
+        )
+
+
+def _where(item: Item) -> str:
+    return f"{item.key} (line {item.line})" if item.line else item.key
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def is_up_to_date(item: Item, model_name: str) -> bool:
+    """Output and sidecar exist, the sidecar records this model and this request, and the file is whole."""
+    from ..video.metadata import read_sidecar
+
+    if not item.output.exists() or not item.sidecar.is_file():
+        return False
+    try:
+        record = read_sidecar(item.sidecar)
+    except InvalidInput:
+        return False
+    if (record.get("model") or {}).get("name") != model_name:
+        return False
+    recorded = (record.get("batch") or {}).get("requested")
+    if recorded is not None:
+        if _plain(recorded) != _plain(item.requested):
+            return False
+    else:  # a video made outside batch: every field we ask for must match what it recorded
+        spec = record.get("spec") or {}
+        if any(_plain(spec.get(k)) != _plain(v) for k, v in item.requested.items()):
+            return False
+    size = (record.get("output") or {}).get("bytes")
+    if item.output.is_file() and size is not None and item.output.stat().st_size != size:
+        return False  # truncated or replaced since
+    return True
+
+
+def _plain(value):
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,230 @@
+"""One worker: load the model once, then generate item after item, pipelined.
+
+While item N denoises, a loader thread reads, decodes and sizes image N+1 and
+a writer thread encodes video N-1 (PyAV and Pillow release the GIL for most
+of that work), so the accelerator does not wait on file I/O:
+
+    loader   [read+decode N+1]          [read+decode N+2]
+    engine   [denoise+decode N      ]   [denoise+decode N+1    ]
+    writer   [encode+write N-1]         [encode+write N]
+
+The worker reports through `emit(kind, index, **data)`; kinds are "start",
+"progress", "retry", "done", "failed" and "not_run". Item status lives in the
+controller (control.py), which runs in this process or, with several devices,
+in the parent process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from ..errors import Cancelled, OutOfMemory, StillmotionError
+from ..spec import GenerationSpec
+from .plan import Item
+
+Emit = Callable[..., None]
+
+# Sidecar keys that change from run to run. They stay in NAME.json but are kept
+# out of the container's comment tag, so the same item gives a byte-identical video.
+VOLATILE_KEYS = ("created", "timings")
+
+
+@dataclass
+class Loaded:
+    image: Any  # PIL image, already at the spec's size
+    spec: GenerationSpec  # resolved
+    input: dict  # source, sha256, original size
+    seconds: float
+
+
+class Worker:
+    """Runs items on one Engine. `next_item()` returns the next Item or None when there are no more."""
+
+    def __init__(self, model: str, engine_kwargs: dict, emit: Emit, *,
+                 should_stop: Callable[[], bool] = lambda: False,
+                 should_cancel: Callable[[], bool] = lambda: False,
+                 engine=None):
+        self.model = model
+        self.engine_kwargs = dict(engine_kwargs)
+        self.emit = emit
+        self.should_stop = should_stop
+        self.should_cancel = should_cancel
+        self.engine = engine
+        self.hidden = {"load": 0.0, "write": 0.0}  # seconds of I/O done beside the engine
+
+    def _engine(self):
+        if self.engine is None:
+            from ..engine import Engine
+
+            self.engine = Engine(self.model, progress=False, **self.engine_kwargs)
+        return self.engine
+
+    # ------------------------------------------------------------------
+    def run(self, next_item: Callable[[], Optional[Item]]) -> None:
+        self.entry = self._engine().entry
+        loader = ThreadPoolExecutor(1, thread_name_prefix="batch-load")
+        writer = ThreadPoolExecutor(1, thread_name_prefix="batch-write")
+        pending: Optional[tuple[Item, Future, float]] = None  # the video being written
+        try:
+            current = None if self.should_stop() else next_item()
+            current_load = loader.submit(self._load, current) if current else None
+            while current is not None:
+                # 1. Start reading the next image now; it decodes while this one denoises
+                following = None if self.should_stop() or self.should_cancel() else next_item()
+                following_load = loader.submit(self._load, following) if following else None
+                # 2. Generate this one
+                item, t0 = current, time.perf_counter()
+                self.emit("start", item.index)
+                try:
+                    loaded = current_load.result()
+                    result = self._generate(item, loaded)
+                except Cancelled:
+                    self.emit("not_run", item.index, error="cancelled")
+                    if following is not None:
+                        self.emit("not_run", following.index, error="cancelled")
+                    break
+                except StillmotionError as e:
+                    self.emit("failed", item.index, error=e.message, seconds=round(time.perf_counter() - t0, 3))
+                except Exception as e:  # noqa: BLE001 - one item's bug must not end the batch
+                    self.emit("failed", item.index, error=f"internal error: {type(e).__name__}: {e}",
+                              seconds=round(time.perf_counter() - t0, 3))
+                else:
+                    # 3. Hand the frames to the writer; wait for the previous video first (bounded memory)
+                    self._finish(pending)
+                    gen_seconds = time.perf_counter() - t0
+                    pending = (item, writer.submit(self._save, item, result), gen_seconds)
+                current, current_load = following, following_load
+        finally:
+            self._finish(pending)
+            loader.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True)
+
+    def _finish(self, pending) -> None:
+        if pending is None:
+            return
+        item, future, gen_seconds = pending
+        try:
+            write_seconds = future.result()
+        except StillmotionError as e:
+            self.emit("failed", item.index, error=e.message, seconds=round(gen_seconds, 3))
+        except Exception as e:  # noqa: BLE001
+            self.emit("failed", item.index, error=f"could not write: {type(e).__name__}: {e}", seconds=round(gen_seconds, 3))
+        else:
+            self.emit("done", item.index, seconds=round(gen_seconds + write_seconds, 3))
+
+    # ------------------------------------------------------------------
+    def _load(self, item: Item) -> Loaded:
+        """Read, decode and size the image (in the loader thread)."""
+        from .. import images
+
+        t = time.perf_counter()
+        data, where = images.read_source_bytes(item.source)
+        pil = images.load_image(data)
+        spec = item.spec.resolve(self.entry, pil.size)  # not via the engine: it may be rebuilt meanwhile
+        prepared = images.prepare(pil, spec.width, spec.height, spec.resize)
+        info = {"source": where or item.source, "sha256": images.sha256_of(data), "size": list(pil.size)}
+        seconds = time.perf_counter() - t
+        self.hidden["load"] += seconds
+        return Loaded(image=prepared, spec=spec, input=info, seconds=seconds)
+
+    def _generate(self, item: Item, loaded: Loaded):
+        def on_progress(p):
+            self.emit("progress", item.index, stage=p.stage, step=p.step, total=p.total)
+
+        engine = self._engine()
+        oom = None
+        try:
+            result = engine.generate(loaded.image, loaded.spec, on_progress=on_progress, should_cancel=self.should_cancel)
+        except OutOfMemory as first:
+            oom = first.message  # leave the except block first: its traceback holds the engine's memory
+        if oom is not None:
+            # One retry with lower-memory settings before the item counts as failed.
+            spec = loaded.spec.update(decode_chunk_size=1)
+            how = "decode_chunk_size=1"
+            if engine.device != "cpu" and engine.offload == "none":
+                self.engine = engine = None
+                _release_memory()
+                self.engine_kwargs["offload"] = "model"  # kept for the rest of this worker's items
+                how += ", offload=model"
+            self.emit("retry", item.index, error=f"{oom} Retrying with {how}.")
+            result = self._engine().generate(loaded.image, spec, on_progress=on_progress, should_cancel=self.should_cancel)
+            result.metadata.setdefault("fallbacks", []).append(f"batch: out of memory, retried with {how}")
+        result.metadata["input"] = loaded.input
+        result.metadata.setdefault("timings", {})["prepare"] = round(loaded.seconds, 4)
+        result.metadata["batch"] = {"key": item.key, "variant": item.variant, "requested": item.requested}
+        return result
+
+    def _save(self, item: Item, result) -> float:
+        """Write the video (atomically), then its sidecar; returns the seconds it took (writer thread)."""
+        t = time.perf_counter()
+        save_result(result, item)
+        seconds = time.perf_counter() - t
+        self.hidden["write"] += seconds
+        return seconds
+
+
+def _release_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def save_result(result, item: Item) -> None:
+    """The video carries only run-independent metadata (same item -> same bytes); NAME.json gets everything."""
+    from ..video import write
+    from ..video.metadata import build_sidecar, dumps
+
+    meta = result.metadata
+    stable = {k: v for k, v in meta.items() if k not in VOLATILE_KEYS}
+    t = time.perf_counter()
+    art = write(result.frames, item.output, fps=result.fps, format=result.spec.format, metadata=stable, sidecar=False)
+    meta.setdefault("timings", {})["write"] = round(time.perf_counter() - t, 4)
+    output = {"file": art.path.name, "format": art.format, "frames": art.frames, "width": art.width,
+              "height": art.height, "fps": art.fps, "bytes": art.bytes}
+    atomic_write_text(item.sidecar, dumps(build_sidecar(meta, output)))
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write to a hidden temp name in the same folder, then rename over `path`."""
+    import secrets
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temps(items) -> int:
+    """Temp files a killed run left beside our outputs (`.cat.mp4.tmp-1a2b3c4d`); returns how many went."""
+    import shutil
+
+    removed = 0
+    for item in items:
+        for target in (item.output, item.sidecar):
+            folder = target.parent
+            if not folder.is_dir():
+                continue
+            for stale in folder.glob(f".{target.name}.tmp-*"):
+                try:
+                    if stale.is_dir() and not stale.is_symlink():
+                        shutil.rmtree(stale)
+                    else:
+                        stale.unlink()
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
