@@ -59,7 +59,8 @@ def test_output_format_follows_the_suffix(tmp_path, image_file):
 def _png_header_only(w: int, h: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     chunk = b"IHDR" + ihdr
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    iend = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk)) + iend
 
 
 def _bad_inputs(tmp_path: Path, image_file: Path):
@@ -80,11 +81,11 @@ def _bad_inputs(tmp_path: Path, image_file: Path):
     img = str(image_file)
     return [
         ("missing file", [str(tmp_path / "nope.jpg")], 2, "nope.jpg"),
-        ("directory", [str(tmp_path)], 2, "directory"),
+        ("directory", [str(tmp_path)], 2, "folder"),
         ("empty file", [str(empty)], 2, "empty"),
         ("text renamed .png", [str(text)], 2, "not an image"),
         ("truncated jpeg", [str(truncated)], 2, "truncated"),
-        ("100000x100000 png", [str(bomb)], 2, "100000x100000"),
+        ("100000x100000 png", [str(bomb)], 2, "too large"),
         ("1x1 image", [str(tiny)], 2, "1x1"),
         ("unreachable url", ["http://127.0.0.1:9/x.jpg"], 2, "127.0.0.1"),
         ("file url", ["file:///etc/passwd"], 2, "http"),

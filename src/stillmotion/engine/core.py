@@ -141,12 +141,15 @@ class Engine:
 
         dlogging.disable_progress_bar()
         try:
-            pipe = StableVideoDiffusionPipeline.from_pretrained(
-                self.local.path,
-                variant=self.local.variant,
-                torch_dtype=self.dtype,
-                use_safetensors=True,
-            )
+            with warnings.catch_warnings():
+                # diffusers >= 0.36 renames torch_dtype to dtype; the old name works on every version
+                warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+                pipe = StableVideoDiffusionPipeline.from_pretrained(
+                    self.local.path,
+                    variant=self.local.variant,
+                    torch_dtype=self.dtype,
+                    use_safetensors=True,
+                )
         except (OSError, ValueError, RuntimeError) as e:
             if is_out_of_memory(e):
                 raise OutOfMemory(f"Out of memory while loading {self.entry.name}: {_first_line(e)}") from None
