@@ -58,7 +58,12 @@ def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) 
         if entry.name == "tiny":
             from .tiny import ensure_tiny
 
-            return LocalModel(entry=entry, path=ensure_tiny(), source="builtin")
+            path = ensure_tiny()
+            if not (path / "stillmotion-manifest.json").is_file():  # built before manifests existed
+                from .hub import write_folder_manifest
+
+                write_folder_manifest(path, name="tiny")
+            return LocalModel(entry=entry, path=path, source="builtin")
         raise ModelUnavailable(f"Built-in model {entry.name!r} is not available in this install.")
     if entry.repo_id is None:
         path = Path(entry.name)
@@ -93,24 +98,36 @@ def sha256_file(path: Path, chunk: int = 8 * 1024 * 1024) -> str:
     return h.hexdigest()
 
 
-def cached_sha256(path: Path) -> str:
-    """sha256 of a file, remembered by (path, size, mtime) so a 4 GB file is hashed once."""
+def _hash_record(path: Path) -> Path:
     from .tiny import cache_root
 
     st = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
-    store = cache_root() / "hashes"
-    rec = store / f"{key}.json"
+    return cache_root() / "hashes" / f"{key}.json"
+
+
+def cached_sha256(path: Path) -> str:
+    """sha256 of a file, remembered by (path, size, mtime) so a 4 GB file is hashed once.
+
+    For the sidecar record only: `models verify` always reads the bytes again.
+    """
+    rec = _hash_record(path)
     try:
         return json.loads(rec.read_text())["sha256"]
     except (OSError, ValueError, KeyError):
         pass
     digest = sha256_file(path)
+    remember_sha256(path, digest)
+    return digest
+
+
+def remember_sha256(path: Path, digest: str) -> None:
+    """Store a digest just computed (download, verify) so the next cached_sha256 is free."""
     try:
-        store.mkdir(parents=True, exist_ok=True)
+        rec = _hash_record(path)
+        rec.parent.mkdir(parents=True, exist_ok=True)
         tmp = rec.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps({"path": str(path), "sha256": digest}))
         os.replace(tmp, rec)
     except OSError:
         pass
-    return digest

@@ -106,13 +106,17 @@ def build_tiny_pipeline(seed: int = 0):
 
 
 def save_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
-    """Save the tiny model as a diffusers folder (safetensors) with its stillmotion defaults."""
+    """Save the tiny model as a diffusers folder (safetensors) with its stillmotion defaults and manifest."""
     from .registry import REGISTRY, write_local_defaults
 
     folder = Path(folder)
     pipe = build_tiny_pipeline(seed)
     pipe.save_pretrained(folder, safe_serialization=True)
     write_local_defaults(folder, REGISTRY["tiny"].defaults)
+    # sha256 + size of each weight file, for `stillmotion models verify`
+    from .hub import write_folder_manifest
+
+    write_folder_manifest(folder, name="tiny")
     return folder
 
 

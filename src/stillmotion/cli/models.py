@@ -1,0 +1,238 @@
+"""`stillmotion models list | download NAME | verify NAME`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from ..errors import InvalidInput, ModelCorrupted
+
+
+@click.group()
+def models():
+    """List, download and verify models.
+
+    \b
+    stillmotion models list                  # known models, what is cached, sizes
+    stillmotion models download svd-xt       # fp16 safetensors into the HF cache
+    stillmotion models verify svd-xt         # sha256 of every weight file
+    """
+
+
+# --------------------------------------------------------------------------- list
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list instead of a table")
+def list_models(as_json):
+    """Known models and the ones in the cache, with their size on disk."""
+    rows = model_rows()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        size = human_size(r["size_bytes"]) if r["size_bytes"] else f"~{r['approx_size_gb']:g} GB" if r["approx_size_gb"] else "-"
+        where = r["path"] if r["status"] != "not downloaded" else (r["repo_id"] or "")
+        click.echo(f"{r['name']:<{width}}  {r['status']:<14}  {size:>9}  {where}")
+        if r["description"]:
+            click.echo(f"{'':<{width}}  {r['description']}")
+    from ..models.hub import hub_cache_dir
+    from ..models.tiny import cache_root
+
+    click.echo(f"\nHugging Face cache: {hub_cache_dir()}   stillmotion cache: {cache_root()}")
+
+
+def model_rows() -> list[dict]:
+    """One dict per registry model, then per other SVD pipeline found in the HF cache."""
+    from ..models.hub import cached_snapshot, hub_cache_dir, missing_files
+    from ..models.registry import REGISTRY
+    from ..models.tiny import TINY_VERSION, cache_root
+
+    rows = []
+    for entry in REGISTRY.values():
+        row = {
+            "name": entry.name,
+            "repo_id": entry.repo_id,
+            "revision": entry.revision,
+            "variant": entry.variant,
+            "gated": entry.gated,
+            "builtin": entry.builtin,
+            "description": entry.description,
+            "approx_size_gb": entry.approx_size_gb,
+            "status": "not downloaded",
+            "commit": None,
+            "path": None,
+            "size_bytes": 0,
+        }
+        if entry.builtin:
+            folder = cache_root() / f"tiny-v{TINY_VERSION}"
+            if (folder / "model_index.json").is_file():
+                row.update(status="cached", path=str(folder), size_bytes=disk_size(folder))
+            else:
+                row["status"] = "built on use"
+        else:
+            folder = cached_snapshot(entry, complete=False)
+            if folder is not None:
+                complete = not missing_files(folder, entry.variant)
+                row.update(
+                    status="cached" if complete else "partial",
+                    commit=folder.name,
+                    path=str(folder),
+                    size_bytes=disk_size(folder),
+                )
+        rows.append(row)
+
+    # other diffusers SVD pipelines in the HF cache (any hub id works as --model)
+    known = {e.repo_id for e in REGISTRY.values() if e.repo_id}
+    cache = hub_cache_dir()
+    for repo_dir in sorted(cache.glob("models--*")) if cache.is_dir() else ():
+        repo_id = repo_dir.name.removeprefix("models--").replace("--", "/")
+        if repo_id in known:
+            continue
+        for snap in sorted((repo_dir / "snapshots").glob("*")):
+            try:
+                cls = json.loads((snap / "model_index.json").read_text()).get("_class_name")
+            except (OSError, ValueError):
+                continue
+            if cls != "StableVideoDiffusionPipeline":
+                continue
+            rows.append(
+                {
+                    "name": repo_id,
+                    "repo_id": repo_id,
+                    "revision": None,
+                    "variant": None,
+                    "gated": False,
+                    "builtin": False,
+                    "description": "hub model in the cache",
+                    "approx_size_gb": 0.0,
+                    "status": "partial" if all(missing_files(snap, v) for v in (None, "fp16")) else "cached",
+                    "commit": snap.name,
+                    "path": str(snap),
+                    "size_bytes": disk_size(snap),
+                }
+            )
+    return rows
+
+
+def disk_size(folder: Path) -> int:
+    """Bytes on disk under a folder, following the hub cache's symlinks once per blob."""
+    seen, total = set(), 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            p = Path(root, name)
+            try:
+                real = p.resolve()
+                if real in seen:
+                    continue
+                seen.add(real)
+                total += real.stat().st_size
+            except OSError:
+                continue
+    return total
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+# --------------------------------------------------------------------------- download
+@models.command()
+@click.argument("name")
+@click.option("--force", is_flag=True, help="download every file again (repairs a corrupted cache)")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+def download(name, force, quiet):
+    """Download NAME (svd, svd-xt, svd-xt-1-1 or a hub id) into the Hugging Face cache."""
+    from ..models.checkpoints import resolve
+    from ..models.registry import entry_for
+
+    entry = entry_for(name)
+    if entry.builtin:
+        local = _rebuild_tiny() if force else resolve(name, progress=not quiet)
+        click.echo(f"{entry.name}: built in, saved at {local.path}")
+        return
+    if entry.repo_id is None:
+        raise InvalidInput(f"{name} is a local folder: there is nothing to download (`stillmotion models verify {name}` checks it).")
+    from ..models.hub import cached_snapshot, resolve_hub
+
+    was_cached = not force and cached_snapshot(entry) is not None
+    local = resolve_hub(entry, download=True, progress=not quiet, force=force)
+    size = human_size(disk_size(local.path))
+    if was_cached:
+        click.echo(f"{entry.name}: already in the cache at {local.path} (commit {local.commit}, {size}).")
+    else:
+        click.echo(f"{entry.name}: downloaded {entry.repo_id} at commit {local.commit} ({size}) to {local.path}")
+
+
+def _rebuild_tiny():
+    import shutil
+
+    from ..models.checkpoints import resolve
+    from ..models.tiny import TINY_VERSION, cache_root
+
+    shutil.rmtree(cache_root() / f"tiny-v{TINY_VERSION}", ignore_errors=True)
+    return resolve("tiny")
+
+
+# --------------------------------------------------------------------------- verify
+@models.command()
+@click.argument("name")
+@click.option("--online/--offline", default=None, help="against the hub's LFS hashes / the download manifest (default: hub when reachable)")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.option("--write-manifest", is_flag=True, help="local folder: record its current hashes as the reference, then verify")
+def verify(name, online, as_json, write_manifest):
+    """Check the sha256 and size of every weight file of NAME; exit 3 naming any bad file."""
+    from ..models.hub import verify as run_verify
+    from ..models.registry import entry_for
+
+    if write_manifest:
+        entry = entry_for(name)
+        if entry.repo_id is not None or entry.builtin:
+            raise InvalidInput("--write-manifest is for local folders; hub models and tiny get theirs when saved or downloaded.")
+        from ..models.hub import safetensors_problem, write_folder_manifest
+
+        for p in sorted(Path(name).rglob("*.safetensors")):
+            problem = safetensors_problem(p)
+            if problem:
+                raise ModelCorrupted(f"{p}: {problem}; not recording a manifest for a damaged folder.")
+        click.echo(f"wrote {write_folder_manifest(name)}")
+    try:
+        report = run_verify(name, online=online)
+    except ModelCorrupted as e:
+        report = getattr(e, "report", None)
+        if report is not None:
+            _print_report(report, as_json)
+        raise
+    _print_report(report, as_json)
+
+
+def _print_report(report, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    against = {
+        "hub": f"the hub's LFS sha256 at commit {report.commit}",
+        "manifest": "the manifest written when it was saved or downloaded",
+        "hf-cache": "the hub cache's blob names (LFS sha256)",
+        "none": "nothing (no manifest)",
+    }[report.reference]
+    click.echo(f"{report.name}: {report.path}")
+    click.echo(f"checked against {against}")
+    for f in report.files:
+        mark = {"ok": "ok", "unverified": "complete"}.get(f.status, f.status.upper())
+        size = human_size(f.size) if f.size is not None else "-"
+        click.echo(f"  {mark:<10} {size:>9}  {f.path}" + (f"  ({f.detail})" if f.detail else ""))
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    if report.ok:
+        n = sum(f.status == "ok" for f in report.files)
+        if n:
+            click.echo(f"{report.name}: all {n} weight files match.")
+        else:
+            click.echo(f"{report.name}: weight files are complete safetensors files; no reference hashes to compare.")

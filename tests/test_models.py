@@ -1,0 +1,500 @@
+"""Models: local folders, the hub cache offline, downloads from a hub on loopback, verify, `stillmotion models`.
+
+No test touches the real hub: HF_ENDPOINT points at a closed port, or at a small
+HTTP server on 127.0.0.1 that serves the tiny model the way huggingface.co
+serves a repo (repo info with LFS hashes, tree listing, resolve URLs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+from conftest import run_cli
+
+from stillmotion.errors import ModelCorrupted, ModelUnavailable
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+XT = "stabilityai/stable-video-diffusion-img2vid-xt"
+STILLMOTION_BIN = Path(sys.executable).with_name("stillmotion")
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def tiny_src() -> Path:
+    """The tiny model saved with save_pretrained (fp32, no variant) in the session cache; never modified."""
+    from stillmotion.models.checkpoints import resolve
+
+    return resolve("tiny").path
+
+
+@pytest.fixture(scope="session")
+def tiny_fp16_src(tmp_path_factory) -> Path:
+    """The tiny model in fp16, saved as a hub repo is: `*.fp16.safetensors` variant files."""
+    import torch
+
+    from stillmotion.models.tiny import build_tiny_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-fp16")
+    build_tiny_pipeline().to(torch.float16).save_pretrained(folder, safe_serialization=True, variant="fp16")
+    return folder
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch, tiny_src):
+    """Fresh stillmotion and HF caches; the hub unreachable; tiny already built in the cache."""
+    monkeypatch.setenv("STILLMOTION_CACHE", str(tmp_path / "sm"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    for var in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    shutil.copytree(tiny_src, tmp_path / "sm" / "tiny-v1")
+    return tmp_path
+
+
+def _git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def repo_files(src: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(src)): p.read_bytes() for p in sorted(src.rglob("*")) if p.is_file()}
+
+
+def make_hub_cache(hub: Path, repo_id: str, src: Path, commit: str = COMMIT, ref: str = "main") -> Path:
+    """Lay out `src` as huggingface_hub does: blobs/<hash>, snapshots/<commit>/... symlinks, refs/<ref>."""
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    for rel, data in repo_files(src).items():
+        is_lfs = rel.endswith(".safetensors")
+        blob = repo / "blobs" / (hashlib.sha256(data).hexdigest() if is_lfs else _git_blob_id(data))
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = repo / "snapshots" / commit / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / ref).write_text(commit)
+    return repo / "snapshots" / commit
+
+
+def flip_byte(path: Path, offset: int = -100) -> None:
+    with open(path.resolve(), "r+b") as f:
+        f.seek(offset, os.SEEK_END if offset < 0 else os.SEEK_SET)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0x01]))
+
+
+def truncate(path: Path, by: int = 1000) -> None:
+    real = path.resolve()
+    os.truncate(real, real.stat().st_size - by)
+
+
+# --------------------------------------------------------------------------- a hub on loopback
+class FakeHub:
+    """Serves repos the way huggingface.co does, for huggingface_hub: api/models info + tree, resolve URLs."""
+
+    def __init__(self):
+        self.repos: dict[str, dict[str, bytes]] = {}
+        self.gated: set[str] = set()
+        self.cut_once: set[str] = set()
+        self.requests: list[str] = []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_HEAD(self):
+                hub.handle(self, body=False)
+
+            def do_GET(self):
+                hub.handle(self, body=True)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _entry(self, rel: str, data: bytes) -> dict:
+        sha = hashlib.sha256(data).hexdigest()
+        lfs = {"sha256": sha, "oid": sha, "size": len(data), "pointerSize": 134} if rel.endswith(".safetensors") else None
+        return {"path": rel, "rfilename": rel, "size": len(data), "oid": _git_blob_id(data), "blobId": _git_blob_id(data), "lfs": lfs}
+
+    def handle(self, h: BaseHTTPRequestHandler, body: bool):
+        path = unquote(urlparse(h.path).path)
+        self.requests.append(f"{h.command} {path}" + (f" {h.headers['Range']}" if h.headers.get("Range") else ""))
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["api", "models"]:
+            repo_id = "/".join(parts[2:4])
+            kind = parts[4] if len(parts) > 4 else "revision"
+        else:
+            repo_id, kind = "/".join(parts[:2]), parts[2] if len(parts) > 2 else ""
+        if repo_id in self.gated:
+            return self.reply(h, 401, {"error": "Access to this repo is restricted."}, body, {"X-Error-Code": "GatedRepo"})
+        files = self.repos.get(repo_id)
+        if files is None:
+            return self.reply(h, 404, {"error": "Repository not found"}, body, {"X-Error-Code": "RepoNotFound"})
+        if path.startswith("/api/models/") and kind == "revision":
+            siblings = [self._entry(rel, data) for rel, data in files.items()]
+            for s in siblings:
+                s.pop("path")
+            return self.reply(h, 200, {"id": repo_id, "sha": COMMIT, "siblings": siblings}, body)
+        if path.startswith("/api/models/") and kind == "tree":
+            tree = [{"type": "file", **self._entry(rel, data)} for rel, data in files.items()]
+            for t in tree:
+                t.pop("rfilename")
+                t.pop("blobId")
+                if t["lfs"]:
+                    t["lfs"] = {"oid": t["lfs"]["sha256"], "size": t["lfs"]["size"], "pointerSize": 134}
+            return self.reply(h, 200, tree, body)
+        if kind == "resolve":
+            rel = "/".join(parts[4:])
+            if rel not in files:
+                return self.reply(h, 404, {"error": "Entry not found"}, body, {"X-Error-Code": "EntryNotFound"})
+            data = files[rel]
+            etag = hashlib.sha256(data).hexdigest() if rel.endswith(".safetensors") else _git_blob_id(data)
+            start = 0
+            rng = h.headers.get("Range")
+            if rng and rng.startswith("bytes="):
+                start = int(rng[6:].split("-")[0] or 0)
+            h.send_response(206 if start else 200)
+            h.send_header("X-Repo-Commit", COMMIT)
+            h.send_header("ETag", f'"{etag}"')
+            h.send_header("Content-Length", str(len(data) - start))
+            h.end_headers()
+            if body and rel in self.cut_once:
+                self.cut_once.discard(rel)
+                h.wfile.write(data[start : start + (len(data) - start) // 2])
+                h.wfile.flush()
+                h.close_connection = True
+                h.connection.shutdown(socket.SHUT_RDWR)
+            elif body:
+                h.wfile.write(data[start:])
+            return None
+        return self.reply(h, 404, {"error": "not found"}, body)
+
+    @staticmethod
+    def reply(h, status, obj, body, headers=None):
+        raw = json.dumps(obj).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(raw)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        if body:
+            h.wfile.write(raw)
+
+
+@pytest.fixture()
+def fake_hub(env, monkeypatch, tiny_fp16_src):
+    hub = FakeHub()
+    files = repo_files(tiny_fp16_src)
+    # a real SVD repo also holds fp32 weights and the original checkpoint: they must not be downloaded
+    files["unet/diffusion_pytorch_model.safetensors"] = b"fp32 weights we never fetch"
+    files["svd_xt.safetensors"] = b"original checkpoint we never fetch"
+    files["unet/diffusion_pytorch_model.fp16.bin"] = b"pickle we never fetch"
+    hub.repos[XT] = files
+    hub.gated.add("stabilityai/stable-video-diffusion-img2vid-xt-1-1")
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    yield hub
+    hub.close()
+
+
+# --------------------------------------------------------------------------- local folders
+def test_tiny_saved_with_save_pretrained_loads_back_by_path(env):
+    import torch
+    from diffusers import StableVideoDiffusionPipeline
+
+    from stillmotion.models.checkpoints import resolve
+    from stillmotion.models.tiny import build_tiny_pipeline
+
+    original = build_tiny_pipeline(seed=3)
+    folder = env / "my-model"
+    original.save_pretrained(folder, safe_serialization=True)
+
+    local = resolve(str(folder))
+    assert local.source == "local" and local.path == folder and local.variant is None
+    pipe = StableVideoDiffusionPipeline.from_pretrained(local.path, variant=local.variant, use_safetensors=True)
+    for name in ("unet", "vae", "image_encoder"):
+        want, got = getattr(original, name).state_dict(), getattr(pipe, name).state_dict()
+        assert want.keys() == got.keys()
+        assert all(torch.equal(want[k], got[k]) for k in want), name
+    assert set(local.weight_hashes()) == {
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "image_encoder/model.safetensors",
+    }
+
+
+def test_folder_that_is_not_a_diffusers_model_is_refused(env):
+    from stillmotion.models.checkpoints import resolve
+
+    (env / "empty").mkdir()
+    with pytest.raises(ModelUnavailable, match="no model_index.json"):
+        resolve(str(env / "empty"))
+
+
+# --------------------------------------------------------------------------- hub cache, offline
+def test_hub_cache_loads_offline_through_snapshot_download(env, monkeypatch, tiny_fp16_src):
+    import torch
+    from diffusers import StableVideoDiffusionPipeline
+
+    from stillmotion.models.checkpoints import resolve
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = make_hub_cache(env / "hf" / "hub", XT, tiny_fp16_src)
+
+    local = resolve("svd-xt")
+    assert local.source == "hub" and local.path == snapshot
+    assert (local.repo_id, local.revision, local.commit, local.variant) == (XT, "main", COMMIT, "fp16")
+    pipe = StableVideoDiffusionPipeline.from_pretrained(
+        local.path, variant=local.variant, dtype=torch.float32, use_safetensors=True
+    )
+    assert pipe.unet.dtype == torch.float32
+    fp16 = StableVideoDiffusionPipeline.from_pretrained(tiny_fp16_src, variant="fp16", dtype=torch.float16)
+    w = next(iter(fp16.unet.state_dict()))
+    assert torch.equal(pipe.unet.state_dict()[w], fp16.unet.state_dict()[w].float())
+
+    code, out, err = run_cli("models", "list", "--json")
+    assert code == 0, err
+    row = next(r for r in json.loads(out) if r["name"] == "svd-xt")
+    assert row["status"] == "cached" and row["commit"] == COMMIT and row["size_bytes"] > 1_000_000
+
+
+def test_offline_with_nothing_cached_says_what_to_run(env, monkeypatch):
+    from stillmotion.models.checkpoints import resolve
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailable) as e:
+        resolve("svd-xt")
+    assert "HF_HUB_OFFLINE" in e.value.message and "stillmotion models download svd-xt" in e.value.message
+    assert "\n" not in e.value.message
+
+    code, _, err = run_cli("models", "download", "svd")
+    assert code == 3
+    assert "stillmotion models download svd" in err and "copy" in err and "Traceback" not in err
+
+
+def test_unreachable_hub_with_nothing_cached_says_what_to_run(env):
+    from stillmotion.models.checkpoints import resolve
+
+    with pytest.raises(ModelUnavailable, match="unreachable.*stillmotion models download svd-xt"):
+        resolve("svd-xt")
+
+
+def test_incomplete_cache_is_not_used(env, monkeypatch, tiny_fp16_src):
+    from stillmotion.models.checkpoints import resolve
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = make_hub_cache(env / "hf" / "hub", XT, tiny_fp16_src)
+    (snapshot / "unet" / "diffusion_pytorch_model.fp16.safetensors").unlink()  # an interrupted download
+    with pytest.raises(ModelUnavailable, match="not in the Hugging Face cache"):
+        resolve("svd-xt")
+    code, out, _ = run_cli("models", "list")
+    assert code == 0 and "partial" in out
+
+
+# --------------------------------------------------------------------------- downloads from a hub on loopback
+def test_download_fetches_only_fp16_safetensors_and_configs_then_works_offline(fake_hub, env, monkeypatch):
+    from stillmotion.models.checkpoints import resolve
+    from stillmotion.models.hub import hub_manifest_path
+
+    code, out, err = run_cli("models", "download", "svd-xt", "--quiet")
+    assert code == 0, err
+    snapshot = env / "hf" / "hub" / ("models--" + XT.replace("/", "--")) / "snapshots" / COMMIT
+    got = sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
+    assert got == sorted(
+        [
+            "model_index.json",
+            "feature_extractor/preprocessor_config.json",
+            "scheduler/scheduler_config.json",
+            "image_encoder/config.json",
+            "image_encoder/model.fp16.safetensors",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.fp16.safetensors",
+            "vae/config.json",
+            "vae/diffusion_pytorch_model.fp16.safetensors",
+        ]
+    )
+    assert COMMIT in out
+    manifest = json.loads(hub_manifest_path(XT, COMMIT).read_text())
+    assert manifest["repo_id"] == XT and manifest["commit"] == COMMIT and manifest["variant"] == "fp16"
+    data = fake_hub.repos[XT]["unet/diffusion_pytorch_model.fp16.safetensors"]
+    assert manifest["files"]["unet/diffusion_pytorch_model.fp16.safetensors"] == {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+    }
+
+    # from now on the cache is enough: no request reaches the hub
+    fake_hub.requests.clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve("svd-xt").commit == COMMIT
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert resolve("svd-xt").commit == COMMIT
+    assert fake_hub.requests == []
+
+
+def test_gated_repo_without_token_says_accept_licence_and_set_hf_token(fake_hub, env):
+    code, _, err = run_cli("models", "download", "svd-xt-1-1")
+    assert code == 3
+    assert "gated" in err and "licence" in err and "HF_TOKEN" in err and "Traceback" not in err
+
+
+def test_verify_against_hub_and_manifest_then_force_download_repairs(fake_hub, env):
+    code, _, err = run_cli("models", "download", "svd-xt", "--quiet")
+    assert code == 0, err
+    for flag in ("--online", "--offline"):
+        code, out, err = run_cli("models", "verify", "svd-xt", flag)
+        assert code == 0, err
+        assert "all 3 weight files match" in out
+    assert "hub's LFS sha256" in run_cli("models", "verify", "svd-xt", "--online")[1]
+
+    snapshot = env / "hf" / "hub" / ("models--" + XT.replace("/", "--")) / "snapshots" / COMMIT
+    flip_byte(snapshot / "vae" / "diffusion_pytorch_model.fp16.safetensors")
+    for flag in ("--online", "--offline"):
+        code, out, err = run_cli("models", "verify", "svd-xt", flag)
+        assert code == 3
+        assert "vae/diffusion_pytorch_model.fp16.safetensors" in err
+        assert "stillmotion models download svd-xt --force" in err
+        assert "ALTERED" in out
+
+    code, _, err = run_cli("models", "download", "svd-xt", "--force", "--quiet")
+    assert code == 0, err
+    code, out, err = run_cli("models", "verify", "svd-xt", "--online")
+    assert code == 0, err
+
+    # a weight file deleted from the cache is named as missing, and a plain download puts it back
+    (snapshot / "image_encoder" / "model.fp16.safetensors").unlink()
+    code, out, err = run_cli("models", "verify", "svd-xt", "--offline")
+    assert code == 3 and "image_encoder/model.fp16.safetensors (missing)" in err
+    assert run_cli("models", "download", "svd-xt", "--quiet")[0] == 0
+    assert run_cli("models", "verify", "svd-xt", "--offline")[0] == 0
+
+
+def test_connection_dropped_mid_file_is_retried_and_the_result_verifies(fake_hub, env):
+    rel = "unet/diffusion_pytorch_model.fp16.safetensors"
+    fake_hub.cut_once.add(rel)  # the first GET sends half the bytes, then the connection drops
+    code, _, err = run_cli("models", "download", "svd-xt", "--quiet")
+    assert code == 0, err
+    assert sum(r.startswith("GET ") and f"/{rel}" in r for r in fake_hub.requests) == 2
+    assert run_cli("models", "verify", "svd-xt", "--online")[0] == 0
+
+
+def test_verify_offline_without_manifest_uses_hub_cache_blob_names(env, monkeypatch, tiny_fp16_src):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = make_hub_cache(env / "hf" / "hub", XT, tiny_fp16_src)  # a cache copied from elsewhere
+    code, out, err = run_cli("models", "verify", "svd-xt")
+    assert code == 0, err
+    assert "blob names" in out
+    flip_byte(snapshot / "unet" / "diffusion_pytorch_model.fp16.safetensors", offset=5000)
+    code, _, err = run_cli("models", "verify", "svd-xt")
+    assert code == 3 and "unet/diffusion_pytorch_model.fp16.safetensors" in err
+
+
+# --------------------------------------------------------------------------- verify: tiny and local folders
+def test_verify_tiny_catches_a_flipped_byte_via_the_real_command(env):
+    code, out, err = run_cli("models", "verify", "tiny")
+    assert code == 0, err
+    assert "all 3 weight files match" in out
+
+    flip_byte(env / "sm" / "tiny-v1" / "unet" / "diffusion_pytorch_model.safetensors")
+    proc = subprocess.run(
+        [str(STILLMOTION_BIN), "models", "verify", "tiny"], capture_output=True, text=True, env=os.environ.copy(), timeout=120
+    )
+    assert proc.returncode == 3, proc.stderr
+    line = proc.stderr.strip()
+    assert "\n" not in line and line.startswith("error: ")
+    assert "unet/diffusion_pytorch_model.safetensors" in line and "sha256" in line
+    assert "stillmotion models download tiny --force" in line
+    assert "Traceback" not in proc.stderr
+
+    # the repair command named in the message repairs it
+    code, _, err = run_cli("models", "download", "tiny", "--force")
+    assert code == 0, err
+    assert run_cli("models", "verify", "tiny")[0] == 0
+
+
+def test_verify_catches_a_truncated_file(env):
+    truncate(env / "sm" / "tiny-v1" / "vae" / "diffusion_pytorch_model.safetensors")
+    code, out, err = run_cli("models", "verify", "tiny")
+    assert code == 3
+    assert "vae/diffusion_pytorch_model.safetensors (truncated" in err
+    assert "TRUNCATED" in out
+
+
+def test_verify_local_folder_without_manifest_still_catches_truncation(env, tiny_src):
+    folder = env / "copy"
+    shutil.copytree(tiny_src, folder)
+    (folder / "stillmotion-manifest.json").unlink()
+    code, out, err = run_cli("models", "verify", str(folder))
+    assert code == 0, err
+    assert "no reference hashes" in out
+
+    truncate(folder / "image_encoder" / "model.safetensors", by=10)
+    code, _, err = run_cli("models", "verify", str(folder), "--json")
+    assert code == 3
+    assert "image_encoder/model.safetensors" in err and "re-save or re-copy" in err
+
+
+def test_verify_write_manifest_records_a_local_folder(env, tiny_src):
+    folder = env / "copy"
+    shutil.copytree(tiny_src, folder)
+    (folder / "stillmotion-manifest.json").unlink()
+    code, out, err = run_cli("models", "verify", str(folder), "--write-manifest", "--json")
+    assert code == 0, err
+    report = json.loads(out[out.index("{"):])
+    assert report["ok"] and report["reference"] == "manifest"
+    flip_byte(folder / "unet" / "diffusion_pytorch_model.safetensors", offset=4000)
+    code, _, err = run_cli("models", "verify", str(folder))
+    assert code == 3 and "unet/diffusion_pytorch_model.safetensors" in err
+
+
+# --------------------------------------------------------------------------- list and unknown names
+def test_models_list_shows_registry_and_tiny(env):
+    code, out, err = run_cli("models", "list")
+    assert code == 0, err
+    lines = {line.split()[0]: line for line in out.splitlines() if line and not line.startswith(" ")}
+    assert {"svd", "svd-xt", "svd-xt-1-1", "tiny"} <= set(lines)
+    assert "cached" in lines["tiny"] and "MB" in lines["tiny"]
+    assert "not downloaded" in lines["svd-xt"]
+
+    code, out, _ = run_cli("models", "list", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["tiny"]["status"] == "cached" and rows["tiny"]["size_bytes"] > 1_000_000
+    assert rows["svd-xt-1-1"]["gated"] is True
+
+
+@pytest.mark.parametrize("command", ["verify", "download"])
+def test_unknown_model_name_exits_3_with_a_clear_message(env, command):
+    code, out, err = run_cli("models", command, "svd-xxl")
+    assert code == 3
+    assert err.strip() == (
+        "error: Unknown model 'svd-xxl': use one of svd, svd-xt, svd-xt-1-1, tiny, "
+        "a local diffusers folder, or a hub id like org/name."
+    )
+
+
+def test_unknown_model_in_python_raises_model_unavailable(env):
+    from stillmotion.models.hub import verify
+
+    with pytest.raises(ModelUnavailable, match="Unknown model"):
+        verify("nope")
+    with pytest.raises(ModelCorrupted):
+        flip_byte(env / "sm" / "tiny-v1" / "image_encoder" / "model.safetensors")
+        verify("tiny")
