@@ -135,15 +135,14 @@ class Engine:
 
     # ------------------------------------------------------------------
     def _load(self):
-        import torch
+        from transformers.utils import logging as tlogging
+
+        tlogging.set_verbosity_error()  # before diffusers imports CLIP: "requires torchvision" is harmless here
+        tlogging.disable_progress_bar()  # our own progress bar is the one the user sees
         from diffusers import StableVideoDiffusionPipeline
         from diffusers.utils import logging as dlogging
 
-        from transformers.utils import logging as tlogging
-
         dlogging.disable_progress_bar()
-        tlogging.disable_progress_bar()  # our own progress bar is the one the user sees
-        tlogging.set_verbosity_error()  # e.g. "CLIPImageProcessor requires torchvision": harmless here
         try:
             with warnings.catch_warnings():
                 # diffusers >= 0.36 renames torch_dtype to dtype; the old name works on every version
