@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q torch==2.13.0          # CPU build; a plain `torch` pulls CUDA (GBs)
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,ray]'
 exec .venv/bin/python -m pytest -q "$@"
