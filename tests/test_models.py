@@ -313,7 +313,7 @@ def test_incomplete_cache_is_not_used(env, monkeypatch, tiny_fp16_src):
 # --------------------------------------------------------------------------- downloads from a hub on loopback
 def test_download_fetches_only_fp16_safetensors_and_configs_then_works_offline(fake_hub, env, monkeypatch):
     from stillmotion.models.checkpoints import resolve
-    from stillmotion.models.hub import hub_manifest_path
+    from stillmotion.models.integrity import hub_manifest_path
 
     code, out, err = run_cli("models", "download", "svd-xt", "--quiet")
     assert code == 0, err
@@ -491,7 +491,7 @@ def test_unknown_model_name_exits_3_with_a_clear_message(env, command):
 
 
 def test_unknown_model_in_python_raises_model_unavailable(env):
-    from stillmotion.models.hub import verify
+    from stillmotion.models.integrity import verify
 
     with pytest.raises(ModelUnavailable, match="Unknown model"):
         verify("nope")

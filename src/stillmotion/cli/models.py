@@ -148,7 +148,12 @@ def human_size(n: int) -> str:
 @click.option("--force", is_flag=True, help="download every file again (repairs a corrupted cache)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 def download(name, force, quiet):
-    """Download NAME (svd, svd-xt, svd-xt-1-1 or a hub id) into the Hugging Face cache."""
+    """Download a model into the Hugging Face cache.
+
+    NAME is svd, svd-xt, svd-xt-1-1 or a hub id (org/name); only configs and
+    safetensors weights (fp16 where the model has them) are fetched. tiny is
+    built from code; --force rebuilds it.
+    """
     from ..models.checkpoints import resolve
     from ..models.registry import entry_for
 
@@ -187,15 +192,19 @@ def _rebuild_tiny():
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @click.option("--write-manifest", is_flag=True, help="local folder: record its current hashes as the reference, then verify")
 def verify(name, online, as_json, write_manifest):
-    """Check the sha256 and size of every weight file of NAME; exit 3 naming any bad file."""
-    from ..models.hub import verify as run_verify
+    """Check the sha256 and size of every weight file.
+
+    Exits 3 and names each truncated, altered or missing file with the command
+    that repairs it.
+    """
+    from ..models.integrity import verify as run_verify
     from ..models.registry import entry_for
 
     if write_manifest:
         entry = entry_for(name)
         if entry.repo_id is not None or entry.builtin:
             raise InvalidInput("--write-manifest is for local folders; hub models and tiny get theirs when saved or downloaded.")
-        from ..models.hub import safetensors_problem, write_folder_manifest
+        from ..models.integrity import safetensors_problem, write_folder_manifest
 
         for p in sorted(Path(name).rglob("*.safetensors")):
             problem = safetensors_problem(p)

@@ -60,7 +60,7 @@ def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) 
 
             path = ensure_tiny()
             if not (path / "stillmotion-manifest.json").is_file():  # built before manifests existed
-                from .hub import write_folder_manifest
+                from .integrity import write_folder_manifest
 
                 write_folder_manifest(path, name="tiny")
             return LocalModel(entry=entry, path=path, source="builtin")

@@ -114,7 +114,7 @@ def save_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
     pipe.save_pretrained(folder, safe_serialization=True)
     write_local_defaults(folder, REGISTRY["tiny"].defaults)
     # sha256 + size of each weight file, for `stillmotion models verify`
-    from .hub import write_folder_manifest
+    from .integrity import write_folder_manifest
 
     write_folder_manifest(folder, name="tiny")
     return folder

@@ -1,0 +1,326 @@
+"""Integrity of model weights: manifests written when a model is saved or downloaded, and verify().
+
+    verify(name)   sha256 + size of every weight file against the hub's LFS hashes
+                   (online), or the manifest written at download time (offline), or
+                   for a local folder / tiny its own manifest; every file is also
+                   checked to be a complete safetensors file. A bad file raises
+                   ModelCorrupted naming it and the command that repairs it.
+
+Manifests (sha256 and size of each weight file):
+    hub models           <stillmotion cache>/manifests/<org>--<name>/<commit>.json
+    local folders, tiny  <folder>/stillmotion-manifest.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import ModelCorrupted, ModelUnavailable
+from .checkpoints import WEIGHT_SUFFIXES, LocalModel, remember_sha256, sha256_file
+from .hub import cached_snapshot, hub_hashes, is_offline, is_wanted_weight, local_model, repo_folder
+from .registry import ModelEntry, entry_for
+
+FOLDER_MANIFEST = "stillmotion-manifest.json"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+# --------------------------------------------------------------------------- manifests
+def hub_manifest_path(repo_id: str, commit: str) -> Path:
+    from .tiny import cache_root
+
+    return cache_root() / "manifests" / repo_folder(repo_id).removeprefix("models--") / f"{commit}.json"
+
+
+def folder_manifest_path(folder: Path) -> Path:
+    return Path(folder) / FOLDER_MANIFEST
+
+
+def manifest_path_for(local: LocalModel) -> Path:
+    if local.source == "hub":
+        return hub_manifest_path(local.repo_id, local.commit)
+    return folder_manifest_path(local.path)
+
+
+def _weight_relpaths(folder: Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(folder)).replace(os.sep, "/")
+        for p in folder.rglob("*")
+        if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
+    )
+
+
+def build_manifest(folder: Path, **meta) -> dict:
+    """sha256 and size of every weight file in a folder (and, in the hub cache, a check against the blob name)."""
+    files = {}
+    for rel in _weight_relpaths(folder):
+        path = folder / rel
+        digest = sha256_file(path)
+        blob = path.resolve().name
+        if _SHA256.match(blob) and blob != digest:
+            raise ModelCorrupted(
+                f"{rel} arrived corrupted (sha256 {digest[:12]}…, the hub says {blob[:12]}…): "
+                f"run `stillmotion models download {meta.get('name') or 'NAME'} --force`."
+            )
+        remember_sha256(path, digest)
+        files[rel] = {"sha256": digest, "size": path.stat().st_size}
+    return {
+        "format": 1,
+        **meta,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": files,
+    }
+
+
+def _atomic_write_json(target: Path, data: dict) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, target)
+
+
+def write_manifest(local: LocalModel, target: Path | None = None) -> Path:
+    """Hash every weight file of a resolved model and record it (atomic write)."""
+    target = target or manifest_path_for(local)
+    meta = {
+        "name": local.entry.name,
+        "source": local.source,
+        "repo_id": local.repo_id,
+        "revision": local.revision,
+        "commit": local.commit,
+        "variant": local.variant,
+    }
+    _atomic_write_json(target, build_manifest(local.path, **meta))
+    return target
+
+
+def write_folder_manifest(folder: str | os.PathLike, name: str | None = None) -> Path:
+    """Manifest for a diffusers folder saved with save_pretrained (tiny, local models, fine-tunes)."""
+    folder = Path(folder)
+    target = folder_manifest_path(folder)
+    _atomic_write_json(target, build_manifest(folder, name=name or str(folder), source="local"))
+    return target
+
+
+def read_manifest(path: Path) -> dict | None:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("files"), dict) else None
+
+
+# --------------------------------------------------------------------------- verify
+@dataclass
+class FileCheck:
+    path: str  # relative to the model folder
+    status: str  # ok | altered | truncated | missing | unreadable | unverified
+    size: int | None = None
+    expected_size: int | None = None
+    sha256: str | None = None
+    expected_sha256: str | None = None
+    detail: str = ""
+
+    @property
+    def bad(self) -> bool:
+        return self.status in ("altered", "truncated", "missing", "unreadable")
+
+
+@dataclass
+class VerifyReport:
+    name: str
+    path: str
+    source: str  # builtin | local | hub
+    reference: str  # hub | manifest | hf-cache | none
+    repo_id: str | None = None
+    commit: str | None = None
+    variant: str | None = None
+    files: list[FileCheck] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.bad for f in self.files)
+
+    @property
+    def bad(self) -> list[FileCheck]:
+        return [f for f in self.files if f.bad]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ok"] = self.ok
+        return d
+
+
+def repair_hint(entry: ModelEntry, source: str) -> str:
+    if source == "local":
+        return f"re-save or re-copy the folder {entry.name} (it cannot be downloaded)"
+    return f"run `stillmotion models download {entry.name} --force` to repair it"
+
+
+def verify(name_or_path: str, online: bool | None = None) -> VerifyReport:
+    """Check every weight file of a model; returns the report, or raises ModelCorrupted naming bad files.
+
+    online=None: the hub's LFS hashes when reachable (and HF_HUB_OFFLINE is not
+    set), else the manifest. online=True: the hub or an error. online=False: the
+    manifest only.
+    """
+    from .checkpoints import resolve
+
+    entry = entry_for(name_or_path)
+    # 1. Find the files: a hub snapshot as it is in the cache (even incomplete), else the resolved folder
+    if entry.repo_id is not None:
+        folder = cached_snapshot(entry, complete=False)
+        if folder is None:
+            raise ModelUnavailable(
+                f"{entry.name} is not downloaded, so there is nothing to verify: run `stillmotion models download {entry.name}`."
+            )
+        local = local_model(entry, folder)
+    else:
+        local = resolve(name_or_path, download=False, progress=False)
+    report = VerifyReport(
+        name=entry.name,
+        path=str(local.path),
+        source=local.source,
+        reference="none",
+        repo_id=local.repo_id,
+        commit=local.commit,
+        variant=local.variant,
+    )
+
+    # 2. The reference hashes: hub, manifest, or the hub cache's blob names
+    expected = _expected_hashes(local, report, online)
+
+    # 3. Check each file: complete safetensors, then size and sha256 against the reference
+    present = [p for p in _weight_relpaths(local.path) if local.source != "hub" or is_wanted_weight(p, local.variant)]
+    for rel in sorted(set(present) | set(expected)):
+        report.files.append(_check_file(local.path, rel, expected.get(rel)))
+
+    # 4. Name the bad files and the command that repairs them
+    bad = report.bad
+    if not report.files:
+        message = f"{entry.name}: {local.path} holds no .safetensors weight files; {repair_hint(entry, local.source)}."
+    elif bad:
+        what = "; ".join(f"{f.path} ({f.detail or f.status})" for f in bad)
+        files = "weight file fails" if len(bad) == 1 else f"{len(bad)} weight files fail"
+        message = f"{entry.name}: {files} verification: {what}; {repair_hint(entry, local.source)}."
+    else:
+        message = None
+    if message:
+        err = ModelCorrupted(message)
+        err.report = report
+        raise err
+    for f in report.files:
+        if f.status == "ok" and f.sha256:
+            remember_sha256(local.path / f.path, f.sha256)
+    return report
+
+
+def _expected_hashes(local: LocalModel, report: VerifyReport, online: bool | None) -> dict[str, tuple[str | None, int | None]]:
+    """relative path -> (sha256, size) from the best reference available; sets report.reference."""
+    if local.source == "hub":
+        if online is True or (online is None and not is_offline()):
+            try:
+                expected = hub_hashes(local)
+                report.reference = "hub"
+                return expected
+            except ModelUnavailable as e:
+                if online is True:
+                    raise ModelUnavailable(
+                        f"Cannot verify {local.entry.name} against the hub: {e.message}; "
+                        "use --offline to check against the download manifest."
+                    ) from None
+                report.notes.append(f"hub not used: {e.message}")
+        manifest = read_manifest(hub_manifest_path(local.repo_id, local.commit))
+        if manifest is not None:
+            report.reference = "manifest"
+            return _from_manifest(manifest)
+        blobs = {}
+        for rel in _weight_relpaths(local.path):
+            blob = (local.path / rel).resolve().name
+            if _SHA256.match(blob):
+                blobs[rel] = (blob, None)
+        if blobs:
+            report.reference = "hf-cache"
+            report.notes.append("no download manifest: checked against the hub cache's blob names (LFS sha256)")
+            return blobs
+        report.notes.append("no reference hashes: only checked that each file is a complete safetensors file")
+        return {}
+    manifest = read_manifest(folder_manifest_path(local.path))
+    if manifest is None:
+        report.notes.append(
+            f"no {FOLDER_MANIFEST} in the folder: only checked that each file is a complete safetensors file "
+            "(`stillmotion models verify PATH --write-manifest` records the current hashes)"
+        )
+        return {}
+    report.reference = "manifest"
+    return _from_manifest(manifest)
+
+
+def _from_manifest(manifest: dict) -> dict:
+    return {rel: (v.get("sha256"), v.get("size")) for rel, v in manifest["files"].items()}
+
+
+def _check_file(folder: Path, rel: str, expected: tuple[str | None, int | None] | None) -> FileCheck:
+    path = folder / rel
+    if not path.is_file():
+        want_sha, want_size = expected or (None, None)
+        return FileCheck(rel, "missing", expected_size=want_size, expected_sha256=want_sha, detail="missing")
+    size = path.stat().st_size
+    check = FileCheck(rel, "unverified", size=size)
+    if expected is not None:
+        check.expected_sha256, check.expected_size = expected
+    # a file shorter than its own header says is truncated, whatever the reference
+    problem = safetensors_problem(path, size)
+    if check.expected_size is not None and size < check.expected_size:
+        check.status, check.detail = "truncated", f"truncated: {size} of {check.expected_size} bytes"
+        return check
+    if problem:
+        check.status = "truncated" if problem.startswith("truncated") else "unreadable"
+        check.detail = problem
+        return check
+    check.sha256 = sha256_file(path)
+    if check.expected_sha256:
+        if check.sha256 != check.expected_sha256:
+            check.status = "altered"
+            sizes = "" if check.expected_size in (None, size) else f", {size} bytes instead of {check.expected_size}"
+            check.detail = f"sha256 {check.sha256[:12]}… instead of {check.expected_sha256[:12]}…{sizes}"
+        else:
+            check.status = "ok"
+    elif check.expected_size is not None and size != check.expected_size:
+        check.status, check.detail = "altered", f"{size} bytes instead of {check.expected_size}"
+    return check
+
+
+def safetensors_problem(path: Path, size: int | None = None) -> str | None:
+    """Why a file is not a complete safetensors file (None when it is): header length, JSON, data extent."""
+    size = path.stat().st_size if size is None else size
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"truncated: {size} bytes, not even a safetensors header"
+            (n,) = struct.unpack("<Q", head)
+            if n > 100_000_000:
+                return "not a safetensors file (header length is implausible)"
+            raw = f.read(n)
+    except OSError as e:
+        return f"unreadable: {e.strerror or e}"
+    if len(raw) < n:
+        return f"truncated: {size} bytes, inside the safetensors header"
+    try:
+        header = json.loads(raw)
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return "not a safetensors file (header is not valid JSON)"
+    want = 8 + n + end
+    if size < want:
+        return f"truncated: {size} of {want} bytes"
+    if size > want:
+        return f"{size - want} unexpected bytes after the tensor data"
+    return None
