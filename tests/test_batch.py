@@ -125,9 +125,9 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path, tiny_engine):
     assert 1 <= len(first) < 3
     assert not [p for p in killed.iterdir() if ".tmp-" in p.name and p.suffix == ".mp4"], "no partial video under the real name"
 
-    # 2. The same command again does only what is missing
-    code, _, err = run_cli("batch", str(src), str(killed), *FAST, "-q")
-    assert code == 0, err
+    # 2. The same command again does only what is missing (in-process, on the session's engine)
+    plan = plan_batch(src, killed, model="tiny", fields=SPEC)
+    assert run_batch(plan, model="tiny", engine=tiny_engine).count("failed") == 0
     report = _report(killed)
     statuses = {Path(i["output"]).name: i["status"] for i in report["items"]}
     with_sidecar = {n for n in first if (killed / n).with_suffix(".json").exists()}
@@ -145,7 +145,7 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path, tiny_engine):
         assert (killed / name).read_bytes() == (clean / name).read_bytes(), name
 
 
-def test_manifest_overrides_per_row(tmp_path):
+def test_manifest_overrides_per_row(tmp_path, tiny_engine):
     from stillmotion.video import read_sidecar, read_video
 
     _img(tmp_path / "pics" / "one.jpg", 31)
@@ -153,8 +153,8 @@ def test_manifest_overrides_per_row(tmp_path):
     manifest = tmp_path / "list.csv"
     manifest.write_text("image,frames,fps,seed,output\npics/one.jpg,,,,\npics/two.png,3,5,77,special/two.mp4\n")
     out = tmp_path / "out"
-    code, _, err = run_cli("batch", str(manifest), str(out), *FAST, "--fps", "6", "-q")
-    assert code == 0, err
+    plan = plan_batch(manifest, out, model="tiny", fields={**SPEC, "fps": 6})  # what the CLI does, on the session's engine
+    assert run_batch(plan, model="tiny", engine=tiny_engine).count("done") == 2
     frames1, fps1 = read_video(out / "pics" / "one.mp4")
     frames2, fps2 = read_video(out / "special" / "two.mp4")
     assert (len(frames1), fps1) == (2, 6)  # flags
