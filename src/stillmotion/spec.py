@@ -49,6 +49,7 @@ class GenerationSpec(BaseModel):
 
     # --- post-processing (video/) ---
     interpolate: int = Field(1, description="frame interpolation factor: 1 (off), 2, 3, 4 or 8; multiplies the playback fps")
+    interpolate_fps: Optional[float] = Field(None, gt=0, le=240, description="interpolate to this playback fps instead of by a factor")
     interpolate_backend: InterpolateBackend = Field("flow", description="flow (no weights) or rife")
     loop: Loop = Field("none", description="none, pingpong or blend")
     duration: Optional[float] = Field(None, gt=0, le=600, description="seconds of video: chains segments from each last frame")
@@ -86,6 +87,8 @@ class GenerationSpec(BaseModel):
             )
         if self.duration is not None and self.segments is not None:
             raise ValueError("give duration or segments, not both")
+        if self.interpolate_fps is not None and self.interpolate > 1:
+            raise ValueError("give interpolate (a factor) or interpolate_fps (a target rate), not both")
         return self
 
     # ------------------------------------------------------------------

@@ -24,8 +24,9 @@ SPEC_FLAGS = [
     ("--resize", "resize", click.Choice(["crop", "pad", "stretch"]), "how the image meets the size (default crop)"),
     ("--format", "format", click.Choice(["mp4", "webm", "gif", "webp", "png"]), "output format (default mp4 or from -o)"),
     ("--interpolate", "interpolate", int, "frame interpolation factor 2, 3, 4 or 8 (multiplies fps)"),
+    ("--interpolate-fps", "interpolate_fps", float, "interpolate to this playback fps (instead of a factor)"),
     ("--interpolate-backend", "interpolate_backend", click.Choice(["flow", "rife"]), "flow (default, no weights) or rife"),
-    ("--loop", "loop", click.Choice(["none", "pingpong", "blend"]), "make a seamless loop"),
+    ("--loop", "loop", click.Choice(["none", "pingpong", "blend"]), "make a seamless loop: blend (--loop alone) or pingpong"),
     ("--duration", "duration", float, "seconds of video: chains segments from each last frame"),
     ("--segments", "segments", int, "number of chained segments (instead of --duration)"),
     ("--speed", "speed", click.Choice(["exact", "fast"]), "exact (default, same frames as diffusers) or fast"),
@@ -36,7 +37,8 @@ SPEC_FLAGS = [
 def spec_options(f):
     """Add every spec flag to a click command; they arrive in kwargs under their spec names."""
     for flag, name, typ, help_ in reversed(SPEC_FLAGS):
-        f = click.option(flag, name, type=typ, default=None, help=help_)(f)
+        extra = {"is_flag": False, "flag_value": "blend"} if name == "loop" else {}  # `--loop` alone: blend
+        f = click.option(flag, name, type=typ, default=None, help=help_, **extra)(f)
     return f
 
 
