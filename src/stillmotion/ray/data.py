@@ -1,0 +1,173 @@
+"""`stillmotion batch --ray`: the same batch plan, run by an actor pool through Ray Data.
+
+    1. plan on the driver    plan_batch(): the same inputs, names, seeds, clash
+                             checks and resume rules as the one-machine batch
+    2. a dataset of items    one row per item to make (index, source, output,
+                             seed, requested spec), in plan order
+    3. map_batches           an actor pool; each actor loads the Engine once and
+                             runs its rows through batch's own Worker (pipelined
+                             load / generate / write, atomic files, same sidecars)
+    4. report on the driver  rows come back as they finish; batch's Controller
+                             keeps item status and writes the same batch-report.json
+
+Outputs are written by the actors straight to OUT_DIR, so on a multi-node
+cluster OUT_DIR (and the input folder) must be a path every node sees (a shared
+volume). An actor that dies mid-item is restarted by Ray and the item is run
+again; output files appear whole or not at all, so a re-run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import require_ray
+
+# The columns of a row; `requested` travels as JSON so Arrow never retypes a spec field.
+_COLUMNS = ("index", "key", "source", "output", "sidecar", "seed", "variant", "requested", "line")
+
+
+def item_rows(items) -> list[dict]:
+    return [{"index": i.index, "key": i.key, "source": i.source, "output": str(i.output), "sidecar": str(i.sidecar),
+             "seed": i.seed, "variant": i.variant, "requested": json.dumps(i.requested),
+             "line": -1 if i.line is None else i.line} for i in items]
+
+
+def _items_from_batch(batch: dict) -> list:
+    from ..batch import Item
+
+    n = len(batch["index"])
+    return [Item(index=int(batch["index"][k]), key=str(batch["key"][k]), source=str(batch["source"][k]),
+                 output=Path(str(batch["output"][k])), sidecar=Path(str(batch["sidecar"][k])),
+                 seed=int(batch["seed"][k]), variant=int(batch["variant"][k]),
+                 requested=json.loads(batch["requested"][k]),
+                 line=None if int(batch["line"][k]) < 0 else int(batch["line"][k])) for k in range(n)]
+
+
+class ItemRunner:
+    """One actor of the pool: the Engine loads once (in __init__), then batches of rows run through batch.Worker."""
+
+    def __init__(self, model: str, engine_kwargs: dict, threads: Optional[int] = None):
+        import os
+
+        import torch
+
+        from ..engine import Engine
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = model
+        self.engine_kwargs = dict(engine_kwargs)
+        self.engine = Engine(model, progress=False, **self.engine_kwargs)
+        self.where = f"{os.uname().nodename}:{os.getpid()}"
+
+    def __call__(self, batch: dict) -> dict:
+        from ..batch.run import Worker
+
+        items = _items_from_batch(batch)
+        finals: dict[int, dict] = {}
+
+        def emit(kind, index, **data):
+            if kind in ("done", "failed", "not_run"):
+                finals[index] = {"status": kind, "error": data.get("error"), "seconds": data.get("seconds")}
+            elif kind == "retry":
+                finals.setdefault(index, {})["retry"] = data.get("error")
+
+        pending = iter(items)
+        worker = Worker(self.model, self.engine_kwargs, emit, engine=self.engine)
+        worker.run(lambda: next(pending, None))
+        self.engine = worker.engine  # an out-of-memory retry may have rebuilt it with offload
+        out = {"index": [], "status": [], "error": [], "seconds": [], "load_s": [], "write_s": [], "actor": []}
+        for n, item in enumerate(items):
+            f = finals.get(item.index) or {"status": "not_run", "error": "the worker stopped before this item"}
+            out["index"].append(item.index)
+            out["status"].append(f.get("status", "not_run"))
+            out["error"].append(f.get("error") or "")
+            out["seconds"].append(float(f["seconds"]) if f.get("seconds") is not None else -1.0)
+            out["load_s"].append(worker.hidden["load"] if n == 0 else 0.0)  # per batch, counted once
+            out["write_s"].append(worker.hidden["write"] if n == 0 else 0.0)
+            out["actor"].append(self.where)
+        return out
+
+
+def run_batch_ray(plan, *, model: str, engine_kwargs: Optional[dict] = None, actors: int = 1,
+                  gpus_per_actor: Optional[float] = None, cpus_per_actor: Optional[float] = None,
+                  threads_per_actor: Optional[int] = None, batch_size: int = 1, max_failures: Optional[int] = None,
+                  should_cancel: Callable[[], bool] = lambda: False, on_event=None, address: Optional[str] = None):
+    """Run every pending item of `plan` on a Ray actor pool; returns batch's Controller (report written).
+
+    `gpus_per_actor` defaults to 1 when the cluster has GPUs and the device is not cpu, else 0.
+    On a CPU, torch's results depend on its thread count, so each actor uses as many threads as the
+    one-machine batch would (`threads_per_actor` overrides that: faster with several actors per node,
+    but then the files are no longer byte-identical to a plain CPU batch).
+    `address` joins an existing cluster ("auto", "ray://host:10001"); without one, Ray starts locally.
+    """
+    from ..batch.control import Controller
+    from ..batch.run import remove_stale_temps
+
+    ray = require_ray()
+    engine_kwargs = {k: v for k, v in dict(engine_kwargs or {}).items() if v is not None}
+    if engine_kwargs.get("device") == "auto":
+        engine_kwargs.pop("device")
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    if gpus_per_actor is None:
+        has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+        gpus_per_actor = 1 if has_gpu and engine_kwargs.get("device", "auto") != "cpu" else 0
+    if cpus_per_actor is None:
+        cpus_per_actor = 1
+    device = engine_kwargs.get("device") or ("cuda" if gpus_per_actor else "cpu")
+    engine_kwargs["device"] = device
+
+    ctl = Controller(plan, devices=[f"ray:{device}"] * actors, max_failures=max_failures, on_event=on_event)
+    todo = plan.to_run
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(todo)
+    try:
+        if todo:
+            # 2. One row per item, in plan order
+            ds = ray.data.from_items(item_rows(todo), override_num_blocks=max(1, min(len(todo), 4 * actors)))
+            # 3. The actor pool: each actor loads the model once; a killed actor is restarted and its rows rerun
+            ds = ds.map_batches(
+                ItemRunner,
+                fn_constructor_kwargs={"model": model, "engine_kwargs": engine_kwargs,
+                                       "threads": threads_per_actor or (None if gpus_per_actor else _plain_threads())},
+                batch_size=batch_size,
+                batch_format="numpy",
+                concurrency=actors,
+                num_gpus=gpus_per_actor,
+                num_cpus=cpus_per_actor,
+                max_restarts=-1,
+                max_task_retries=-1,
+            )
+            # 4. Rows come back as items finish: the Controller keeps status and the report
+            for row in ds.iter_rows():
+                index = int(row["index"])
+                ctl.handle("start", index)
+                data = {"error": row["error"] or None, "seconds": None if row["seconds"] < 0 else row["seconds"]}
+                ctl.handle(str(row["status"]), index, **data)
+                ctl.hidden["load"] += float(row["load_s"])
+                ctl.hidden["write"] += float(row["write_s"])
+                if ctl.stop.is_set() or should_cancel():
+                    break
+    finally:
+        for item in plan.items:
+            if item.status in ("pending", "running"):
+                item.status = "not_run"
+        if should_cancel():
+            ctl.outcome = "cancelled"
+        elif ctl.stop.is_set():
+            ctl.outcome = "stopped: too many failures"
+        else:
+            ctl.outcome = "finished"
+        ctl.write_report()
+    return ctl
+
+
+
+def _plain_threads() -> int:
+    """The torch thread count a plain batch uses here (Ray sets OMP_NUM_THREADS=1 inside its workers)."""
+    import torch
+
+    return torch.get_num_threads()

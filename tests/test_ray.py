@@ -1,0 +1,182 @@
+"""stillmotion on Ray (tiny model, a local Ray cluster with 2 CPUs): Serve and Data.
+
+Marked `ray` (Ray start-up is slow): `pytest -m "not ray"` runs everything else.
+One Ray cluster serves the whole module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'stillmotion[ray]'")
+httpx = pytest.importorskip("httpx")
+
+pytestmark = pytest.mark.ray
+
+FIELDS = {"width": "64", "height": "64", "num_frames": "2", "num_inference_steps": "2"}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, namespace="stillmotion", log_to_driver=False)
+    yield
+    from ray import serve
+
+    from stillmotion.ray.store import kill_store
+
+    serve.shutdown()
+    kill_store()
+    ray.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _png(seed: int) -> bytes:
+    import io
+
+    arr = np.random.default_rng(seed).integers(0, 255, (80, 96, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _wait_all(client, ids, timeout=240.0) -> dict:
+    deadline = time.time() + timeout
+    jobs = {}
+    while time.time() < deadline:
+        jobs = {i: client.get(f"/v1/videos/{i}").json() for i in ids}
+        if all(j["status"] in ("succeeded", "failed", "canceled") for j in jobs.values()):
+            return jobs
+        time.sleep(0.5)
+    raise AssertionError(f"not finished in {timeout}s: {sorted(j['status'] for j in jobs.values())}")
+
+
+@pytest.fixture(scope="module")
+def ray_server(ray_cluster, tmp_path_factory):
+    from stillmotion.ray import serve as ray_serve
+    from stillmotion.server.settings import Settings
+
+    data = tmp_path_factory.mktemp("ray-data")
+    settings = Settings(data_dir=data, model="tiny", device="cpu", ui=False, warmup=False, drain_timeout=10)
+    port = _free_port()
+    ray_serve.start(settings, host="127.0.0.1", port=port, replicas=2)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    deadline = time.time() + 180
+    while client.get("/readyz").status_code != 200:
+        assert time.time() < deadline, client.get("/readyz").text
+        time.sleep(0.5)
+    yield client
+    client.close()
+    ray_serve.shutdown()
+
+
+def _submit(client, n, first_seed) -> list[str]:
+    ids = []
+    for k in range(n):
+        r = client.post("/v1/videos", files={"image": (f"in{k}.png", _png(first_seed + k), "image/png")},
+                        data={**FIELDS, "seed": str(first_seed + k)})
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    return ids
+
+
+def _check_once(client, ids) -> list[dict]:
+    """Every job succeeded, none is listed twice, and its video decodes."""
+    import av
+
+    from stillmotion.ray.store import RayJobStore
+
+    jobs = _wait_all(client, ids)
+    assert {i: j["status"] for i, j in jobs.items()} == {i: "succeeded" for i in ids}, \
+        [j.get("error") for j in jobs.values() if j["status"] != "succeeded"]
+    listed = [j["id"] for j in client.get("/v1/videos", params={"limit": 100}).json()["data"]]
+    assert sorted(set(listed) & set(ids)) == sorted(ids) and len(listed) == len(set(listed))
+    r = client.get(f"/v1/videos/{ids[-1]}/content")
+    assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
+    import io
+
+    with av.open(io.BytesIO(r.content)) as c:
+        assert len(list(c.decode(video=0))) == 2
+    store = RayJobStore()
+    return [store.get(i) for i in ids]
+
+
+def test_serve_two_replicas_runs_20_http_jobs_once(ray_server):
+    ids = _submit(ray_server, 20, first_seed=100)
+    rows = _check_once(ray_server, ids)
+    assert all(r["attempts"] == 1 for r in rows)
+    assert len({r["worker"] for r in rows}) == 2  # both replicas took jobs
+
+
+def test_killed_replica_jobs_are_retried_elsewhere_and_finish_once(ray_server):
+    from ray.util.state import list_actors
+
+    ids = _submit(ray_server, 20, first_seed=200)
+    # wait until a model replica is running one of them, then kill that replica's actor
+    deadline = time.time() + 60
+    while not any(ray_server.get(f"/v1/videos/{i}").json()["status"] == "running" for i in ids[:6]):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    victims = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+               if "ModelWorker" in (a.get("name") or "") or "ModelWorker" in (a.get("class_name") or "")]
+    assert len(victims) == 2, victims
+    ray.kill(ray.get_actor(victims[0]["name"], namespace="serve"), no_restart=True)
+    rows = _check_once(ray_server, ids)
+    assert any(r["attempts"] == 2 for r in rows)  # the killed replica's job ran again, elsewhere
+
+
+# --------------------------------------------------------------------------- Ray Data batch
+
+
+def _tree(root: Path, n: int) -> Path:
+    for k in range(n):
+        sub = root / ("nested/deeper" if k % 4 == 0 else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        arr = np.random.default_rng(k).integers(0, 255, (80, 96, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(sub / f"img{k:02d}.png")
+    return root
+
+
+def _hashes(out: Path) -> dict:
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*.mp4"))}
+
+
+def test_ray_data_batch_is_byte_identical_to_plain_batch(ray_cluster, tmp_path):
+    import json
+
+    from conftest import run_cli
+    from stillmotion.batch import plan_batch
+    from stillmotion.ray.data import run_batch_ray
+
+    images = _tree(tmp_path / "images", 12)
+    fast = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 2}
+    code, _, err = run_cli("batch", str(images), str(tmp_path / "plain"), "--recursive", "--model", "tiny",
+                           "--device", "cpu", "--width", "64", "--height", "64", "--frames", "2", "--steps", "2", "-q")
+    assert code == 0, err
+
+    plan = plan_batch(images, tmp_path / "ray", model="tiny", fields=fast, recursive=True)
+    ctl = run_batch_ray(plan, model="tiny", engine_kwargs={"device": "cpu"}, actors=2)
+    assert ctl.count("done") == 12
+    plain, viaray = _hashes(tmp_path / "plain"), _hashes(tmp_path / "ray")
+    assert len(plain) == 12 and viaray == plain
+
+    report = json.loads((tmp_path / "ray" / "batch-report.json").read_text())
+    want = json.loads((tmp_path / "plain" / "batch-report.json").read_text())
+    strip = lambda rows: [{k: r[k] for k in ("seed", "variant", "status", "error")} | {  # noqa: E731
+        "output": Path(r["output"]).name} for r in rows]
+    assert report["schema"] == want["schema"] and strip(report["items"]) == strip(want["items"])
+
+    # resume: the same command again makes nothing
+    again = plan_batch(images, tmp_path / "ray", model="tiny", fields=fast, recursive=True)
+    assert len(again.skipped) == 12 and not again.to_run
