@@ -1,0 +1,608 @@
+"""Memory planner: how much memory a run needs, and the fastest plan that fits.
+
+What "peak" means here: the most bytes of live tensors the run holds at once
+on the device, i.e. what `torch.cuda.max_memory_allocated()` reports on a GPU
+(and, on the CPU, the peak of the CPU allocator's live bytes that the torch
+profiler reports). It is weights plus working memory; it leaves out the CUDA
+context and the caching allocator's slack, which the planner covers with a
+safety margin when it compares an estimate with free memory.
+
+How the estimate is made: not by a formula with guessed constants, but by a
+dry run. The model's components are built from their configs on PyTorch's
+`meta` device (shapes, no data, no compute) and the same calls the engine makes
+(image encoder, VAE encoder, one UNet step with classifier-free guidance, the
+VAE decoder chunk by chunk) run under a dispatch mode that counts the bytes of
+every tensor created and watches when each storage is freed. Frames, size,
+dtype, decode chunk and forward chunking therefore act on the estimate exactly
+as they act on the real run. Attention is counted as a fused kernel
+(PyTorch SDPA: output only, no N x N score matrix), which is what SDPA runs on
+CUDA and on the CPU for these shapes. The same pass counts FLOPs, for
+`stillmotion estimate`.
+
+Offload modes change which weights sit on the device while a stage runs:
+  none        all weights, all the time
+  model       only the component the stage uses (diffusers' model CPU offload)
+  sequential  only the largest single layer (weights stream in layer by layer)
+
+Attention slicing is not offered: SVD's UNet uses SDPA, which never builds the
+score matrix that slicing would cut, so slicing saves nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+GiB = 1024**3
+MiB = 1024**2
+SAFETY = 1.10  # caching allocator slack and fragmentation on a GPU
+CONTEXT_BYTES = 0  # mem_get_info() already excludes the CUDA context
+
+OFFLOAD_ORDER = ("none", "model", "sequential")
+
+
+# ----------------------------------------------------------------------------
+# sizes: "8GB", "512MiB", "1.5g" -> bytes
+def parse_size(text: str | int | float) -> int:
+    """'8GB' / '8G' / '8GiB' / '512MB' / a number of bytes -> bytes (GB = GiB, as GPU specs mean it)."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*", str(text).lower())
+    if not m:
+        from ..errors import InvalidInput
+
+        raise InvalidInput(f"--max-memory {text!r}: give a size like 8GB, 12.5GB or 800MB.")
+    num, unit = float(m.group(1)), m.group(2)
+    return int(num * {"": 1, "k": 1024, "m": MiB, "g": GiB, "t": 1024 * GiB}[unit])
+
+
+def fmt_bytes(n: float) -> str:
+    if n >= GiB:
+        return f"{n / GiB:.2f} GB"
+    return f"{n / MiB:.0f} MB"
+
+
+# ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """How a run uses memory. Ordered fastest first in `candidate_plans()`."""
+
+    decode_chunk_size: int
+    forward_chunking: bool = False
+    offload: str = "none"
+
+    def label(self) -> str:
+        parts = [f"decode chunk {self.decode_chunk_size}"]
+        if self.forward_chunking:
+            parts.append("forward chunking")
+        if self.offload != "none":
+            parts.append(f"{self.offload} offload")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Estimate:
+    plan: Plan
+    peak_bytes: int  # weights on the device + working memory, at the worst moment
+    weights_bytes: int  # weights on the device at that moment
+    stages: dict  # stage -> bytes (device weights + working memory) during that stage
+    working: dict  # stage -> working memory (activations) only
+    fits: Optional[bool] = None
+    budget_bytes: Optional[int] = None
+
+    def to_dict(self) -> dict:
+        d = {
+            "plan": self.plan.to_dict(),
+            "peak_bytes": self.peak_bytes,
+            "peak": fmt_bytes(self.peak_bytes),
+            "weights_bytes": self.weights_bytes,
+            "stages": dict(self.stages),
+        }
+        if self.budget_bytes is not None:
+            d["budget_bytes"] = self.budget_bytes
+            d["fits"] = self.fits
+        return d
+
+
+# ----------------------------------------------------------------------------
+# live-bytes tracker for the dry run
+class _LiveBytes:
+    """A TorchDispatchMode that follows every storage created under it and records the peak of live bytes
+    (and counts matmul/convolution FLOPs with torch's own formulas)."""
+
+    def __new__(cls):
+        from torch.multiprocessing.reductions import StorageWeakRef
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        from torch.utils.flop_counter import flop_registry
+
+        class Mode(TorchDispatchMode):
+            def __init__(self):
+                super().__init__()
+                self.live: dict[int, tuple] = {}
+                self.now = 0
+                self.peak = 0
+                self.flops = 0
+
+            def _sweep(self):
+                dead = [k for k, (ref, _) in self.live.items() if ref.expired()]
+                for k in dead:
+                    self.now -= self.live.pop(k)[1]
+
+            def add(self, t):
+                import torch
+
+                if not isinstance(t, torch.Tensor):
+                    return
+                st = t.untyped_storage()
+                ref = StorageWeakRef(st)
+                key = ref.cdata
+                if key in self.live and not self.live[key][0].expired():
+                    return
+                n = st.nbytes()
+                self.live[key] = (ref, n)
+                self.now += n
+                self.peak = max(self.peak, self.now)
+
+            def reset_peak(self):
+                self._sweep()
+                self.peak = self.now
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                import torch.utils._pytree as pytree
+
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                self.flops += _op_flops(func, args, kwargs, out, flop_registry)
+                self._sweep()
+                for t in pytree.tree_leaves(out):
+                    self.add(t)
+                return out
+
+        return Mode()
+
+
+def _op_flops(func, args, kwargs, out, registry) -> int:
+    """FLOPs of one op: linear and convolutions here (on meta they arrive undecomposed), the rest from torch's registry."""
+    name = func._overloadpacket.__name__
+    if name == "linear":
+        return 2 * out.numel() * args[1].shape[1]
+    if name in ("conv1d", "conv2d", "conv3d", "convolution", "_convolution"):
+        w = args[1]
+        return 2 * out.numel() * math.prod(w.shape[1:])
+    if name == "matmul":
+        return 2 * out.numel() * args[0].shape[-1]
+    count = registry.get(func._overloadpacket)
+    return int(count(*args, **kwargs, out_val=out)) if count is not None else 0
+
+
+def _fused_sdpa(counter: list):
+    """A stand-in for F.scaled_dot_product_attention on meta tensors: a fused kernel's memory (output only) and FLOPs."""
+    import torch
+
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        nq, d = query.shape[-2], query.shape[-1]
+        nk = key.shape[-2]
+        lead = math.prod(query.shape[:-2])
+        counter[0] += 4 * lead * nq * nk * d
+        return torch.empty(*query.shape[:-1], value.shape[-1], dtype=query.dtype, device=query.device)
+
+    return sdpa
+
+
+class _DryRun:
+    """Context: meta dry run with the fused-attention stand-in; `.mode` tracks live bytes and FLOPs."""
+
+    def __enter__(self):
+        import torch
+        import torch.nn.functional as F
+
+        self._sdpa_flops = [0]
+        self._orig = F.scaled_dot_product_attention
+        F.scaled_dot_product_attention = _fused_sdpa(self._sdpa_flops)
+        self._inf = torch.inference_mode()
+        self._inf.__enter__()
+        self.mode = _LiveBytes()
+        self.mode.__enter__()
+        return self
+
+    def stage_flops(self) -> int:
+        return int(self.mode.flops + self._sdpa_flops[0])
+
+    def __exit__(self, *exc):
+        import torch.nn.functional as F
+
+        self.mode.__exit__(*exc)
+        self._inf.__exit__(*exc)
+        F.scaled_dot_product_attention = self._orig
+        return False
+
+
+# ----------------------------------------------------------------------------
+@dataclass
+class ModelShape:
+    """A model's components as shapes only (meta device), and the bytes of their weights at a dtype."""
+
+    unet: object
+    vae: object
+    image_encoder: object
+    weights: dict = field(default_factory=dict)  # component -> bytes at `dtype`
+    largest_layer: int = 0  # bytes of the biggest leaf module (sequential offload)
+    dtype_bytes: int = 4
+    name: str = ""
+
+    @property
+    def weights_total(self) -> int:
+        return sum(self.weights.values())
+
+
+def _meta_build(cls, config):
+    import torch
+
+    with torch.device("meta"):
+        if hasattr(cls, "from_config"):
+            return cls.from_config(config).eval()
+        return cls(config).eval()
+
+
+def model_shape_from_modules(unet, vae, image_encoder, dtype, name: str = "") -> ModelShape:
+    """ModelShape for loaded components (their configs; their weights counted at `dtype`)."""
+    return _shape(
+        _meta_build(type(unet), unet.config),
+        _meta_build(type(vae), vae.config),
+        _meta_build(type(image_encoder), image_encoder.config),
+        dtype,
+        name,
+    )
+
+
+def _shape(unet, vae, enc, dtype, name) -> ModelShape:
+    import torch
+
+    unet, vae, enc = (m.to("meta") for m in (unet, vae, enc))  # buffers made with torch.Tensor([..]) start on the CPU
+
+    size = torch.empty((), dtype=dtype).element_size()
+    weights = {}
+    largest = 0
+    for comp, m in (("unet", unet), ("vae", vae), ("image_encoder", enc)):
+        weights[comp] = sum(t.numel() for t in list(m.parameters()) + list(m.buffers())) * size
+        for leaf in m.modules():
+            if next(iter(leaf.children()), None) is None:
+                largest = max(largest, sum(p.numel() for p in leaf.parameters(recurse=False)) * size)
+    return ModelShape(unet, vae, enc, weights, largest, size, name)
+
+
+@functools.lru_cache(maxsize=8)
+def model_shape(name_or_path: str, dtype_name: str = "fp16") -> ModelShape:
+    """ModelShape for a registry name or a local diffusers folder, without loading any weights."""
+    import torch
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
+    if name_or_path == "tiny":
+        from ..models.tiny import tiny_components
+
+        with torch.device("meta"):
+            c = tiny_components()
+        return _shape(c["unet"], c["vae"], c["image_encoder"], dtype, "tiny")
+    if name_or_path in ("svd", "svd-xt", "svd-xt-1-1"):
+        unet_cfg, vae_cfg, clip_cfg = svd_configs(25 if name_or_path != "svd" else 14)
+        return _shape(
+            _meta_build(UNetSpatioTemporalConditionModel, unet_cfg),
+            _meta_build(AutoencoderKLTemporalDecoder, vae_cfg),
+            _meta_build(CLIPVisionModelWithProjection, CLIPVisionConfig(**clip_cfg)),
+            dtype,
+            name_or_path,
+        )
+    from pathlib import Path
+
+    p = Path(name_or_path).expanduser()
+    if not (p / "model_index.json").is_file():
+        from ..errors import ModelUnavailable
+
+        raise ModelUnavailable(
+            f"Cannot plan for {name_or_path!r}: use svd, svd-xt, svd-xt-1-1, tiny or a local diffusers folder."
+        )
+    unet_cfg = UNetSpatioTemporalConditionModel.load_config(p / "unet")
+    vae_cfg = AutoencoderKLTemporalDecoder.load_config(p / "vae")
+    clip_cfg = CLIPVisionConfig.from_pretrained(p / "image_encoder")
+    return _shape(
+        _meta_build(UNetSpatioTemporalConditionModel, unet_cfg),
+        _meta_build(AutoencoderKLTemporalDecoder, vae_cfg),
+        _meta_build(CLIPVisionModelWithProjection, clip_cfg),
+        dtype,
+        str(p),
+    )
+
+
+def svd_configs(num_frames: int = 25) -> tuple[dict, dict, dict]:
+    """The published SVD / SVD-XT component configs (UNet = diffusers' defaults; VAE; CLIP ViT-H/14 vision)."""
+    unet = {"num_frames": num_frames}  # everything else is UNetSpatioTemporalConditionModel's default = SVD
+    vae = {
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "block_out_channels": [128, 256, 512, 512],
+        "layers_per_block": 2,
+        "latent_channels": 4,
+        "sample_size": 768,
+        "scaling_factor": 0.18215,
+        "force_upcast": True,
+    }
+    clip = {
+        "hidden_size": 1280,
+        "intermediate_size": 5120,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 16,
+        "projection_dim": 1024,
+        "image_size": 224,
+        "patch_size": 14,
+        "hidden_act": "gelu",
+    }
+    return unet, vae, clip
+
+
+# ----------------------------------------------------------------------------
+@dataclass
+class StageProfile:
+    """Working memory (peak live bytes beyond weights) and FLOPs of each stage of one run."""
+
+    working: dict
+    flops: dict
+
+
+def _vae_upcast(shape: ModelShape) -> bool:
+    return shape.dtype_bytes == 2 and bool(getattr(shape.vae.config, "force_upcast", False))
+
+
+def profile_stages(shape: ModelShape, frames: int, height: int, width: int, *, decode_chunk: int,
+                   forward_chunking: bool = False, cfg: bool = True, stages=("encode", "denoise", "decode")) -> StageProfile:
+    """Dry-run the engine's calls on `shape` and return per-stage working memory and FLOPs."""
+    import torch
+
+    dt = {2: torch.float16, 4: torch.float32}[shape.dtype_bytes]
+    if shape.dtype_bytes == 2 and getattr(shape, "_bf16", False):
+        dt = torch.bfloat16
+    key = (id(shape), frames, height, width, decode_chunk, forward_chunking, cfg, tuple(stages))
+    cached = _PROFILE_CACHE.get(key)
+    if cached is not None:
+        return cached
+    unet, vae, enc = shape.unet, shape.vae, shape.image_encoder
+    unet.to(dt), enc.to(dt)
+    b = 2 if cfg else 1
+    lh, lw = height // 8, width // 8
+    lat_c = vae.config.latent_channels
+    working, flops = {}, {}
+
+    # persistent across denoising and decoding: latents, image latents (CFG), embeddings
+    def persistent(run):
+        image_embeddings = torch.empty(b, 1, enc.config.projection_dim, dtype=dt, device="meta")
+        image_latents = torch.empty(b, frames, lat_c, lh, lw, dtype=dt, device="meta")
+        latents = torch.empty(1, frames, lat_c, lh, lw, dtype=dt, device="meta")
+        return image_embeddings, image_latents, latents
+
+    if "encode" in stages:
+        with _DryRun() as run:
+            pix = torch.empty(1, 3, 224, 224, dtype=dt, device="meta")
+            emb = enc(pix).image_embeds
+            emb = torch.cat([torch.zeros_like(emb), emb]) if cfg else emb
+            vdt = torch.float32 if _vae_upcast(shape) else dt
+            vae.to(vdt)
+            img = torch.empty(1, 3, height, width, dtype=torch.float32, device="meta").to(vdt)
+            lat = vae.encode(img).latent_dist.mode()
+            lat = torch.cat([torch.zeros_like(lat), lat]) if cfg else lat
+            lat = lat.to(dt).unsqueeze(1).repeat(1, frames, 1, 1, 1)
+            working["encode"] = run.mode.peak
+            flops["encode"] = run.stage_flops()
+            vae.to(dt)
+    if "denoise" in stages:
+        set_forward_chunking(unet, forward_chunking)
+        try:
+            with _DryRun() as run:
+                emb, image_latents, latents = persistent(run)
+                inp = torch.cat([latents] * 2) if cfg else latents
+                inp = torch.cat([inp * 1.0, image_latents], dim=2)
+                t = torch.empty((), dtype=torch.float32, device="meta")
+                ids = torch.empty(b, 3, dtype=dt, device="meta")
+                noise_pred = unet(inp, t, encoder_hidden_states=emb, added_time_ids=ids, return_dict=False)[0]
+                if cfg:
+                    u, c = noise_pred.chunk(2)
+                    noise_pred = u + (c - u) * 1.0
+                latents = latents + noise_pred * 1.0  # the scheduler step's temporaries
+                working["denoise"] = run.mode.peak
+                flops["denoise"] = run.stage_flops()  # one step
+        finally:
+            set_forward_chunking(unet, False)
+    if "decode" in stages:
+        with _DryRun() as run:
+            latents = persistent(run)[2]
+            lat = (latents.to(vae.dtype).flatten(0, 1)) * (1 / vae.config.scaling_factor)
+            out = []
+            for i in range(0, frames, decode_chunk):
+                part = lat[i : i + decode_chunk]
+                out.append(vae.decode(part, num_frames=part.shape[0]).sample)
+            video = torch.cat(out, dim=0)
+            del out
+            video = video.reshape(-1, frames, *video.shape[1:]).permute(0, 2, 1, 3, 4).float()
+            video = (video / 2 + 0.5).clamp(0, 1)  # video_processor.postprocess_video, on the device
+            working["decode"] = run.mode.peak
+            flops["decode"] = run.stage_flops()
+    prof = StageProfile(working, flops)
+    _PROFILE_CACHE[key] = prof
+    return prof
+
+
+_PROFILE_CACHE: dict = {}
+
+
+def set_forward_chunking(unet, on: bool) -> None:
+    """Feed-forward chunking on or off (diffusers has enable_forward_chunking but no way back)."""
+    for m in unet.modules():
+        if hasattr(m, "set_chunk_feed_forward"):
+            m.set_chunk_feed_forward(chunk_size=1 if on else None, dim=0)
+
+
+# ----------------------------------------------------------------------------
+STAGE_COMPONENTS = {"encode": ("image_encoder", "vae"), "denoise": ("unet",), "decode": ("vae",)}
+
+
+def estimate(shape: ModelShape, frames: int, height: int, width: int, plan: Plan, *, device: str = "cuda",
+             cfg: bool = True) -> Estimate:
+    """Peak device memory of one run under `plan` (weights on the device + working memory)."""
+    chunk = max(1, min(plan.decode_chunk_size, frames))
+    prof = profile_stages(shape, frames, height, width, decode_chunk=chunk,
+                          forward_chunking=plan.forward_chunking, cfg=cfg)
+    offload = plan.offload if device != "cpu" else "none"  # the engine ignores offload on the CPU
+    stages, weights_at = {}, {}
+    for stage, work in prof.working.items():
+        comps = STAGE_COMPONENTS[stage]
+        if offload == "none":
+            w = shape.weights_total
+        elif offload == "model":
+            w = max(shape.weights[c] for c in comps)
+        else:
+            w = 2 * shape.largest_layer
+        if stage == "encode" and _vae_upcast(shape) and offload != "sequential":
+            w += shape.weights["vae"]  # the pipeline upcasts the VAE to fp32 to encode
+        stages[stage] = w + work
+        weights_at[stage] = w
+    worst = max(stages, key=stages.get)
+    return Estimate(plan, stages[worst], weights_at[worst], stages, dict(prof.working))
+
+
+def candidate_plans(frames: int, device: str = "cuda", user_chunk: Optional[int] = None,
+                    user_offload: Optional[str] = None, user_forward_chunking: Optional[bool] = None) -> list[Plan]:
+    """Plans from fastest to leanest: full decode chunk, then smaller chunks, then forward chunking,
+    then model offload, then sequential offload (each step keeps the savings of the ones before).
+
+    Choices the user made explicitly stay fixed.
+    """
+    chunks = [frames]
+    c = frames
+    while c > 1:
+        c = max(1, c // 2)
+        chunks.append(c)
+    if user_chunk:
+        chunks = [min(user_chunk, frames)]
+    offloads = ["none"] if device == "cpu" else list(OFFLOAD_ORDER)
+    if user_offload and user_offload != "none":
+        offloads = [user_offload]
+    fwd = [False, True] if not user_forward_chunking else [True]
+    plans: list[Plan] = []
+    for off in offloads:
+        for fc in fwd:
+            for ch in chunks:
+                p = Plan(ch, fc, off)
+                if p not in plans:
+                    plans.append(p)
+    # order: offload first key (slowest to change), then forward chunking, then chunk descending
+    return plans
+
+
+def choose_plan(shape: ModelShape, frames: int, height: int, width: int, budget_bytes: int, *,
+                device: str = "cuda", cfg: bool = True, **fixed) -> tuple[Estimate, list[Estimate]]:
+    """The first (fastest) plan whose estimate x SAFETY fits the budget; else the leanest, marked fits=False."""
+    tried = []
+    for plan in candidate_plans(frames, device, **fixed):
+        est = estimate(shape, frames, height, width, plan, device=device, cfg=cfg)
+        est.budget_bytes = budget_bytes
+        est.fits = est.peak_bytes * SAFETY + CONTEXT_BYTES <= budget_bytes
+        tried.append(est)
+        if est.fits:
+            return est, tried
+    leanest = min(tried, key=lambda e: e.peak_bytes)
+    return leanest, tried
+
+
+def next_plan_down(current: Plan, frames: int, device: str, stage: str) -> Optional[Plan]:
+    """The next step down after an out-of-memory in `stage`: a smaller decode chunk (decoding only),
+    then forward chunking, then model offload, then sequential offload. None when nothing is left."""
+    if stage == "decoding" and current.decode_chunk_size > 1:
+        return Plan(max(1, current.decode_chunk_size // 2), current.forward_chunking, current.offload)
+    if not current.forward_chunking:
+        return Plan(current.decode_chunk_size, True, current.offload)
+    if device != "cpu":
+        i = OFFLOAD_ORDER.index(current.offload)
+        if i + 1 < len(OFFLOAD_ORDER):
+            return Plan(current.decode_chunk_size, True, OFFLOAD_ORDER[i + 1])
+    if current.decode_chunk_size > 1:
+        return Plan(max(1, current.decode_chunk_size // 2), current.forward_chunking, current.offload)
+    return None
+
+
+# ----------------------------------------------------------------------------
+def device_budget(device: str) -> Optional[int]:
+    """Bytes this process may use on the device: free + what PyTorch already holds (weights included)."""
+    import torch
+
+    if device.startswith("cuda"):
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free + torch.cuda.memory_reserved(torch.device(device)))
+    if device == "cpu":
+        try:
+            import psutil
+
+            return int(psutil.virtual_memory().available + psutil.Process().memory_info().rss)
+        except ImportError:  # pragma: no cover
+            return None
+    return None
+
+
+# ----------------------------------------------------------------------------
+def measure_cpu_peak(fn, *stage_hooks) -> tuple[object, dict]:
+    """Run fn() under the torch profiler and return (result, {"peak": bytes, stage: bytes, ...}).
+
+    The quantity is the CPU allocator's live bytes, peak minus the level at the start: the working
+    memory of the run (weights allocated before are not counted). `stage_hooks` are (name, obj,
+    attr) triples: calls to obj.attr are marked as that stage and get their own peak.
+    """
+    import json
+    import os
+    import tempfile
+
+    from torch.autograd.profiler import record_function
+    from torch.profiler import ProfilerActivity, profile
+
+    saved = []
+    for name, obj, attr in stage_hooks:
+        orig = getattr(obj, attr)
+
+        def wrapped(*a, __orig=orig, __name=name, **k):
+            with record_function(f"stillmotion.stage.{__name}"):
+                return __orig(*a, **k)
+
+        saved.append((obj, attr, orig, attr in vars(obj)))
+        setattr(obj, attr, wrapped)
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            result = fn()
+    finally:
+        for obj, attr, orig, had in reversed(saved):
+            if had:
+                setattr(obj, attr, orig)
+            else:
+                delattr(obj, attr)
+    fd, path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f)["traceEvents"]
+    finally:
+        os.unlink(path)
+    mem = sorted((e["ts"], e["args"]["Total Allocated"]) for e in events
+                 if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type", 0) == 0)
+    out = {"peak": max((v for _, v in mem), default=0)}
+    for name, _, _ in stage_hooks:
+        spans = [(e["ts"], e["ts"] + e.get("dur", 0)) for e in events
+                 if e.get("name") == f"stillmotion.stage.{name}" and e.get("ph") == "X"]
+        vals = [v for ts, v in mem if any(a <= ts <= b for a, b in spans)]
+        out[name] = max(vals, default=0)
+    return result, out
