@@ -64,6 +64,10 @@ def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) 
 
                 write_folder_manifest(path, name="tiny")
             return LocalModel(entry=entry, path=path, source="builtin")
+        if entry.name == "demo":  # shipped inside the package (trained by scripts/train_demo.py)
+            path = Path(__file__).resolve().parent.parent / "data" / "demo"
+            if (path / "model_index.json").is_file():
+                return LocalModel(entry=entry, path=path, source="builtin")
         raise ModelUnavailable(f"Built-in model {entry.name!r} is not available in this install.")
     if entry.repo_id is None:
         path = Path(entry.name)

@@ -80,6 +80,26 @@ REGISTRY: dict[str, ModelEntry] = {
             square=(64, 64),
         ),
     ),
+    "demo": ModelEntry(
+        name="demo",
+        repo_id=None,
+        variant=None,
+        builtin=True,
+        description="built-in demo: SVD architecture trained here on procedural clips; pans right with a push-in (CPU, seconds)",
+        approx_size_gb=0.02,
+        defaults=ModelDefaults(  # keep in step with train/demo.py DEMO_DEFAULTS (a test checks)
+            num_frames=8,
+            num_inference_steps=8,
+            fps=8,
+            motion_bucket_id=127,
+            noise_aug_strength=0.02,
+            min_guidance_scale=1.0,
+            max_guidance_scale=1.0,
+            landscape=(128, 64),
+            portrait=(64, 128),
+            square=(64, 64),
+        ),
+    ),
 }
 
 DEFAULT_MODEL = "svd-xt"

@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Retrain the built-in `demo` model from scratch on procedural clips (CPU, one thread).
+
+    nice -n 10 .venv/bin/python scripts/train_demo.py --work /tmp/demo-work \
+        --out src/stillmotion/data/demo
+
+Stage 1 trains a small linear autoencoder and writes it exactly into SVD's VAE
+classes (train/linear_vae.py); stage 2 trains the UNet from scratch with the SVD
+objective through stillmotion's own training loop (train/loop.py), VAE and CLIP
+frozen. `--stage unet` reuses the VAE from --work. The model is written to --out
+as a diffusers folder (safetensors) with its stillmotion.json defaults, plus
+train_record.json: the command, the machine and the time each stage took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default="/tmp/stillmotion-demo-work", help="scratch folder (VAE, checkpoints, logs)")
+    ap.add_argument("--out", default="src/stillmotion/data/demo", help="where the finished model goes")
+    ap.add_argument("--stage", choices=("all", "vae", "unet"), default="all")
+    ap.add_argument("--vae-steps", type=int, default=400, help="steps of the linear autoencoder")
+    ap.add_argument("--unet-steps", type=int, default=1500)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--validate-every", type=int, default=250)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from safetensors.torch import load_file, save_file
+
+    from stillmotion.models.registry import write_local_defaults
+    from stillmotion.train.demo import DEMO_DEFAULTS, DemoClips, demo_components
+    from stillmotion.train.linear_vae import Proxy, build_linear_vae, train_proxy
+    from stillmotion.train.loop import TrainConfig, train
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    record_path = work / "record.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record.update({
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "torch_threads": args.threads, "torch": torch.__version__},
+    })
+
+    # 1. The VAE: a linear autoencoder, written into AutoencoderKLTemporalDecoder
+    proxy_file = work / "proxy.safetensors"
+    if args.stage in ("all", "vae"):
+        t0 = time.perf_counter()
+        proxy, stats = train_proxy(steps=args.vae_steps, seed=args.seed)
+        save_file({k: v.contiguous() for k, v in proxy.state_dict().items()}, proxy_file,
+                  metadata={"latent_std": str(stats["latent_std"])})
+        record["vae"] = dict(stats, steps=args.vae_steps, seconds=round(time.perf_counter() - t0, 1))
+        record_path.write_text(json.dumps(record, indent=2))
+        if args.stage == "vae":
+            return 0
+    proxy = Proxy()
+    proxy.load_state_dict(load_file(proxy_file))
+    proxy.eval().requires_grad_(False)
+    latent_std = float(record["vae"]["latent_std"])
+    vae = build_linear_vae(proxy, scaling_factor=round(1.0 / latent_std, 4))
+
+    # 2. The UNet, from scratch, with the SVD objective
+    import diffusers
+
+    comps = demo_components(args.seed, vae=vae)
+    base = work / "base"
+    diffusers.StableVideoDiffusionPipeline(**comps).save_pretrained(base, safe_serialization=True)
+    write_local_defaults(base, DEMO_DEFAULTS)
+    cfg = TrainConfig(
+        base=str(base),
+        output=str(work / "model"),
+        steps=args.unet_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_warmup=100,
+        lr_schedule="cosine",
+        num_frames=DEMO_DEFAULTS.num_frames,
+        width=64,
+        height=64,
+        fps=DEMO_DEFAULTS.fps,
+        cond_dropout=0.05,
+        checkpoint_every=100,
+        validate_every=args.validate_every,
+        seed=args.seed,
+        ema_decay=0.999,
+    )
+    t0 = time.perf_counter()
+    summary = train(cfg, dataset=DemoClips(seed=args.seed), encode=proxy.encode)
+    record["unet"] = {"steps": args.unet_steps, "batch_size": args.batch_size, "seconds": round(time.perf_counter() - t0, 1),
+                      "final_loss": summary.get("final_loss")}
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    pipe = diffusers.StableVideoDiffusionPipeline.from_pretrained(work / "model", torch_dtype=torch.float16)
+    pipe.save_pretrained(out, safe_serialization=True)  # fp16 files; the Engine upcasts on a CPU
+    shutil.copy(work / "model" / "stillmotion.json", out / "stillmotion.json")
+    shutil.copy(work / "model" / "loss.png", out / "loss.png")
+    (out / "train_record.json").write_text(json.dumps(record, indent=2))
+    record_path.write_text(json.dumps(record, indent=2))
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

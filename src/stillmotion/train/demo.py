@@ -1,0 +1,147 @@
+"""The built-in `demo` model: SVD's architecture, small enough to ship, trained from scratch here.
+
+Same classes as SVD (UNetSpatioTemporalConditionModel with four levels,
+AutoencoderKLTemporalDecoder with its temporal decoder, a CLIP vision tower,
+EulerDiscreteScheduler with SVD's v-prediction / Karras settings); only the
+sizes differ: the VAE downsamples 4x into 4 latent channels (a 64x64 video is
+a 16x16 latent), and the UNet's widths are 32 and 64.
+
+Training (scripts/train_demo.py) runs in two stages on procedural clips
+(train/synthetic.py) that it draws itself:
+  1. the VAE: a linear autoencoder trained in a minute and written exactly
+     into AutoencoderKLTemporalDecoder (train/linear_vae.py explains how);
+  2. the UNet with the SVD objective (train/loop.py), VAE and CLIP frozen.
+The CLIP tower keeps its seeded random weights: frozen, as in SVD, and a
+stable (if uninformed) embedding of the input.
+
+What the demo learned: one camera move, a pan to the right with a gentle
+push-in, whose speed follows the motion bucket (127: about 1.6 px/frame at
+64 px wide). A single, deterministic move is what a model this small can
+learn in half an hour on one CPU thread; a random direction would need the
+noise to choose a mode, which a model this size blurs into an average.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..models.registry import ModelDefaults
+
+DEMO_DEFAULTS = ModelDefaults(
+    num_frames=8,
+    num_inference_steps=8,
+    fps=8,
+    motion_bucket_id=127,
+    noise_aug_strength=0.02,
+    min_guidance_scale=1.0,
+    max_guidance_scale=1.0,
+    landscape=(128, 64),
+    portrait=(64, 128),
+    square=(64, 64),
+)
+
+# The demo's camera: pan right (the scene slides left) plus a push-in, both scaled by speed.
+DEMO_DIRECTION = (1.0, 0.0)
+DEMO_ZOOM_PER_PX = 0.006  # relative zoom per frame, per px/frame of pan
+DEMO_SPEED = (0.4, 2.6)  # px/frame at 64 px wide
+
+
+def demo_camera(speed: float):
+    from .synthetic import Camera
+
+    return Camera(pan=(DEMO_DIRECTION[0] * speed, DEMO_DIRECTION[1] * speed), zoom=DEMO_ZOOM_PER_PX * speed)
+
+
+def demo_clip(rng: np.random.Generator, size: int = 64, num_frames: int = 8) -> np.ndarray:
+    from .synthetic import make_clip
+
+    speed = float(rng.uniform(*DEMO_SPEED)) * size / 64
+    return make_clip(rng, size, size, num_frames, camera=demo_camera(speed))
+
+
+def demo_components(seed: int = 0, vae=None) -> dict:
+    """The demo's pipeline components at initialisation (pass the built linear VAE as `vae`)."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    unet = UNetSpatioTemporalConditionModel(
+        sample_size=16,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=(
+            "DownBlockSpatioTemporal",  # no attention at the full latent size: cheaper on a CPU
+            "CrossAttnDownBlockSpatioTemporal",
+            "CrossAttnDownBlockSpatioTemporal",
+            "DownBlockSpatioTemporal",
+        ),
+        up_block_types=(
+            "UpBlockSpatioTemporal",
+            "CrossAttnUpBlockSpatioTemporal",
+            "CrossAttnUpBlockSpatioTemporal",
+            "UpBlockSpatioTemporal",
+        ),
+        block_out_channels=(32, 64, 64, 64),
+        addition_time_embed_dim=16,
+        projection_class_embeddings_input_dim=48,
+        layers_per_block=1,
+        cross_attention_dim=32,
+        transformer_layers_per_block=1,
+        num_attention_heads=(2, 4, 4, 4),
+        num_frames=8,
+    )
+    torch.manual_seed(seed + 2)
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32,
+            projection_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=224,
+            patch_size=32,
+        )
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        interpolation_type="linear",
+        num_train_timesteps=1000,
+        prediction_type="v_prediction",
+        sigma_max=700.0,
+        sigma_min=0.002,
+        steps_offset=1,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        use_karras_sigmas=True,
+    )
+    feature_extractor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
+    return {
+        "unet": unet,
+        "vae": vae,
+        "image_encoder": image_encoder.eval(),
+        "scheduler": scheduler,
+        "feature_extractor": feature_extractor,
+    }
+
+
+class DemoClips:
+    """Endless procedural clips for the demo: item i is the same clip on every machine."""
+
+    def __init__(self, seed: int = 0, size: int = 64, num_frames: int = 8, fps: int = 8, length: int = 10**7):
+        self.seed, self.size, self.num_frames, self.fps, self.length = seed, size, num_frames, fps, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        from ..metrics import motion_bucket
+
+        rng = np.random.default_rng([self.seed, int(i)])
+        frames = demo_clip(rng, self.size, self.num_frames)
+        return {"frames": frames, "fps": self.fps, "motion_bucket": motion_bucket(frames), "name": f"demo-{i}"}
+
+    def describe(self) -> str:
+        return f"procedural demo clips ({self.num_frames} frames at {self.size}x{self.size}, {self.fps} fps)"
