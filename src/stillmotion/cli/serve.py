@@ -1,0 +1,84 @@
+"""`stillmotion serve`: the web UI and the HTTP API on one persistent job queue."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import click
+
+from .options import engine_options, pop_engine_kwargs
+
+
+@click.command()
+@engine_options
+@click.option("--host", default="0.0.0.0", show_default=True, help="address to listen on")
+@click.option("--port", default=7860, show_default=True, type=int, help="port (UI at /, API at /v1)")
+@click.option("--data-dir", default="./stillmotion-data", show_default=True, type=click.Path(file_okay=False),
+              help="job queue (SQLite), uploads and outputs")
+@click.option("--api-key", default=None, envvar="STILLMOTION_API_KEY",
+              help="require `Authorization: Bearer KEY` on /v1 (env STILLMOTION_API_KEY)")
+@click.option("--ui-auth", default=None, metavar="USER:PASS", help="password-protect the web UI")
+@click.option("--no-ui", is_flag=True, help="serve the API only")
+@click.option("--max-queue", default=100, show_default=True, type=click.IntRange(1), help="queued+running jobs before 503")
+@click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(0.01), help="largest upload")
+@click.option("--drain-timeout", default=60.0, show_default=True, type=click.FloatRange(0),
+              help="seconds SIGTERM waits for the running job before stopping")
+@click.option("--webhook-secret", default=None, envvar="STILLMOTION_WEBHOOK_SECRET",
+              help="HMAC key for webhook signatures (default: one kept in the data dir)")
+@click.option("--no-warmup", is_flag=True, help="skip the warm-up generation before /readyz turns ready")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_mb, drain_timeout,
+          webhook_secret, no_warmup, log_level, **kwargs):
+    """Run the web UI (/) and the HTTP API (/v1) on one SQLite job queue.
+
+    \b
+    stillmotion serve --model svd-xt                  # 0.0.0.0:7860
+    stillmotion serve --model tiny --port 7860         # offline demo on a CPU
+    curl -F image=@photo.jpg -F seed=42 http://HOST:7860/v1/videos
+    """
+    import uvicorn
+
+    from ..server.app import create_app
+    from ..server.settings import Settings, parse_ui_auth
+
+    engine = pop_engine_kwargs(kwargs)
+    settings = Settings(
+        data_dir=data_dir, model=kwargs.pop("model") or "svd-xt",
+        device=None if engine["device"] == "auto" else engine["device"], dtype=engine["dtype"],
+        offload=engine["offload"], forward_chunking=engine["forward_chunking"], warmup=not no_warmup,
+        api_key=api_key, ui=not no_ui, ui_auth=parse_ui_auth(ui_auth), max_queue=max_queue,
+        max_upload_mb=max_upload_mb, drain_timeout=drain_timeout, webhook_secret=webhook_secret,
+    )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    server = DrainingServer(config, app.state.svc)
+    click.echo(f"stillmotion: model {settings.model}, data in {settings.data_dir}, "
+               f"UI http://{host}:{port}/ API http://{host}:{port}/v1", err=True)
+    server.run()
+
+
+class DrainingServer:
+    """uvicorn.Server whose first SIGTERM/SIGINT drains: /readyz turns 503 and new jobs are
+    refused while the running job finishes (up to --drain-timeout); then it exits. A second
+    signal exits at once (the unfinished job stays queued for the next start)."""
+
+    def __new__(cls, config, svc):
+        import uvicorn
+
+        class _Server(uvicorn.Server):
+            def handle_exit(self, sig, frame):
+                if getattr(self, "_drain_started", False):
+                    return super().handle_exit(sig, frame)
+                self._drain_started = True
+                logging.getLogger("stillmotion.server").info("signal %s: draining (up to %.0f s)", sig,
+                                                             svc.settings.drain_timeout)
+                threading.Thread(target=self._drain, name="drain", daemon=True).start()
+
+            def _drain(self):
+                svc.drain()
+                self.should_exit = True
+
+        return _Server(config)

@@ -1,0 +1,235 @@
+"""The worker process: loads the Engine once, then drains the job queue in order.
+
+    python -m stillmotion.jobs.worker --data-dir DIR --worker-id ID --config JSON
+
+It talks to the API only through the SQLite store (jobs.store). The API
+process supervises it (server/supervisor.py): it reads the worker's stdin and
+exits at once when the API goes away (EOF), so an orphaned worker never keeps
+running a job that a restarted server will run again. SIGTERM (or SIGINT)
+means "drain": finish the running job, claim nothing more, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+import zipfile
+from pathlib import Path
+
+from ..errors import Cancelled, StillmotionError
+from .store import JobStore
+
+log = logging.getLogger("stillmotion.worker")
+
+PROGRESS_INTERVAL = 0.1  # seconds between progress writes (a stage change always writes)
+HEARTBEAT_INTERVAL = 1.0
+
+
+def job_dir(data_dir: Path, job_id: str) -> Path:
+    return Path(data_dir) / "jobs" / job_id
+
+
+class Worker:
+    def __init__(self, data_dir: Path, worker_id: str, config: dict):
+        self.data_dir = Path(data_dir)
+        self.worker_id = worker_id
+        self.config = config
+        self.store = JobStore(self.data_dir / "jobs.sqlite3")
+        self.stop = threading.Event()
+        self.engine = None
+        self.info: dict = {}
+        self.poll = float(config.get("poll", 0.1))
+
+    # ------------------------------------------------------------------
+    def load(self) -> None:
+        from ..engine import Engine
+
+        cfg = self.config
+        self.store.worker_state(self.worker_id, "loading", pid=os.getpid(), model=cfg.get("model"))
+        self.engine = Engine(
+            cfg.get("model") or "svd-xt",
+            device=cfg.get("device"),
+            dtype=cfg.get("dtype"),
+            offload=cfg.get("offload", "none"),
+            forward_chunking=bool(cfg.get("forward_chunking")),
+            progress=False,
+        )
+        t = time.perf_counter()
+        if cfg.get("warmup", True):
+            self._warmup()
+        import dataclasses
+
+        info = {
+            "device": self.engine.device,
+            "dtype": str(self.engine.dtype).replace("torch.", ""),
+            "defaults": dataclasses.asdict(self.engine.entry.defaults),
+            "load_seconds": self.engine.timings.get("load"),
+            "warmup_seconds": round(time.perf_counter() - t, 3),
+        }
+        self.info = info
+        self.store.worker_state(self.worker_id, "ready", info=info)
+
+    def _warmup(self) -> None:
+        """One throw-away generation at the smallest size, so the first job is not slow."""
+        from PIL import Image
+
+        from ..spec import GenerationSpec
+
+        spec = GenerationSpec(width=64, height=64, num_frames=2, num_inference_steps=1, seed=0)
+        self.engine.generate(Image.new("RGB", (64, 64), (128, 128, 128)), spec)
+
+    def run(self) -> None:
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+        while not self.stop.is_set():
+            job = self.store.claim(self.worker_id)
+            if job is None:
+                self.stop.wait(self.poll)
+                continue
+            self.run_job(job)
+        self.store.worker_state(self.worker_id, "stopped")
+
+    def _heartbeat(self) -> None:
+        while True:
+            gpu = _gpu_memory()
+            info = dict(self.info, gpu_memory_bytes=gpu) if gpu is not None else None
+            state = "draining" if self.stop.is_set() else "ready"
+            try:
+                self.store.worker_state(self.worker_id, state, info=info)
+            except Exception:  # noqa: BLE001 - a busy file must not kill the heartbeat
+                log.exception("heartbeat failed")
+            time.sleep(HEARTBEAT_INTERVAL)
+
+    # ------------------------------------------------------------------
+    def run_job(self, job: dict) -> None:
+        from ..spec import GenerationSpec
+
+        job_id, me = job["id"], self.worker_id
+        folder = job_dir(self.data_dir, job_id)
+        last = {"t": 0.0, "stage": None, "cancel": False}
+
+        def on_progress(p) -> None:
+            now = time.monotonic()
+            if p.stage != last["stage"] or now - last["t"] >= PROGRESS_INTERVAL or p.step == p.total:
+                last.update(t=now, stage=p.stage)
+                if self.store.progress(job_id, me, fraction=p.fraction, stage=p.stage, step=p.step,
+                                       total=p.total, message=p.message):
+                    last["cancel"] = True
+
+        def should_cancel() -> bool:
+            if not last["cancel"] and time.monotonic() - last["t"] >= PROGRESS_INTERVAL:
+                last["t"] = time.monotonic()
+                last["cancel"] = self.store.cancel_requested(job_id)
+            return last["cancel"]
+
+        t0 = time.perf_counter()
+        try:
+            spec = GenerationSpec.build(**job["spec"])
+            image = folder / job["input_name"]
+            result = self.engine.generate(image, spec, on_progress=on_progress, should_cancel=should_cancel,
+                                          source=job.get("input_source") or None)
+            if should_cancel():
+                raise Cancelled()
+            artifact = result.save(folder / f"video.{result.spec.format}")
+            output = _output_record(artifact, folder)
+            timings = dict(result.timings, run=round(time.perf_counter() - t0, 4))
+            ok = self.store.finish(job_id, me, "succeeded", output=output, timings=timings,
+                                   spec=result.spec.model_dump(mode="json"))
+        except Cancelled:
+            ok = self.store.finish(job_id, me, "canceled",
+                                   error={"code": "canceled", "message": "Canceled while running; no output was written."})
+        except StillmotionError as e:
+            ok = self.store.finish(job_id, me, "failed", error=e.to_dict())
+        except Exception as e:  # noqa: BLE001 - the job fails, the worker lives on
+            log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+            ok = self.store.finish(job_id, me, "failed", error={
+                "code": "internal_error",
+                "message": f"Generation failed with an unexpected {type(e).__name__}: {str(e)[:300]}; see the server log."})
+        if not ok:  # deleted (or recovered) meanwhile: leave nothing behind for a job that is gone
+            log.info("job %s changed under the worker; its result was dropped", job_id)
+            try:
+                self.store.get(job_id)
+            except StillmotionError:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _output_record(artifact, folder: Path) -> dict:
+    path = Path(artifact.path)
+    name = path.name
+    if artifact.format == "png":  # a folder of frames is served as one zip
+        zpath = folder / "video.zip"
+        tmp = folder / ".video.zip.tmp"
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+            for f in sorted(path.iterdir()):
+                z.write(f, f.name)
+        os.replace(tmp, zpath)
+        name = zpath.name
+    d = artifact.to_dict()
+    d.pop("path", None)
+    d["file"] = name
+    d["sidecar"] = Path(artifact.sidecar).name if artifact.sidecar else None
+    d["bytes"] = (folder / name).stat().st_size
+    return d
+
+
+def _gpu_memory():
+    if "torch" not in sys.modules:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return int(torch.cuda.memory_allocated())
+
+
+def _watch_parent() -> None:
+    """stdin is a pipe from the API process: EOF means it died, so stop now."""
+    try:
+        while sys.stdin.buffer.read(1):
+            pass
+    except Exception:  # noqa: BLE001
+        pass
+    os._exit(3)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m stillmotion.jobs.worker")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--worker-id", required=True)
+    p.add_argument("--config", default="{}", help="JSON: model, device, dtype, offload, forward_chunking, warmup, poll")
+    p.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (the API process died)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    worker = Worker(Path(args.data_dir), args.worker_id, json.loads(args.config))
+    if args.watch_stdin:
+        threading.Thread(target=_watch_parent, name="parent-watch", daemon=True).start()
+
+    def drain(signum, frame):
+        log.info("draining: finishing the running job, then exiting")
+        worker.stop.set()
+
+    signal.signal(signal.SIGTERM, drain)
+    signal.signal(signal.SIGINT, drain)
+    try:
+        worker.load()
+    except StillmotionError as e:
+        worker.store.worker_state(worker.worker_id, "failed", info={"error": e.to_dict()})
+        log.error("could not load the model: %s", e.message)
+        return 3
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # not sys.exit: the stdin-watch thread must not race interpreter shutdown

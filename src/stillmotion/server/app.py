@@ -1,0 +1,171 @@
+"""create_app(settings): the FastAPI app with the /v1 API, health, metrics and the
+Gradio UI mounted at /. Nothing happens at import time; the worker process and
+the webhook thread start in the app's lifespan and stop (draining) with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from contextlib import asynccontextmanager
+from typing import Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import StillmotionError
+from ..jobs.store import JobStore
+from .settings import Settings
+from .views import error_json, error_response
+
+log = logging.getLogger("stillmotion.server")
+
+
+class Services:
+    """What the routes and the UI share: settings, the store, the worker, the drain flag."""
+
+    def __init__(self, settings: Settings):
+        from ..models.registry import entry_for
+
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = JobStore(settings.db_path)
+        self.model_entry = entry_for(settings.model)
+        self.supervisor = None
+        self.webhooks = None
+        self.draining = False
+
+    def start(self) -> None:
+        from .supervisor import Supervisor
+        from .views import job_view
+        from .webhooks import WebhookSender, load_or_create_secret
+
+        if self.settings.start_worker:
+            self.supervisor = Supervisor(self.settings, self.store)
+            self.supervisor.start()
+        secret = self.settings.webhook_secret or load_or_create_secret(self.settings.data_dir)
+        self.webhooks = WebhookSender(self.store, secret, job_view, max_attempts=self.settings.webhook_max_attempts)
+        self.webhooks.start()
+
+    def drain(self, timeout: Optional[float] = None) -> bool:
+        """Stop taking jobs; let the running one finish (up to the drain timeout)."""
+        self.draining = True
+        ok = True
+        if self.supervisor is not None:
+            ok = self.supervisor.drain(self.settings.drain_timeout if timeout is None else timeout)
+        return ok
+
+    def stop(self) -> None:
+        if not self.draining:
+            self.drain()
+        if self.webhooks is not None:
+            self.webhooks.stop()
+
+    def ready(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining: finishing the running job before shutting down"
+        if self.supervisor is None:
+            return False, "no worker is running (start_worker is off)"
+        return self.supervisor.ready()
+
+    def retry_after(self) -> int:
+        """Seconds a client should wait when the queue is full: about one job's time."""
+        recent = self.store.recent_durations()
+        return int(min(300, max(1, round(statistics.median(recent)) if recent else 5)))
+
+    def defaults(self) -> dict:
+        import dataclasses
+
+        return dataclasses.asdict(self.model_entry.defaults)
+
+
+def create_app(settings: Optional[Settings] = None) -> FastAPI:
+    settings = settings or Settings()
+    svc = Services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        import asyncio
+
+        await asyncio.to_thread(svc.start)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(svc.stop)
+
+    from .. import __version__
+
+    app = FastAPI(
+        title="stillmotion",
+        version=__version__,
+        description="Still image -> short video with Stable Video Diffusion. Jobs live in one SQLite queue "
+        "shared with the web UI.",
+        lifespan=lifespan,
+    )
+    app.state.svc = svc
+    _error_handlers(app)
+    _health_routes(app, svc)
+
+    from .api import router
+
+    app.include_router(router)
+    if settings.ui:
+        import gradio as gr
+
+        from .ui import build_ui
+
+        blocks = build_ui(svc)
+        gr.mount_gradio_app(app, blocks, path="", auth=settings.ui_auth, allowed_paths=[str(settings.data_dir)],
+                            footer_links=["api"])
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StillmotionError)
+    async def _ours(request: Request, exc: StillmotionError):
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path", "header", "body"))
+            parts.append(f"{loc or 'request'}: {err.get('msg', 'invalid')}")
+        return error_json(422, "invalid_input", "Invalid request: " + "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_json(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_json(500, "internal_error", f"Unexpected {type(exc).__name__}; see the server log.")
+
+
+def _health_routes(app: FastAPI, svc: Services) -> None:
+    from .metrics import make_registry, render
+
+    registry = make_registry(svc)
+
+    @app.get("/healthz", tags=["health"], summary="The process is alive")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Model loaded and warmed; 503 until then and while draining")
+    def readyz():
+        ok, why = svc.ready()
+        body = {"status": "ready" if ok else "unavailable", "detail": why, "model": svc.settings.model}
+        if svc.supervisor is not None:
+            row = svc.supervisor.worker_row()
+            body["worker"] = {"id": svc.supervisor.worker_id, "pid": svc.supervisor.proc.pid if svc.supervisor.proc else None,
+                              "state": row["state"] if row else None, "restarts": svc.supervisor.restarts,
+                              **{k: v for k, v in ((row or {}).get("info") or {}).items() if k != "defaults"}}
+        return JSONResponse(body, status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"})
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    def metrics():
+        return Response(render(registry), media_type="text/plain; version=0.0.4; charset=utf-8")

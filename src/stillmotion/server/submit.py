@@ -1,0 +1,203 @@
+"""From a request (multipart or JSON) or a UI form to a queued job: the one path
+both front ends take. Everything is checked here, before a job exists: the
+spec (GenerationSpec names), the image (decoded with images.load_image), the
+model, the webhook URL. The input bytes are kept under the data folder by job id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .. import images
+from ..errors import ImageTooLarge, InvalidImage, InvalidInput, QueueFull
+from ..jobs.store import new_job_id
+from ..jobs.worker import job_dir
+from ..spec import GenerationSpec
+from .views import BadRequest, Unavailable
+
+RESERVED = ("image", "model", "webhook")
+_EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif", "GIF": "gif"}
+
+
+@dataclass
+class Submission:
+    image: Optional[bytes] = None
+    image_url: Optional[str] = None
+    filename: Optional[str] = None
+    fields: dict = field(default_factory=dict)
+    model: Optional[str] = None
+    webhook: Optional[str] = None
+
+
+# --------------------------------------------------------------------------- parsing
+async def read_body(request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes (413) before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Content-Length is not a number.")
+        if int(declared) > limit:
+            raise ImageTooLarge(f"The request is {_mb(int(declared))}, over the {_mb(limit)} upload limit (--max-upload-mb).")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ImageTooLarge(f"The request is over the {_mb(limit)} upload limit (--max-upload-mb).")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # lets request.form() parse what we already read
+    return body
+
+
+async def parse_request(request, limit: int) -> Submission:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await read_body(request, limit)
+    if ctype == "multipart/form-data":
+        return await _parse_multipart(request)
+    if ctype in ("application/json", ""):
+        return _parse_json(body)
+    raise InvalidInput(f"Unsupported Content-Type {ctype!r}: send multipart/form-data (image file + fields) "
+                       "or application/json (image as base64 or an http(s) URL).")
+
+
+async def _parse_multipart(request) -> Submission:
+    try:
+        form = await request.form(max_files=2, max_fields=64)
+    except Exception as e:  # noqa: BLE001 - python-multipart's errors become ours
+        raise BadRequest(f"Could not parse the multipart form ({str(e)[:200]}).") from None
+    sub = Submission()
+    for key, value in form.multi_items():
+        if key == "image":
+            if hasattr(value, "read"):
+                sub.image = await value.read()
+                sub.filename = value.filename
+            else:
+                _image_text(sub, value)
+        elif hasattr(value, "read"):
+            raise InvalidInput(f"{key}: only `image` may be a file.")
+        elif value.strip() == "":
+            continue  # an empty form field means "default"
+        elif key == "model":
+            sub.model = value.strip()
+        elif key == "webhook":
+            sub.webhook = value.strip()
+        else:
+            sub.fields[key] = value.strip()
+    return sub
+
+
+def _parse_json(body: bytes) -> Submission:
+    try:
+        data = json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"The body is not valid JSON ({str(e)[:120]}).") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("The JSON body must be an object: {\"image\": \"<base64 or URL>\", \"seed\": 42, ...}.")
+    sub = Submission()
+    img = data.pop("image", None)
+    if img is not None:
+        if not isinstance(img, str):
+            raise InvalidInput("image: must be a base64 string, a data: URL or an http(s) URL.")
+        _image_text(sub, img)
+    for key, attr in (("model", "model"), ("webhook", "webhook")):
+        v = data.pop(key, None)
+        if v is not None and not isinstance(v, str):
+            raise InvalidInput(f"{key}: must be a string.")
+        setattr(sub, attr, v)
+    sub.fields = data
+    return sub
+
+
+def _image_text(sub: Submission, text: str) -> None:
+    text = text.strip()
+    low = text[:16].lower()
+    if low.startswith(("http://", "https://")):
+        sub.image_url = text
+        return
+    if low.startswith("data:"):
+        head, _, text = text.partition(",")
+        if ";base64" not in head:
+            raise InvalidImage("image: a data: URL must be base64-encoded (data:image/png;base64,...).")
+    try:
+        sub.image = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImage("image: not valid base64 and not an http(s) URL; send the file's bytes base64-encoded.") from None
+
+
+# --------------------------------------------------------------------------- submitting
+def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Optional[str] = None) -> tuple[dict, bool]:
+    """Check everything, keep the input, queue the job. Returns (job, created)."""
+    settings, store = svc.settings, svc.store
+    if svc.draining:
+        e = Unavailable("The server is shutting down and takes no new jobs; try again in a moment.")
+        e.retry_after = 10
+        raise e
+    # 1. Model and spec
+    if sub.model and sub.model != settings.model:
+        raise InvalidInput(f"model: this server runs {settings.model!r}, got {sub.model!r}; leave model out or use it.")
+    spec = GenerationSpec.build(**sub.fields)
+    if sub.webhook and not sub.webhook.lower().startswith(("http://", "https://")):
+        raise InvalidInput(f"webhook: must be an http(s) URL, got {sub.webhook[:100]!r}.")
+    # 2. The image: read (URL), decode (refuses non-images, bombs, truncation)
+    if sub.image is None and sub.image_url is None:
+        raise InvalidInput("image: missing; send an image file (multipart) or base64 / an http(s) URL (JSON).")
+    limit = settings.max_upload_bytes
+    if sub.image is None:
+        data, where = images.read_source_bytes(sub.image_url, max_bytes=limit)
+    else:
+        data, where = sub.image, sub.filename
+        if len(data) > limit:
+            raise ImageTooLarge(f"The image is {_mb(len(data))}, over the {_mb(limit)} upload limit (--max-upload-mb).")
+    pil = images.load_image(data, max_bytes=limit)
+    fmt = _sniff_format(data)
+    # 3. Resolve the spec now, so the job shows its seed and sizes from the start
+    resolved = spec.resolve(svc.model_entry, pil.size)
+    request_hash = hashlib.sha256(
+        hashlib.sha256(data).digest()
+        + json.dumps([spec.model_dump(mode="json"), sub.model, sub.webhook], sort_keys=True).encode()
+    ).hexdigest()
+    # 4. Keep the input under the job's folder, then queue the job
+    job_id = new_job_id()
+    folder = job_dir(settings.data_dir, job_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"input.{_EXT.get(fmt, 'img')}"
+    (folder / name).write_bytes(data)
+    try:
+        job, created = store.create(
+            resolved.model_dump(mode="json"), job_id=job_id, model=settings.model, source=source,
+            input_name=name, input_source=sub.image_url or (where if isinstance(where, str) else None),
+            idempotency_key=idempotency_key, request_hash=request_hash, webhook=sub.webhook,
+            max_queue=settings.max_queue,
+        )
+    except QueueFull as e:
+        shutil.rmtree(folder, ignore_errors=True)
+        e.retry_after = svc.retry_after()
+        raise
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if not created:
+        shutil.rmtree(folder, ignore_errors=True)
+    return job, created
+
+
+def _sniff_format(data: bytes) -> Optional[str]:
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data), formats=images.FORMATS) as im:
+            return im.format
+    except Exception:  # noqa: BLE001 - load_image already accepted it
+        return None
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
