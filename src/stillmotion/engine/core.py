@@ -101,8 +101,13 @@ class Engine:
         decode_chunk_size: Optional[int] = None,
         download: bool = True,
         progress: bool = True,
+        memory: str = "auto",
+        max_memory=None,
+        compile: bool = False,
     ):
         import torch
+
+        from .memory import parse_size
 
         from ..models.checkpoints import resolve
 
@@ -119,6 +124,18 @@ class Engine:
         self.offload = offload
         self.forward_chunking = forward_chunking
         self.decode_chunk_size = decode_chunk_size
+        if memory not in ("auto", "none"):
+            raise InvalidInput(f"memory must be auto or none, got {memory!r}")
+        self.memory = memory
+        self.max_memory = parse_size(max_memory) if max_memory is not None else None
+        self.compile = compile
+        # tests: a callable(stage, n) that may raise, called before each denoising step
+        # (n = step) and each decoded chunk (n = chunk size); env STILLMOTION_INJECT_OOM="decode:2"
+        # raises a torch out-of-memory error while decoding chunks larger than 2.
+        self._fault_hook: Optional[Callable[[str, int], None]] = _env_fault_hook()
+        self._active = None  # the memory Plan the pipeline is set up for
+        self._shape = None  # memory.ModelShape, built on first use
+        self._compiled_shapes: set = set()
         self._lock = threading.Lock()
         self.timings: dict[str, float] = {}
 
@@ -160,16 +177,78 @@ class Engine:
                 f"Could not load model from {self.local.path}: {_first_line(e)}; run `stillmotion models verify {self.entry.name}`."
             ) from None
         pipe.set_progress_bar_config(disable=True)
-        if self.forward_chunking:
-            pipe.unet.enable_forward_chunking()
-        if self.offload != "none" and self.device != "cpu":
-            if self.offload == "model":
-                pipe.enable_model_cpu_offload(device=self.device)
-            else:
-                pipe.enable_sequential_cpu_offload(device=self.device)
-        else:
-            pipe.to(self.device)
+        from .memory import Plan
+        from .speed import apply_exact, compile_pipe
+
+        self.pipe = pipe
+        self._apply_plan(Plan(self.decode_chunk_size or 1, self.forward_chunking, self.offload))
+        self.speed_settings = apply_exact(pipe, self.device, self.dtype)
+        if self.compile:
+            self.speed_settings["compile"] = compile_pipe(pipe)
         return pipe
+
+    def _apply_plan(self, plan) -> None:
+        """Set the pipeline up for a memory plan: forward chunking and where the weights live."""
+        from .memory import set_forward_chunking
+
+        pipe = self.pipe
+        offload = plan.offload if self.device != "cpu" else "none"
+        active = self._active
+        if active is None or active.forward_chunking != plan.forward_chunking:
+            set_forward_chunking(pipe.unet, plan.forward_chunking)
+        if active is None or (active.offload if self.device != "cpu" else "none") != offload:
+            if active is not None and active.offload != "none":
+                pipe.remove_all_hooks()
+            if offload == "model":
+                pipe.enable_model_cpu_offload(device=self.device)
+            elif offload == "sequential":
+                pipe.enable_sequential_cpu_offload(device=self.device)
+            else:
+                pipe.to(self.device)
+        self._active = plan
+
+    def _plan(self, spec: GenerationSpec) -> tuple[Any, dict]:
+        """The memory plan for this run, and what to record about it.
+
+        --memory none: the engine's settings as given. --memory auto: the fastest plan whose
+        estimate fits the device's free memory (or --max-memory); on a CPU with no --max-memory
+        there is no limit to plan for, so it runs the fastest plan.
+        """
+        from . import memory
+
+        frames = spec.num_frames
+        chunk = spec.decode_chunk_size or self.decode_chunk_size
+        given = memory.Plan(min(chunk or frames, frames), self.forward_chunking, self.offload)
+        budget = self.max_memory if self.max_memory is not None else None
+        if self.memory == "none" or (budget is None and self.device == "cpu"):
+            why = "--memory none" if self.memory == "none" else "CPU with no --max-memory: nothing to plan for"
+            return given, {"mode": self.memory, "plan": given.to_dict(), "label": given.label(), "planned": False, "why": why}
+        if budget is None:
+            budget = memory.device_budget(self.device)
+        if budget is None:  # e.g. MPS: no reliable free-memory figure
+            return given, {"mode": "auto", "plan": given.to_dict(), "label": given.label(), "planned": False,
+                           "why": f"no free-memory figure on {self.device}; use --max-memory"}
+        if self._shape is None:
+            self._shape = memory.model_shape_from_modules(self.pipe.unet, self.pipe.vae, self.pipe.image_encoder,
+                                                          self.dtype, self.entry.name)
+        cfg = spec.max_guidance_scale > 1
+        est, _tried = memory.choose_plan(
+            self._shape, frames, spec.height, spec.width, budget, device=self.device, cfg=cfg,
+            user_chunk=chunk, user_offload=self.offload, user_forward_chunking=self.forward_chunking,
+        )
+        rec = {"mode": "auto", "plan": est.plan.to_dict(), "label": est.plan.label(), "planned": True,
+               "estimate_bytes": est.peak_bytes, "budget_bytes": budget, "fits": est.fits}
+        if est.fits:
+            log.info("memory plan: %s (estimated peak %s of %s)", est.plan.label(),
+                     memory.fmt_bytes(est.peak_bytes), memory.fmt_bytes(budget))
+        else:
+            log.warning("no plan fits %s (leanest needs about %s); trying %s anyway", memory.fmt_bytes(budget),
+                        memory.fmt_bytes(est.peak_bytes), est.plan.label())
+        return est.plan, rec
+
+    def _fault(self, stage: str, n: int) -> None:
+        if self._fault_hook is not None:
+            self._fault_hook(stage, n)
 
     @property
     def model_name(self) -> str:
@@ -182,6 +261,9 @@ class Engine:
             "dtype": str(self.dtype).replace("torch.", ""),
             "offload": self.offload,
             "forward_chunking": self.forward_chunking,
+            "memory_mode": self.memory,
+            "max_memory_bytes": self.max_memory,
+            "speed_settings": dict(getattr(self, "speed_settings", {})),
         }
 
     # ------------------------------------------------------------------
@@ -260,19 +342,81 @@ class Engine:
     # ------------------------------------------------------------------
     def sample(self, image, spec: GenerationSpec, report: ProgressFn, cancel: CancelFn, timings: dict, record: dict,
                progress_span: tuple[float, float] = (0.0, 0.98)) -> np.ndarray:
-        """One SVD run on a prepared PIL image -> uint8 frames (T, H, W, 3)."""
-        import torch
+        """One SVD run on a prepared PIL image -> uint8 frames (T, H, W, 3).
 
-        pipe = self.pipe
+        Runs under a memory plan (see memory.py); an out-of-memory error steps the plan down
+        (smaller decode chunk, forward chunking, model offload, sequential offload) and retries
+        the stage that failed, recording each step in record["fallbacks"].
+        """
         lo, hi = progress_span
-        steps = spec.num_inference_steps
-        # decoding is weighted like a few denoising steps in the progress bar
-        denoise_share = 0.85
-        step_times: list[float] = []
-        last = [time.perf_counter()]
-
+        denoise_share = 0.85  # decoding is weighted like a few denoising steps in the progress bar
         if cancel():
             raise Cancelled()
+
+        # 1. Plan memory
+        plan, memrec = self._plan(spec)
+        record["memory"] = memrec
+        report(Progress("encode", 0, spec.num_inference_steps, lo, f"memory plan: {plan.label()}"))
+
+        # 2. Denoise (the whole stage is retried after an out-of-memory)
+        while True:
+            self._apply_plan(plan)
+            try:
+                latents = self._denoise(image, spec, report, cancel, timings, record, (lo, hi), denoise_share)
+                break
+            except StillmotionError:
+                raise
+            except Exception as e:  # noqa: BLE001 - converted at the boundary
+                if not is_out_of_memory(e):
+                    raise
+                plan = self._step_down(plan, "denoising", spec, e, record)
+
+        # 3. Decode (only decoding is retried)
+        t = time.perf_counter()
+        while True:
+            record["decode_chunk_size"] = plan.decode_chunk_size
+            try:
+                video = self.decode(latents, spec.num_frames, plan.decode_chunk_size, report, cancel,
+                                    (lo + (hi - lo) * denoise_share, hi))
+                break
+            except StillmotionError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                if not is_out_of_memory(e):
+                    raise
+                plan = self._step_down(plan, "decoding", spec, e, record)
+                self._apply_plan(plan)
+        timings["decode"] = round(time.perf_counter() - t, 4)
+        if record["fallbacks"]:
+            record["memory"]["final_plan"] = plan.to_dict()
+        return video
+
+    def _step_down(self, plan, stage: str, spec: GenerationSpec, error: BaseException, record: dict):
+        """The next plan after an out-of-memory in `stage`, recorded; raises OutOfMemory when none is left."""
+        from .memory import next_plan_down
+
+        self._free()
+        nxt = None if self.memory == "none" else next_plan_down(plan, spec.num_frames, self.device, stage)
+        if nxt is None:
+            raise self._oom(stage, spec) from None
+        step = {"stage": stage, "error": _first_line(error)[:200], "from": plan.label(), "to": nxt.label(),
+                "plan": nxt.to_dict()}
+        record["fallbacks"].append(step)
+        log.warning("out of memory while %s with %s; retrying with %s", stage, plan.label(), nxt.label())
+        return nxt
+
+    def _denoise(self, image, spec: GenerationSpec, report: ProgressFn, cancel: CancelFn, timings: dict,
+                 record: dict, span: tuple[float, float], denoise_share: float):
+        """diffusers' denoising loop (output_type="latent") with progress, cancel, timings and the speed mode."""
+        import torch
+
+        from .speed import deepcache_for
+
+        pipe = self.pipe
+        lo, hi = span
+        steps = spec.num_inference_steps
+        step_times: list[float] = []
+        last = [time.perf_counter()]
 
         def on_step_end(_pipe, i, _t, kwargs):
             now = time.perf_counter()
@@ -281,6 +425,8 @@ class Engine:
             report(Progress("denoise", i + 1, steps, lo + (hi - lo) * denoise_share * (i + 1) / steps, f"step {i + 1}/{steps}"))
             if cancel():
                 raise Cancelled()
+            if i + 1 < steps:
+                self._fault("denoise", i + 1)
             return kwargs
 
         generator = torch.Generator("cpu").manual_seed(spec.seed)
@@ -295,10 +441,14 @@ class Engine:
                 encode_time[0] += time.perf_counter() - t
 
         report(Progress("encode", 0, steps, lo, "encoding the image"))
+        cache = deepcache_for(spec, pipe.unet)
         t = time.perf_counter()
         pipe._encode_image = timed_encode
         try:
+            self._fault("denoise", 0)
             with torch.inference_mode():
+                if cache is not None:
+                    cache.attach()
                 last[0] = time.perf_counter()
                 latents = pipe(
                     image,
@@ -315,32 +465,24 @@ class Engine:
                     output_type="latent",
                     callback_on_step_end=on_step_end,
                 ).frames
-        except StillmotionError:
-            raise
-        except Exception as e:  # noqa: BLE001 - converted at the boundary
-            if is_out_of_memory(e):
-                raise self._oom("denoising", spec) from None
-            raise
         finally:
+            if cache is not None:
+                cache.detach()
             del pipe._encode_image
         timings["encode"] = round(encode_time[0], 4)
         timings["denoise"] = round(time.perf_counter() - t - encode_time[0], 4)
         timings["step_seconds"] = [round(s, 4) for s in step_times]
-
-        t = time.perf_counter()
-        chunk = spec.decode_chunk_size or self.decode_chunk_size or spec.num_frames
-        record["decode_chunk_size"] = chunk
-        try:
-            video = self.decode(latents, spec.num_frames, chunk, report, cancel,
-                                (lo + (hi - lo) * denoise_share, hi))
-        except StillmotionError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            if is_out_of_memory(e):
-                raise self._oom("decoding", spec) from None
-            raise
-        timings["decode"] = round(time.perf_counter() - t, 4)
-        return video
+        if cache is not None:
+            record["speed"] = {"mode": "fast", **cache.stats()}
+        else:
+            record["speed"] = {"mode": "exact"}
+        key = (spec.num_frames, spec.height, spec.width, spec.speed)
+        if self.compile and key not in self._compiled_shapes and len(step_times) > 1:
+            # the first call of a new shape compiles: its extra time over a typical step
+            rest = sorted(step_times[1:])
+            timings["compile"] = round(max(0.0, step_times[0] - rest[len(rest) // 2]), 4)
+            self._compiled_shapes.add(key)
+        return latents
 
     def decode(self, latents, num_frames: int, chunk: int, report: ProgressFn, cancel: CancelFn,
                span: tuple[float, float]) -> np.ndarray:
@@ -358,6 +500,7 @@ class Engine:
                 if cancel():
                     raise Cancelled()
                 part = latents[i : i + chunk]
+                self._fault("decode", part.shape[0])
                 out.append(vae.decode(part, num_frames=part.shape[0]).sample)
                 done = min(n, i + chunk)
                 report(Progress("decode", done, n, span[0] + (span[1] - span[0]) * done / n, f"decoded {done}/{n} frames"))
@@ -396,6 +539,26 @@ class Engine:
             "versions": package_versions(),
             "timings": timings,
         }
+
+
+def _env_fault_hook():
+    """STILLMOTION_INJECT_OOM="decode:2": a torch out-of-memory error while decoding chunks larger than 2
+    ("denoise:0" fails every denoising step). For tests of the step-down path; unset means no faults."""
+    import os
+
+    spec = os.environ.get("STILLMOTION_INJECT_OOM", "").strip()
+    if not spec:
+        return None
+    stage, _, limit = spec.partition(":")
+    limit_n = int(limit or 0)
+
+    def hook(where: str, n: int) -> None:
+        import torch
+
+        if where == stage and (stage == "denoise" or n > limit_n):
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected by STILLMOTION_INJECT_OOM={spec})")
+
+    return hook
 
 
 def package_versions() -> dict:
