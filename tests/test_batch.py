@@ -247,3 +247,36 @@ def test_dry_run_lists_and_estimates_without_loading(mixed_tree, tmp_path):
     assert "make  a/b/cat.jpg" in out and "ignore  a/notes.txt" in out
     assert "5 to make, 0 up to date, 1 ignored; about" in out
     assert not (tmp_path / "o").exists()
+
+
+def test_max_failures_stops_early(tmp_path, tiny_engine):
+    for n in range(4):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / f"bad{n}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    plan = plan_batch(tmp_path / "in", tmp_path / "out", model="tiny", fields=SPEC)
+    ctl = run_batch(plan, model="tiny", engine=tiny_engine, max_failures=2)
+    report = _report(tmp_path / "out")
+    assert report["status"] == "stopped: too many failures"
+    assert report["counts"]["failed"] == 2 and report["counts"]["not_run"] == 2
+    assert ctl.count("done") == 0
+
+
+def test_out_of_memory_is_retried_with_lower_memory_settings(tmp_path, tiny_engine, monkeypatch):
+    from stillmotion import OutOfMemory
+    from stillmotion.video import read_sidecar
+
+    _img(tmp_path / "in" / "big.jpg", 1)
+    real = tiny_engine.generate
+    calls = []
+
+    def flaky(image, spec, **kw):
+        calls.append(spec.decode_chunk_size)
+        if len(calls) == 1:
+            raise OutOfMemory("Out of memory while denoising (simulated).")
+        return real(image, spec, **kw)
+
+    monkeypatch.setattr(tiny_engine, "generate", flaky)
+    plan = plan_batch(tmp_path / "in", tmp_path / "out", model="tiny", fields=SPEC)
+    assert run_batch(plan, model="tiny", engine=tiny_engine).count("done") == 1
+    assert calls == [None, 1]
+    assert "retried with decode_chunk_size=1" in read_sidecar(tmp_path / "out" / "big.json")["fallbacks"][-1]

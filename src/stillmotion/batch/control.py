@@ -133,7 +133,7 @@ def run_batch(plan: Plan, *, model: str, engine_kwargs: Optional[dict] = None, d
     try:
         if todo:
             if len(devices) == 1:
-                _run_here(ctl, todo, model, {**engine_kwargs, "device": devices[0]}, should_cancel, engine)
+                _run_here(ctl, todo, model, {**engine_kwargs, "device": device_name(devices[0])}, should_cancel, engine)
             else:
                 _run_processes(ctl, todo, model, engine_kwargs, devices, should_cancel)
     finally:
@@ -169,7 +169,7 @@ def _run_here(ctl: Controller, todo, model, engine_kwargs, should_cancel, engine
 
 def device_name(d: str) -> str:
     """--devices entries: "0" -> cuda:0; cpu, mps, cuda:N as they are."""
-    d = d.strip()
+    d = (d or "auto").strip()
     return f"cuda:{d}" if d.isdigit() else d
 
 
@@ -229,6 +229,7 @@ def _run_processes(ctl: Controller, todo, model, engine_kwargs, devices, should_
             ctl.handle(kind, index, **data)
     finally:
         stop.set()
+        tasks.cancel_join_thread()  # items nobody took must not keep this process from exiting
         for p in procs:
             p.join(timeout=30)
             if p.is_alive():

@@ -73,6 +73,8 @@ class Worker:
             current = None if self.should_stop() else next_item()
             current_load = loader.submit(self._load, current) if current else None
             while current is not None:
+                if self.should_stop():
+                    break  # e.g. --max-failures reached: items not started stay "not run"
                 # 1. Start reading the next image now; it decodes while this one denoises
                 following = None if self.should_stop() or self.should_cancel() else next_item()
                 following_load = loader.submit(self._load, following) if following else None
