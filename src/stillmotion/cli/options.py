@@ -60,6 +60,12 @@ def engine_options(f):
         click.option("--offload", type=click.Choice(["none", "model", "sequential"]), default="none", show_default=True,
                      help="move idle parts of the model to the CPU to save GPU memory"),
         click.option("--forward-chunking", is_flag=True, help="chunk the UNet's feed-forward layers (less memory, a little slower)"),
+        click.option("--memory", "memory", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
+                     help="auto: pick the fastest plan that fits free memory and step down on out-of-memory; none: as given"),
+        click.option("--max-memory", "max_memory", default=None, metavar="SIZE",
+                     help="plan for at most this much device memory, e.g. 8GB (default: the device's free memory)"),
+        click.option("--compile", "compile_", is_flag=True,
+                     help="torch.compile the UNet and VAE decoder (slow first run, cached; same output)"),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -72,6 +78,9 @@ def pop_engine_kwargs(kwargs: dict) -> dict:
         "dtype": kwargs.pop("dtype", None),
         "offload": kwargs.pop("offload", "none"),
         "forward_chunking": kwargs.pop("forward_chunking", False),
+        "memory": kwargs.pop("memory", "auto"),
+        "max_memory": kwargs.pop("max_memory", None),
+        "compile": kwargs.pop("compile_", False),
     }
 
 
