@@ -107,6 +107,41 @@ def bench_long():
     return row
 
 
+def bench_long_drift(segments=8):
+    """Colour drift with a stand-in model that pans on and warms/brightens per frame (drift by construction),
+    chained with and without the colour matching: the measure the tiny model cannot give."""
+    from PIL import Image
+
+    from stillmotion import GenerationSpec
+    from stillmotion.engine import long as longmod
+    from stillmotion.video import quality
+
+    class Drifting:
+        def sample(self, image, spec, report, cancel, timings, record, progress_span=(0.0, 1.0)):
+            start = np.asarray(image).astype(np.float32)
+            return np.stack([np.clip(np.roll(start, -4 * i, axis=1) + np.array([4.0, 2.0, -3.0]) * i, 0, 255)
+                             .astype(np.uint8) for i in range(spec.num_frames)])
+
+    spec = GenerationSpec(width=256, height=128, num_frames=14, num_inference_steps=1, fps=7, seed=1,
+                          segments=segments)
+    image = Image.fromarray(moving_clip(1, 128, 256)[0])
+    rows = {}
+    for label, match in (("matched", longmod.match_colour), ("unmatched", lambda frames, ref: frames)):
+        saved, longmod.match_colour = longmod.match_colour, match
+        try:
+            frames, _, extra = longmod.generate_long(Drifting(), image, spec, lambda p: None, lambda: False, {})
+        finally:
+            longmod.match_colour = saved
+        n = spec.num_frames
+        rows[label] = {"first_to_last_segment": quality.colour_drift(frames[:n], frames[-n:]),
+                       "seam_step_ratio_max": round(float(quality.step_sizes(frames).max()
+                                                          / np.median(quality.step_sizes(frames))), 3)}
+    print(f"  long (drifting stand-in, {segments} segments)  colour drift first->last segment: "
+          f"unmatched {rows['unmatched']['first_to_last_segment']:.2f} -> matched {rows['matched']['first_to_last_segment']:.2f}"
+          " (delta E)")
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--width", type=int, default=1024)
@@ -150,13 +185,14 @@ def main(argv=None):
             row["weights"] = r.info.get("weights", r.info.get("file"))
             rows.append(row)
     loops = bench_loops(clip[:25] if len(clip) > 25 else clip)
-    long = None if args.skip_long else bench_long()
+    long = None if args.skip_long else {"tiny": bench_long(), "drifting_stand_in": bench_long_drift()}
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     result = {
         "bench": "interpolate",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": gpu,
+                    "load_average_after": [round(x, 2) for x in os.getloadavg()],
                     "python": platform.python_version(), "torch": torch.__version__, "opencv": cv2.__version__},
         "clip": {"width": args.width, "height": args.height, "frames": args.frames,
                  "motion": "texture sliding 6,3 px/frame and zooming 1%/frame (12,6 px and 2% between kept frames)"},

@@ -207,6 +207,42 @@ def test_segment_plan():
     assert plan(GenerationSpec(duration=1, num_frames=25, fps=7, seed=1))["segments"] == 1
 
 
+class DriftingModel:
+    """Stands in for SVD where drift is the point: each segment pans on from its conditioning
+    frame and warms and brightens a little per frame, as chained SVD segments tend to."""
+
+    def __init__(self, frames_per_segment=6):
+        self.n = frames_per_segment
+
+    def sample(self, image, spec, report, cancel, timings, record, progress_span=(0.0, 1.0)):
+        start = np.asarray(image).astype(np.float32)
+        out = []
+        for i in range(self.n):
+            f = np.roll(start, -2 * i, axis=1) + np.array([4.0, 2.0, -3.0]) * i
+            out.append(np.clip(f, 0, 255).astype(np.uint8))
+        return np.stack(out)
+
+
+def test_long_holds_colour_to_the_first_segment_and_blends_seams():
+    from PIL import Image
+
+    from stillmotion.engine.long import generate_long
+
+    model = DriftingModel()
+    spec = GenerationSpec(width=64, height=64, num_frames=6, num_inference_steps=1, fps=6, seed=2, segments=5)
+    image = Image.fromarray(texture(64, 64, seed=9))
+    timings: dict = {}
+    frames, fps, extra = generate_long(model, image, spec, lambda p: None, lambda: False, timings)
+    long = extra["long"]
+    assert len(frames) == long["target_frames"] == 6 + 4 * (6 - 1) and fps == 6.0
+    assert long["colour_drift_raw"] > 3 * long["colour_drift"]
+    first, last = frames[:6], frames[-6:]
+    assert quality.colour_drift(first, last) < 0.5 * long["colour_drift_raw"]
+    steps = quality.step_sizes(frames)
+    assert steps.max() <= 2.0 * np.median(steps)  # no seam stands out
+    assert len(timings["segments"]) == 5
+
+
 def test_colour_matching_pulls_a_drifted_segment_back():
     from stillmotion.engine.long import lab_stats, match_colour
 
