@@ -58,3 +58,66 @@ def run_cli(*args: str) -> tuple[int, str, str]:
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return code, out.getvalue(), err.getvalue()
+
+
+# --- `stillmotion serve` on 127.0.0.1 in a subprocess (tests/test_server_*.py) ---
+class ServeProcess:
+    """A real server: `stillmotion serve --model tiny` on a free loopback port."""
+
+    def __init__(self, data_dir: Path, *args: str):
+        import socket
+        import subprocess
+        import sys
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.data_dir / f"server-{self.port}.log", "ab")
+        cmd = [sys.executable, "-c", "from stillmotion.cli import main; main()", "serve", "--model", "tiny",
+               "--device", "cpu", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(data_dir), *args]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 240.0) -> dict:
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                r = httpx.get(self.url + "/readyz", timeout=5)
+                if r.status_code == 200:
+                    return r.json()
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"server not ready after {timeout} s; see {self.log.name}")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """One server with the UI for the API and UI tests (webhook retries kept short)."""
+    srv = ServeProcess(tmp_path_factory.mktemp("serve"), "--max-upload-mb", "1", "--webhook-secret", "test-secret")
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()

@@ -1,0 +1,221 @@
+"""The web UI: Gradio Blocks on the same job queue as the API.
+
+Generate submits a job through server/submit.py (exactly what POST /v1/videos
+does, with source "ui") and then follows it in the store, feeding gr.Progress
+(denoising steps, then decoding). Cancel flags the session's running job in
+the store. The gallery lists recent jobs from the queue, API jobs included.
+The function behind Generate is also the UI's API endpoint `/generate`
+(gradio_client: `client.predict(..., api_name="/generate")`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import gradio as gr
+
+from ..errors import Conflict, NotFound, StillmotionError
+from ..jobs.store import TERMINAL
+from ..jobs.worker import job_dir
+from .submit import Submission, submit
+from .views import iso
+
+PLAYABLE = ("mp4", "webm")
+PREVIEW_SIDE = 384
+
+
+class UI:
+    def __init__(self, svc):
+        self.svc = svc
+        self.active: dict[str, str] = {}  # Gradio session -> its running job id
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ generate / cancel
+    def generate(self, image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
+                 min_cfg, max_cfg, decode_chunk, fmt, request: gr.Request, progress=gr.Progress()):
+        if not image:
+            raise gr.Error("Upload an image first.")
+        fields = {
+            "seed": -1 if random_seed or seed is None else int(seed),
+            "fps": _int(fps), "num_frames": _int(frames), "num_inference_steps": _int(steps),
+            "motion_bucket_id": _int(motion), "noise_aug_strength": noise, "resize": resize or "crop",
+            "min_guidance_scale": min_cfg, "max_guidance_scale": max_cfg, "format": fmt or "mp4",
+            "width": _int(width) or None, "height": _int(height) or None, "decode_chunk_size": _int(decode_chunk) or None,
+        }
+        fields = {k: v for k, v in fields.items() if v is not None}
+        try:
+            data = Path(image).read_bytes()
+            job, _ = submit(self.svc, Submission(image=data, filename=Path(image).name, fields=fields), source="ui")
+        except StillmotionError as e:
+            raise gr.Error(e.message) from None
+        session = getattr(request, "session_hash", None) or job["id"]
+        with self._lock:
+            self.active[session] = job["id"]
+        try:
+            job = self._follow(job["id"], progress)
+        finally:
+            with self._lock:
+                self.active.pop(session, None)
+        return self._result(job)
+
+    def _follow(self, job_id: str, progress) -> dict:
+        store = self.svc.store
+        progress(0.0, desc="queued")
+        last = None
+        while True:
+            try:
+                job = store.get(job_id)
+            except NotFound:
+                raise gr.Error("The job was deleted while it ran.") from None
+            if job["status"] in TERMINAL:
+                return job
+            if job["status"] == "queued":
+                now = ("queued", store.queue_position(job))
+                if now != last:
+                    ahead = now[1] or 0
+                    progress(0.0, desc=f"queued ({ahead} job{'s' if ahead != 1 else ''} ahead)" if ahead else "queued")
+            else:
+                now = (job["progress"], job["stage"], job["step"])
+                if now != last:
+                    stage, step, total = job["stage"] or "starting", job["step"], job["total"]
+                    desc = f"{stage} {step}/{total}" if step is not None and total else stage
+                    progress(float(job["progress"] or 0.0), desc=desc)
+            last = now
+            time.sleep(0.1)
+
+    def _result(self, job: dict):
+        if job["status"] == "failed":
+            raise gr.Error(job.get("error_message") or "The job failed; see the server log.")
+        spec = job.get("spec") or {}
+        if job["status"] == "canceled":
+            return None, None, f"Canceled (job `{job['id']}`); no video was written."
+        out = job["output"] or {}
+        folder = job_dir(self.svc.settings.data_dir, job["id"])
+        video = folder / out["file"]
+        files = [str(video)] + ([str(folder / out["sidecar"])] if out.get("sidecar") else [])
+        t = (job.get("timings") or {}).get("run")
+        info = (f"**Seed used: {spec.get('seed')}** · {out.get('frames')} frames, {out.get('width')}x{out.get('height')}, "
+                f"{out.get('fps'):g} fps · job `{job['id']}`" + (f" · {t:.1f} s" if t else ""))
+        return (str(video) if out.get("format") in PLAYABLE else None), files, info
+
+    def cancel(self, request: gr.Request):
+        session = getattr(request, "session_hash", None)
+        with self._lock:
+            job_id = self.active.get(session)
+        if not job_id:
+            return "Nothing to cancel."
+        try:
+            self.svc.store.request_cancel(job_id)
+        except (Conflict, NotFound):
+            return "The job had already finished."
+        return f"Canceling job `{job_id}` ..."
+
+    # ------------------------------------------------------------------ preview and gallery
+    def preview(self, image, width, height, resize):
+        """The source with the part the model will see outlined (crop), or the padded/stretched frame."""
+        if not image:
+            return None, ""
+        from PIL import Image, ImageDraw
+
+        from .. import images
+        from ..spec import auto_size
+
+        try:
+            pil = images.load_image(image)
+        except StillmotionError as e:
+            return None, e.message
+        w, h = auto_size(self.svc.model_entry.defaults, pil.size, _int(width) or None, _int(height) or None)
+        resize = resize or "crop"
+        if resize != "crop":
+            shown = images.prepare(pil, w, h, resize)
+            shown.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+            return shown, f"{resize} to {w}x{h}"
+        box = images.crop_box(pil.size, w, h, "crop")["box"]
+        scale = min(1.0, PREVIEW_SIDE / max(pil.size))
+        small = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))))
+        dim = Image.eval(small, lambda v: v // 3)
+        b = tuple(round(v * scale) for v in box)
+        dim.paste(small.crop(b), b[:2])
+        ImageDraw.Draw(dim).rectangle(b, outline=(255, 210, 0), width=2)
+        return dim, f"crop {box[2] - box[0]}x{box[3] - box[1]} of {pil.width}x{pil.height}, resized to {w}x{h}"
+
+    def recent(self, limit: int = 12):
+        jobs = self.svc.store.list(limit=50)
+        items, rows = [], []
+        for j in jobs:
+            out = j.get("output") or {}
+            rows.append([j["id"], j["status"], j["source"], (j.get("spec") or {}).get("seed"), iso(j["created_at"])])
+            if j["status"] == "succeeded" and out.get("format") in PLAYABLE + ("gif", "webp") and len(items) < limit:
+                path = job_dir(self.svc.settings.data_dir, j["id"]) / out["file"]
+                if path.is_file():
+                    items.append((str(path), f"{j['id'][-6:]} · seed {(j.get('spec') or {}).get('seed')} · {j['source']}"))
+        return items, rows[:20]
+
+
+def _int(v) -> Optional[int]:
+    if v is None or v == "":
+        return None
+    return int(round(float(v)))
+
+
+def build_ui(svc) -> gr.Blocks:
+    ui = UI(svc)
+    d = svc.model_entry.defaults
+    model = svc.settings.model
+    with gr.Blocks(title="stillmotion") as demo:
+        gr.Markdown(
+            f"# stillmotion\nA still image becomes a short video with **{model}**. Model defaults: "
+            f"{d.num_frames} frames, {d.num_inference_steps} steps, {d.fps} fps, motion {d.motion_bucket_id}, "
+            f"noise augmentation {d.noise_aug_strength}. Jobs here share one queue with the HTTP API (`/v1`)."
+        )
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="sm-image")
+                crop = gr.Image(label="What the model will see", interactive=False, height=240, elem_id="sm-crop")
+                crop_note = gr.Markdown(elem_id="sm-crop-note")
+                with gr.Row():
+                    seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=2**32 - 1)
+                    random_seed = gr.Checkbox(label="Random seed (the one used is shown)", value=True)
+                fps = gr.Slider(6, 30, value=min(30, max(6, d.fps)), step=1, label="FPS")
+                frames = gr.Slider(2, 64, value=d.num_frames, step=1, label="Frames")
+                steps = gr.Slider(1, 100, value=d.num_inference_steps, step=1, label="Denoising steps")
+                motion = gr.Slider(1, 255, value=d.motion_bucket_id, step=1, label="Motion strength (motion_bucket_id)")
+                noise = gr.Slider(0.0, 1.0, value=d.noise_aug_strength, step=0.01, label="Noise augmentation")
+                with gr.Accordion("Advanced settings", open=False):
+                    with gr.Row():
+                        width = gr.Number(label="Width (0: from the image)", value=0, precision=0)
+                        height = gr.Number(label="Height (0: from the image)", value=0, precision=0)
+                    resize = gr.Radio(["crop", "pad", "stretch"], value="crop", label="Fit")
+                    with gr.Row():
+                        min_cfg = gr.Slider(0.0, 10.0, value=d.min_guidance_scale, step=0.1, label="Min guidance")
+                        max_cfg = gr.Slider(0.0, 10.0, value=d.max_guidance_scale, step=0.1, label="Max guidance")
+                    decode_chunk = gr.Number(label="Decode chunk (0: all frames at once)", value=0, precision=0)
+                    fmt = gr.Radio(list(PLAYABLE), value="mp4", label="Format")
+                with gr.Row():
+                    go = gr.Button("Generate", variant="primary", elem_id="sm-generate")
+                    stop = gr.Button("Cancel", variant="stop", elem_id="sm-cancel")
+            with gr.Column():
+                video = gr.Video(label="Video", autoplay=True, loop=True, interactive=False, elem_id="sm-video")
+                files = gr.File(label="Download (video and its JSON)", file_count="multiple", elem_id="sm-files")
+                info = gr.Markdown(elem_id="sm-info")
+        with gr.Accordion("Recent jobs (web and API)", open=True):
+            gallery = gr.Gallery(label="Recent videos", columns=6, height=260, elem_id="sm-gallery")
+            table = gr.Dataframe(headers=["id", "status", "source", "seed", "created"], interactive=False,
+                                 elem_id="sm-jobs")
+            refresh = gr.Button("Refresh", size="sm")
+
+        inputs = [image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
+                  min_cfg, max_cfg, decode_chunk, fmt]
+        for comp in (image, width, height, resize):
+            comp.change(ui.preview, [image, width, height, resize], [crop, crop_note], show_progress="hidden",
+                        api_name=False, concurrency_limit=None)
+        go.click(ui.generate, inputs, [video, files, info], api_name="generate", concurrency_limit=None
+                 ).then(ui.recent, None, [gallery, table], show_progress="hidden", api_name=False)
+        stop.click(ui.cancel, None, [info], api_name="cancel", concurrency_limit=None, queue=False)
+        refresh.click(ui.recent, None, [gallery, table], api_name=False, show_progress="hidden")
+        demo.load(ui.recent, None, [gallery, table], api_name=False, show_progress="hidden")
+        gr.Timer(10).tick(ui.recent, None, [gallery, table], api_name=False, show_progress="hidden")
+    return demo
