@@ -265,7 +265,8 @@ def model_shape_from_modules(unet, vae, image_encoder, dtype, name: str = "") ->
 def _shape(unet, vae, enc, dtype, name) -> ModelShape:
     import torch
 
-    unet, vae, enc = (m.to("meta") for m in (unet, vae, enc))  # buffers made with torch.Tensor([..]) start on the CPU
+    with _quiet_diffusers():  # buffers made with torch.Tensor([..]) start on the CPU: move everything
+        unet, vae, enc = (m.to("meta", dtype) for m in (unet, vae, enc))
 
     size = torch.empty((), dtype=dtype).element_size()
     weights = {}
@@ -289,8 +290,7 @@ def model_shape(name_or_path: str, dtype_name: str = "fp16") -> ModelShape:
     if name_or_path == "tiny":
         from ..models.tiny import tiny_components
 
-        with torch.device("meta"):
-            c = tiny_components()
+        c = tiny_components()  # small enough to build for real; _shape moves it to meta
         return _shape(c["unet"], c["vae"], c["image_encoder"], dtype, "tiny")
     if name_or_path in ("svd", "svd-xt", "svd-xt-1-1"):
         unet_cfg, vae_cfg, clip_cfg = svd_configs(25 if name_or_path != "svd" else 14)
@@ -364,79 +364,114 @@ def _vae_upcast(shape: ModelShape) -> bool:
 
 def profile_stages(shape: ModelShape, frames: int, height: int, width: int, *, decode_chunk: int,
                    forward_chunking: bool = False, cfg: bool = True, stages=("encode", "denoise", "decode")) -> StageProfile:
-    """Dry-run the engine's calls on `shape` and return per-stage working memory and FLOPs."""
+    """Dry-run the engine's calls on `shape` and return per-stage working memory and FLOPs.
+
+    Each stage is cached on what it depends on, so trying many plans costs a few dry runs.
+    """
+    working, flops = {}, {}
+    for stage in stages:
+        param = {"encode": None, "denoise": forward_chunking, "decode": decode_chunk}[stage]
+        key = (id(shape), stage, frames, height, width, cfg, param)
+        if key not in _PROFILE_CACHE:
+            with _quiet_diffusers():
+                _PROFILE_CACHE[key] = _STAGES[stage](shape, frames, height, width, cfg, param)
+        working[stage], flops[stage] = _PROFILE_CACHE[key]
+    return StageProfile(working, flops)
+
+
+def _dtype(shape: ModelShape):
     import torch
 
-    dt = {2: torch.float16, 4: torch.float32}[shape.dtype_bytes]
-    if shape.dtype_bytes == 2 and getattr(shape, "_bf16", False):
-        dt = torch.bfloat16
-    key = (id(shape), frames, height, width, decode_chunk, forward_chunking, cfg, tuple(stages))
-    cached = _PROFILE_CACHE.get(key)
-    if cached is not None:
-        return cached
-    unet, vae, enc = shape.unet, shape.vae, shape.image_encoder
-    unet.to(dt), enc.to(dt)
-    b = 2 if cfg else 1
-    lh, lw = height // 8, width // 8
-    lat_c = vae.config.latent_channels
-    working, flops = {}, {}
+    return next(shape.unet.parameters()).dtype if shape.dtype_bytes == 2 else torch.float32
 
-    # persistent across denoising and decoding: latents, image latents (CFG), embeddings
-    def persistent(run):
-        image_embeddings = torch.empty(b, 1, enc.config.projection_dim, dtype=dt, device="meta")
-        image_latents = torch.empty(b, frames, lat_c, lh, lw, dtype=dt, device="meta")
-        latents = torch.empty(1, frames, lat_c, lh, lw, dtype=dt, device="meta")
-        return image_embeddings, image_latents, latents
 
-    if "encode" in stages:
-        with _DryRun() as run:
-            pix = torch.empty(1, 3, 224, 224, dtype=dt, device="meta")
-            emb = enc(pix).image_embeds
-            emb = torch.cat([torch.zeros_like(emb), emb]) if cfg else emb
-            vdt = torch.float32 if _vae_upcast(shape) else dt
-            vae.to(vdt)
+def _persistent(shape: ModelShape, frames, height, width, cfg):
+    """What lives through denoising and decoding: embeddings, image latents (x2 with CFG), latents."""
+    import torch
+
+    dt, b = _dtype(shape), 2 if cfg else 1
+    lat = (frames, shape.vae.config.latent_channels, height // 8, width // 8)
+    return (torch.empty(b, 1, shape.image_encoder.config.projection_dim, dtype=dt, device="meta"),
+            torch.empty(b, *lat, dtype=dt, device="meta"),
+            torch.empty(1, *lat, dtype=dt, device="meta"))
+
+
+def _encode_stage(shape: ModelShape, frames, height, width, cfg, _):
+    import torch
+
+    dt, vae = _dtype(shape), shape.vae
+    with _DryRun() as run:
+        emb = shape.image_encoder(torch.empty(1, 3, 224, 224, dtype=dt, device="meta")).image_embeds
+        emb = torch.cat([torch.zeros_like(emb), emb]) if cfg else emb
+        vdt = torch.float32 if _vae_upcast(shape) else dt
+        vae.to(vdt)
+        try:
             img = torch.empty(1, 3, height, width, dtype=torch.float32, device="meta").to(vdt)
             lat = vae.encode(img).latent_dist.mode()
-            lat = torch.cat([torch.zeros_like(lat), lat]) if cfg else lat
-            lat = lat.to(dt).unsqueeze(1).repeat(1, frames, 1, 1, 1)
-            working["encode"] = run.mode.peak
-            flops["encode"] = run.stage_flops()
-            vae.to(dt)
-    if "denoise" in stages:
-        set_forward_chunking(unet, forward_chunking)
-        try:
-            with _DryRun() as run:
-                emb, image_latents, latents = persistent(run)
-                inp = torch.cat([latents] * 2) if cfg else latents
-                inp = torch.cat([inp * 1.0, image_latents], dim=2)
-                t = torch.empty((), dtype=torch.float32, device="meta")
-                ids = torch.empty(b, 3, dtype=dt, device="meta")
-                noise_pred = unet(inp, t, encoder_hidden_states=emb, added_time_ids=ids, return_dict=False)[0]
-                if cfg:
-                    u, c = noise_pred.chunk(2)
-                    noise_pred = u + (c - u) * 1.0
-                latents = latents + noise_pred * 1.0  # the scheduler step's temporaries
-                working["denoise"] = run.mode.peak
-                flops["denoise"] = run.stage_flops()  # one step
         finally:
-            set_forward_chunking(unet, False)
-    if "decode" in stages:
+            vae.to(dt)
+        lat = torch.cat([torch.zeros_like(lat), lat]) if cfg else lat
+        lat = lat.to(dt).unsqueeze(1).repeat(1, frames, 1, 1, 1)
+        return run.mode.peak, run.stage_flops()
+
+
+def _denoise_stage(shape: ModelShape, frames, height, width, cfg, forward_chunking):
+    import torch
+
+    dt, unet = _dtype(shape), shape.unet
+    set_forward_chunking(unet, forward_chunking)
+    try:
         with _DryRun() as run:
-            latents = persistent(run)[2]
-            lat = (latents.to(vae.dtype).flatten(0, 1)) * (1 / vae.config.scaling_factor)
-            out = []
-            for i in range(0, frames, decode_chunk):
-                part = lat[i : i + decode_chunk]
-                out.append(vae.decode(part, num_frames=part.shape[0]).sample)
-            video = torch.cat(out, dim=0)
-            del out
-            video = video.reshape(-1, frames, *video.shape[1:]).permute(0, 2, 1, 3, 4).float()
-            video = (video / 2 + 0.5).clamp(0, 1)  # video_processor.postprocess_video, on the device
-            working["decode"] = run.mode.peak
-            flops["decode"] = run.stage_flops()
-    prof = StageProfile(working, flops)
-    _PROFILE_CACHE[key] = prof
-    return prof
+            emb, image_latents, latents = _persistent(shape, frames, height, width, cfg)
+            inp = torch.cat([latents] * 2) if cfg else latents
+            inp = torch.cat([inp * 1.0, image_latents], dim=2)
+            t = torch.empty((), dtype=torch.float32, device="meta")
+            ids = torch.empty(inp.shape[0], 3, dtype=dt, device="meta")
+            noise_pred = unet(inp, t, encoder_hidden_states=emb, added_time_ids=ids, return_dict=False)[0]
+            if cfg:
+                u, c = noise_pred.chunk(2)
+                noise_pred = u + (c - u) * 1.0
+            latents = latents + noise_pred * 1.0  # the scheduler step's temporaries
+            return run.mode.peak, run.stage_flops()  # FLOPs of one step
+    finally:
+        set_forward_chunking(unet, False)
+
+
+def _decode_stage(shape: ModelShape, frames, height, width, cfg, chunk):
+    import torch
+
+    vae = shape.vae
+    with _DryRun() as run:
+        latents = _persistent(shape, frames, height, width, cfg)[2]
+        lat = latents.to(vae.dtype).flatten(0, 1) * (1 / vae.config.scaling_factor)
+        out = []
+        for i in range(0, frames, chunk):
+            part = lat[i : i + chunk]
+            out.append(vae.decode(part, num_frames=part.shape[0]).sample)
+        video = torch.cat(out, dim=0)
+        del out
+        video = video.reshape(-1, frames, *video.shape[1:]).permute(0, 2, 1, 3, 4).float()
+        video = (video / 2 + 0.5).clamp(0, 1)  # video_processor.postprocess_video, on the device
+        return run.mode.peak, run.stage_flops()
+
+
+_STAGES = {"encode": _encode_stage, "denoise": _denoise_stage, "decode": _decode_stage}
+
+
+class _quiet_diffusers:
+    """Silence diffusers' 'modules that should be kept in float32' notice while casting meta modules."""
+
+    def __enter__(self):
+        from diffusers.utils import logging as dlog
+
+        self._level = dlog.get_verbosity()
+        dlog.set_verbosity_error()
+
+    def __exit__(self, *exc):
+        from diffusers.utils import logging as dlog
+
+        dlog.set_verbosity(self._level)
+        return False
 
 
 _PROFILE_CACHE: dict = {}
