@@ -325,7 +325,7 @@ class Engine:
                 fps = float(spec.fps)
 
             # 5. Post-process: interpolation and loops multiply/shape playback, never the conditioning
-            if spec.interpolate > 1 or spec.loop != "none":
+            if spec.interpolate > 1 or spec.interpolate_fps is not None or spec.loop != "none":
                 from ..video.postprocess import apply as postprocess
 
                 t = time.perf_counter()
