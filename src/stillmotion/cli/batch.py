@@ -21,10 +21,14 @@ from .options import CancelOnSigint, engine_options, pop_engine_kwargs, pop_spec
 @click.option("--max-failures", type=int, default=None, help="stop (after the current item) once this many items failed")
 @click.option("--dry-run", is_flag=True, help="list what would be done and estimate the time; loads no model")
 @click.option("--devices", default=None, help="one worker per device, e.g. 0,1 (GPUs) or cpu,cpu; overrides --device")
+@click.option("--ray", "use_ray", is_flag=True, help="run on a Ray cluster: a Ray Data actor pool (pip install 'stillmotion[ray]')")
+@click.option("--ray-address", default=None, help="with --ray: the cluster to join (default: RAY_ADDRESS, else a local one)")
+@click.option("--actors", type=click.IntRange(1), default=None, help="with --ray: actors in the pool (default: one per GPU, else 1)")
 @spec_options
 @engine_options
 @click.option("-q", "--quiet", is_flag=True, help="no progress display")
-def batch(source, out_dir, recursive, pattern, variants, force, max_failures, dry_run, devices, quiet, **kwargs):
+def batch(source, out_dir, recursive, pattern, variants, force, max_failures, dry_run, devices, use_ray, ray_address,
+          actors, quiet, **kwargs):
     """Turn every image in SOURCE (a folder, or a .csv/.jsonl manifest) into a video under OUT_DIR.
 
     \b
@@ -94,8 +98,14 @@ def batch(source, out_dir, recursive, pattern, variants, force, max_failures, dr
         try:
             if ui is not None:
                 ui.start()
-            ctl = run_batch(plan, model=model, engine_kwargs=engine_kwargs, devices=device_list,
-                            max_failures=max_failures, should_cancel=cancel, on_event=on_event)
+            if use_ray:  # same plan, names, seeds and report; the items run on a Ray actor pool
+                from ..ray.data import run_batch_ray
+
+                ctl = run_batch_ray(plan, model=model, engine_kwargs=engine_kwargs, actors=actors, address=ray_address,
+                                    max_failures=max_failures, should_cancel=cancel, on_event=on_event)
+            else:
+                ctl = run_batch(plan, model=model, engine_kwargs=engine_kwargs, devices=device_list,
+                                max_failures=max_failures, should_cancel=cancel, on_event=on_event)
         finally:
             if ui is not None:
                 ui.stop()

@@ -91,7 +91,7 @@ class ItemRunner:
         return out
 
 
-def run_batch_ray(plan, *, model: str, engine_kwargs: Optional[dict] = None, actors: int = 1,
+def run_batch_ray(plan, *, model: str, engine_kwargs: Optional[dict] = None, actors: Optional[int] = None,
                   gpus_per_actor: Optional[float] = None, cpus_per_actor: Optional[float] = None,
                   threads_per_actor: Optional[int] = None, batch_size: int = 1, max_failures: Optional[int] = None,
                   should_cancel: Callable[[], bool] = lambda: False, on_event=None, address: Optional[str] = None):
@@ -115,6 +115,8 @@ def run_batch_ray(plan, *, model: str, engine_kwargs: Optional[dict] = None, act
     if gpus_per_actor is None:
         has_gpu = ray.cluster_resources().get("GPU", 0) > 0
         gpus_per_actor = 1 if has_gpu and engine_kwargs.get("device", "auto") != "cpu" else 0
+    if actors is None:
+        actors = max(1, int(ray.cluster_resources().get("GPU", 0) // gpus_per_actor)) if gpus_per_actor else 1
     if cpus_per_actor is None:
         cpus_per_actor = 1
     device = engine_kwargs.get("device") or ("cuda" if gpus_per_actor else "cpu")

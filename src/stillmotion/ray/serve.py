@@ -237,7 +237,7 @@ def build_app(settings, *, replicas: Optional[int] = None, min_replicas: int = 1
 
 
 def start(settings, *, host: str = "0.0.0.0", port: int = 7860, address: Optional[str] = None,
-          blocking: bool = False, **scaling):
+          blocking: bool = False, queue_dir=None, **scaling):
     """Connect to (or start) Ray, create the store actor, and run the app on HTTP host:port."""
     ray = require_ray()
     from ray import serve
@@ -246,7 +246,7 @@ def start(settings, *, host: str = "0.0.0.0", port: int = 7860, address: Optiona
         ray.init(address=address, include_dashboard=False, namespace="stillmotion")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     get_or_create_store(settings.data_dir, webhook_secret=settings.webhook_secret,
-                        webhook_max_attempts=settings.webhook_max_attempts)
+                        webhook_max_attempts=settings.webhook_max_attempts, queue_dir=queue_dir)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(settings, **scaling), name=APP_NAME, route_prefix="/", blocking=blocking)
 
@@ -256,3 +256,51 @@ def shutdown() -> None:
     from ray import serve
 
     serve.delete(APP_NAME)
+
+
+def app_builder(args: dict):
+    """For config-driven deploys (`serve run stillmotion.ray.serve:app_builder model=svd-xt ...`, KubeRay's
+    serveConfigV2 `import_path`): args are Settings fields plus replicas / min_replicas / max_replicas /
+    gpus_per_replica. Creates the store actor if it is not there yet."""
+    from ..server.settings import Settings
+
+    args = dict(args or {})
+    queue_dir = args.pop("queue_dir", None)
+    scaling = {k: _number(args.pop(k)) for k in ("replicas", "min_replicas", "max_replicas", "gpus_per_replica",
+                                                  "cpus_per_replica", "ingress_replicas") if k in args}
+    for k in ("max_queue", "webhook_max_attempts"):
+        if k in args:
+            args[k] = int(args[k])
+    for k in ("max_upload_mb", "drain_timeout"):
+        if k in args:
+            args[k] = float(args[k])
+    for k in ("ui", "warmup", "forward_chunking"):
+        if k in args and isinstance(args[k], str):
+            args[k] = args[k].lower() in ("1", "true", "yes")
+    settings = Settings(**args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    get_or_create_store(settings.data_dir, webhook_secret=settings.webhook_secret,
+                        webhook_max_attempts=settings.webhook_max_attempts, queue_dir=queue_dir)
+    return build_app(settings, **scaling)
+
+
+def _number(v):
+    f = float(v)
+    return int(f) if f.is_integer() else f
+
+
+def serve_forever(settings, *, host: str = "0.0.0.0", port: int = 7860, address: Optional[str] = None,
+                  **scaling) -> None:
+    """`stillmotion serve --ray`: deploy, print where, and on SIGINT/SIGTERM delete the app gracefully
+    (running jobs finish within --drain-timeout; queued ones stay in the store for the next start)."""
+    import signal
+
+    start(settings, host=host, port=port, address=address, **scaling)
+    log.warning("stillmotion on Ray: UI/API at http://%s:%d/ (data in %s)", host, port, settings.data_dir)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+    log.warning("draining: running jobs finish (up to %.0f s), queued jobs stay queued", settings.drain_timeout)
+    shutdown()

@@ -16,7 +16,7 @@ Why this and not something else:
 - `lifetime="detached"` and `max_restarts=-1`: the store outlives the driver
   that created it (and a redeploy of the Serve app); if its process dies Ray
   restarts it on the head node and it reopens the same file. The file lives
-  under `--data-dir` on the head node.
+  under `--data-dir` (or `queue_dir`) on the head node's local disk.
 
 For a service with many API replicas on many nodes, an external database a
 user already runs (Postgres) would scale further; the seam is the same
@@ -43,11 +43,12 @@ STALE_AFTER_S = 10.0  # a model replica silent this long is taken for dead and i
 class StoreActor:
     """The actor's class (made remote in `get_or_create_store`). Thread-safe: JobStore opens one connection per thread."""
 
-    def __init__(self, data_dir: str, webhook_secret: Optional[str] = None, webhook_max_attempts: int = 8):
+    def __init__(self, data_dir: str, webhook_secret: Optional[str] = None, webhook_max_attempts: int = 8,
+                 queue_dir: Optional[str] = None):
         from ..jobs.store import JobStore
 
         self.data_dir = Path(data_dir)
-        self.store = JobStore(self.data_dir / "jobs.sqlite3")
+        self.store = JobStore(Path(queue_dir or data_dir) / "jobs.sqlite3")
         self.webhooks = None
         self._start_webhooks(webhook_secret, webhook_max_attempts)
 
@@ -87,8 +88,12 @@ class StoreActor:
         return str(self.data_dir)
 
 
-def get_or_create_store(data_dir, *, webhook_secret: Optional[str] = None, webhook_max_attempts: int = 8):
-    """The store actor's handle; created on the head node the first time (later calls get the same one)."""
+def get_or_create_store(data_dir, *, webhook_secret: Optional[str] = None, webhook_max_attempts: int = 8,
+                        queue_dir=None):
+    """The store actor's handle; created on the head node the first time (later calls get the same one).
+
+    The SQLite file goes in `queue_dir` on the head node's local disk (default: `data_dir`, right on one
+    machine; on a cluster whose data_dir is a network volume, give a local folder)."""
     ray = require_ray()
     remote = ray.remote(StoreActor).options(
         name=STORE_NAME,
@@ -101,7 +106,8 @@ def get_or_create_store(data_dir, *, webhook_secret: Optional[str] = None, webho
         num_cpus=0,
         resources={"node:__internal_head__": 0.001},  # the SQLite file stays on the head node's local disk
     )
-    actor = remote.remote(str(Path(data_dir).expanduser().absolute()), webhook_secret, webhook_max_attempts)
+    actor = remote.remote(str(Path(data_dir).expanduser().absolute()), webhook_secret, webhook_max_attempts,
+                          str(Path(queue_dir).expanduser().absolute()) if queue_dir else None)
     ray.get(actor.ping.remote())
     return actor
 
