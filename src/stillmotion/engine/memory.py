@@ -400,19 +400,19 @@ def _encode_stage(shape: ModelShape, frames, height, width, cfg, _):
     import torch
 
     dt, vae = _dtype(shape), shape.vae
-    with _DryRun() as run:
-        emb = shape.image_encoder(torch.empty(1, 3, 224, 224, dtype=dt, device="meta")).image_embeds
-        emb = torch.cat([torch.zeros_like(emb), emb]) if cfg else emb
-        vdt = torch.float32 if _vae_upcast(shape) else dt
-        vae.to(vdt)
-        try:
+    vdt = torch.float32 if _vae_upcast(shape) else dt
+    vae.to(vdt)  # outside the dry run: the weights are not working memory (estimate() adds the upcast copy)
+    try:
+        with _DryRun() as run:
+            emb = shape.image_encoder(torch.empty(1, 3, 224, 224, dtype=dt, device="meta")).image_embeds
+            emb = torch.cat([torch.zeros_like(emb), emb]) if cfg else emb
             img = torch.empty(1, 3, height, width, dtype=torch.float32, device="meta").to(vdt)
             lat = vae.encode(img).latent_dist.mode()
-        finally:
-            vae.to(dt)
-        lat = torch.cat([torch.zeros_like(lat), lat]) if cfg else lat
-        lat = lat.to(dt).unsqueeze(1).repeat(1, frames, 1, 1, 1)
-        return run.mode.peak, run.stage_flops()
+            lat = torch.cat([torch.zeros_like(lat), lat]) if cfg else lat
+            lat = lat.to(dt).unsqueeze(1).repeat(1, frames, 1, 1, 1)
+            return run.mode.peak, run.stage_flops()
+    finally:
+        vae.to(dt)
 
 
 def _denoise_stage(shape: ModelShape, frames, height, width, cfg, forward_chunking):
