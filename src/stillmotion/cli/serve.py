@@ -29,8 +29,13 @@ from .options import engine_options, pop_engine_kwargs
 @click.option("--no-warmup", is_flag=True, help="skip the warm-up generation before /readyz turns ready")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--ray", "use_ray", is_flag=True, help="run on a Ray cluster with Ray Serve (pip install 'stillmotion[ray]')")
+@click.option("--ray-address", default=None, help="with --ray: the cluster to join (default: RAY_ADDRESS, else a local one)")
+@click.option("--replicas", type=click.IntRange(1), default=None, help="with --ray: a fixed number of model replicas (one GPU each)")
+@click.option("--min-replicas", type=click.IntRange(0), default=1, show_default=True, help="with --ray: autoscaling floor")
+@click.option("--max-replicas", type=click.IntRange(1), default=1, show_default=True, help="with --ray: autoscaling ceiling")
 def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_mb, drain_timeout,
-          webhook_secret, no_warmup, log_level, **kwargs):
+          webhook_secret, no_warmup, log_level, use_ray, ray_address, replicas, min_replicas, max_replicas, **kwargs):
     """Run the web UI (/) and the HTTP API (/v1) on one SQLite job queue.
 
     \b
@@ -52,6 +57,11 @@ def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_m
         max_upload_mb=max_upload_mb, drain_timeout=drain_timeout, webhook_secret=webhook_secret,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if use_ray:  # the same app as a Ray Serve application; jobs in the store actor (stillmotion/ray/)
+        from ..ray.serve import serve_forever
+
+        return serve_forever(settings, host=host, port=port, address=ray_address, replicas=replicas,
+                             min_replicas=min_replicas, max_replicas=max(max_replicas, min_replicas))
     app = create_app(settings)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
     server = DrainingServer(config, app.state.svc)

@@ -137,7 +137,7 @@ def run_batch_ray(plan, *, model: str, engine_kwargs: Optional[dict] = None, act
                                        "threads": threads_per_actor or (None if gpus_per_actor else _plain_threads())},
                 batch_size=batch_size,
                 batch_format="numpy",
-                concurrency=actors,
+                compute=ray.data.ActorPoolStrategy(size=actors),
                 num_gpus=gpus_per_actor,
                 num_cpus=cpus_per_actor,
                 max_restarts=-1,
