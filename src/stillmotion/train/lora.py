@@ -23,6 +23,7 @@ from typing import Optional
 from ..errors import InvalidInput, ModelUnavailable
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+ADAPTER = "default"
 
 
 def _peft():
@@ -35,22 +36,30 @@ def _peft():
 def add_lora(unet, rank: int, alpha: Optional[float] = None, targets=DEFAULT_TARGETS) -> None:
     """Freeze the UNet and add trainable LoRA adapters (B = 0: the model starts unchanged)."""
     _peft()
-    from peft import LoraConfig
+    from peft import LoraConfig, inject_adapter_in_model
 
     unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=int(rank), lora_alpha=float(alpha or rank), init_lora_weights=True,
-                                target_modules=list(targets)))
+    config = LoraConfig(r=int(rank), lora_alpha=float(alpha or rank), init_lora_weights=True,
+                        target_modules=list(targets))
+    inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
+    unet._stillmotion_lora = {"rank": int(rank), "alpha": float(alpha or rank), "targets": sorted(targets)}
+    for name, p in unet.named_parameters():
+        p.requires_grad_("lora_" in name)
+
+
+def lora_state_dict(unet) -> dict:
+    """The adapter tensors only (names as peft injects them)."""
+    return {k: v for k, v in unet.state_dict().items() if ".lora_A." in k or ".lora_B." in k}
 
 
 def save_lora(unet, path) -> Path:
     """Write only the adapter weights (safetensors), with rank/alpha/targets in its metadata."""
-    from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    cfg = unet.peft_config["default"]
-    sd = {k: v.detach().float().contiguous().cpu() for k, v in get_peft_model_state_dict(unet).items()}
-    meta = {"format": "stillmotion-lora", "rank": str(cfg.r), "alpha": str(cfg.lora_alpha),
-            "targets": json.dumps(sorted(cfg.target_modules))}
+    cfg = unet._stillmotion_lora
+    sd = {k: v.detach().float().contiguous().cpu() for k, v in lora_state_dict(unet).items()}
+    meta = {"format": "stillmotion-lora", "rank": str(cfg["rank"]), "alpha": str(cfg["alpha"]),
+            "targets": json.dumps(cfg["targets"])}
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(sd, tmp, metadata=meta)
@@ -77,7 +86,6 @@ def lora_record(folder) -> Optional[dict]:
 def apply_lora(pipe, folder, *, merge: bool = True):
     """Add the folder's LoRA adapters to pipe.unet and load their weights (merged into the UNet by default)."""
     _peft()
-    from peft.utils import set_peft_model_state_dict
     from safetensors import safe_open
 
     folder = Path(folder)
@@ -96,10 +104,10 @@ def apply_lora(pipe, folder, *, merge: bool = True):
     unet = pipe.unet
     add_lora(unet, rank, alpha, targets)
     dtype = next(unet.parameters()).dtype
-    result = set_peft_model_state_dict(unet, {k: v.to(dtype) for k, v in sd.items()})
-    unexpected = getattr(result, "unexpected_keys", None)
-    if unexpected:
-        raise ModelUnavailable(f"LoRA weights {path} do not fit this base model ({len(unexpected)} unknown tensors).")
+    expected = lora_state_dict(unet)
+    if set(sd) != set(expected) or any(sd[k].shape != expected[k].shape for k in sd):
+        raise ModelUnavailable(f"LoRA weights {path} do not fit this base model: retrain them on {record['base']}.")
+    unet.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=False)
     unet.requires_grad_(False)
     if merge:
         from peft.tuners.tuners_utils import BaseTunerLayer
