@@ -90,8 +90,8 @@ def run_estimate(model: str, frames: int, width: int, height: int, steps: int, s
         rate = price if price is not None else g["price_per_hour"]
         rows.append({
             "gpu": g["name"], "memory_gb": g["memory_gb"], "fits": bool(best.fits), "plan": best.plan.label(),
-            "peak_bytes": best.peak_bytes, "seconds": round(seconds, 1) if best.fits else None,
-            "price_per_hour": rate, "cost": round(seconds / 3600 * rate, 4) if best.fits else None,
+            "peak_bytes": best.peak_bytes, "seconds": seconds if best.fits else None,
+            "price_per_hour": rate, "cost": seconds / 3600 * rate if best.fits else None,
             "source": "estimated",
         })
     out["gpus"] = rows
