@@ -1,0 +1,189 @@
+"""GPU benchmark: the real SVD-XT architecture, stock diffusers vs stillmotion's modes.
+
+NOT RUN YET: written in a session without a GPU. On a machine with one CUDA GPU:
+
+    .venv/bin/python bench/bench_gpu.py                  # ~6-9 min on an H100 (compiles included)
+    .venv/bin/python bench/bench_gpu.py --modes stock,exact,fast --steps 25
+
+Builds SVD-XT from the published configs (UNet = diffusers' defaults, SVD's VAE
+and CLIP ViT-H/14 vision tower) with random fp16 weights, saves it once as a
+diffusers folder and loads it back like a real checkpoint. Then, at 576x1024,
+25 frames, 25 steps, same image and seed for every mode:
+
+    stock          the SVD guide: from_pretrained(fp16), enable_model_cpu_offload(), decode_chunk_size=8
+    stock-gpu      the same with everything on the GPU (pipe.to("cuda")), decode_chunk_size=8
+    exact          stillmotion, --memory auto (plans from free memory)
+    exact-8gb      stillmotion, --max-memory 8GB (the "fits in 8 GB" target)
+    fast           stillmotion --speed fast (DeepCache, interval 3)
+    exact+compile  / fast+compile: --compile (first run compiles; timed run is the second)
+
+Reports seconds/video, seconds/step, peak GPU memory (max_memory_allocated), the
+planner's estimate next to it, the UNet's achieved TFLOP/s (FLOPs counted by the
+planner's dry run / measured step time) against the card's fp16 peak, and max
+abs / PSNR vs exact. Writes bench/results/speed-gpu-<gpu>.json and .png.
+Random weights can produce NaN frames; timings are still valid and the diff
+columns then say nan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def build_svd_xt(folder: Path) -> Path:
+    import torch
+    from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, StableVideoDiffusionPipeline,
+                           UNetSpatioTemporalConditionModel)
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from stillmotion.engine.memory import svd_configs
+
+    if (folder / "model_index.json").is_file():
+        return folder
+    unet_cfg, vae_cfg, clip_cfg = svd_configs(25)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        unet = UNetSpatioTemporalConditionModel(**unet_cfg).half()
+        vae = AutoencoderKLTemporalDecoder(**vae_cfg).half()
+        enc = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_cfg)).half()
+    sched = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                   interpolation_type="linear", num_train_timesteps=1000, prediction_type="v_prediction",
+                                   sigma_max=700.0, sigma_min=0.002, steps_offset=1, timestep_spacing="leading",
+                                   timestep_type="continuous", use_karras_sigmas=True)
+    fe = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
+    pipe = StableVideoDiffusionPipeline(unet=unet, vae=vae, image_encoder=enc, scheduler=sched, feature_extractor=fe)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    del pipe, unet, vae, enc
+    gc.collect()
+    torch.cuda.empty_cache()
+    return folder
+
+
+def main() -> None:
+    import numpy as np
+    import torch
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--folder", default="/tmp/stillmotion-svd-xt-random")
+    ap.add_argument("--modes", default="stock,stock-gpu,exact,exact-8gb,fast,exact+compile,fast+compile")
+    ap.add_argument("--frames", type=int, default=25)
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--width", type=int, default=1024)
+    ap.add_argument("--height", type=int, default=576)
+    a = ap.parse_args()
+    assert torch.cuda.is_available(), "bench_gpu.py needs a CUDA GPU"
+    gpu = torch.cuda.get_device_name()
+    folder = build_svd_xt(Path(a.folder))
+
+    from bench_speed import plot, test_image  # noqa: E402  (same folder)
+    from stillmotion import Engine, GenerationSpec
+    from stillmotion.cli.estimate import load_gpus, step_flops
+    from stillmotion.engine import memory as M
+    from stillmotion.engine.speed import difference
+
+    shape = M.model_shape("svd-xt", "fp16")
+    full_flops, cached_flops = step_flops(shape, a.frames, a.height, a.width, True, 3)
+    peak_tflops = next((g["fp16_tflops"] for g in load_gpus()["gpus"]
+                        if g["name"].split()[0].lower() in gpu.lower()), None)
+    img = test_image(1024).resize((a.width, a.height))
+    rows, frames_by_mode = [], {}
+    for mode in a.modes.split(","):
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        rec = {"mode": mode}
+        if mode.startswith("stock"):
+            from diffusers import StableVideoDiffusionPipeline
+            from diffusers.utils import export_to_video  # noqa: F401 - the guide's writer; not timed here
+
+            pipe = StableVideoDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float16, use_safetensors=True)
+            pipe.set_progress_bar_config(disable=True)
+            pipe.enable_model_cpu_offload() if mode == "stock" else pipe.to("cuda")
+            rec["load_seconds"] = time.perf_counter() - t0
+            marks = []
+
+            def cb(_p, i, _t, kw):
+                torch.cuda.synchronize()
+                marks.append(time.perf_counter())
+                return kw
+
+            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            marks.append(t)
+            out = pipe(img, height=a.height, width=a.width, num_frames=a.frames, num_inference_steps=a.steps,
+                       decode_chunk_size=8, generator=torch.Generator("cpu").manual_seed(7), callback_on_step_end=cb,
+                       output_type="np").frames[0]
+            torch.cuda.synchronize()
+            rec["seconds_per_video"] = time.perf_counter() - t
+            steps = np.diff(marks)
+            rec["seconds_per_step"] = float(np.median(steps))
+            frames = np.clip(np.round(np.nan_to_num(out) * 255.0), 0, 255).astype(np.uint8)
+            del pipe
+        else:
+            speed = "fast" if mode.startswith("fast") else "exact"
+            eng = Engine(str(folder), device="cuda", dtype="fp16", compile="compile" in mode,
+                         max_memory="8GB" if mode == "exact-8gb" else None)
+            rec["load_seconds"] = time.perf_counter() - t0
+            spec = GenerationSpec(seed=7, num_frames=a.frames, width=a.width, height=a.height,
+                                  num_inference_steps=a.steps, speed=speed, cache_interval=3)
+            if "compile" in mode:
+                first = eng.generate(img, spec)
+                rec["compile_seconds"] = first.timings.get("compile")
+                rec["first_run_seconds"] = first.timings["total"]
+            torch.cuda.reset_peak_memory_stats()
+            t = time.perf_counter()
+            r = eng.generate(img, spec)
+            torch.cuda.synchronize()
+            rec["seconds_per_video"] = time.perf_counter() - t
+            rec["seconds_per_step"] = float(np.median(r.timings["step_seconds"]))
+            rec["timings"] = {k: v for k, v in r.timings.items() if k != "step_seconds"}
+            rec["memory_plan"] = r.metadata.get("memory")
+            rec["fallbacks"] = r.metadata.get("fallbacks")
+            plan = M.Plan(**r.metadata["memory"]["plan"])
+            rec["estimated_peak_mb"] = M.estimate(shape, a.frames, a.height, a.width, plan).peak_bytes / 2**20
+            frames = r.frames
+            del eng
+        rec["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        step_fl = full_flops if not mode.startswith("fast") else None
+        if step_fl:
+            rec["unet_tflops"] = step_fl / rec["seconds_per_step"] / 1e12
+            rec["unet_fraction_of_peak"] = rec["unet_tflops"] / peak_tflops if peak_tflops else None
+        frames_by_mode[mode] = frames
+        rows.append(rec)
+        print(json.dumps(rec), flush=True)
+    ref = frames_by_mode.get("exact")
+    stock = next((r for r in rows if r["mode"] == "stock"), None)
+    for r in rows:
+        if ref is not None:
+            r["vs_exact"] = difference(ref, frames_by_mode[r["mode"]])
+        if stock:
+            r["speedup_vs_stock"] = stock["seconds_per_video"] / r["seconds_per_video"]
+    result = {"benchmark": "bench_gpu", "machine": {"gpu": gpu, "host": platform.node(), "torch": torch.__version__,
+                                                     "fp16_peak_tflops": peak_tflops},
+              "model": "SVD-XT architecture, random fp16 weights",
+              "config": vars(a), "flops": {"unet_step": full_flops, "unet_cached_step": cached_flops}, "rows": rows}
+    (HERE / "results").mkdir(exist_ok=True)
+    stem = HERE / "results" / ("speed-gpu-" + gpu.replace(" ", "_"))
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
+    plot(rows, stem.with_suffix(".png"), f"SVD-XT {a.frames}x{a.height}x{a.width}, {a.steps} steps, {gpu}")
+    for r in rows:
+        print(f"{r['mode']:>14} {r['seconds_per_video']:7.2f} s  {r['peak_gpu_mb']:8.0f} MB  "
+              f"x{r.get('speedup_vs_stock', float('nan')):.2f}  {r.get('unet_tflops', float('nan')):.0f} TFLOP/s  "
+              f"PSNR {r.get('vs_exact', {}).get('psnr_db', float('nan')):.1f}")
+    print(f"wrote {stem}.json and .png")
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(HERE))
+    main()
