@@ -67,7 +67,7 @@ def main() -> None:
         stock_runs.append(timed_child([py, "-c", STOCK, str(img), str(tmp / f"stock{i}.mp4"), str(a.size),
                                        str(a.frames), str(a.steps)]))
         out = tmp / f"ours{i}.mp4"
-        ours_runs.append(timed_child([py, "-m", "stillmotion.cli", "generate", str(img), "--model", "tiny",
+        ours_runs.append(timed_child([str(Path(py).parent / "stillmotion"), "generate", str(img), "--model", "tiny",
                                       "--device", "cpu", "-o", str(out), "--frames", str(a.frames),
                                       "--width", str(a.size), "--height", str(a.size), "--steps", str(a.steps),
                                       "--seed", "42"]))
