@@ -320,13 +320,11 @@ def test_fifty_concurrent_jobs_all_succeed_in_order(live_server, image_file):
     with client(live_server) as c:
         jobs = [wait_done(c, i, timeout=600) for i in ids]
     assert all(j["status"] == "succeeded" and j["attempts"] == 1 for j in jobs)
-    by_created = sorted(jobs, key=lambda j: (j["created_at"], ids.index(j["id"])))
     by_started = sorted(jobs, key=lambda j: j["started_at"])
     from stillmotion.jobs.store import JobStore
 
     seq = {j["id"]: j["seq"] for j in JobStore(live_server.data_dir / "jobs.sqlite3").list(limit=1000)}
     assert [j["id"] for j in sorted(jobs, key=lambda j: seq[j["id"]])] == [j["id"] for j in by_started]
-    assert len(by_created) == 50
 
 
 def test_sigkill_restart_worker_death_and_drain(tmp_path, image_file):
@@ -337,9 +335,9 @@ def test_sigkill_restart_worker_death_and_drain(tmp_path, image_file):
     try:
         srv.wait_ready()
         with client(srv) as c:
-            first = submit(c, image_file, num_inference_steps=30)
+            first = submit(c, image_file, num_inference_steps=12)
             rest = [submit(c, image_file) for _ in range(3)]
-            wait_for(c, first["id"], lambda j: j["status"] == "running" and (j["progress"]["step"] or 0) >= 1)
+            wait_for(c, first["id"], lambda j: j["status"] == "running")
         srv.proc.kill()
         srv.proc.wait()
         srv.log.close()
@@ -353,8 +351,8 @@ def test_sigkill_restart_worker_death_and_drain(tmp_path, image_file):
             assert all(jobs[j["id"]]["attempts"] == 1 for j in rest)
 
             # the worker dies mid-job: the API keeps answering, the job is retried once
-            victim = submit(c, image_file, num_inference_steps=30)
-            wait_for(c, victim["id"], lambda j: j["status"] == "running" and (j["progress"]["step"] or 0) >= 1)
+            victim = submit(c, image_file, num_inference_steps=12)
+            wait_for(c, victim["id"], lambda j: j["status"] == "running")
             import os
             import signal
 
@@ -365,7 +363,7 @@ def test_sigkill_restart_worker_death_and_drain(tmp_path, image_file):
             assert c.get("/readyz").json()["worker"]["restarts"] == 1
 
             # SIGTERM drains: readyz 503 and new jobs refused, the running job finishes
-            draining = submit(c, image_file, num_inference_steps=20)
+            draining = submit(c, image_file, num_inference_steps=8)
             wait_for(c, draining["id"], lambda j: j["status"] == "running")
             srv.proc.terminate()
             time.sleep(0.5)

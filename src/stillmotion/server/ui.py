@@ -180,14 +180,14 @@ def build_ui(svc) -> gr.Blocks:
                     seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=2**32 - 1)
                     random_seed = gr.Checkbox(label="Random seed (the one used is shown)", value=True)
                 fps = gr.Slider(6, 30, value=min(30, max(6, d.fps)), step=1, label="FPS")
-                frames = gr.Slider(2, 64, value=d.num_frames, step=1, label="Frames")
-                steps = gr.Slider(1, 100, value=d.num_inference_steps, step=1, label="Denoising steps")
+                frames = gr.Slider(2, 64, value=d.num_frames, step=1, label="Frames", elem_id="sm-frames")
+                steps = gr.Slider(1, 100, value=d.num_inference_steps, step=1, label="Denoising steps", elem_id="sm-steps")
                 motion = gr.Slider(1, 255, value=d.motion_bucket_id, step=1, label="Motion strength (motion_bucket_id)")
                 noise = gr.Slider(0.0, 1.0, value=d.noise_aug_strength, step=0.01, label="Noise augmentation")
                 with gr.Accordion("Advanced settings", open=False):
                     with gr.Row():
-                        width = gr.Number(label="Width (0: from the image)", value=0, precision=0)
-                        height = gr.Number(label="Height (0: from the image)", value=0, precision=0)
+                        width = gr.Number(label="Width (0: from the image)", value=0, precision=0, elem_id="sm-width")
+                        height = gr.Number(label="Height (0: from the image)", value=0, precision=0, elem_id="sm-height")
                     resize = gr.Radio(["crop", "pad", "stretch"], value="crop", label="Fit")
                     with gr.Row():
                         min_cfg = gr.Slider(0.0, 10.0, value=d.min_guidance_scale, step=0.1, label="Min guidance")
