@@ -107,7 +107,7 @@ def test_mixed_tree_outputs_report_exit_code_then_resume(mixed_tree, tmp_path):
 
 def test_resume_after_sigkill_is_byte_identical(tmp_path, tiny_engine):
     src = tmp_path / "images"
-    for n in range(3):
+    for n in range(2):
         _img(src / f"img{n}.png", 20 + n)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -122,7 +122,7 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path, tiny_engine):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first = {p.name for p in killed.glob("*.mp4")}
-    assert 1 <= len(first) < 3
+    assert len(first) == 1
     assert not [p for p in killed.iterdir() if ".tmp-" in p.name and p.suffix == ".mp4"], "no partial video under the real name"
 
     # 2. The same command again does only what is missing (in-process, on the session's engine)
@@ -132,15 +132,15 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path, tiny_engine):
     statuses = {Path(i["output"]).name: i["status"] for i in report["items"]}
     with_sidecar = {n for n in first if (killed / n).with_suffix(".json").exists()}
     assert {n for n, s in statuses.items() if s == "skipped"} == with_sidecar
-    assert report["counts"]["done"] == 3 - len(with_sidecar)
+    assert report["counts"]["done"] == 2 - len(with_sidecar)
     assert not [p for p in killed.iterdir() if p.name.startswith(".")], "stale temp files are cleaned up"
 
     # 3. Byte-identical to a run that was never interrupted (same process: the session's engine)
     clean = tmp_path / "clean"
     plan = plan_batch(src, clean, model="tiny", fields=SPEC)
-    assert run_batch(plan, model="tiny", engine=tiny_engine).count("done") == 3
+    assert run_batch(plan, model="tiny", engine=tiny_engine).count("done") == 2
     names = sorted(p.name for p in clean.glob("*.mp4"))
-    assert names == ["img0.mp4", "img1.mp4", "img2.mp4"]
+    assert names == ["img0.mp4", "img1.mp4"]
     for name in names:
         assert (killed / name).read_bytes() == (clean / name).read_bytes(), name
 

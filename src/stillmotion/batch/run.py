@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from ..errors import Cancelled, OutOfMemory, StillmotionError
+from ..errors import Cancelled, InvalidInput, OutOfMemory, StillmotionError
 from ..spec import GenerationSpec
 from .plan import Item
 
@@ -125,7 +125,10 @@ class Worker:
 
         t = time.perf_counter()
         data, where = images.read_source_bytes(item.source)
-        pil = images.load_image(data)
+        try:
+            pil = images.load_image(data)
+        except InvalidInput as e:  # name the file, not "the image data"
+            raise type(e)(e.message.replace("The image data", f"The image {item.key}", 1)) from None
         spec = item.spec.resolve(self.entry, pil.size)  # not via the engine: it may be rebuilt meanwhile
         prepared = images.prepare(pil, spec.width, spec.height, spec.resize)
         info = {"source": where or item.source, "sha256": images.sha256_of(data), "size": list(pil.size)}
