@@ -233,6 +233,8 @@ class JobStore:
     # ------------------------------------------------------------------ worker side
     def claim(self, worker: str) -> Optional[dict]:
         """Atomically take the oldest queued job, or None."""
+        if self._conn().execute("SELECT 1 FROM jobs WHERE status='queued' LIMIT 1").fetchone() is None:
+            return None  # the common idle case: no write lock taken
         now = time.time()
         with self._tx() as db:
             row = db.execute(
