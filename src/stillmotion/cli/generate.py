@@ -41,6 +41,9 @@ def generate(image, output, from_sidecar, as_json, quiet, **kwargs):
 
         record = read_sidecar(from_sidecar)
         base = dict(record.get("spec", {}))
+        if base.get("decode_chunk_size") is None and record.get("decode_chunk_size"):
+            # the temporal decoder mixes frames within a chunk: reuse the chunk that ran
+            base["decode_chunk_size"] = record["decode_chunk_size"]
         base.update(given)
         fields = base
         model = model or (record.get("model") or {}).get("name")
