@@ -123,8 +123,10 @@ def train(cfg: TrainConfig, dataset=None, *, log: Callable[[str], None] = _log_d
     local = resolve(cfg.base)
     defaults = local.entry.defaults
     num_frames = cfg.num_frames or defaults.num_frames
-    width = cfg.width or defaults.square[0] if (cfg.width or cfg.height) is None else (cfg.width or cfg.height)
-    height = cfg.height or defaults.square[1] if (cfg.width or cfg.height) is None else (cfg.height or cfg.width)
+    if cfg.width is None and cfg.height is None:
+        width, height = defaults.square
+    else:  # one side given: square
+        width, height = cfg.width or cfg.height, cfg.height or cfg.width
     fps = cfg.fps or defaults.fps
     try:
         pipe = StableVideoDiffusionPipeline.from_pretrained(local.path, variant=local.variant, torch_dtype=torch.float32,
@@ -193,6 +195,7 @@ def train(cfg: TrainConfig, dataset=None, *, log: Callable[[str], None] = _log_d
     obj = ObjectiveConfig(p_mean=cfg.p_mean, p_std=cfg.p_std, cond_dropout=cfg.cond_dropout)
     bar = _progress_bar(cfg.steps, state["step"], progress)
     t0, step0 = time.perf_counter(), state["step"]
+    seconds_before = float(state.get("seconds", 0.0))
     step = state["step"]
     while step < cfg.steps:
         for g in opt.param_groups:
@@ -232,6 +235,7 @@ def train(cfg: TrainConfig, dataset=None, *, log: Callable[[str], None] = _log_d
                              cfg.validation_steps, cfg.seed)
             state["validations"].append(v)
             bar.write(f"step {step}: loss {_smooth(state['losses']):.4f}; validation {v['video']} {v['metrics']}")
+        state["seconds"] = round(seconds_before + time.perf_counter() - t0, 1)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             _save_checkpoint(out, state, params, opt, ema, cfg.keep_checkpoints)
             plot_losses(state["losses"], out / "loss.png")
@@ -251,6 +255,7 @@ def train(cfg: TrainConfig, dataset=None, *, log: Callable[[str], None] = _log_d
         "steps_this_run": steps_done,
         "seconds": round(seconds, 2),
         "steps_per_second": round(steps_done / seconds, 4) if seconds > 0 and steps_done else None,
+        "train_seconds_total": state.get("seconds", round(seconds, 1)),
         "final_loss": _smooth(state["losses"]) if state["losses"] else None,
         "validations": state["validations"],
     }
@@ -381,7 +386,8 @@ def _load_checkpoint(ckpt: Path, params, opt, ema) -> dict:
         idx, k = key.split(".", 1)
         state.setdefault(int(idx), {})[k] = v
     opt.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
-    return {"step": meta["step"], "losses": meta["losses"], "validations": meta.get("validations", [])}
+    return {"step": meta["step"], "losses": meta["losses"], "validations": meta.get("validations", []),
+            "seconds": meta.get("seconds", 0.0)}
 
 
 # --------------------------------------------------------------------------- outputs
