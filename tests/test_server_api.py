@@ -297,6 +297,17 @@ def test_full_queue_503_with_retry_after(asgi_app, image_file):
         assert len(c.get("/v1/videos").json()["data"]) == 2
 
 
+def test_one_server_per_data_dir(tmp_path):
+    from stillmotion.errors import Conflict
+    from stillmotion.server.app import Services
+    from stillmotion.server.settings import Settings
+
+    first = Services(Settings(model="tiny", data_dir=tmp_path))
+    first.lock_data_dir()
+    with pytest.raises(Conflict, match="already using"):
+        Services(Settings(model="tiny", data_dir=tmp_path)).lock_data_dir()
+
+
 # --------------------------------------------------------------------------- load and crashes
 def test_fifty_concurrent_jobs_all_succeed_in_order(live_server, image_file):
     data = image_file.read_bytes()

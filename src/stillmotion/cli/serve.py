@@ -63,6 +63,7 @@ def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_m
         return serve_forever(settings, host=host, port=port, address=ray_address, replicas=replicas,
                              min_replicas=min_replicas, max_replicas=max(max_replicas, min_replicas))
     app = create_app(settings)
+    app.state.svc.lock_data_dir()  # a second server on the same folder stops here, with one line
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
     server = DrainingServer(config, app.state.svc)
     click.echo(f"stillmotion: model {settings.model}, data in {settings.data_dir}, "

@@ -43,11 +43,31 @@ class Services:
         from .webhooks import WebhookSender, load_or_create_secret
 
         if self.settings.start_worker:
+            self.lock_data_dir()
             self.supervisor = Supervisor(self.settings, self.store)
             self.supervisor.start()
         secret = self.settings.webhook_secret or load_or_create_secret(self.settings.data_dir)
         self.webhooks = WebhookSender(self.store, secret, job_view, max_attempts=self.settings.webhook_max_attempts)
         self.webhooks.start()
+
+    def lock_data_dir(self) -> None:
+        """One server per data folder: two would both re-queue and run the same jobs."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        from ..errors import Conflict
+
+        if getattr(self, "_lock_file", None) is not None:
+            return
+        self._lock_file = open(self.settings.data_dir / "server.lock", "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise Conflict(f"Another stillmotion server is already using {self.settings.data_dir}; "
+                           "stop it or pass another --data-dir.") from None
 
     def drain(self, timeout: Optional[float] = None) -> bool:
         """Stop taking jobs; let the running one finish (up to the drain timeout)."""
