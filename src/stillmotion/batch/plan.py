@@ -16,22 +16,20 @@ No torch here: planning stays instant, even for thousands of images.
 
 from __future__ import annotations
 
-import csv
 import fnmatch
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from ..errors import InvalidInput, NotFound
 from ..spec import MAX_SEED, GenerationSpec
+from .manifest import MANIFEST_SUFFIXES, MAX_ERRORS_SHOWN, Row, read_manifest
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 REPORT_NAME = "batch-report.json"
-MAX_ERRORS_SHOWN = 20
 
 
 @dataclass
@@ -136,7 +134,7 @@ def plan_batch(
         raise NotFound(f"{source} does not exist; pass a folder of images or a .csv/.jsonl manifest.")
     ignored: list[str] = []
     if source.is_dir():
-        rows = [_Row(key=key, source=str((source / key).absolute()), overrides={}) for key in
+        rows = [Row(key=key, source=str((source / key).absolute()), overrides={}) for key in
                 _scan(source, out_dir, recursive, patterns, ignored)]
     elif source.suffix.lower() in MANIFEST_SUFFIXES:
         if patterns or recursive:
@@ -175,15 +173,6 @@ def plan_batch(
 # --------------------------------------------------------------------------- inputs
 
 
-@dataclass
-class _Row:
-    key: str
-    source: str
-    overrides: dict
-    line: Optional[int] = None
-    output: Optional[str] = None  # a manifest's explicit output name, relative to out_dir
-
-
 def _scan(root: Path, out_dir: Path, recursive: bool, patterns: Optional[list[str]], ignored: list[str]) -> list[str]:
     """Relative posix paths of the images under root, sorted; hidden files and folders skipped."""
     try:
@@ -210,135 +199,10 @@ def _scan(root: Path, out_dir: Path, recursive: bool, patterns: Optional[list[st
     return sorted(keys)
 
 
-def _field_aliases() -> dict[str, str]:
-    """Manifest columns may use spec names (num_frames) or flag names (frames, steps, decode-chunk)."""
-    from ..spec import SPEC_FIELDS
-
-    aliases = {name: name for name in SPEC_FIELDS}
-    try:
-        from ..cli.options import SPEC_FLAGS
-    except ImportError:  # click missing: spec names only
-        return aliases
-    for flag, name, _, _ in SPEC_FLAGS:
-        bare = flag.lstrip("-")
-        aliases[bare] = name
-        aliases[bare.replace("-", "_")] = name
-    return aliases
-
-
-def read_manifest(path: Path, base: GenerationSpec) -> list[_Row]:
-    """Rows of a CSV (header with an `image` column) or JSONL manifest; every bad row is reported with its line."""
-    aliases = _field_aliases()
-    errors: list[str] = []
-    raw_rows: list[tuple[int, dict]] = []
-    name = path.name
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"Cannot read manifest {path}: {e}; pass a UTF-8 .csv or .jsonl file.") from None
-
-    if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(text.splitlines(keepends=True))
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        if "image" not in header:
-            raise InvalidInput(f"{name} line 1: the header has no `image` column (got {', '.join(header) or 'nothing'}).")
-        bad = [h for h in header if h and h not in aliases and h not in ("image", "output")]
-        if bad:
-            raise InvalidInput(f"{name} line 1: unknown column(s) {', '.join(bad)}; use image, output and spec fields "
-                               "such as num_frames, fps, motion_bucket_id, seed.")
-        for row in reader:
-            if None in row:
-                errors.append(f"line {reader.line_num}: more cells than header columns")
-                continue
-            cells = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-            if not any(cells.values()):
-                continue  # blank line
-            raw_rows.append((reader.line_num, {k: v for k, v in cells.items() if v != ""}))
-    else:
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                errors.append(f"line {n}: not valid JSON ({e.msg})")
-                continue
-            if not isinstance(obj, dict):
-                errors.append(f"line {n}: each line must be a JSON object with an `image` key")
-                continue
-            raw_rows.append((n, {k: v for k, v in obj.items() if v is not None}))
-
-    rows: list[_Row] = []
-    base_fields = base.model_dump(exclude_defaults=True)
-    for line, cells in raw_rows:
-        image = cells.pop("image", None)
-        output = cells.pop("output", None)
-        if not image or not isinstance(image, str):
-            errors.append(f"line {line}: no `image` given")
-            continue
-        overrides: dict[str, Any] = {}
-        unknown = [k for k in cells if k not in aliases]
-        if unknown:
-            errors.append(f"line {line}: unknown field(s) {', '.join(unknown)}")
-            continue
-        for k, v in cells.items():
-            overrides[aliases[k]] = v
-        try:
-            checked = GenerationSpec.build(**{**base_fields, **overrides})
-        except InvalidInput as e:
-            errors.append(f"line {line}: {e.message}")
-            continue
-        # keep the validated (typed) values: "14" in a CSV cell becomes 14
-        overrides = {k: getattr(checked, k) for k in overrides}
-        if "seed" in overrides and overrides["seed"] < 0:
-            errors.append(f"line {line}: seed must be 0..{MAX_SEED} in a batch, got {overrides['seed']}")
-            continue
-        if output is not None:
-            from ..video import format_from_path
-
-            out_fmt = format_from_path(str(output))
-            if out_fmt and "format" in overrides and overrides["format"] != out_fmt:
-                errors.append(f"line {line}: output {output!r} does not match format {overrides['format']!r}")
-                continue
-            if out_fmt and "format" not in overrides and "format" not in base_fields:
-                overrides["format"] = out_fmt
-            if Path(str(output)).is_absolute() or ".." in Path(str(output)).parts:
-                errors.append(f"line {line}: output {output!r} must be a relative path inside the output folder")
-                continue
-        key, src = _manifest_source(path.parent, image)
-        if src is None:
-            errors.append(f"line {line}: image {image!r} not found")
-            continue
-        rows.append(_Row(key=key, source=src, overrides=overrides, line=line, output=output))
-
-    if errors:
-        shown = errors[:MAX_ERRORS_SHOWN]
-        more = f" (and {len(errors) - len(shown)} more)" if len(errors) > len(shown) else ""
-        raise InvalidInput(f"{name}: {len(errors)} invalid row(s), nothing was run: " + "; ".join(shown) + more)
-    if not rows:
-        raise InvalidInput(f"{name} lists no images; add rows with an `image` column.")
-    return rows
-
-
-def _manifest_source(folder: Path, image: str) -> tuple[str, Optional[str]]:
-    """(key, source) of a manifest image: relative paths are relative to the manifest's folder."""
-    if image.lower().startswith(("http://", "https://")):
-        return image, image
-    p = Path(image).expanduser()
-    full = p if p.is_absolute() else folder / p
-    if not full.is_file():
-        return image, None
-    try:
-        key = full.resolve().relative_to(folder.resolve()).as_posix()
-    except ValueError:
-        key = Path(image).as_posix()
-    return key, str(full.absolute())
-
-
 # --------------------------------------------------------------------------- outputs
 
 
-def _output_path(out_dir: Path, row: _Row, fmt: str, variant_seed: Optional[int]) -> Path:
+def _output_path(out_dir: Path, row: Row, fmt: str, variant_seed: Optional[int]) -> Path:
     """a/b/cat.jpg -> OUT/a/b/cat.mp4 (cat.s<seed>.mp4 with variants); png: the folder OUT/a/b/cat."""
     if row.output:
         rel = Path(str(row.output))
