@@ -254,8 +254,12 @@ def start(settings, *, host: str = "0.0.0.0", port: int = 7860, address: Optiona
 def shutdown() -> None:
     """Stop the Serve app (running jobs finish within the drain timeout); queued jobs stay in the store."""
     from ray import serve
+    from ray.serve.exceptions import RayServeException
 
-    serve.delete(APP_NAME)
+    try:
+        serve.delete(APP_NAME)
+    except (RayServeException, ValueError):
+        pass  # Serve is not running (any more): nothing to stop
 
 
 def app_builder(args: dict):
