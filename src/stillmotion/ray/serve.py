@@ -307,4 +307,7 @@ def serve_forever(settings, *, host: str = "0.0.0.0", port: int = 7860, address:
     while not stop.wait(1.0):
         pass
     log.warning("draining: running jobs finish (up to %.0f s), queued jobs stay queued", settings.drain_timeout)
-    shutdown()
+    # In a terminal, Ctrl-C also reaches a local cluster's own processes; never hang on a controller that is gone.
+    done = threading.Thread(target=shutdown, name="serve-delete", daemon=True)
+    done.start()
+    done.join(settings.drain_timeout + 15)
