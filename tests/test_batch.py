@@ -125,9 +125,9 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path, tiny_engine):
     assert len(first) == 1
     assert not [p for p in killed.iterdir() if ".tmp-" in p.name and p.suffix == ".mp4"], "no partial video under the real name"
 
-    # 2. The same command again does only what is missing (in-process, on the session's engine)
+    # 2. The same command again does only what is missing (in-process, on the session's engine, pipelined)
     plan = plan_batch(src, killed, model="tiny", fields=SPEC)
-    assert run_batch(plan, model="tiny", engine=tiny_engine).count("failed") == 0
+    assert run_batch(plan, model="tiny", engine=tiny_engine, pipeline=True).count("failed") == 0
     report = _report(killed)
     statuses = {Path(i["output"]).name: i["status"] for i in report["items"]}
     with_sidecar = {n for n in first if (killed / n).with_suffix(".json").exists()}
@@ -135,10 +135,10 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path, tiny_engine):
     assert report["counts"]["done"] == 2 - len(with_sidecar)
     assert not [p for p in killed.iterdir() if p.name.startswith(".")], "stale temp files are cleaned up"
 
-    # 3. Byte-identical to a run that was never interrupted (same process: the session's engine)
+    # 3. Byte-identical to a run that was never interrupted (the session's engine, not pipelined)
     clean = tmp_path / "clean"
     plan = plan_batch(src, clean, model="tiny", fields=SPEC)
-    assert run_batch(plan, model="tiny", engine=tiny_engine).count("done") == 2
+    assert run_batch(plan, model="tiny", engine=tiny_engine, pipeline=False).count("done") == 2
     names = sorted(p.name for p in clean.glob("*.mp4"))
     assert names == ["img0.mp4", "img1.mp4"]
     for name in names:
@@ -154,7 +154,7 @@ def test_manifest_overrides_per_row(tmp_path, tiny_engine):
     manifest.write_text("image,frames,fps,seed,output\npics/one.jpg,,,,\npics/two.png,3,5,77,special/two.mp4\n")
     out = tmp_path / "out"
     plan = plan_batch(manifest, out, model="tiny", fields={**SPEC, "fps": 6})  # what the CLI does, on the session's engine
-    assert run_batch(plan, model="tiny", engine=tiny_engine).count("done") == 2
+    assert run_batch(plan, model="tiny", engine=tiny_engine, pipeline=True).count("done") == 2
     frames1, fps1 = read_video(out / "pics" / "one.mp4")
     frames2, fps2 = read_video(out / "special" / "two.mp4")
     assert (len(frames1), fps1) == (2, 6)  # flags

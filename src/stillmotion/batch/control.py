@@ -45,6 +45,7 @@ class Controller:
         self.outcome = "running"
         self.fatal: Optional[StillmotionError] = None
         self.hidden = {"load": 0.0, "write": 0.0}
+        self.pipelined = False
         self._last_report = 0.0
 
     # counts ---------------------------------------------------------------
@@ -103,7 +104,8 @@ class Controller:
                 "wall_seconds": round(wall, 3),
                 "counts": {**counts, "total": len(self.plan.items)},
                 "ignored": self.plan.ignored,
-                "pipelined_seconds": {k: round(v, 3) for k, v in self.hidden.items()},
+                "pipelined": self.pipelined,
+                "io_seconds": {k: round(v, 3) for k, v in self.hidden.items()},  # beside the engine when pipelined
                 "items": [i.to_report() for i in self.plan.items],
             }
 
@@ -119,9 +121,11 @@ class Controller:
 
 def run_batch(plan: Plan, *, model: str, engine_kwargs: Optional[dict] = None, devices: Optional[list[str]] = None,
               max_failures: Optional[int] = None, should_cancel: Callable[[], bool] = lambda: False,
-              on_event: Optional[EventFn] = None, engine=None) -> Controller:
+              on_event: Optional[EventFn] = None, engine=None, pipeline: Optional[bool] = None) -> Controller:
     """Run every pending item of `plan`; returns the Controller (statuses, counts, report written).
 
+    `pipeline`: decode the next image and encode the last video beside the engine (threads);
+    None picks it per device: on for accelerators, off on the CPU. `engine`: an Engine to reuse.
     Raises a StillmotionError when no item could run at all (e.g. the model does not load).
     """
     engine_kwargs = dict(engine_kwargs or {})
@@ -133,9 +137,10 @@ def run_batch(plan: Plan, *, model: str, engine_kwargs: Optional[dict] = None, d
     try:
         if todo:
             if len(devices) == 1:
-                _run_here(ctl, todo, model, {**engine_kwargs, "device": device_name(devices[0])}, should_cancel, engine)
+                _run_here(ctl, todo, model, {**engine_kwargs, "device": device_name(devices[0])}, should_cancel, engine,
+                          pipeline)
             else:
-                _run_processes(ctl, todo, model, engine_kwargs, devices, should_cancel)
+                _run_processes(ctl, todo, model, engine_kwargs, devices, should_cancel, pipeline)
     finally:
         for item in plan.items:
             if item.status in ("pending", "running"):
@@ -154,14 +159,15 @@ def run_batch(plan: Plan, *, model: str, engine_kwargs: Optional[dict] = None, d
     return ctl
 
 
-def _run_here(ctl: Controller, todo, model, engine_kwargs, should_cancel, engine) -> None:
+def _run_here(ctl: Controller, todo, model, engine_kwargs, should_cancel, engine, pipeline) -> None:
     pending = iter(todo)
     worker = Worker(model, engine_kwargs, ctl.handle, should_stop=ctl.stop.is_set,
-                    should_cancel=should_cancel, engine=engine)
+                    should_cancel=should_cancel, engine=engine, pipeline=pipeline)
     try:
         worker.run(lambda: next(pending, None))
     finally:
         ctl.hidden = worker.hidden
+        ctl.pipelined = bool(worker.pipeline)
 
 
 # --------------------------------------------------------------------------- several devices
@@ -173,7 +179,7 @@ def device_name(d: str) -> str:
     return f"cuda:{d}" if d.isdigit() else d
 
 
-def _run_processes(ctl: Controller, todo, model, engine_kwargs, devices, should_cancel) -> None:
+def _run_processes(ctl: Controller, todo, model, engine_kwargs, devices, should_cancel, pipeline) -> None:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # CUDA cannot be forked; spawn is also what macOS does
@@ -190,7 +196,8 @@ def _run_processes(ctl: Controller, todo, model, engine_kwargs, devices, should_
     for n, dev in enumerate(devices):
         kwargs = {**engine_kwargs, "device": device_name(dev)}
         p = ctx.Process(target=_child_main, name=f"stillmotion-batch-{n}",
-                        args=(n, model, kwargs, tasks, events, stop, cancel, threads, os.getpid()), daemon=True)
+                        args=(n, model, kwargs, tasks, events, stop, cancel, threads, os.getpid(), pipeline),
+                        daemon=True)
         p.start()
         procs.append(p)
     current: dict[int, Optional[int]] = {n: None for n in range(len(devices))}
@@ -219,6 +226,7 @@ def _run_processes(ctl: Controller, todo, model, engine_kwargs, devices, should_
                 alive.discard(n)
                 continue
             if kind == "hidden":
+                ctl.pipelined = data.pop("pipelined", False)
                 for k, v in data.items():
                     ctl.hidden[k] = ctl.hidden.get(k, 0.0) + v
                 continue
@@ -238,7 +246,7 @@ def _run_processes(ctl: Controller, todo, model, engine_kwargs, devices, should_
         ctl.fatal = load_errors[0]
 
 
-def _child_main(n, model, engine_kwargs, tasks, events, stop, cancel, threads, parent_pid) -> None:
+def _child_main(n, model, engine_kwargs, tasks, events, stop, cancel, threads, parent_pid, pipeline) -> None:
     """A worker process: one Engine on one device, items from the shared queue, events back."""
     import signal
 
@@ -258,11 +266,11 @@ def _child_main(n, model, engine_kwargs, tasks, events, stop, cancel, threads, p
         if engine_kwargs.get("device", "cpu") == "cpu":
             torch.set_num_threads(threads)
         worker = Worker(model, engine_kwargs, emit, should_stop=stop.is_set,
-                        should_cancel=lambda: cancel.is_set() or os.getppid() != parent_pid)
+                        should_cancel=lambda: cancel.is_set() or os.getppid() != parent_pid, pipeline=pipeline)
         try:
             worker.run(next_item)
         finally:
-            events.put((n, "hidden", -1, worker.hidden))
+            events.put((n, "hidden", -1, {**worker.hidden, "pipelined": bool(worker.pipeline)}))
     except StillmotionError as e:
         events.put((n, "fatal", -1, {"error": e}))
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which goes on with the others

@@ -8,6 +8,10 @@ of that work), so the accelerator does not wait on file I/O:
     engine   [denoise+decode N      ]   [denoise+decode N+1    ]
     writer   [encode+write N-1]         [encode+write N]
 
+On the CPU the model itself already uses every core, and threads beside it
+only steal them (bench/bench_batch.py measured it slower on 2 cores), so
+there the phases run in line unless `pipeline=True` is asked for.
+
 The worker reports through `emit(kind, index, **data)`; kinds are "start",
 "progress", "retry", "done", "failed" and "not_run". Item status lives in the
 controller (control.py), which runs in this process or, with several devices,
@@ -47,8 +51,9 @@ class Worker:
     def __init__(self, model: str, engine_kwargs: dict, emit: Emit, *,
                  should_stop: Callable[[], bool] = lambda: False,
                  should_cancel: Callable[[], bool] = lambda: False,
-                 engine=None):
+                 engine=None, pipeline: Optional[bool] = None):
         self.model = model
+        self.pipeline = pipeline  # None: on for GPUs/MPS, off on the CPU (see run())
         self.engine_kwargs = dict(engine_kwargs)
         self.emit = emit
         self.should_stop = should_stop
@@ -65,9 +70,17 @@ class Worker:
 
     # ------------------------------------------------------------------
     def run(self, next_item: Callable[[], Optional[Item]]) -> None:
-        self.entry = self._engine().entry
-        loader = ThreadPoolExecutor(1, thread_name_prefix="batch-load")
-        writer = ThreadPoolExecutor(1, thread_name_prefix="batch-write")
+        engine = self._engine()
+        self.entry = engine.entry
+        if self.pipeline is None:
+            # On the CPU the model already uses every core: I/O threads beside it only steal them
+            # (measured: bench/bench_batch.py). On an accelerator they keep it fed.
+            self.pipeline = str(engine.device) != "cpu"
+        if self.pipeline:
+            loader = ThreadPoolExecutor(1, thread_name_prefix="batch-load")
+            writer = ThreadPoolExecutor(1, thread_name_prefix="batch-write")
+        else:
+            loader = writer = _Inline()
         pending: Optional[tuple[Item, Future, float]] = None  # the video being written
         try:
             current = None if self.should_stop() else next_item()
@@ -170,6 +183,21 @@ class Worker:
         seconds = time.perf_counter() - t
         self.hidden["write"] += seconds
         return seconds
+
+
+class _Inline:
+    """An executor that runs each task at once, in the calling thread (no pipelining)."""
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001 - delivered through the future, as a pool would
+            future.set_exception(e)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
 
 
 def _release_memory() -> None:

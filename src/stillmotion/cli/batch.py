@@ -20,6 +20,8 @@ from .options import CancelOnSigint, engine_options, pop_engine_kwargs, pop_spec
 @click.option("--force", is_flag=True, help="redo every item, even those whose video is up to date")
 @click.option("--max-failures", type=int, default=None, help="stop (after the current item) once this many items failed")
 @click.option("--dry-run", is_flag=True, help="list what would be done and estimate the time; loads no model")
+@click.option("--pipeline/--no-pipeline", default=None,
+              help="decode/encode beside the model (default: on for GPUs, off on the CPU)")
 @click.option("--devices", default=None, help="one worker per device, e.g. 0,1 (GPUs) or cpu,cpu; overrides --device")
 @click.option("--ray", "use_ray", is_flag=True, help="run on a Ray cluster: a Ray Data actor pool (pip install 'stillmotion[ray]')")
 @click.option("--ray-address", default=None, help="with --ray: the cluster to join (default: RAY_ADDRESS, else a local one)")
@@ -27,8 +29,8 @@ from .options import CancelOnSigint, engine_options, pop_engine_kwargs, pop_spec
 @spec_options
 @engine_options
 @click.option("-q", "--quiet", is_flag=True, help="no progress display")
-def batch(source, out_dir, recursive, pattern, variants, force, max_failures, dry_run, devices, use_ray, ray_address,
-          actors, quiet, **kwargs):
+def batch(source, out_dir, recursive, pattern, variants, force, max_failures, dry_run, pipeline, devices, use_ray,
+          ray_address, actors, quiet, **kwargs):
     """Turn every image in SOURCE (a folder, or a .csv/.jsonl manifest) into a video under OUT_DIR.
 
     \b
@@ -105,7 +107,7 @@ def batch(source, out_dir, recursive, pattern, variants, force, max_failures, dr
                                     max_failures=max_failures, should_cancel=cancel, on_event=on_event)
             else:
                 ctl = run_batch(plan, model=model, engine_kwargs=engine_kwargs, devices=device_list,
-                                max_failures=max_failures, should_cancel=cancel, on_event=on_event)
+                                max_failures=max_failures, should_cancel=cancel, on_event=on_event, pipeline=pipeline)
         finally:
             if ui is not None:
                 ui.stop()
