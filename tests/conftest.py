@@ -77,7 +77,7 @@ class ServeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log = open(self.data_dir / f"server-{self.port}.log", "ab")
         cmd = [sys.executable, "-c", "from stillmotion.cli import main; main()", "serve", "--model", "tiny",
-               "--device", "cpu", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(data_dir), *args]
+               "--device", "cpu", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(data_dir), "--cpu-threads", "1", *args]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 240.0) -> dict:

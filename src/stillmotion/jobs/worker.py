@@ -54,6 +54,10 @@ class Worker:
 
         cfg = self.config
         self.store.worker_state(self.worker_id, "loading", pid=os.getpid(), model=cfg.get("model"))
+        if cfg.get("threads"):
+            import torch
+
+            torch.set_num_threads(int(cfg["threads"]))  # CPU serving beside other processes: no oversubscription
         self.engine = Engine(
             cfg.get("model") or "svd-xt",
             device=cfg.get("device"),

@@ -18,6 +18,7 @@ class Settings:
     offload: str = "none"
     forward_chunking: bool = False
     warmup: bool = True
+    cpu_threads: Optional[int] = None  # torch intra-op threads in the worker (None: torch's default)
     api_key: Optional[str] = None  # every /v1 call then needs Authorization: Bearer KEY
     ui: bool = True
     ui_auth: Optional[tuple[str, str]] = None
@@ -55,6 +56,7 @@ class Settings:
             "offload": self.offload,
             "forward_chunking": self.forward_chunking,
             "warmup": self.warmup,
+            "threads": self.cpu_threads,
             "poll": self.worker_poll,
             **self.extra_worker_config,
         }
