@@ -24,11 +24,8 @@ from typing import Callable, Optional
 
 from . import require_ray
 
-# The columns of a row; `requested` travels as JSON so Arrow never retypes a spec field.
-_COLUMNS = ("index", "key", "source", "output", "sidecar", "seed", "variant", "requested", "line")
-
-
 def item_rows(items) -> list[dict]:
+    """One dataset row per item; `requested` travels as JSON so Arrow never retypes a spec field."""
     return [{"index": i.index, "key": i.key, "source": i.source, "output": str(i.output), "sidecar": str(i.sidecar),
              "seed": i.seed, "variant": i.variant, "requested": json.dumps(i.requested),
              "line": -1 if i.line is None else i.line} for i in items]
@@ -153,19 +150,27 @@ def run_batch_ray(plan, *, model: str, engine_kwargs: Optional[dict] = None, act
                 ctl.hidden["write"] += float(row["write_s"])
                 if ctl.stop.is_set() or should_cancel():
                     break
+    except ray.exceptions.RayError as e:  # e.g. no actor could load the model: ours, on one line
+        from ..errors import StillmotionError
+
+        ctl.fatal = StillmotionError(f"The Ray batch stopped: {str(e).strip().splitlines()[-1][:300]}; "
+                                     f"finished videos are kept, re-run to resume.")
     finally:
         for item in plan.items:
             if item.status in ("pending", "running"):
                 item.status = "not_run"
-        if should_cancel():
+        if ctl.fatal is not None:
+            ctl.outcome = "failed"
+        elif should_cancel():
             ctl.outcome = "cancelled"
         elif ctl.stop.is_set():
             ctl.outcome = "stopped: too many failures"
         else:
             ctl.outcome = "finished"
         ctl.write_report()
+    if ctl.fatal is not None:
+        raise ctl.fatal
     return ctl
-
 
 
 def _plain_threads() -> int:
