@@ -182,7 +182,7 @@ def test_health_ready_metrics_openapi(live_server):
         assert ready["status"] == "ready" and ready["worker"]["device"] == "cpu"
         text = c.get("/metrics").text
         for name in ("stillmotion_jobs{state=\"queued\"}", "stillmotion_queue_depth", "stillmotion_generation_seconds_bucket",
-                     "stillmotion_step_seconds_count", "stillmotion_worker_up 1.0"):
+                     "stillmotion_step_seconds_count", "stillmotion_workers_up 1.0"):
             assert name in text
         assert "vid_" not in text  # no per-job labels
         paths = c.get("/openapi.json").json()["paths"]
@@ -295,6 +295,18 @@ def test_full_queue_503_with_retry_after(asgi_app, image_file):
         assert codes[2].json()["error"]["code"] == "queue_full"
         assert int(codes[2].headers["retry-after"]) >= 1
         assert len(c.get("/v1/videos").json()["data"]) == 2
+
+
+def test_one_worker_per_visible_gpu(monkeypatch, tmp_path):
+    from stillmotion.server.settings import Settings
+    from stillmotion.server.supervisor import worker_devices
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    assert worker_devices(Settings(data_dir=tmp_path)) == ["cuda:0", "cuda:1", "cuda:2"]
+    assert worker_devices(Settings(data_dir=tmp_path, device="cpu")) == ["cpu"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert worker_devices(Settings(data_dir=tmp_path)) == [None]
+    assert worker_devices(Settings(data_dir=tmp_path, device="cpu", workers=2)) == ["cpu", "cpu"]
 
 
 def test_one_server_per_data_dir(tmp_path):

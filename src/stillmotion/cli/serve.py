@@ -26,6 +26,8 @@ from .options import engine_options, pop_engine_kwargs
               help="seconds SIGTERM waits for the running job before stopping")
 @click.option("--webhook-secret", default=None, envvar="STILLMOTION_WEBHOOK_SECRET",
               help="HMAC key for webhook signatures (default: one kept in the data dir)")
+@click.option("--workers", default=None, type=click.IntRange(1),
+              help="worker processes (default: one per visible GPU, one on a CPU)")
 @click.option("--cpu-threads", default=None, type=click.IntRange(1),
               help="torch threads in the worker (CPU serving on a shared machine: 1-2 avoids oversubscription)")
 @click.option("--no-warmup", is_flag=True, help="skip the warm-up generation before /readyz turns ready")
@@ -37,7 +39,7 @@ from .options import engine_options, pop_engine_kwargs
 @click.option("--min-replicas", type=click.IntRange(0), default=1, show_default=True, help="with --ray: autoscaling floor")
 @click.option("--max-replicas", type=click.IntRange(1), default=1, show_default=True, help="with --ray: autoscaling ceiling")
 def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_mb, drain_timeout,
-          webhook_secret, cpu_threads, no_warmup, log_level, use_ray, ray_address, replicas, min_replicas, max_replicas, **kwargs):
+          webhook_secret, workers, cpu_threads, no_warmup, log_level, use_ray, ray_address, replicas, min_replicas, max_replicas, **kwargs):
     """Run the web UI (/) and the HTTP API (/v1) on one SQLite job queue.
 
     \b
@@ -54,7 +56,7 @@ def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_m
     settings = Settings(
         data_dir=data_dir, model=kwargs.pop("model") or "svd-xt",
         device=None if engine["device"] == "auto" else engine["device"], dtype=engine["dtype"],
-        offload=engine["offload"], forward_chunking=engine["forward_chunking"], warmup=not no_warmup, cpu_threads=cpu_threads,
+        offload=engine["offload"], forward_chunking=engine["forward_chunking"], warmup=not no_warmup, cpu_threads=cpu_threads, workers=workers,
         api_key=api_key, ui=not no_ui, ui_auth=parse_ui_auth(ui_auth), max_queue=max_queue,
         max_upload_mb=max_upload_mb, drain_timeout=drain_timeout, webhook_secret=webhook_secret,
     )

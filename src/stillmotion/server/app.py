@@ -180,10 +180,8 @@ def _health_routes(app: FastAPI, svc: Services) -> None:
         ok, why = svc.ready()
         body = {"status": "ready" if ok else "unavailable", "detail": why, "model": svc.settings.model}
         if svc.supervisor is not None:
-            row = svc.supervisor.worker_row()
-            body["worker"] = {"id": svc.supervisor.worker_id, "pid": svc.supervisor.proc.pid if svc.supervisor.proc else None,
-                              "state": row["state"] if row else None, "restarts": svc.supervisor.restarts,
-                              **{k: v for k, v in ((row or {}).get("info") or {}).items() if k != "defaults"}}
+            body["workers"] = svc.supervisor.describe()
+            body["worker"] = body["workers"][0]
         return JSONResponse(body, status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"})
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics")

@@ -51,14 +51,17 @@ class StoreCollector:
         ready = sup.ready()[0] if sup is not None else False
         yield GaugeMetricFamily("stillmotion_ready", "1 when the model is loaded and the server takes jobs",
                                 value=1 if ready and not self.svc.draining else 0)
-        yield GaugeMetricFamily("stillmotion_worker_up", "1 while the worker process is alive",
-                                value=1 if sup is not None and sup.alive else 0)
+        workers = sup.describe() if sup is not None else []
+        yield GaugeMetricFamily("stillmotion_workers_up", "Worker processes alive",
+                                value=sum(1 for w in workers if w["alive"]))
         yield CounterMetricFamily("stillmotion_worker_restarts", "Worker processes restarted after dying",
                                   value=sup.restarts if sup is not None else 0)
-        row = sup.worker_row() if sup is not None else None
-        gpu = (row or {}).get("info", {}).get("gpu_memory_bytes") if row else None
-        if gpu is not None:
-            yield GaugeMetricFamily("stillmotion_gpu_memory_bytes", "GPU memory allocated by the worker", value=gpu)
+        gpu = GaugeMetricFamily("stillmotion_gpu_memory_bytes", "GPU memory allocated by each worker", labels=["device"])
+        for w in workers:
+            if w.get("gpu_memory_bytes") is not None:
+                gpu.add_metric([str(w["device"])], w["gpu_memory_bytes"])
+        if gpu.samples:
+            yield gpu
 
 
 def make_registry(svc) -> CollectorRegistry:

@@ -18,6 +18,7 @@ class Settings:
     offload: str = "none"
     forward_chunking: bool = False
     warmup: bool = True
+    workers: Optional[int] = None  # worker processes (None: one per visible GPU, one on a CPU)
     cpu_threads: Optional[int] = None  # torch intra-op threads in the worker (None: torch's default)
     api_key: Optional[str] = None  # every /v1 call then needs Authorization: Bearer KEY
     ui: bool = True
