@@ -96,8 +96,9 @@ def run_batch_ray(plan, *, model: str, engine_kwargs: Optional[dict] = None, act
 
     `gpus_per_actor` defaults to 1 when the cluster has GPUs and the device is not cpu, else 0.
     On a CPU, torch's results depend on its thread count, so each actor uses as many threads as the
-    one-machine batch would (`threads_per_actor` overrides that: faster with several actors per node,
-    but then the files are no longer byte-identical to a plain CPU batch).
+    driver (what a plain batch here would use); `threads_per_actor` overrides that. Byte-identical
+    files on a CPU need one thread on both sides: with several, MKL/oneDNN results varied from
+    process to process on a busy machine even for the plain batch (measured on 2 cores).
     `address` joins an existing cluster ("auto", "ray://host:10001"); without one, Ray starts locally.
     """
     from ..batch.control import Controller
