@@ -32,11 +32,6 @@ from .plan import Item
 
 Emit = Callable[..., None]
 
-# Sidecar keys that change from run to run. They stay in NAME.json but are kept
-# out of the container's comment tag, so the same item gives a byte-identical video.
-VOLATILE_KEYS = ("created", "timings")
-
-
 @dataclass
 class Loaded:
     image: Any  # PIL image, already at the spec's size
@@ -211,18 +206,8 @@ def _release_memory() -> None:
 
 
 def save_result(result, item: Item) -> None:
-    """The video carries only run-independent metadata (same item -> same bytes); NAME.json gets everything."""
-    from ..video import write
-    from ..video.metadata import build_sidecar, dumps
-
-    meta = result.metadata
-    stable = {k: v for k, v in meta.items() if k not in VOLATILE_KEYS}
-    t = time.perf_counter()
-    art = write(result.frames, item.output, fps=result.fps, format=result.spec.format, metadata=stable, sidecar=False)
-    meta.setdefault("timings", {})["write"] = round(time.perf_counter() - t, 4)
-    output = {"file": art.path.name, "format": art.format, "frames": art.frames, "width": art.width,
-              "height": art.height, "fps": art.fps, "bytes": art.bytes}
-    atomic_write_text(item.sidecar, dumps(build_sidecar(meta, output)))
+    """Video and NAME.json, atomically (the writer keeps run-dependent keys out of the video's bytes)."""
+    result.save(item.output, format=result.spec.format)
 
 
 def atomic_write_text(path, text: str) -> None:

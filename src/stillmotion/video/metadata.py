@@ -43,6 +43,11 @@ def sidecar_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".json")
 
 
+# Keys that differ between two runs of the same spec. They stay in NAME.json but
+# not in the container's comment tag, so the same frames give byte-identical files.
+VOLATILE_KEYS = ("created", "timings")
+
+
 def build_sidecar(metadata: dict | None, output: dict) -> dict:
     """Our sidecar dict: schema marker first, the caller's keys, then "output"."""
     data: dict[str, Any] = {"schema": SIDECAR_SCHEMA}

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from stillmotion.errors import InvalidInput, OutOfMemory, StillmotionError
-from stillmotion.video.metadata import build_sidecar, dumps, sidecar_path
+from stillmotion.video.metadata import VOLATILE_KEYS, build_sidecar, dumps, sidecar_path
 
 if TYPE_CHECKING:
     import numpy as np
@@ -155,7 +155,8 @@ def write(
         "height": height,
         "fps": float(rate),
     }
-    comment = dumps(build_sidecar(metadata, output), pretty=False)  # also checks metadata is JSON-able
+    stable = {k: v for k, v in (metadata or {}).items() if k not in VOLATILE_KEYS}
+    comment = dumps(build_sidecar(stable, output), pretty=False)  # also checks metadata is JSON-able
     side = sidecar_path(target) if sidecar else None
 
     # 2. Make the folder; refuse to replace something that is not ours.
