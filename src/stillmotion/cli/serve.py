@@ -57,6 +57,7 @@ def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_m
         data_dir=data_dir, model=kwargs.pop("model") or "svd-xt",
         device=None if engine["device"] == "auto" else engine["device"], dtype=engine["dtype"],
         offload=engine["offload"], forward_chunking=engine["forward_chunking"], warmup=not no_warmup, cpu_threads=cpu_threads, workers=workers,
+        engine_options={k: v for k, v in engine.items() if k not in ("device", "dtype", "offload", "forward_chunking")},
         api_key=api_key, ui=not no_ui, ui_auth=parse_ui_auth(ui_auth), max_queue=max_queue,
         max_upload_mb=max_upload_mb, drain_timeout=drain_timeout, webhook_secret=webhook_secret,
     )

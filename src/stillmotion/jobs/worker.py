@@ -44,6 +44,7 @@ class Worker:
         self.config = config
         self.store = JobStore(self.data_dir / "jobs.sqlite3")
         self.stop = threading.Event()
+        self.wake = threading.Event()  # set when the API says a job was queued (a byte on stdin)
         self.engine = None
         self.info: dict = {}
         self.poll = float(config.get("poll", 0.1))
@@ -65,6 +66,7 @@ class Worker:
             offload=cfg.get("offload", "none"),
             forward_chunking=bool(cfg.get("forward_chunking")),
             progress=False,
+            **(cfg.get("engine_options") or {}),
         )
         t = time.perf_counter()
         if cfg.get("warmup", True):
@@ -93,9 +95,10 @@ class Worker:
     def run(self) -> None:
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         while not self.stop.is_set():
+            self.wake.clear()  # before claiming, so a job queued meanwhile is not missed
             job = self.store.claim(self.worker_id)
             if job is None:
-                self.stop.wait(self.poll)
+                self.wake.wait(self.poll)
                 continue
             self.run_job(job)
         self.store.worker_state(self.worker_id, "stopped")
@@ -193,11 +196,12 @@ def _gpu_memory():
     return int(torch.cuda.memory_allocated())
 
 
-def _watch_parent() -> None:
-    """stdin is a pipe from the API process: EOF means it died, so stop now."""
+def _watch_parent(wake: threading.Event) -> None:
+    """stdin is a pipe from the API process: a byte means "a job was queued", EOF means
+    the API died, so stop now."""
     try:
         while sys.stdin.buffer.read(1):
-            pass
+            wake.set()
     except Exception:  # noqa: BLE001
         pass
     os._exit(3)
@@ -213,11 +217,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     worker = Worker(Path(args.data_dir), args.worker_id, json.loads(args.config))
     if args.watch_stdin:
-        threading.Thread(target=_watch_parent, name="parent-watch", daemon=True).start()
+        threading.Thread(target=_watch_parent, args=(worker.wake,), name="parent-watch", daemon=True).start()
 
     def drain(signum, frame):
         log.info("draining: finishing the running job, then exiting")
         worker.stop.set()
+        worker.wake.set()
 
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, drain)

@@ -72,7 +72,7 @@ async def create_video(
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while job["status"] not in TERMINAL and loop.time() < deadline:
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
             job = await run_in_threadpool(svc.store.get, job["id"])
     status = 200 if job["status"] in TERMINAL else 202
     return JSONResponse(await run_in_threadpool(_view, svc, job), status_code=status, headers=headers)

@@ -18,6 +18,7 @@ class Settings:
     offload: str = "none"
     forward_chunking: bool = False
     warmup: bool = True
+    engine_options: dict = field(default_factory=dict)  # more Engine(...) keywords: memory, max_memory, compile
     workers: Optional[int] = None  # worker processes (None: one per visible GPU, one on a CPU)
     cpu_threads: Optional[int] = None  # torch intra-op threads in the worker (None: torch's default)
     api_key: Optional[str] = None  # every /v1 call then needs Authorization: Bearer KEY
@@ -58,6 +59,7 @@ class Settings:
             "forward_chunking": self.forward_chunking,
             "warmup": self.warmup,
             "threads": self.cpu_threads,
+            "engine_options": dict(self.engine_options),
             "poll": self.worker_poll,
             **self.extra_worker_config,
         }

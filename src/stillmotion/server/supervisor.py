@@ -121,6 +121,7 @@ class Supervisor:
         ]
         # its own session: a Ctrl-C in the terminal reaches the server, which drains the worker itself
         slot.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, start_new_session=True)
+        os.set_blocking(slot.proc.stdin.fileno(), False)  # notify() must never block an API thread
         slot.restart_at = None
         log.info("started worker %s on %s (pid %d)", slot.worker_id, slot.device or "auto", slot.proc.pid)
 
@@ -150,6 +151,16 @@ class Supervisor:
         was_ready = row is not None and row["state"] in ("ready", "draining")
         slot.backoff = 0.5 if was_ready else min(slot.backoff * 2, 30.0)  # a worker that cannot load backs off
         slot.restart_at = now + slot.backoff
+
+    def notify(self) -> None:
+        """Wake idle workers now instead of at their next poll (a byte on each one's stdin)."""
+        for s in self.slots:
+            try:
+                if s.alive and s.proc.stdin is not None:
+                    s.proc.stdin.write(b"\n")
+                    s.proc.stdin.flush()
+            except (OSError, ValueError):
+                pass  # dying or restarting: the monitor deals with it
 
     # ------------------------------------------------------------------
     def worker_row(self, slot: Optional[WorkerSlot] = None) -> Optional[dict]:
