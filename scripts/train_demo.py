@@ -15,6 +15,7 @@ train_record.json: the command, the machine and the time each stage took.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -110,7 +111,11 @@ def main(argv=None) -> int:
     out.mkdir(parents=True)
     pipe = diffusers.StableVideoDiffusionPipeline.from_pretrained(work / "model", torch_dtype=torch.float16)
     pipe.save_pretrained(out, safe_serialization=True)  # fp16 files; the Engine upcasts on a CPU
-    shutil.copy(work / "model" / "stillmotion.json", out / "stillmotion.json")
+    meta = json.loads((work / "model" / "stillmotion.json").read_text())
+    meta["defaults"] = dataclasses.asdict(DEMO_DEFAULTS)
+    meta["trained"]["base"] = meta["trained"]["config"]["base"] = "(built by scripts/train_demo.py)"
+    meta["trained"]["config"]["output"] = str(out)
+    (out / "stillmotion.json").write_text(json.dumps(meta, indent=2))
     shutil.copy(work / "model" / "loss.png", out / "loss.png")
     record["unet"]["train_seconds_total"] = summary.get("train_seconds_total")
     record["metrics"] = measure(out)

@@ -28,15 +28,15 @@ def _sunset():
 
 
 def _room():
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFilter
 
     im = Image.new("RGB", (64, 64), (200, 190, 170))
     d = ImageDraw.Draw(im)
     d.rectangle((0, 44, 63, 63), fill=(120, 80, 50))
-    d.rectangle((8, 10, 26, 30), fill=(60, 90, 160), outline=(30, 30, 30), width=2)
-    d.rectangle((36, 14, 56, 28), fill=(180, 60, 60), outline=(30, 30, 30), width=2)
+    d.rectangle((8, 10, 26, 30), fill=(60, 90, 160))
+    d.rectangle((36, 14, 56, 28), fill=(180, 60, 60))
     d.rectangle((20, 34, 44, 50), fill=(90, 130, 90))
-    return im
+    return im.filter(ImageFilter.GaussianBlur(0.6))
 
 
 def _flowers():

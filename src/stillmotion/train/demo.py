@@ -29,7 +29,7 @@ from ..models.registry import ModelDefaults
 
 DEMO_DEFAULTS = ModelDefaults(
     num_frames=8,
-    num_inference_steps=8,
+    num_inference_steps=6,  # 6 Euler steps: the most coherent of 4..8 on held-out images
     fps=8,
     motion_bucket_id=127,
     noise_aug_strength=0.02,
