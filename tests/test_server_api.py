@@ -358,7 +358,7 @@ def test_sigkill_restart_worker_death_and_drain(tmp_path, image_file):
     try:
         srv.wait_ready()
         with client(srv) as c:
-            first = submit(c, image_file, num_inference_steps=12)
+            first = submit(c, image_file, num_inference_steps=30)
             rest = [submit(c, image_file) for _ in range(3)]
             wait_for(c, first["id"], lambda j: j["status"] == "running")
         srv.proc.kill()
@@ -374,7 +374,7 @@ def test_sigkill_restart_worker_death_and_drain(tmp_path, image_file):
             assert all(jobs[j["id"]]["attempts"] == 1 for j in rest)
 
             # the worker dies mid-job: the API keeps answering, the job is retried once
-            victim = submit(c, image_file, num_inference_steps=12)
+            victim = submit(c, image_file, num_inference_steps=30)
             wait_for(c, victim["id"], lambda j: j["status"] == "running")
             import os
             import signal
@@ -386,7 +386,8 @@ def test_sigkill_restart_worker_death_and_drain(tmp_path, image_file):
             assert c.get("/readyz").json()["worker"]["restarts"] == 1
 
             # SIGTERM drains: readyz 503 and new jobs refused, the running job finishes
-            draining = submit(c, image_file, num_inference_steps=8)
+            draining = submit(c, image_file, num_inference_steps=30)
+            leftover = submit(c, image_file)
             wait_for(c, draining["id"], lambda j: j["status"] == "running")
             srv.proc.terminate()
             time.sleep(0.5)
@@ -396,6 +397,8 @@ def test_sigkill_restart_worker_death_and_drain(tmp_path, image_file):
         assert srv.proc.wait(180) == 0
         from stillmotion.jobs.store import JobStore
 
-        assert JobStore(data_dir / "jobs.sqlite3").get(draining["id"])["status"] == "succeeded"
+        store = JobStore(data_dir / "jobs.sqlite3")
+        assert store.get(draining["id"])["status"] == "succeeded"
+        assert store.get(leftover["id"])["status"] == "queued"  # left for the next start
     finally:
         srv.stop()
