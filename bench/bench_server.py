@@ -146,7 +146,7 @@ def main():
                 job = submit(c, image, {**small, "num_inference_steps": max(args.steps, 4)})
                 while True:
                     j = c.get(f"/v1/videos/{job['id']}").json()
-                    if j["progress"]["stage"] in ("denoise", "decode", "done") or j["status"] != "queued" and j["progress"]["step"]:
+                    if j["progress"]["stage"] in ("denoise", "decode", "done") or j["status"] in ("failed", "canceled"):
                         break
                     time.sleep(0.005)
                 firsts.append(time.perf_counter() - t)
