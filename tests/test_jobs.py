@@ -133,10 +133,10 @@ def test_worker_runs_a_job_to_a_video(worker, image_file):
     worker.run_job(worker.store.claim(worker.worker_id))
     done = worker.store.get(job["id"])
     assert done["status"] == "succeeded" and done["progress"] == 1
-    assert done["output"]["file"] == "video.mp4" and done["spec"]["seed"] == 3
-    frames, fps = read_video(folder / "video.mp4")
+    assert done["output"]["file"] == f"{job['id']}.mp4" and done["spec"]["seed"] == 3
+    frames, fps = read_video(folder / f"{job['id']}.mp4")
     assert frames.shape == (4, 64, 64, 3)
-    assert json.loads((folder / "video.json").read_text())["seed"] == 3
+    assert json.loads((folder / f"{job['id']}.json").read_text())["seed"] == 3
     assert len(done["timings"]["step_seconds"]) == 2
 
 
@@ -147,7 +147,7 @@ def test_worker_cancel_between_steps_leaves_no_file(worker, image_file):
     worker.run_job(claimed)
     done = worker.store.get(job["id"])
     assert done["status"] == "canceled" and done["error_code"] == "canceled"
-    assert not list(folder.glob("video*"))
+    assert [p.name for p in folder.iterdir()] == ["input.png"]
 
 
 def test_worker_reports_bad_input_as_a_failed_job(worker, image_file):
@@ -182,3 +182,14 @@ def test_events_stream_to_the_terminal_state(store):
     names = asyncio.run(collect())
     t.join()
     assert names[0] == "queued" and names[-1] == "succeeded" and "running" in names
+
+
+def test_png_frames_are_served_as_one_zip(worker, image_file):
+    import zipfile
+
+    job, folder = _queue(worker, image_file, {**SPEC, "format": "png"})
+    worker.run_job(worker.store.claim(worker.worker_id))
+    out = worker.store.get(job["id"])["output"]
+    assert out["file"] == f"{job['id']}.zip" and out["content_type"] == "application/zip"
+    with zipfile.ZipFile(folder / out["file"]) as z:
+        assert sorted(z.namelist()) == [f"frame_{i:05d}.png" for i in range(4)]

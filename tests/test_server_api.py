@@ -139,7 +139,7 @@ def test_cancel_running_and_queued(live_server, image_file):
         done = wait_done(c, long["id"])
         assert done["status"] == "canceled" and done["progress"]["step"] < 100
         assert c.get(f"/v1/videos/{long['id']}/content").status_code == 409
-        assert not list((live_server.data_dir / "jobs" / long["id"]).glob("video*"))
+        assert [p.name for p in (live_server.data_dir / "jobs" / long["id"]).iterdir()] == ["input.png"]
         again = c.post(f"/v1/videos/{long['id']}/cancel")
         assert again.status_code == 409
 
@@ -149,7 +149,7 @@ def test_delete_removes_job_and_files(live_server, image_file):
         job = submit(c, image_file)
         wait_done(c, job["id"])
         folder = live_server.data_dir / "jobs" / job["id"]
-        assert (folder / "video.mp4").is_file()
+        assert (folder / f"{job['id']}.mp4").is_file()
         r = c.delete(f"/v1/videos/{job['id']}")
         assert r.status_code == 200 and r.json()["deleted"] is True
         assert c.get(f"/v1/videos/{job['id']}").status_code == 404

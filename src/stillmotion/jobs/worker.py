@@ -144,7 +144,7 @@ class Worker:
                                           source=job.get("input_source") or None)
             if should_cancel():
                 raise Cancelled()
-            artifact = result.save(folder / f"video.{result.spec.format}")
+            artifact = result.save(folder / f"{job_id}.{result.spec.format}")  # downloads carry the job id
             output = _output_record(artifact, folder)
             timings = dict(result.timings, run=round(time.perf_counter() - t0, 4))
             ok = self.store.finish(job_id, me, "succeeded", output=output, timings=timings,
@@ -171,8 +171,8 @@ def _output_record(artifact, folder: Path) -> dict:
     path = Path(artifact.path)
     name = path.name
     if artifact.format == "png":  # a folder of frames is served as one zip
-        zpath = folder / "video.zip"
-        tmp = folder / ".video.zip.tmp"
+        zpath = folder / f"{path.name}.zip"
+        tmp = folder / f".{path.name}.zip.tmp"
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
             for f in sorted(path.iterdir()):
                 z.write(f, f.name)
