@@ -484,8 +484,10 @@ def test_models_list_shows_registry_and_tiny(env):
 def test_unknown_model_name_exits_3_with_a_clear_message(env, command):
     code, out, err = run_cli("models", command, "svd-xxl")
     assert code == 3
+    from stillmotion.models.registry import REGISTRY
+
     assert err.strip() == (
-        "error: Unknown model 'svd-xxl': use one of svd, svd-xt, svd-xt-1-1, tiny, "
+        f"error: Unknown model 'svd-xxl': use one of {', '.join(sorted(REGISTRY))}, "
         "a local diffusers folder, or a hub id like org/name."
     )
 
