@@ -18,6 +18,9 @@ _SESSION_CACHE = tempfile.mkdtemp(prefix="stillmotion-test-cache-")
 os.environ.setdefault("STILLMOTION_CACHE", _SESSION_CACHE)
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch thread in every test process and the servers/CLIs they start: the suite runs
+# several processes at once on 2 cores, and oversubscribed OpenMP threads are many times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_IMAGE = REPO / "examples" / "harbour.jpg"
