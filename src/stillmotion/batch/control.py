@@ -49,6 +49,21 @@ class Controller:
         self._last_report = 0.0
 
     # counts ---------------------------------------------------------------
+    def finish(self, *, cancelled: bool) -> None:
+        """Close the run: unrun items marked, the outcome named, the report written."""
+        for item in self.plan.items:
+            if item.status in ("pending", "running"):
+                item.status = "not_run"
+        if self.fatal is not None:
+            self.outcome = "failed"
+        elif cancelled:
+            self.outcome = "cancelled"
+        elif self.stop.is_set():
+            self.outcome = "stopped: too many failures"
+        else:
+            self.outcome = "finished"
+        self.write_report()
+
     def count(self, status: str) -> int:
         return sum(1 for i in self.plan.items if i.status == status)
 
@@ -142,18 +157,7 @@ def run_batch(plan: Plan, *, model: str, engine_kwargs: Optional[dict] = None, d
             else:
                 _run_processes(ctl, todo, model, engine_kwargs, devices, should_cancel, pipeline)
     finally:
-        for item in plan.items:
-            if item.status in ("pending", "running"):
-                item.status = "not_run"
-        if ctl.fatal is not None:
-            ctl.outcome = "failed"
-        elif should_cancel():
-            ctl.outcome = "cancelled"
-        elif ctl.stop.is_set():
-            ctl.outcome = "stopped: too many failures"
-        else:
-            ctl.outcome = "finished"
-        ctl.write_report()
+        ctl.finish(cancelled=should_cancel())
     if ctl.fatal is not None:
         raise ctl.fatal
     return ctl

@@ -157,18 +157,7 @@ def run_batch_ray(plan, *, model: str, engine_kwargs: Optional[dict] = None, act
         ctl.fatal = StillmotionError(f"The Ray batch stopped: {str(e).strip().splitlines()[-1][:300]}; "
                                      f"finished videos are kept, re-run to resume.")
     finally:
-        for item in plan.items:
-            if item.status in ("pending", "running"):
-                item.status = "not_run"
-        if ctl.fatal is not None:
-            ctl.outcome = "failed"
-        elif should_cancel():
-            ctl.outcome = "cancelled"
-        elif ctl.stop.is_set():
-            ctl.outcome = "stopped: too many failures"
-        else:
-            ctl.outcome = "finished"
-        ctl.write_report()
+        ctl.finish(cancelled=should_cancel())
     if ctl.fatal is not None:
         raise ctl.fatal
     return ctl
