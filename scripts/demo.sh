@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e .
-.venv/bin/stillmotion generate examples/harbour.jpg --model tiny -o harbour.mp4
+.venv/bin/stillmotion generate examples/harbour.jpg --model demo -o harbour.mp4
