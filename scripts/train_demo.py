@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="src/stillmotion/data/demo", help="where the finished model goes")
     ap.add_argument("--stage", choices=("all", "vae", "unet"), default="all")
     ap.add_argument("--vae-steps", type=int, default=400, help="steps of the linear autoencoder")
-    ap.add_argument("--unet-steps", type=int, default=1200)
+    ap.add_argument("--unet-steps", type=int, default=1800)
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1)
@@ -165,7 +165,7 @@ sampled by the stock diffusers StableVideoDiffusionPipeline.
 
 What it learned: one camera move, a pan to the right with a gentle push-in.
 The motion bucket sets the speed (127: about 1.6 px/frame at 64 px wide; try
-`--motion-bucket 40` or `200`). Its VAE is linear (see
+`--motion 40` or `--motion 200`). Its VAE is linear (see
 `stillmotion/train/linear_vae.py`): pictures come out soft, as from a 4x
 downscale. Defaults (stillmotion.json): 8 frames, 8 steps, 8 fps, no guidance.
 
@@ -173,7 +173,7 @@ downscale. Defaults (stillmotion.json): 8 frames, 8 steps, 8 fps, no guidance.
 
     {record["command"].split(" --stage")[0].replace(" --out src/stillmotion/data/demo", "")}
 
-(defaults: `--vae-steps 400 --unet-steps 1200 --batch-size 2 --lr 1e-3 --threads 1`;
+(defaults: `--vae-steps 400 --unet-steps 1800 --batch-size 2 --lr 1e-3 --threads 1`;
 it writes here, to src/stillmotion/data/demo). Run it under `nice -n 10`.
 
 ## How this copy was trained
