@@ -4,7 +4,10 @@
 
 Reports, does not assert. For each configuration (tiny full fine-tuning, tiny
 LoRA, the demo's UNet stage) it runs a few training steps in a fresh process
-and prints steps/second and the process's peak resident memory. Then it
+and prints steps/second and the process's peak resident memory (the timed span
+includes the final checkpoint and one 1-step validation video, so short runs
+understate the steady rate; the demo row encodes with the full VAE, not the
+linear proxy scripts/train_demo.py uses). Then it
 generates with `demo` (and `tiny`, for contrast) from 20 procedural images the
 demo never trained on (another seed and a different camera: none) and prints
 the three motion metrics. Results go to bench/results/train.json.
