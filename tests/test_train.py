@@ -201,12 +201,17 @@ def test_lora_saves_only_adapters_and_generate_applies_them(tmp_path, clips):
     assert record["base"] == "tiny" and record["lora"] == "lora.safetensors"
 
     image = tiny_engine_image()
-    spec = GenerationSpec(seed=3, num_inference_steps=2)
+    spec = GenerationSpec(seed=3, num_inference_steps=2, fps=7)  # fps given: the LoRA folder's default is its training fps
     engine = Engine(record["base"], device="cpu")
     before = engine.generate(image, spec).frames
     apply_lora(engine.pipe, out)
     after = engine.generate(image, spec).frames
     assert np.abs(before.astype(int) - after.astype(int)).mean() > 0.5
+
+    # what `stillmotion generate --model OUT` does: the folder resolves to its base plus the adapters
+    by_folder = Engine(str(out), device="cpu").generate(image, spec)
+    assert np.array_equal(by_folder.frames, after)
+    assert by_folder.metadata["model"]["lora"]["weights"]["lora.safetensors"]
 
 
 def test_apply_lora_refuses_a_plain_folder(tmp_path):

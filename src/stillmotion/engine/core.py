@@ -177,6 +177,10 @@ class Engine:
                 f"Could not load model from {self.local.path}: {_first_line(e)}; run `stillmotion models verify {self.entry.name}`."
             ) from None
         pipe.set_progress_bar_config(disable=True)
+        if self.local.lora is not None:  # a `stillmotion train --lora` folder: merge its adapters into the UNet
+            from ..train.lora import apply_lora
+
+            apply_lora(pipe, self.local.lora)
         from .memory import Plan
         from .speed import apply_exact, compile_pipe
 

@@ -28,6 +28,7 @@ class LocalModel:
     revision: str | None = None
     commit: str | None = None
     variant: str | None = None
+    lora: Path | None = None  # a LoRA folder (stillmotion train --lora) applied on top of this model
     _hashes: dict | None = field(default=None, repr=False)
 
     def weight_files(self) -> list[Path]:
@@ -48,7 +49,12 @@ class LocalModel:
             "commit": self.commit,
             "variant": self.variant,
             "weights": self.weight_hashes(),
+            **({"lora": self.lora_describe()} if self.lora else {}),
         }
+
+    def lora_describe(self) -> dict:
+        files = sorted(p for p in self.lora.glob("*.safetensors"))
+        return {"path": str(self.lora), "weights": {p.name: cached_sha256(p) for p in files}}
 
 
 def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) -> LocalModel:
@@ -71,6 +77,17 @@ def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) 
         raise ModelUnavailable(f"Built-in model {entry.name!r} is not available in this install.")
     if entry.repo_id is None:
         path = Path(entry.name)
+        from ..train.lora import lora_record
+
+        record = lora_record(path)
+        if record is not None:  # LoRA adapters over a base model: resolve the base, carry the folder
+            import dataclasses
+
+            base_ref = str(record["base"])
+            if not Path(base_ref).is_absolute() and (path / base_ref).is_dir():
+                base_ref = str(path / base_ref)
+            base = resolve(base_ref, download=download, progress=progress)
+            return dataclasses.replace(base, entry=entry, lora=path, _hashes=None)
         if not (path / "model_index.json").is_file():
             raise ModelUnavailable(
                 f"{path} is not a diffusers model folder (no model_index.json): point --model at a folder saved with save_pretrained."
