@@ -66,7 +66,12 @@ def model_rows() -> list[dict]:
             "path": None,
             "size_bytes": 0,
         }
-        if entry.builtin:
+        if entry.builtin and entry.name != "tiny":  # shipped inside the package (demo)
+            from ..models.checkpoints import resolve
+
+            folder = resolve(entry.name).path
+            row.update(status="shipped", path=str(folder), size_bytes=disk_size(folder))
+        elif entry.builtin:
             folder = cache_root() / f"tiny-v{TINY_VERSION}"
             if (folder / "model_index.json").is_file():
                 row.update(status="cached", path=str(folder), size_bytes=disk_size(folder))
@@ -159,7 +164,7 @@ def download(name, force, quiet):
 
     entry = entry_for(name)
     if entry.builtin:
-        local = _rebuild_tiny() if force else resolve(name, progress=not quiet)
+        local = _rebuild_tiny() if force and entry.name == "tiny" else resolve(name, progress=not quiet)
         click.echo(f"{entry.name}: built in, saved at {local.path}")
         return
     if entry.repo_id is None:
