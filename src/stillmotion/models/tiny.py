@@ -23,8 +23,7 @@ TINY_VERSION = "1"
 def tiny_components(seed: int = 0, width: int = 32) -> dict:
     """The five pipeline components at toy width (deterministic for a seed)."""
     import torch
-    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
 
     w = width
     torch.manual_seed(seed)
@@ -64,18 +63,38 @@ def tiny_components(seed: int = 0, width: int = 32) -> dict:
         sample_size=64,
     )
     torch.manual_seed(seed + 2)
-    image_encoder = CLIPVisionModelWithProjection(
+    image_encoder = toy_image_encoder(w)
+    return {
+        "unet": unet.eval(),
+        "vae": vae.eval(),
+        "image_encoder": image_encoder.eval(),
+        "scheduler": svd_scheduler(),
+        "feature_extractor": clip_feature_extractor(),
+    }
+
+
+def toy_image_encoder(width: int = 32):
+    """A CLIP vision tower with CLIP ViT's structure at toy width (224 px input, as SVD feeds it)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    return CLIPVisionModelWithProjection(
         CLIPVisionConfig(
-            hidden_size=w,
-            projection_dim=w,
+            hidden_size=width,
+            projection_dim=width,
             num_hidden_layers=2,
             num_attention_heads=2,
-            intermediate_size=2 * w,
+            intermediate_size=2 * width,
             image_size=224,
             patch_size=32,
         )
-    )
-    scheduler = EulerDiscreteScheduler(
+    ).eval()
+
+
+def svd_scheduler():
+    """EulerDiscreteScheduler with the settings of SVD's own scheduler config (v-prediction, Karras sigmas)."""
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(
         beta_schedule="scaled_linear",
         beta_start=0.00085,
         beta_end=0.012,
@@ -89,14 +108,12 @@ def tiny_components(seed: int = 0, width: int = 32) -> dict:
         timestep_type="continuous",
         use_karras_sigmas=True,
     )
-    feature_extractor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
-    return {
-        "unet": unet.eval(),
-        "vae": vae.eval(),
-        "image_encoder": image_encoder.eval(),
-        "scheduler": scheduler,
-        "feature_extractor": feature_extractor,
-    }
+
+
+def clip_feature_extractor():
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
 
 
 def build_tiny_pipeline(seed: int = 0):

@@ -62,8 +62,9 @@ def demo_clip(rng: np.random.Generator, size: int = 64, num_frames: int = 8) -> 
 def demo_components(seed: int = 0, vae=None) -> dict:
     """The demo's pipeline components at initialisation (pass the built linear VAE as `vae`)."""
     import torch
-    from diffusers import EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    from ..models.tiny import clip_feature_extractor, svd_scheduler, toy_image_encoder
 
     torch.manual_seed(seed)
     unet = UNetSpatioTemporalConditionModel(
@@ -92,38 +93,13 @@ def demo_components(seed: int = 0, vae=None) -> dict:
         num_frames=8,
     )
     torch.manual_seed(seed + 2)
-    image_encoder = CLIPVisionModelWithProjection(
-        CLIPVisionConfig(
-            hidden_size=32,
-            projection_dim=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=224,
-            patch_size=32,
-        )
-    )
-    scheduler = EulerDiscreteScheduler(
-        beta_schedule="scaled_linear",
-        beta_start=0.00085,
-        beta_end=0.012,
-        interpolation_type="linear",
-        num_train_timesteps=1000,
-        prediction_type="v_prediction",
-        sigma_max=700.0,
-        sigma_min=0.002,
-        steps_offset=1,
-        timestep_spacing="leading",
-        timestep_type="continuous",
-        use_karras_sigmas=True,
-    )
-    feature_extractor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
+    image_encoder = toy_image_encoder(32)
     return {
         "unet": unet,
         "vae": vae,
-        "image_encoder": image_encoder.eval(),
-        "scheduler": scheduler,
-        "feature_extractor": feature_extractor,
+        "image_encoder": image_encoder,
+        "scheduler": svd_scheduler(),
+        "feature_extractor": clip_feature_extractor(),
     }
 
 
