@@ -25,20 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models.registry import ModelDefaults
+from ..models.registry import REGISTRY
 
-DEMO_DEFAULTS = ModelDefaults(
-    num_frames=8,
-    num_inference_steps=6,  # 6 Euler steps: the most coherent of 4..8 on held-out images
-    fps=8,
-    motion_bucket_id=127,
-    noise_aug_strength=0.02,
-    min_guidance_scale=1.0,
-    max_guidance_scale=1.0,
-    landscape=(128, 64),
-    portrait=(64, 128),
-    square=(64, 64),
-)
+# One source for the demo's sampling defaults: its registry entry (also written to its stillmotion.json).
+DEMO_DEFAULTS = REGISTRY["demo"].defaults
 
 # The demo's camera: pan right (the scene slides left) plus a push-in, both scaled by speed.
 DEMO_DIRECTION = (1.0, 0.0)
