@@ -336,7 +336,10 @@ def _write_av(path: Path, frames, fmt: str, rate: Fraction, crf: int, comment: s
     if fmt == "mp4":
         codec = "libx264"
         container_options = {"movflags": "+faststart"}
-        codec_options = {"crf": str(crf), "preset": "medium"}
+        # One x264 thread: with frame threads a busy process occasionally got a different
+        # frame for the same input, and a seed must give the same video (and batch's
+        # resume promises the same bytes).
+        codec_options = {"crf": str(crf), "preset": "medium", "threads": "1"}
     else:
         codec = "libvpx-vp9"
         container_options = {}
