@@ -141,6 +141,14 @@ def test_rife_loads_safetensors_and_keeps_shapes(tmp_path):
         assert info["variant"] == variant and len(info["sha256"]) == 64
         assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
 
+    # other v4 widths (lite, heavy releases) are read from the tensors
+    from stillmotion.video.rife import _build
+
+    odd = tmp_path / "heavy.safetensors"
+    save_file({k: v.contiguous() for k, v in _build({"head": (16, 4), "blocks": (64, 48, 32, 24, 16)}).state_dict().items()},
+              str(odd))
+    assert load_ifnet(odd)[1]["variant"] == "v4 head 16/4, blocks 64/48/32/24/16"
+
     out = interpolate(frames, 2, backend="rife", rife_weights=paths["4.25"], device="cpu")
     assert out.shape == (5, 40, 70, 3) and out.dtype == np.uint8
     assert np.array_equal(out[2], frames[1])

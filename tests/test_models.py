@@ -465,6 +465,80 @@ def test_verify_write_manifest_records_a_local_folder(env, tiny_src):
     assert code == 3 and "unet/diffusion_pytorch_model.safetensors" in err
 
 
+# --------------------------------------------------------------------------- RIFE weights from the registry
+RIFE_REPO, RIFE_FILE = "Comfy-Org/frame_interpolation", "frame_interpolation/rife_v4.26.safetensors"
+
+
+@pytest.fixture()
+def rife_hub(env, monkeypatch):
+    """The Comfy-Org repack as the hub serves it: RIFE 4.25/4.26-shaped random weights with its `blocks.N.` keys,
+    beside files a RIFE download must not fetch."""
+    from safetensors.torch import save
+
+    from stillmotion.video.rife import build_ifnet
+
+    state = build_ifnet("4.25", seed=5).state_dict()
+    repack = {(f"blocks.{k[5]}.{k[7:]}" if k.startswith("block") else k): v.contiguous() for k, v in state.items()}
+    hub = FakeHub()
+    hub.repos[RIFE_REPO] = {RIFE_FILE: save(repack), "frame_interpolation/film_net_fp16.safetensors": b"not fetched",
+                            "README.md": b"# frame interpolation"}
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    yield hub
+    hub.close()
+
+
+def test_models_download_rife_verifies_and_interpolation_finds_it_offline(rife_hub, env, monkeypatch, tmp_path):
+    import av
+    import numpy as np
+
+    from stillmotion.video.writers import write
+
+    code, out, err = run_cli("models", "download", "rife", "--quiet")
+    assert code == 0, err
+    assert f"commit {COMMIT}" in out and "RIFE 4.25" in out  # 4.26 has 4.25's shape
+    snapshot = env / "hf" / "hub" / ("models--" + RIFE_REPO.replace("/", "--")) / "snapshots" / COMMIT
+    assert sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()) == [RIFE_FILE]
+    for flag in ("--online", "--offline"):
+        code, out, err = run_cli("models", "verify", "rife", flag)
+        assert code == 0 and "rife: its weight file matches." in out, err
+
+    flip_byte(snapshot / RIFE_FILE)
+    code, out, err = run_cli("models", "verify", "rife", "--offline")
+    assert code == 3 and RIFE_FILE in err and "stillmotion models download rife --force" in err
+    assert run_cli("models", "download", "rife", "--force", "--quiet")[0] == 0
+    assert run_cli("models", "verify", "rife", "--online")[0] == 0
+
+    # with no --rife-weights and no network, the interpolate command finds the downloaded file
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("STILLMOTION_RIFE_WEIGHTS", raising=False)
+    rng = np.random.default_rng(0)
+    clip = write(rng.integers(0, 255, (3, 48, 64, 3), dtype=np.uint8), tmp_path / "clip.mp4", fps=8).path
+    code, out, err = run_cli("interpolate", str(clip), "--backend", "rife", "-o", str(tmp_path / "x2.mp4"), "--json")
+    assert code == 0, err
+    sidecar = json.loads(Path(json.loads(out)["sidecar"]).read_text())
+    rife = sidecar["interpolate"]["rife"]
+    assert rife["sha256"] == hashlib.sha256(rife_hub.repos[RIFE_REPO][RIFE_FILE]).hexdigest() and rife["variant"] == "4.25"
+    with av.open(str(tmp_path / "x2.mp4")) as c:
+        assert len(list(c.decode(video=0))) == 5
+
+    # it is listed as an interpolation model, and refused as a video model
+    assert {"name": "rife", "kind": "interpolation", "status": "cached"}.items() <= next(
+        r for r in json.loads(run_cli("models", "list", "--json")[1]) if r["name"] == "rife").items()
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(tmp_path / "still.png")
+    code, _, err = run_cli("generate", str(tmp_path / "still.png"), "--model", "rife", "-o", str(tmp_path / "v.mp4"))
+    assert code == 2 and "not a video model" in err and "Traceback" not in err
+
+
+def test_rife_not_downloaded_says_how_to_get_it(env, monkeypatch):
+    from stillmotion.video.rife import find_weights
+
+    monkeypatch.delenv("STILLMOTION_RIFE_WEIGHTS", raising=False)
+    with pytest.raises(ModelUnavailable, match="stillmotion models download rife"):
+        find_weights()
+
+
 # --------------------------------------------------------------------------- list and unknown names
 def test_models_list_shows_registry_and_tiny(env):
     code, out, err = run_cli("models", "list")

@@ -20,9 +20,9 @@ from .options import CancelOnSigint, rich_progress
 @click.option("--factor", type=int, default=None, help="2, 3, 4 or 8 (default 2): frames and fps multiplied")
 @click.option("--fps", "target_fps", type=float, default=None, help="target playback fps, instead of a factor")
 @click.option("--backend", type=click.Choice(["flow", "rife", "blend"]), default="flow", show_default=True,
-              help="flow (optical flow, no weights), rife (needs --rife-weights) or blend (plain cross-fade)")
+              help="flow (optical flow, no weights), rife (`stillmotion models download rife`, or --rife-weights) or blend (plain cross-fade)")
 @click.option("--rife-weights", type=click.Path(), default=None,
-              help="RIFE v4 weights, a .safetensors file (or set STILLMOTION_RIFE_WEIGHTS)")
+              help="RIFE v4 weights, a .safetensors file (or set STILLMOTION_RIFE_WEIGHTS; default: the downloaded rife)")
 @click.option("--device", default=None, help="rife only: cpu, cuda, cuda:N (default: a GPU when there is one)")
 @click.option("--format", "fmt", type=click.Choice(["mp4", "webm", "gif", "webp", "png"]), default=None,
               help="output format (default: from -o, else mp4)")

@@ -18,6 +18,7 @@ def models():
     \b
     stillmotion models list                  # known models, what is cached, sizes
     stillmotion models download svd-xt       # fp16 safetensors into the HF cache
+    stillmotion models download rife         # RIFE weights for --interpolate-backend rife
     stillmotion models verify svd-xt         # sha256 of every weight file
     """
 
@@ -46,7 +47,7 @@ def list_models(as_json):
 
 def model_rows() -> list[dict]:
     """One dict per registry model, then per other SVD pipeline found in the HF cache."""
-    from ..models.hub import cached_snapshot, hub_cache_dir, missing_files
+    from ..models.hub import cached_snapshot, entry_missing, hub_cache_dir, missing_files
     from ..models.registry import REGISTRY
     from ..models.tiny import TINY_VERSION, cache_root
 
@@ -54,6 +55,7 @@ def model_rows() -> list[dict]:
     for entry in REGISTRY.values():
         row = {
             "name": entry.name,
+            "kind": entry.kind,
             "repo_id": entry.repo_id,
             "revision": entry.revision,
             "variant": entry.variant,
@@ -80,7 +82,7 @@ def model_rows() -> list[dict]:
         else:
             folder = cached_snapshot(entry, complete=False)
             if folder is not None:
-                complete = not missing_files(folder, entry.variant)
+                complete = not entry_missing(entry, folder)
                 row.update(
                     status="cached" if complete else "partial",
                     commit=folder.name,
@@ -106,6 +108,7 @@ def model_rows() -> list[dict]:
             rows.append(
                 {
                     "name": repo_id,
+                    "kind": "video",
                     "repo_id": repo_id,
                     "revision": None,
                     "variant": None,
@@ -155,9 +158,11 @@ def human_size(n: int) -> str:
 def download(name, force, quiet):
     """Download a model into the Hugging Face cache.
 
-    NAME is svd, svd-xt, svd-xt-1-1 or a hub id (org/name); only configs and
-    safetensors weights (fp16 where the model has them) are fetched. tiny is
-    built from code; --force rebuilds it.
+    NAME is svd, svd-xt, svd-xt-1-1, rife or a hub id (org/name); only configs
+    and safetensors weights (fp16 where the model has them) are fetched, and
+    their sha256 recorded for `models verify`. rife fetches one 23 MB file of
+    RIFE v4.26 weights and checks that it loads. tiny is built from code;
+    --force rebuilds it.
     """
     from ..models.checkpoints import resolve
     from ..models.registry import entry_for
@@ -174,6 +179,11 @@ def download(name, force, quiet):
     was_cached = not force and cached_snapshot(entry) is not None
     local = resolve_hub(entry, download=True, progress=not quiet, force=force)
     size = human_size(disk_size(local.path))
+    if entry.kind == "interpolation":  # a file that is not RIFE must fail here, not in the first job
+        from ..video.rife import load_ifnet
+
+        _, info = load_ifnet(local.path / entry.files[0])
+        size += f", RIFE {info['variant']}"
     if was_cached:
         click.echo(f"{entry.name}: already in the cache at {local.path} (commit {local.commit}, {size}).")
     else:
@@ -247,6 +257,6 @@ def _print_report(report, as_json: bool) -> None:
     if report.ok:
         n = sum(f.status == "ok" for f in report.files)
         if n:
-            click.echo(f"{report.name}: all {n} weight files match.")
+            click.echo(f"{report.name}: " + ("its weight file matches." if n == 1 else f"all {n} weight files match."))
         else:
             click.echo(f"{report.name}: weight files are complete safetensors files; no reference hashes to compare.")

@@ -25,7 +25,7 @@ SPEC_FLAGS = [
     ("--format", "format", click.Choice(["mp4", "webm", "gif", "webp", "png"]), "output format (default mp4 or from -o)"),
     ("--interpolate", "interpolate", int, "frame interpolation factor 2, 3, 4 or 8 (multiplies fps)"),
     ("--interpolate-fps", "interpolate_fps", float, "interpolate to this playback fps (instead of a factor)"),
-    ("--interpolate-backend", "interpolate_backend", click.Choice(["flow", "rife"]), "flow (default, no weights) or rife"),
+    ("--interpolate-backend", "interpolate_backend", click.Choice(["flow", "rife"]), "flow (default, no weights) or rife (`stillmotion models download rife` first)"),
     ("--loop", "loop", click.Choice(["none", "pingpong", "blend"]), "make a seamless loop: blend (--loop alone) or pingpong"),
     ("--duration", "duration", float, "seconds of video: chains segments from each last frame"),
     ("--segments", "segments", int, "number of chained segments (instead of --duration)"),

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ModelUnavailable
+from ..errors import InvalidInput, ModelUnavailable
 from .registry import ModelEntry, entry_for
 
 WEIGHT_SUFFIXES = (".safetensors",)
@@ -60,6 +60,11 @@ class LocalModel:
 def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) -> LocalModel:
     """A loadable folder for a registry name, a local folder or a hub id."""
     entry = entry_for(name_or_path)
+    if entry.kind != "video":
+        raise InvalidInput(
+            f"{entry.name} is a frame-interpolation model, not a video model: choose a video model with --model "
+            f"(svd, svd-xt, ...) and use {entry.name} with --interpolate 2 --interpolate-backend {entry.name}."
+        )
     if entry.builtin:
         if entry.name == "tiny":
             from .tiny import ensure_tiny

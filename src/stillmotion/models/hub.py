@@ -69,6 +69,25 @@ def ignore_patterns(variant: str | None) -> list[str] | None:
     return None if variant else ["*/*.*.safetensors"]
 
 
+def fetch_patterns(entry: ModelEntry) -> dict:
+    """allow/ignore patterns for snapshot_download: a single-file entry's files, else a pipeline's."""
+    if entry.files:
+        return {"allow_patterns": list(entry.files), "ignore_patterns": None}
+    return {"allow_patterns": allow_patterns(entry.variant), "ignore_patterns": ignore_patterns(entry.variant)}
+
+
+def entry_wants(entry: ModelEntry, relpath: str) -> bool:
+    """True for a weight file that a download of this entry fetches and verify checks."""
+    return relpath in entry.files if entry.files else is_wanted_weight(relpath, entry.variant)
+
+
+def entry_missing(entry: ModelEntry, folder: Path) -> list[str]:
+    """What a cached snapshot of this entry lacks (empty when complete)."""
+    if entry.files:
+        return [f for f in entry.files if not (folder / f).is_file()]
+    return missing_files(folder, entry.variant)
+
+
 def is_wanted_weight(relpath: str, variant: str | None) -> bool:
     """True for a weight file that a download of this variant fetches (component folders only)."""
     parts = relpath.split("/")
@@ -154,8 +173,7 @@ def cached_snapshot(entry: ModelEntry, *, complete: bool = True) -> Path | None:
                 entry.repo_id,
                 revision=entry.revision,
                 cache_dir=hub_cache_dir(),
-                allow_patterns=allow_patterns(entry.variant),
-                ignore_patterns=ignore_patterns(entry.variant),
+                **fetch_patterns(entry),
                 local_files_only=True,
             )
         )
@@ -165,7 +183,7 @@ def cached_snapshot(entry: ModelEntry, *, complete: bool = True) -> Path | None:
         return None if complete or not snapshot else Path(snapshot)
     except (OSError, ValueError):
         return None
-    if complete and missing_files(folder, entry.variant):
+    if complete and entry_missing(entry, folder):
         return None
     return folder
 
@@ -205,7 +223,9 @@ def resolve_hub(entry: ModelEntry, download: bool = True, progress: bool = True,
 
     # 3. Download the files diffusers needs, resumable, into the standard cache
     folder = _download(entry, cache_dir, progress=progress, force=force)
-    missing = missing_files(folder, entry.variant)
+    missing = entry_missing(entry, folder)
+    if missing and entry.files:
+        raise ModelUnavailable(f"{entry.repo_id} at {folder.name} does not hold {', '.join(missing)}: check the registry entry.")
     if missing:
         raise ModelUnavailable(
             f"{entry.repo_id} at {folder.name} is not a diffusers pipeline with safetensors "
@@ -238,8 +258,7 @@ def _download(entry: ModelEntry, cache_dir: Path, *, progress: bool, force: bool
                 entry.repo_id,
                 revision=entry.revision,
                 cache_dir=cache_dir,
-                allow_patterns=allow_patterns(entry.variant),
-                ignore_patterns=ignore_patterns(entry.variant),
+                **fetch_patterns(entry),
                 force_download=force,
                 endpoint=hub_endpoint(),
                 tqdm_class=None if progress else _quiet_tqdm(),
@@ -318,7 +337,7 @@ def hub_hashes(local: LocalModel) -> dict[str, tuple[str | None, int | None]]:
         raise ModelUnavailable(f"the hub is unreachable ({type(e).__name__})") from None
     expected = {}
     for s in info.siblings or []:
-        if not is_wanted_weight(s.rfilename, local.variant):
+        if not entry_wants(local.entry, s.rfilename):
             continue
         lfs = s.lfs
         sha = getattr(lfs, "sha256", None) if lfs is not None else None

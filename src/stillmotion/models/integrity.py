@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import ModelCorrupted, ModelUnavailable
 from .checkpoints import WEIGHT_SUFFIXES, LocalModel, remember_sha256, sha256_file
-from .hub import cached_snapshot, hub_hashes, is_offline, is_wanted_weight, local_model, repo_folder
+from .hub import cached_snapshot, entry_wants, hub_hashes, is_offline, local_model, repo_folder
 from .registry import ModelEntry, entry_for
 
 FOLDER_MANIFEST = "stillmotion-manifest.json"
@@ -197,7 +197,7 @@ def verify(name_or_path: str, online: bool | None = None) -> VerifyReport:
     expected = _expected_hashes(local, report, online)
 
     # 3. Check each file: complete safetensors, then size and sha256 against the reference
-    present = [p for p in _weight_relpaths(local.path) if local.source != "hub" or is_wanted_weight(p, local.variant)]
+    present = [p for p in _weight_relpaths(local.path) if local.source != "hub" or entry_wants(local.entry, p)]
     for rel in sorted(set(present) | set(expected)):
         report.files.append(_check_file(local.path, rel, expected.get(rel)))
 

