@@ -69,7 +69,7 @@ def ray_server(ray_cluster, tmp_path_factory):
     from stillmotion.server.settings import Settings
 
     data = tmp_path_factory.mktemp("ray-data")
-    settings = Settings(data_dir=data, model="tiny", device="cpu", ui=False, warmup=False, drain_timeout=10)
+    settings = Settings(data_dir=data, model="tiny", device="cpu", ui=True, warmup=False, drain_timeout=10)
     port = _free_port()
     ray_serve.start(settings, host="127.0.0.1", port=port, replicas=2)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
@@ -77,7 +77,7 @@ def ray_server(ray_cluster, tmp_path_factory):
     while client.get("/readyz").status_code != 200:
         assert time.time() < deadline, client.get("/readyz").text
         time.sleep(0.5)
-    yield SimpleNamespace(client=client, url=f"http://127.0.0.1:{port}", data_dir=Path(data))
+    yield SimpleNamespace(client=client, url=f"http://127.0.0.1:{port}", port=port, data_dir=Path(data))
     client.close()
     ray_serve.shutdown()
 
@@ -119,6 +119,11 @@ def test_serve_two_replicas_runs_20_http_jobs_once(ray_server):
     assert all(r["attempts"] == 1 for r in rows)
     assert len({r["worker"] for r in rows}) == 2  # both replicas took jobs
 
+    # /readyz and /metrics describe the model replicas, as they describe worker processes on one machine
+    ready = ray_server.client.get("/readyz").json()
+    assert ready["status"] == "ready" and len(ready["workers"]) == 2 and ready["worker"]["device"] == "cpu"
+    assert "stillmotion_workers_up 2.0" in ray_server.client.get("/metrics").text
+
 
 def test_killed_replica_jobs_are_retried_elsewhere_and_finish_once(ray_server):
     from stillmotion.ray.store import RayJobStore
@@ -150,6 +155,78 @@ def test_server_api_tests_pass_against_ray(ray_server, image_file, name):
     import test_server_api
 
     getattr(test_server_api, name)(ray_server, image_file)
+
+
+# The web UI inside the Ray deployment: the same page and endpoint, jobs in the cluster's queue
+UI_TESTS = ["test_gradio_client_calls_the_ui_endpoint", "test_browser_generate_progress_video_and_cancel"]
+
+
+@pytest.mark.parametrize("name", UI_TESTS)
+def test_server_ui_tests_pass_against_ray(ray_server, image_file, tmp_path, name):
+    import test_server_ui
+
+    fn = getattr(test_server_ui, name)
+    if name.startswith("test_browser"):
+        if not Path(test_server_ui.CHROMIUM).exists():
+            pytest.skip("Debian chromium is not installed")
+        fn(ray_server, image_file)
+    else:
+        fn(ray_server, image_file, tmp_path)
+
+
+def _live_replicas(client) -> set[str]:
+    return {w["id"] for w in client.get("/readyz").json().get("workers") or [] if w["state"] == "ready"}
+
+
+def test_autoscales_on_queue_and_replaces_a_replica_that_fails_its_health_check(ray_server):
+    """min 1, max 2 replicas: a queue brings the second one up. The store then declares one replica dead
+    (what its reaper does to a replica whose heartbeat stalled): that replica's health check fails,
+    Serve replaces it, and every job still succeeds exactly once."""
+    from stillmotion.ray import serve as ray_serve
+    from stillmotion.ray.store import RayJobStore
+    from stillmotion.server.settings import Settings
+
+    client, store = ray_server.client, RayJobStore()
+    before = {w["id"] for w in store.workers()}
+    ray_serve.shutdown()
+    settings = Settings(data_dir=ray_server.data_dir, model="tiny", device="cpu", ui=False, warmup=False,
+                        drain_timeout=10)
+    ray_serve.start(settings, host="127.0.0.1", port=ray_server.port, min_replicas=1, max_replicas=2)
+
+    def new_live() -> set[str]:
+        return _live_replicas(client) - before
+
+    deadline = time.time() + 120
+    while not new_live():
+        assert time.time() < deadline, client.get("/readyz").text
+        time.sleep(0.5)
+    assert len(new_live()) == 1  # min_replicas
+
+    ids = []
+    for k in range(30):
+        r = client.post("/v1/videos", files={"image": (f"q{k}.png", _png(300 + k), "image/png")},
+                        data={**FIELDS, "num_inference_steps": "4", "seed": str(300 + k)})
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    deadline = time.time() + 120
+    while len(new_live()) < 2:  # the queue scaled the model deployment up
+        assert time.time() < deadline, f"still {new_live()} after 120 s"
+        time.sleep(0.5)
+
+    victim = sorted(new_live())[0]
+    store.worker_state(victim, "dead")
+    store.recover(victim, reason=f"test: {victim} declared dead")
+    deadline = time.time() + 120
+    while victim in _live_replicas(client) or len(new_live()) < 2:
+        assert time.time() < deadline, f"not replaced: {new_live()}"
+        time.sleep(0.5)
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].endswith(victim[4:])]
+    _check_once(client, ids)
+    assert next(w for w in store.workers() if w["id"] == victim)["state"] == "dead"  # dead stays dead
+    import re
+
+    restarts = re.search(r"^stillmotion_worker_restarts_total (\S+)$", client.get("/metrics").text, re.M)
+    assert restarts and float(restarts.group(1)) >= 1
 
 
 # --------------------------------------------------------------------------- Ray Data batch

@@ -313,7 +313,9 @@ class JobStore:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO workers (id, pid, state, model, info, started_at, heartbeat_at) VALUES (?,?,?,?,?,?,?)"
-                " ON CONFLICT(id) DO UPDATE SET state=excluded.state, heartbeat_at=excluded.heartbeat_at,"
+                # "dead" is final: a worker declared dead (its job handed to another) cannot heartbeat back to life
+                " ON CONFLICT(id) DO UPDATE SET state=CASE WHEN state='dead' THEN 'dead' ELSE excluded.state END,"
+                " heartbeat_at=excluded.heartbeat_at,"
                 " pid=COALESCE(excluded.pid, pid), model=COALESCE(excluded.model, model),"
                 " info=COALESCE(excluded.info, info)",
                 (worker, pid, state, model, json.dumps(info) if info is not None else None, now, now),

@@ -38,11 +38,14 @@ def job_dir(data_dir: Path, job_id: str) -> Path:
 
 
 class Worker:
-    def __init__(self, data_dir: Path, worker_id: str, config: dict):
+    """Loads the Engine once and runs claimed jobs. `store`: any JobStore-like object (a Ray replica
+    passes the store actor's proxy); by default the SQLite file in data_dir."""
+
+    def __init__(self, data_dir: Path, worker_id: str, config: dict, store=None):
         self.data_dir = Path(data_dir)
         self.worker_id = worker_id
         self.config = config
-        self.store = JobStore(self.data_dir / "jobs.sqlite3")
+        self.store = store if store is not None else JobStore(self.data_dir / "jobs.sqlite3")
         self.stop = threading.Event()
         self.wake = threading.Event()  # set when the API says a job was queued (a byte on stdin)
         self.engine = None
@@ -93,7 +96,7 @@ class Worker:
         self.engine.generate(Image.new("RGB", (64, 64), (128, 128, 128)), spec)
 
     def run(self) -> None:
-        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+        self.start_heartbeat()
         while not self.stop.is_set():
             self.wake.clear()  # before claiming, so a job queued meanwhile is not missed
             job = self.store.claim(self.worker_id)
@@ -102,6 +105,12 @@ class Worker:
                 continue
             self.run_job(job)
         self.store.worker_state(self.worker_id, "stopped")
+
+    def start_heartbeat(self) -> threading.Thread:
+        """Record this worker as alive every HEARTBEAT_INTERVAL (with its GPU memory), in a daemon thread."""
+        beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        beat.start()
+        return beat
 
     def _heartbeat(self) -> None:
         while True:

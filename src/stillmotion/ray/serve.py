@@ -22,7 +22,8 @@ returns at once, so over-dispatching costs nothing.
 Faults: a model replica that dies stops heartbeating; the store's `reap()`
 puts its job back in the queue (retried once, as on one machine), the
 dispatcher sends a new `run()`, and Serve replaces the replica. A replica whose
-`check_health` fails (engine gone, store unreachable) is replaced by Serve.
+`check_health` fails (engine gone, store unreachable, or declared dead by the
+reaper because its heartbeat stalled) is replaced by Serve.
 Graceful shutdown: Serve lets an ongoing `run()` (the running job) finish
 within `graceful_shutdown_timeout_s` (--drain-timeout); queued jobs stay in the
 store for the next start. /readyz is 503 until a model replica is ready.
@@ -58,14 +59,15 @@ class ModelWorker:
     def __init__(self, settings):
         from ray import serve
 
+        from ..jobs.worker import Worker
+
         replica = serve.get_replica_context().replica_id.unique_id
-        self.worker = _job_worker(settings, f"ray-{replica}")
+        self.worker = Worker(settings.data_dir, f"ray-{replica}", settings.worker_config(), store=RayJobStore())
         self.worker.load()  # engine + warm-up; the store records this replica as ready
-        self.beat = threading.Thread(target=self.worker._heartbeat, name="heartbeat", daemon=True)
-        self.beat.start()
+        self.beat = self.worker.start_heartbeat()
 
     def run(self) -> Optional[str]:
-        if self.worker.stop.is_set():
+        if self.worker.stop.is_set() or self._declared_dead():
             return None
         job = self.worker.store.claim(self.worker.worker_id)
         if job is None:
@@ -73,11 +75,19 @@ class ModelWorker:
         self.worker.run_job(job)
         return job["id"]
 
+    def _declared_dead(self) -> bool:
+        """The store's reaper took this replica for dead (its heartbeat stalled) and re-queued its job:
+        it must take nothing more, and its health check fails so that Serve replaces it."""
+        me = next((w for w in self.worker.store.workers() if w["id"] == self.worker.worker_id), None)
+        return me is not None and me["state"] == "dead"
+
     def check_health(self) -> None:
         """Serve calls this every few seconds; raising makes Serve replace the replica."""
         if self.worker.engine is None or not self.beat.is_alive():
             raise RuntimeError("the engine or the heartbeat thread is gone")
-        self.worker.store.counts()  # the store actor answers
+        if self._declared_dead():  # also proves the store actor answers
+            self.worker.stop.set()
+            raise RuntimeError(f"the job store declared {self.worker.worker_id} dead; a new replica takes its place")
 
     def __del__(self):
         # Serve waits for the ongoing run() (graceful_shutdown_timeout_s) before this; take nothing new.
@@ -88,22 +98,49 @@ class ModelWorker:
             pass
 
 
-def _job_worker(settings, worker_id: str):
-    """The one-machine worker (jobs/worker.py), reading and writing the store actor instead of a local file."""
-    from ..jobs.worker import Worker
+class ReplicaPool:
+    """The model replicas as the API sees them (the worker-pool interface of server.app.Services):
+    ready, described and counted from their rows in the store; Serve starts and stops them."""
 
-    class RayWorker(Worker):
-        def __init__(self):  # noqa: D401 - same fields as Worker.__init__, another store
-            self.data_dir = settings.data_dir
-            self.worker_id = worker_id
-            self.config = settings.worker_config()
-            self.store = RayJobStore()
-            self.stop = threading.Event()
-            self.engine = None
-            self.info = {}
-            self.poll = float(self.config.get("poll", 0.1))
+    def __init__(self, store, min_replicas: int = 1):
+        self.store = store
+        self.min_replicas = min_replicas
+        self.draining = False
 
-    return RayWorker()
+    def live(self) -> list[dict]:
+        now = time.time()
+        return [w for w in self.store.workers()
+                if w["state"] in ("loading", "ready", "draining") and now - (w["heartbeat_at"] or 0) < STALE_AFTER_S]
+
+    def ready(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining: finishing the running job before shutting down"
+        n = sum(w["state"] == "ready" for w in self.live())
+        if n:
+            return True, f"{n} model replica(s) ready"
+        if self.min_replicas == 0:
+            return True, "no model replica yet; one starts with the first job (min_replicas=0)"
+        return False, "waiting for a model replica to load the model"
+
+    def describe(self) -> list[dict]:
+        return [{"id": w["id"], "pid": w["pid"], "device": (w["info"] or {}).get("device", "auto"), "alive": True,
+                 "state": w["state"], "restarts": 0,
+                 **{k: v for k, v in (w["info"] or {}).items() if k != "defaults"}} for w in self.live()]
+
+    @property
+    def restarts(self) -> int:
+        """Replicas the store declared dead (Serve replaced each)."""
+        return sum(w["state"] == "dead" for w in self.store.workers())
+
+    def start(self) -> None:
+        pass  # Serve starts the replicas
+
+    def notify(self) -> None:
+        pass  # the dispatcher polls the store
+
+    def drain(self, timeout: float) -> bool:
+        self.draining = True  # Serve drains the replicas (graceful_shutdown_timeout_s)
+        return True
 
 
 # --------------------------------------------------------------------------- the dispatcher
@@ -176,30 +213,13 @@ class Ingress:
 
 
 def build_api(settings, min_replicas: int = 1):
-    """create_app(settings) with the store actor as its store, no local worker and no webhook thread
-    (the store actor sends webhooks once for the whole cluster), readiness from the model replicas."""
+    """create_app(settings) on the store actor, with the model replicas as its worker pool and no webhook
+    thread (the store actor sends webhooks once for the whole cluster)."""
     from ..server.app import create_app
 
     settings.start_worker = False
-    app = create_app(settings)
-    svc = app.state.svc
-    svc.store = RayJobStore()
-    svc.start = lambda: None
-
-    def ready() -> tuple[bool, str]:
-        if svc.draining:
-            return False, "draining: finishing the running job before shutting down"
-        now = time.time()
-        live = [w for w in svc.store.workers()
-                if w["state"] == "ready" and now - (w["heartbeat_at"] or 0) < STALE_AFTER_S]
-        if live:
-            return True, f"{len(live)} model replica(s) ready"
-        if min_replicas == 0:
-            return True, "no model replica yet; one starts with the first job (min_replicas=0)"
-        return False, "waiting for a model replica to load the model"
-
-    svc.ready = ready
-    return app
+    store = RayJobStore()
+    return create_app(settings, store=store, pool=ReplicaPool(store, min_replicas), webhooks=False)
 
 
 # --------------------------------------------------------------------------- putting it together

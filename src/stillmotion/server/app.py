@@ -24,16 +24,23 @@ log = logging.getLogger("stillmotion.server")
 
 
 class Services:
-    """What the routes and the UI share: settings, the store, the worker, the drain flag."""
+    """What the routes and the UI share: settings, the store, the worker pool, the drain flag.
 
-    def __init__(self, settings: Settings):
+    The pool runs the jobs: by default a Supervisor of worker processes on this
+    machine; `stillmotion serve --ray` passes its own (model replicas reading the
+    same store). Either has start(), drain(timeout), ready(), describe(),
+    restarts and notify().
+    """
+
+    def __init__(self, settings: Settings, store=None, pool=None, webhooks: bool = True):
         from ..models.registry import entry_for
 
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = JobStore(settings.db_path)
+        self.store = store if store is not None else JobStore(settings.db_path)
         self.model_entry = entry_for(settings.model)
-        self.supervisor = None
+        self.pool = pool
+        self.send_webhooks = webhooks
         self.webhooks = None
         self.draining = False
 
@@ -42,13 +49,15 @@ class Services:
         from .views import job_view
         from .webhooks import WebhookSender, load_or_create_secret
 
-        if self.settings.start_worker:
+        if self.pool is None and self.settings.start_worker:
             self.lock_data_dir()
-            self.supervisor = Supervisor(self.settings, self.store)
-            self.supervisor.start()
-        secret = self.settings.webhook_secret or load_or_create_secret(self.settings.data_dir)
-        self.webhooks = WebhookSender(self.store, secret, job_view, max_attempts=self.settings.webhook_max_attempts)
-        self.webhooks.start()
+            self.pool = Supervisor(self.settings, self.store)
+        if self.pool is not None:
+            self.pool.start()
+        if self.send_webhooks:
+            secret = self.settings.webhook_secret or load_or_create_secret(self.settings.data_dir)
+            self.webhooks = WebhookSender(self.store, secret, job_view, max_attempts=self.settings.webhook_max_attempts)
+            self.webhooks.start()
 
     def lock_data_dir(self) -> None:
         """One server per data folder: two would both re-queue and run the same jobs."""
@@ -73,8 +82,8 @@ class Services:
         """Stop taking jobs; let the running one finish (up to the drain timeout)."""
         self.draining = True
         ok = True
-        if self.supervisor is not None:
-            ok = self.supervisor.drain(self.settings.drain_timeout if timeout is None else timeout)
+        if self.pool is not None:
+            ok = self.pool.drain(self.settings.drain_timeout if timeout is None else timeout)
         return ok
 
     def stop(self) -> None:
@@ -86,9 +95,9 @@ class Services:
     def ready(self) -> tuple[bool, str]:
         if self.draining:
             return False, "draining: finishing the running job before shutting down"
-        if self.supervisor is None:
+        if self.pool is None:
             return False, "no worker is running (start_worker is off)"
-        return self.supervisor.ready()
+        return self.pool.ready()
 
     def retry_after(self) -> int:
         """Seconds a client should wait when the queue is full: about one job's time."""
@@ -101,9 +110,12 @@ class Services:
         return dataclasses.asdict(self.model_entry.defaults)
 
 
-def create_app(settings: Optional[Settings] = None) -> FastAPI:
+def create_app(settings: Optional[Settings] = None, *, store=None, pool=None, webhooks: bool = True) -> FastAPI:
+    """The app. `store`, `pool` and `webhooks` are for hosts that run the jobs elsewhere
+    (stillmotion.ray.serve): another JobStore-like store, another worker pool, and no
+    webhook thread here when the host sends them once for all replicas."""
     settings = settings or Settings()
-    svc = Services(settings)
+    svc = Services(settings, store=store, pool=pool, webhooks=webhooks)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -179,9 +191,9 @@ def _health_routes(app: FastAPI, svc: Services) -> None:
     def readyz():
         ok, why = svc.ready()
         body = {"status": "ready" if ok else "unavailable", "detail": why, "model": svc.settings.model}
-        if svc.supervisor is not None:
-            body["workers"] = svc.supervisor.describe()
-            body["worker"] = body["workers"][0]
+        if svc.pool is not None:
+            body["workers"] = svc.pool.describe()
+            body["worker"] = body["workers"][0] if body["workers"] else None
         return JSONResponse(body, status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"})
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics")

@@ -30,7 +30,7 @@ class StoreCollector:
         self.svc = svc
 
     def collect(self):
-        store, sup = self.svc.store, self.svc.supervisor
+        store, sup = self.svc.store, self.svc.pool
         counts = store.counts()
         jobs = GaugeMetricFamily("stillmotion_jobs", "Jobs in the store by state", labels=["state"])
         for s in STATES:
@@ -52,9 +52,9 @@ class StoreCollector:
         yield GaugeMetricFamily("stillmotion_ready", "1 when the model is loaded and the server takes jobs",
                                 value=1 if ready and not self.svc.draining else 0)
         workers = sup.describe() if sup is not None else []
-        yield GaugeMetricFamily("stillmotion_workers_up", "Worker processes alive",
+        yield GaugeMetricFamily("stillmotion_workers_up", "Workers alive (processes, or model replicas on Ray)",
                                 value=sum(1 for w in workers if w["alive"]))
-        yield CounterMetricFamily("stillmotion_worker_restarts", "Worker processes restarted after dying",
+        yield CounterMetricFamily("stillmotion_worker_restarts", "Workers restarted or replaced after dying",
                                   value=sup.restarts if sup is not None else 0)
         gpu = GaugeMetricFamily("stillmotion_gpu_memory_bytes", "GPU memory allocated by each worker", labels=["device"])
         for w in workers:

@@ -184,8 +184,8 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
         raise
     if not created:
         shutil.rmtree(folder, ignore_errors=True)
-    elif svc.supervisor is not None:
-        svc.supervisor.notify()
+    elif svc.pool is not None:
+        svc.pool.notify()
     return job, created
 
 
