@@ -296,6 +296,28 @@ def test_full_queue_503_with_retry_after(asgi_app, image_file):
         assert len(c.get("/v1/videos").json()["data"]) == 2
 
 
+def test_keep_days_deletes_old_finished_jobs_and_their_files(asgi_app, image_file, tmp_path):
+    import time
+
+    from fastapi.testclient import TestClient
+
+    app = asgi_app(keep_days=1)
+    svc = app.state.svc
+    with TestClient(app) as c:
+        done, waiting = (c.post("/v1/videos", files={"image": image_file.read_bytes()}, data=SMALL).json()["id"]
+                         for _ in range(2))
+        job = svc.store.claim("test-worker")
+        assert job["id"] == done
+        svc.store.finish(done, "test-worker", "succeeded", output={"file": "x.mp4"})
+        folder = tmp_path / "data" / "jobs" / done
+        assert folder.is_dir()
+
+        assert svc.sweep() == []  # finished a moment ago: kept
+        assert svc.sweep(now=time.time() + 2 * 86400) == [done]  # two days on: gone, with its files
+        assert c.get(f"/v1/videos/{done}").status_code == 404 and not folder.exists()
+        assert c.get(f"/v1/videos/{waiting}").json()["status"] == "queued"  # unfinished jobs are never swept
+
+
 def test_one_worker_per_visible_gpu(monkeypatch, tmp_path):
     from stillmotion.server.settings import Settings
     from stillmotion.server.supervisor import worker_devices

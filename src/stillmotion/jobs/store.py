@@ -230,6 +230,13 @@ class JobStore:
             db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
         return job
 
+    def finished_before(self, cutoff: float, limit: int = 500) -> list[str]:
+        """Ids of succeeded/failed/canceled jobs that finished before `cutoff` (oldest first)."""
+        rows = self._conn().execute(
+            "SELECT id FROM jobs WHERE status IN ('succeeded','failed','canceled') AND finished_at<?"
+            " ORDER BY finished_at LIMIT ?", (cutoff, limit)).fetchall()
+        return [r[0] for r in rows]
+
     # ------------------------------------------------------------------ worker side
     def claim(self, worker: str) -> Optional[dict]:
         """Atomically take the oldest queued job, or None."""

@@ -295,7 +295,7 @@ def app_builder(args: dict):
     for k in ("max_queue", "webhook_max_attempts"):
         if k in args:
             args[k] = int(args[k])
-    for k in ("max_upload_mb", "drain_timeout"):
+    for k in ("max_upload_mb", "drain_timeout", "keep_days"):
         if k in args:
             args[k] = float(args[k])
     for k in ("ui", "warmup", "forward_chunking"):

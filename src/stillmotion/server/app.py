@@ -6,7 +6,10 @@ the webhook thread start in the app's lifespan and stop (draining) with it.
 from __future__ import annotations
 
 import logging
+import shutil
 import statistics
+import threading
+import time
 from contextlib import asynccontextmanager
 from typing import Optional
 
@@ -21,6 +24,8 @@ from .settings import Settings
 from .views import error_json, error_response
 
 log = logging.getLogger("stillmotion.server")
+
+SWEEP_EVERY_S = 600.0  # how often finished jobs past --keep-days are deleted
 
 
 class Services:
@@ -43,6 +48,7 @@ class Services:
         self.send_webhooks = webhooks
         self.webhooks = None
         self.draining = False
+        self._stop_sweeps = threading.Event()
 
     def start(self) -> None:
         from .supervisor import Supervisor
@@ -58,6 +64,35 @@ class Services:
             secret = self.settings.webhook_secret or load_or_create_secret(self.settings.data_dir)
             self.webhooks = WebhookSender(self.store, secret, job_view, max_attempts=self.settings.webhook_max_attempts)
             self.webhooks.start()
+        if self.settings.keep_days is not None:
+            threading.Thread(target=self._sweep_forever, name="retention", daemon=True).start()
+
+    def sweep(self, now: Optional[float] = None) -> list[str]:
+        """Delete finished jobs older than --keep-days, with their files; returns their ids."""
+        from ..errors import NotFound
+        from ..jobs.worker import job_dir
+
+        cutoff = (time.time() if now is None else now) - self.settings.keep_days * 86400
+        gone = []
+        for job_id in self.store.finished_before(cutoff):
+            try:
+                self.store.delete(job_id)
+            except NotFound:  # deleted meanwhile (by a client, or another API replica's sweep)
+                continue
+            shutil.rmtree(job_dir(self.settings.data_dir, job_id), ignore_errors=True)
+            gone.append(job_id)
+        return gone
+
+    def _sweep_forever(self) -> None:
+        while True:
+            try:
+                gone = self.sweep()
+                if gone:
+                    log.info("deleted %d job(s) finished over %g day(s) ago", len(gone), self.settings.keep_days)
+            except Exception:  # noqa: BLE001 - a busy store must not end the sweeps
+                log.exception("retention sweep failed")
+            if self._stop_sweeps.wait(SWEEP_EVERY_S):
+                return
 
     def lock_data_dir(self) -> None:
         """One server per data folder: two would both re-queue and run the same jobs."""
@@ -87,6 +122,7 @@ class Services:
         return ok
 
     def stop(self) -> None:
+        self._stop_sweeps.set()
         if not self.draining:
             self.drain()
         if self.webhooks is not None:
