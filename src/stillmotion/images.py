@@ -78,6 +78,13 @@ def read_source_bytes(
             scheme = match.group(1).lower()
             if scheme in ("http", "https"):
                 return _fetch_url(text, max_bytes=max_bytes, timeout=timeout)
+            # s3://, gs://, hdfs:// ... through pyarrow.fs (loaded only for those)
+            from stillmotion import remote
+
+            if remote.is_remote(text):
+                data = remote.read_bytes(text, max_bytes)
+                _check_byte_count(len(data), max_bytes, f"The image at {_show(_redact(text))}")
+                return data, _redact(text)
             if "://" in text or scheme in _NON_FILE_SCHEMES:
                 raise ImageFetchError(
                     f"Unsupported URL scheme '{scheme}:' in {_show(_redact(text))}; "

@@ -3,7 +3,8 @@
 Everything here runs before the model loads (and is all `--dry-run` does):
 
     1. find the inputs      a folder (recursive, --pattern, images only, hidden
-                            files skipped) or a manifest (CSV / JSONL rows:
+                            files skipped), local or remote (s3://, gs:// ...:
+                            remote.py), or a manifest (CSV / JSONL rows:
                             `image` plus any spec field as an override)
     2. one item per image   x variant: its key (relative path), its seed, its
                             requested spec, its output path mirroring the tree
@@ -20,6 +21,7 @@ import fnmatch
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -38,7 +40,7 @@ class Item:
 
     index: int
     key: str  # the image's path relative to the input folder (posix); seeds derive from it
-    source: str  # absolute path (or URL, from a manifest) to read the image from
+    source: str  # absolute path, or URI (s3://...), or URL (from a manifest) to read the image from
     output: Path  # the video file (or, for png, the folder of frames)
     sidecar: Path
     seed: int
@@ -59,7 +61,7 @@ class Item:
 
     def to_report(self) -> dict:
         row = {
-            "input": self.source,
+            "input": _public(self.source),
             "output": str(self.output),
             "seed": self.seed,
             "variant": self.variant,
@@ -74,7 +76,7 @@ class Item:
 
 @dataclass
 class Plan:
-    source: Path  # the input folder or manifest file
+    source: Path | str  # the input folder or manifest file; a str for a remote URI (s3://...)
     out_dir: Path
     model: str  # the model's registry name (what sidecars record)
     base_seed: int
@@ -114,9 +116,11 @@ def plan_batch(
     force: bool = False,
 ) -> Plan:
     """Inputs -> items with seeds and outputs; raises InvalidInput before any work when something is wrong."""
+    from .. import remote
     from ..models.registry import entry_for
 
-    source = Path(source).expanduser()
+    remote_uri = str(source).strip() if remote.is_remote(source) else None
+    source = remote_uri or Path(source).expanduser()
     out_dir = Path(out_dir).expanduser()
     fields = {k: v for k, v in (fields or {}).items() if v is not None}
     fields.pop("seed", None)
@@ -130,10 +134,13 @@ def plan_batch(
     model_name = entry_for(model).name
 
     # 1. Find the inputs
-    if not source.exists():
-        raise NotFound(f"{source} does not exist; pass a folder of images or a .csv/.jsonl manifest.")
     ignored: list[str] = []
-    if source.is_dir():
+    if remote_uri:  # listed before any work: a missing bucket or prefix stops here
+        uris = dict(remote.list_files(remote_uri, recursive))  # key -> URI, in a local scan's order
+        rows = [Row(key=key, source=uris[key], overrides={}) for key in _select(uris, patterns, ignored)]
+    elif not source.exists():
+        raise NotFound(f"{source} does not exist; pass a folder of images or a .csv/.jsonl manifest.")
+    elif source.is_dir():
         rows = [Row(key=key, source=str((source / key).absolute()), overrides={}) for key in
                 _scan(source, out_dir, recursive, patterns, ignored)]
     elif source.suffix.lower() in MANIFEST_SUFFIXES:
@@ -166,8 +173,8 @@ def plan_batch(
         for item in items:
             if is_up_to_date(item, model_name):
                 item.status = "skipped"
-    return Plan(source=source, out_dir=out_dir, model=model_name, base_seed=seed, variants=variants,
-                items=items, ignored=ignored)
+    return Plan(source=_public(source) if remote_uri else source, out_dir=out_dir, model=model_name,
+                base_seed=seed, variants=variants, items=items, ignored=ignored)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -179,24 +186,40 @@ def _scan(root: Path, out_dir: Path, recursive: bool, patterns: Optional[list[st
         out_abs = out_dir.resolve()
     except OSError:
         out_abs = None
-    keys = []
+    rels = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         # never descend into hidden folders or into the output folder (its frames are not inputs)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() != out_abs)
         if not recursive:
             dirnames[:] = []
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            rel = (here / name).relative_to(root).as_posix()
-            if patterns and not any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) for p in patterns):
-                continue
-            if Path(name).suffix.lower() not in IMAGE_SUFFIXES or not (here / name).is_file():
-                ignored.append(rel)
-                continue
-            keys.append(rel)
+        rels += [(here / name).relative_to(root).as_posix() for name in sorted(filenames)]
+    return _select(rels, patterns, ignored, is_file=lambda rel: (root / rel).is_file())
+
+
+def _select(rels: Iterable[str], patterns: list[str] | None, ignored: list[str],
+            is_file=lambda rel: True) -> list[str]:
+    """The folder rules, one copy for local and remote trees, so both pick the same images: hidden files
+    and folders skipped, --pattern on the name or the relative path, images only (the rest go to `ignored`)."""
+    keys = []
+    for rel in rels:
+        name = rel.rsplit("/", 1)[-1]
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if patterns and not any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) for p in patterns):
+            continue
+        if Path(name).suffix.lower() not in IMAGE_SUFFIXES or not is_file(rel):
+            ignored.append(rel)
+            continue
+        keys.append(rel)
     return sorted(keys)
+
+
+def _public(source: str) -> str:
+    """A source as the report shows it: a URL or URI without its user:password@."""
+    from ..images import _redact  # lazily: planning imports no image libraries
+
+    return _redact(source)
 
 
 # --------------------------------------------------------------------------- outputs
