@@ -118,7 +118,8 @@ class ServeProcess:
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory):
     """One server with the UI for the API and UI tests (webhook retries kept short)."""
-    srv = ServeProcess(tmp_path_factory.mktemp("serve"), "--max-upload-mb", "1", "--webhook-secret", "test-secret")
+    srv = ServeProcess(tmp_path_factory.mktemp("serve"), "--max-upload-mb", "1", "--webhook-secret", "test-secret",
+                       "--allow-private-urls")  # the webhook test's receiver is on 127.0.0.1
     try:
         srv.wait_ready()
         yield srv

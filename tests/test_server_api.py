@@ -318,6 +318,44 @@ def test_keep_days_deletes_old_finished_jobs_and_their_files(asgi_app, image_fil
         assert c.get(f"/v1/videos/{waiting}").json()["status"] == "queued"  # unfinished jobs are never swept
 
 
+def test_private_urls_are_refused_unless_the_operator_allows_them(asgi_app, image_file):
+    """A client's image or webhook URL may not reach the server's own network (cloud metadata, localhost)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from fastapi.testclient import TestClient
+
+    png = image_file.read_bytes()
+
+    class Image(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(png)))
+            self.end_headers()
+            self.wfile.write(png)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Image)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_port}/photo.png"
+    img64 = base64.b64encode(png).decode()
+    try:
+        with TestClient(asgi_app()) as c:
+            for body in ({"image": url}, {"image": "http://localhost:9/x.png"},
+                         {"image": img64, "webhook": "http://169.254.169.254/latest/meta-data/"}):
+                r = c.post("/v1/videos", json={**body, **SMALL})
+                assert r.status_code == 422, r.text
+                message = r.json()["error"]["message"]
+                assert "private or local address" in message and "--allow-private-urls" in message
+        with TestClient(asgi_app(allow_private_urls=True)) as c:
+            r = c.post("/v1/videos", json={"image": url, **SMALL})
+            assert r.status_code == 202, r.text
+    finally:
+        srv.shutdown()
+
+
 def test_one_worker_per_visible_gpu(monkeypatch, tmp_path):
     from stillmotion.server.settings import Settings
     from stillmotion.server.supervisor import worker_devices

@@ -58,12 +58,15 @@ def read_source_bytes(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     timeout: float | tuple[float, float] = (5.0, 30.0),
+    public_only: bool = False,
 ) -> tuple[bytes, str | None]:
     """Raw bytes of an image source, and the path or URL to record (None for bytes).
 
     `timeout` is (connect, read) in seconds, or one number for both. The read
     timeout bounds each wait for data and also the whole download together
     with the connect timeout, so a server that trickles bytes cannot hold us.
+    `public_only` (a server fetching for its clients): http(s) URLs, redirects
+    included, may not reach private or local addresses (netguard.py).
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -77,7 +80,7 @@ def read_source_bytes(
         if match:
             scheme = match.group(1).lower()
             if scheme in ("http", "https"):
-                return _fetch_url(text, max_bytes=max_bytes, timeout=timeout)
+                return _fetch_url(text, max_bytes=max_bytes, timeout=timeout, public_only=public_only)
             # s3://, gs://, hdfs:// ... through pyarrow.fs (loaded only for those)
             from stillmotion import remote
 
@@ -120,8 +123,10 @@ def _read_file(path: Path, max_bytes: int) -> tuple[bytes, str]:
     return data, str(path.absolute())
 
 
-def _fetch_url(url: str, *, max_bytes: int, timeout) -> tuple[bytes, str]:
+def _fetch_url(url: str, *, max_bytes: int, timeout, public_only: bool = False) -> tuple[bytes, str]:
     import httpx  # only needed for URLs
+
+    from .netguard import request_hook
 
     connect_s, read_s = (timeout, timeout) if isinstance(timeout, (int, float)) else timeout
     shown = _show(_redact(url))
@@ -134,6 +139,7 @@ def _fetch_url(url: str, *, max_bytes: int, timeout) -> tuple[bytes, str]:
             follow_redirects=True,
             max_redirects=5,
             headers={"User-Agent": "stillmotion", "Accept": "image/*"},
+            event_hooks={"request": [request_hook("image")]} if public_only else None,
         ) as client:
             with client.stream("GET", url) as response:
                 if response.status_code >= 400:

@@ -26,6 +26,8 @@ from .options import engine_options, pop_engine_kwargs
               help="seconds SIGTERM waits for the running job before stopping")
 @click.option("--webhook-secret", default=None, envvar="STILLMOTION_WEBHOOK_SECRET",
               help="HMAC key for webhook signatures (default: one kept in the data dir)")
+@click.option("--allow-private-urls", is_flag=True,
+              help="let clients' image and webhook URLs reach private/local addresses (refused by default)")
 @click.option("--keep-days", default=None, type=click.FloatRange(min=0, min_open=True),
               help="delete finished jobs and their videos this many days after they finish (default: keep)")
 @click.option("--workers", default=None, type=click.IntRange(1),
@@ -41,7 +43,7 @@ from .options import engine_options, pop_engine_kwargs
 @click.option("--min-replicas", type=click.IntRange(0), default=1, show_default=True, help="with --ray: autoscaling floor")
 @click.option("--max-replicas", type=click.IntRange(1), default=1, show_default=True, help="with --ray: autoscaling ceiling")
 def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_mb, drain_timeout,
-          webhook_secret, keep_days, workers, cpu_threads, no_warmup, log_level, use_ray, ray_address, replicas, min_replicas, max_replicas, **kwargs):
+          webhook_secret, allow_private_urls, keep_days, workers, cpu_threads, no_warmup, log_level, use_ray, ray_address, replicas, min_replicas, max_replicas, **kwargs):
     """Run the web UI (/) and the HTTP API (/v1) on one SQLite job queue.
 
     \b
@@ -62,6 +64,7 @@ def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_m
         engine_options={k: v for k, v in engine.items() if k not in ("device", "dtype", "offload", "forward_chunking")},
         api_key=api_key, ui=not no_ui, ui_auth=parse_ui_auth(ui_auth), max_queue=max_queue,
         max_upload_mb=max_upload_mb, drain_timeout=drain_timeout, webhook_secret=webhook_secret, keep_days=keep_days,
+        allow_private_urls=allow_private_urls,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if use_ray:  # the same app as a Ray Serve application; jobs in the store actor (stillmotion/ray/)

@@ -264,9 +264,7 @@ def start(settings, *, host: str = "0.0.0.0", port: int = 7860, address: Optiona
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, namespace="stillmotion")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    get_or_create_store(settings.data_dir, webhook_secret=settings.webhook_secret,
-                        webhook_max_attempts=settings.webhook_max_attempts, queue_dir=queue_dir)
+    get_or_create_store(settings, queue_dir=queue_dir)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(settings, **scaling), name=APP_NAME, route_prefix="/", blocking=blocking)
 
@@ -298,13 +296,11 @@ def app_builder(args: dict):
     for k in ("max_upload_mb", "drain_timeout", "keep_days"):
         if k in args:
             args[k] = float(args[k])
-    for k in ("ui", "warmup", "forward_chunking"):
+    for k in ("ui", "warmup", "forward_chunking", "allow_private_urls"):
         if k in args and isinstance(args[k], str):
             args[k] = args[k].lower() in ("1", "true", "yes")
     settings = Settings(**args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    get_or_create_store(settings.data_dir, webhook_secret=settings.webhook_secret,
-                        webhook_max_attempts=settings.webhook_max_attempts, queue_dir=queue_dir)
+    get_or_create_store(settings, queue_dir=queue_dir)
     return build_app(settings, **scaling)
 
 

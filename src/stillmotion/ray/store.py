@@ -44,22 +44,22 @@ class StoreActor:
     """The actor's class (made remote in `get_or_create_store`). Thread-safe: JobStore opens one connection per thread."""
 
     def __init__(self, data_dir: str, webhook_secret: Optional[str] = None, webhook_max_attempts: int = 8,
-                 queue_dir: Optional[str] = None):
+                 queue_dir: Optional[str] = None, public_only: bool = True):
         from ..jobs.store import JobStore
 
         self.data_dir = Path(data_dir)
         self.store = JobStore(Path(queue_dir or data_dir) / "jobs.sqlite3")
         self.webhooks = None
-        self._start_webhooks(webhook_secret, webhook_max_attempts)
+        self._start_webhooks(webhook_secret, webhook_max_attempts, public_only)
 
-    def _start_webhooks(self, secret, max_attempts) -> None:
+    def _start_webhooks(self, secret, max_attempts, public_only) -> None:
         try:
             from ..server.views import job_view
             from ..server.webhooks import WebhookSender, load_or_create_secret
         except ImportError:  # the server part is not installed: no webhooks
             return
         secret = secret or load_or_create_secret(self.data_dir)
-        self.webhooks = WebhookSender(self.store, secret, job_view, max_attempts=max_attempts)
+        self.webhooks = WebhookSender(self.store, secret, job_view, max_attempts=max_attempts, public_only=public_only)
         self.webhooks.start()
 
     def call(self, method: str, args: tuple = (), kwargs: Optional[dict] = None) -> tuple[str, Any]:
@@ -88,13 +88,14 @@ class StoreActor:
         return str(self.data_dir)
 
 
-def get_or_create_store(data_dir, *, webhook_secret: Optional[str] = None, webhook_max_attempts: int = 8,
-                        queue_dir=None):
-    """The store actor's handle; created on the head node the first time (later calls get the same one).
+def get_or_create_store(settings, queue_dir=None):
+    """The store actor's handle for a server's Settings; created on the head node the first time (later
+    calls get the same one).
 
-    The SQLite file goes in `queue_dir` on the head node's local disk (default: `data_dir`, right on one
-    machine; on a cluster whose data_dir is a network volume, give a local folder)."""
+    The SQLite file goes in `queue_dir` on the head node's local disk (default: `settings.data_dir`, right
+    on one machine; on a cluster whose data_dir is a network volume, give a local folder)."""
     ray = require_ray()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     remote = ray.remote(StoreActor).options(
         name=STORE_NAME,
         namespace=NAMESPACE,
@@ -106,8 +107,9 @@ def get_or_create_store(data_dir, *, webhook_secret: Optional[str] = None, webho
         num_cpus=0,
         resources={"node:__internal_head__": 0.001},  # the SQLite file stays on the head node's local disk
     )
-    actor = remote.remote(str(Path(data_dir).expanduser().absolute()), webhook_secret, webhook_max_attempts,
-                          str(Path(queue_dir).expanduser().absolute()) if queue_dir else None)
+    actor = remote.remote(str(settings.data_dir), settings.webhook_secret, settings.webhook_max_attempts,
+                          str(Path(queue_dir).expanduser().absolute()) if queue_dir else None,
+                          not settings.allow_private_urls)
     ray.get(actor.ping.remote())
     return actor
 

@@ -62,7 +62,8 @@ class Services:
             self.pool.start()
         if self.send_webhooks:
             secret = self.settings.webhook_secret or load_or_create_secret(self.settings.data_dir)
-            self.webhooks = WebhookSender(self.store, secret, job_view, max_attempts=self.settings.webhook_max_attempts)
+            self.webhooks = WebhookSender(self.store, secret, job_view, max_attempts=self.settings.webhook_max_attempts,
+                                          public_only=not self.settings.allow_private_urls)
             self.webhooks.start()
         if self.settings.keep_days is not None:
             threading.Thread(target=self._sweep_forever, name="retention", daemon=True).start()

@@ -28,6 +28,7 @@ class Settings:
     max_upload_mb: float = 20.0
     max_wait: float = 60.0  # the longest Prefer: wait=N we honour
     drain_timeout: float = 60.0
+    allow_private_urls: bool = False  # let clients' image and webhook URLs reach private/local addresses
     keep_days: Optional[float] = None  # finished jobs and their files are deleted this long after finishing
     webhook_secret: Optional[str] = None
     webhook_max_attempts: int = 8

@@ -18,6 +18,7 @@ from .. import images
 from ..errors import ImageTooLarge, InvalidImage, InvalidInput, QueueFull
 from ..jobs.store import new_job_id
 from ..jobs.worker import job_dir
+from ..netguard import check_public_url
 from ..spec import GenerationSpec
 from .views import BadRequest, Unavailable
 
@@ -144,12 +145,15 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
     spec = GenerationSpec.build(**sub.fields)
     if sub.webhook and not sub.webhook.lower().startswith(("http://", "https://")):
         raise InvalidInput(f"webhook: must be an http(s) URL, got {sub.webhook[:100]!r}.")
+    public_only = not settings.allow_private_urls
+    if sub.webhook and public_only:
+        check_public_url(sub.webhook, "webhook")
     # 2. The image: read (URL), decode (refuses non-images, bombs, truncation)
     if sub.image is None and sub.image_url is None:
         raise InvalidInput("image: missing; send an image file (multipart) or base64 / an http(s) URL (JSON).")
     limit = settings.max_upload_bytes
     if sub.image is None:
-        data, where = images.read_source_bytes(sub.image_url, max_bytes=limit)
+        data, where = images.read_source_bytes(sub.image_url, max_bytes=limit, public_only=public_only)
     else:
         data, where = sub.image, sub.filename
         if len(data) > limit:

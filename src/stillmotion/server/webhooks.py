@@ -28,6 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+from ..errors import InvalidInput
+from ..netguard import check_public_url
+
 log = logging.getLogger("stillmotion.webhooks")
 
 
@@ -62,8 +65,9 @@ def load_or_create_secret(data_dir: Path) -> str:
 
 class WebhookSender:
     def __init__(self, store, secret: str, view: Callable[[dict], dict], *, max_attempts: int = 8,
-                 timeout: float = 10.0, poll: float = 0.5):
+                 timeout: float = 10.0, poll: float = 0.5, public_only: bool = True):
         self.store, self.secret, self.view = store, secret, view
+        self.public_only = public_only  # refuse hosts that resolve to private addresses (netguard.py)
         self.max_attempts, self.timeout, self.poll = max_attempts, timeout, poll
         self._stop = threading.Event()
         self._busy: set[str] = set()
@@ -106,11 +110,15 @@ class WebhookSender:
             }
             attempts = job["webhook_attempts"] + 1
             try:
+                if self.public_only:  # checked again here: DNS may have changed since the job was submitted
+                    check_public_url(job["webhook"], "webhook")
                 r = httpx.post(job["webhook"], content=body, headers=headers, timeout=self.timeout)
                 ok = 200 <= r.status_code < 300
                 why = f"HTTP {r.status_code}"
             except httpx.HTTPError as e:
                 ok, why = False, type(e).__name__
+            except InvalidInput as e:
+                ok, why, attempts = False, e.message, self.max_attempts  # no retry: the address will not change
             if ok:
                 self.store.webhook_result(job["id"], "delivered", attempts, None)
             elif attempts >= self.max_attempts:
