@@ -31,10 +31,12 @@ from .options import CancelOnSigint, engine_options, pop_engine_kwargs, pop_spec
 @click.option("-q", "--quiet", is_flag=True, help="no progress display")
 def batch(source, out_dir, recursive, pattern, variants, force, max_failures, dry_run, pipeline, devices, use_ray,
           ray_address, actors, quiet, **kwargs):
-    """Turn every image in SOURCE (a folder, or a .csv/.jsonl manifest) into a video under OUT_DIR.
+    """Turn every image in SOURCE (a folder, an s3:// gs:// abfs:// hdfs:// prefix, or a .csv/.jsonl
+    manifest) into a video under OUT_DIR.
 
     \b
     stillmotion batch ./images ./videos --model svd-xt --fps 7
+    stillmotion batch s3://bucket/images ./videos --ray   # AWS_* variables for credentials/endpoint
     stillmotion batch ./images ./videos --recursive --pattern "*.jpg,*.png" --seed 1234
     stillmotion batch manifest.csv ./videos        # columns: image, output, any spec field
     stillmotion batch ./images ./videos --variants 3

@@ -11,8 +11,8 @@
                              keeps item status and writes the same batch-report.json
 
 Outputs are written by the actors straight to OUT_DIR, so on a multi-node
-cluster OUT_DIR (and the input folder) must be a path every node sees (a shared
-volume). An actor that dies mid-item is restarted by Ray and the item is run
+cluster OUT_DIR (and a local input folder) must be a path every node sees (a
+shared volume); s3:// and other remote inputs are read by each actor itself. An actor that dies mid-item is restarted by Ray and the item is run
 again; output files appear whole or not at all, so a re-run resumes.
 """
 
