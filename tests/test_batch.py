@@ -103,6 +103,10 @@ def test_mixed_tree_outputs_report_exit_code_then_resume(mixed_tree, tmp_path):
     assert "0 to make, 4 up to date" in dry
     code, dry, _ = run_cli("batch", str(mixed_tree), str(out), "--recursive", "--seed", "12", *FAST, "--dry-run")
     assert "4 to make, 0 up to date" in dry
+    # An image replaced under the same name is made again; the others stay
+    _img(mixed_tree / "a" / "b" / "cat.jpg", 99)
+    code, dry, _ = run_cli("batch", str(mixed_tree), str(out), "--recursive", "--seed", "11", *FAST, "--dry-run")
+    assert "1 to make, 3 up to date" in dry and "cat" in dry
 
 
 def test_resume_after_sigkill_is_byte_identical(tmp_path, tiny_engine):

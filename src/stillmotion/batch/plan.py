@@ -10,7 +10,8 @@ Everything here runs before the model loads (and is all `--dry-run` does):
                             requested spec, its output path mirroring the tree
     3. check clashes        two items may never write the same file
     4. resume               an item whose output + sidecar exist and record the
-                            same request and model is skipped (unless force)
+                            same request, model and (local) input bytes is
+                            skipped (unless force)
 
 No torch here: planning stays instant, even for thousands of images.
 """
@@ -281,7 +282,10 @@ def _where(item: Item) -> str:
 
 
 def is_up_to_date(item: Item, model_name: str) -> bool:
-    """Output and sidecar exist, the sidecar records this model and this request, and the file is whole."""
+    """Output and sidecar exist, the sidecar records this model, this request and this input, and the file is whole.
+
+    The input is compared by sha256 for local files (an image replaced under the same name is made again);
+    remote inputs (s3:// ...) are not re-read for it, so there the name stands for the content."""
     from ..video.metadata import read_sidecar
 
     if not item.output.exists() or not item.sidecar.is_file():
@@ -303,7 +307,20 @@ def is_up_to_date(item: Item, model_name: str) -> bool:
     size = (record.get("output") or {}).get("bytes")
     if item.output.is_file() and size is not None and item.output.stat().st_size != size:
         return False  # truncated or replaced since
-    return True
+    return _same_input(item.source, (record.get("input") or {}).get("sha256"))
+
+
+def _same_input(source: str, recorded_sha256: Optional[str]) -> bool:
+    """False only when a local input file's bytes differ from what the video was made from."""
+    from .. import remote
+
+    if not recorded_sha256 or remote.is_remote(source) or "://" in source or not os.path.isfile(source):
+        return True
+    digest = hashlib.sha256()
+    with open(source, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest() == recorded_sha256
 
 
 def _plain(value):
