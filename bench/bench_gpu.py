@@ -43,7 +43,7 @@ def build_svd_xt(folder: Path) -> Path:
                            UNetSpatioTemporalConditionModel)
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from stillmotion.engine.memory import svd_configs
+    from stillmotion.engine.profile import svd_configs
 
     if (folder / "model_index.json").is_file():
         return folder
@@ -88,7 +88,9 @@ def main() -> None:
     from stillmotion.engine import memory as M
     from stillmotion.engine.speed import difference
 
-    shape = M.model_shape("svd-xt", "fp16")
+    from stillmotion.engine.profile import model_shape
+
+    shape = model_shape("svd-xt", "fp16")
     full_flops, cached_flops = step_flops(shape, a.frames, a.height, a.width, True, 3)
     peak_tflops = next((g["fp16_tflops"] for g in load_gpus()["gpus"]
                         if g["name"].split()[0].lower() in gpu.lower()), None)

@@ -15,6 +15,7 @@ import torch
 
 from stillmotion import GenerationSpec, OutOfMemory
 from stillmotion.engine import memory as M
+from stillmotion.engine import profile as P
 
 # (frames, height, width, decode chunk, offload)
 CONFIGS = [
@@ -30,7 +31,7 @@ CONFIGS = [
 @pytest.fixture(scope="module")
 def tiny_shape(tiny_engine):
     p = tiny_engine.pipe
-    return M.model_shape_from_modules(p.unet, p.vae, p.image_encoder, torch.float32, "tiny")
+    return P.model_shape_from_modules(p.unet, p.vae, p.image_encoder, torch.float32, "tiny")
 
 
 def _measure(engine, image, spec):
@@ -39,7 +40,7 @@ def _measure(engine, image, spec):
     prep = images.prepare(image, spec.width, spec.height, "crop")
     p = engine.pipe
     run = lambda: engine.sample(prep, spec, lambda _: None, lambda: False, {}, {"fallbacks": []})  # noqa: E731
-    _, peaks = M.measure_cpu_peak(run, ("encode", p.image_encoder, "forward"), ("encode", p.vae, "encode"),
+    _, peaks = P.measure_cpu_peak(run, ("encode", p.image_encoder, "forward"), ("encode", p.vae, "encode"),
                                   ("denoise", p.unet, "forward"), ("decode", p.vae, "decode"))
     return peaks
 

@@ -28,7 +28,7 @@ def step_flops(shape, frames: int, height: int, width: int, cfg: bool, interval:
     """(FLOPs of a full UNet step, FLOPs of a cached DeepCache step) from a dry run of the real UNet code."""
     import torch
 
-    from ..engine.memory import _DryRun
+    from ..engine.profile import DryRun
     from ..engine.speed import DeepCache
 
     b = 2 if cfg else 1
@@ -42,7 +42,7 @@ def step_flops(shape, frames: int, height: int, width: int, cfg: bool, interval:
     out = []
     with DeepCache(unet, max(2, interval or 2)):
         for _ in range(2):  # step 0 is full, step 1 is cached
-            with _DryRun() as run:
+            with DryRun() as run:
                 unet(*args, **kw)
                 out.append(run.stage_flops())
     return out[0], out[1]
@@ -52,12 +52,13 @@ def run_estimate(model: str, frames: int, width: int, height: int, steps: int, s
                  dtype: str, cfg: bool, decode_chunk: Optional[int], offload: Optional[str],
                  forward_chunking: bool, max_memory: Optional[str], price: Optional[float]) -> dict:
     from ..engine import memory as M
+    from ..engine.profile import model_shape, profile_stages
 
-    shape = M.model_shape(model, dtype)
+    shape = model_shape(model, dtype)
     fixed = dict(user_chunk=decode_chunk, user_offload=offload, user_forward_chunking=forward_chunking or None)
     given = M.Plan(min(decode_chunk or frames, frames), forward_chunking, offload or "none")
     est = M.estimate(shape, frames, height, width, given, cfg=cfg)
-    prof = M.profile_stages(shape, frames, height, width, decode_chunk=given.decode_chunk_size,
+    prof = profile_stages(shape, frames, height, width, decode_chunk=given.decode_chunk_size,
                             forward_chunking=given.forward_chunking, cfg=cfg)
     full, cached = step_flops(shape, frames, height, width, cfg, cache_interval)
     if speed == "fast":

@@ -113,7 +113,7 @@ class CancelOnSigint:
 
 def rich_progress(enabled: bool = True):
     """A rich progress bar for one generation; returns (context manager, on_progress callback)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     progress = Progress(
         TextColumn("[bold]{task.fields[stage]:<11}"),

@@ -134,7 +134,7 @@ class Engine:
         # raises a torch out-of-memory error while decoding chunks larger than 2.
         self._fault_hook: Optional[Callable[[str, int], None]] = _env_fault_hook()
         self._active = None  # the memory Plan the pipeline is set up for
-        self._shape = None  # memory.ModelShape, built on first use
+        self._shape = None  # profile.ModelShape, built on first use
         self._compiled_shapes: set = set()
         self._lock = threading.Lock()
         self.timings: dict[str, float] = {}
@@ -193,7 +193,7 @@ class Engine:
 
     def _apply_plan(self, plan) -> None:
         """Set the pipeline up for a memory plan: forward chunking and where the weights live."""
-        from .memory import set_forward_chunking
+        from .profile import set_forward_chunking
 
         pipe = self.pipe
         offload = plan.offload if self.device != "cpu" else "none"
@@ -233,8 +233,10 @@ class Engine:
             return given, {"mode": "auto", "plan": given.to_dict(), "label": given.label(), "planned": False,
                            "why": f"no free-memory figure on {self.device}; use --max-memory"}
         if self._shape is None:
-            self._shape = memory.model_shape_from_modules(self.pipe.unet, self.pipe.vae, self.pipe.image_encoder,
-                                                          self.dtype, self.entry.name)
+            from .profile import model_shape_from_modules
+
+            self._shape = model_shape_from_modules(self.pipe.unet, self.pipe.vae, self.pipe.image_encoder,
+                                                   self.dtype, self.entry.name)
         cfg = spec.max_guidance_scale > 1
         est, _tried = memory.choose_plan(
             self._shape, frames, spec.height, spec.width, budget, device=self.device, cfg=cfg,
