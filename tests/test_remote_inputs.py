@@ -147,6 +147,17 @@ def test_s3_batch_makes_the_local_batch_videos_then_resumes(s3, tmp_path):
     assert {name: _sha(p) for name, p in _videos(tmp_path / "s3").items()} == before
 
 
+def test_manifest_rows_may_name_s3_objects(s3, tmp_path):
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(f"image,fps\n{s3.uri}/a/dog.png,5\n{s3.local / 'top.png'},\n")
+    plan = plan_batch(manifest, tmp_path / "out", model="tiny", fields=SPEC)
+    assert [(i.source, i.output.name, i.requested.get("fps")) for i in plan.items] == [
+        (f"{s3.uri}/a/dog.png", "dog.mp4", 5), (str(s3.local / "top.png"), "top.mp4", None)]
+    code, _, err = run_cli("batch", str(manifest), str(tmp_path / "out"), *FAST)
+    assert code == 0, err
+    assert _stream(tmp_path / "out" / "dog.mp4")[1]["spec"]["fps"] == 5
+
+
 @pytest.fixture(scope="module")
 def ray_cluster(s3):
     """A local Ray cluster started after `s3` set AWS_*: its workers inherit the driver's environment."""

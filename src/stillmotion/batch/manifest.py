@@ -143,8 +143,11 @@ def read_manifest(path: Path, base: GenerationSpec) -> list[Row]:
 
 
 def _manifest_source(folder: Path, image: str) -> tuple[str, Optional[str]]:
-    """(key, source) of a manifest image: relative paths are relative to the manifest's folder."""
-    if image.lower().startswith(("http://", "https://")):
+    """(key, source) of a manifest image: relative paths are relative to the manifest's folder;
+    URLs (http(s), s3://, gs:// ...) stand for themselves and are read when the item runs."""
+    from .. import remote
+
+    if image.lower().startswith(("http://", "https://")) or remote.is_remote(image):
         return image, image
     p = Path(image).expanduser()
     full = p if p.is_absolute() else folder / p

@@ -237,7 +237,7 @@ def _output_path(out_dir: Path, row: Row, fmt: str, variant_seed: Optional[int])
             stem = stem[: -len(Path(stem).suffix)]
         parent = rel.parent
     else:
-        if row.key.lower().startswith(("http://", "https://")):
+        if "://" in row.key:  # a URL row in a manifest: its file name
             rel = Path(row.key.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or "image")
         else:
             rel = Path(row.key)
