@@ -1,9 +1,14 @@
 """GPU benchmark: the real SVD-XT architecture, stock diffusers vs stillmotion's modes.
 
-NOT RUN YET: written in a session without a GPU. On a machine with one CUDA GPU:
+NOT RUN ON A GPU YET: written in sessions without one. On a machine with one CUDA GPU:
 
     .venv/bin/python bench/bench_gpu.py                  # ~6-9 min on an H100 (compiles included)
     .venv/bin/python bench/bench_gpu.py --modes stock,exact,fast --steps 25
+
+Before spending device time, `--smoke` runs every mode's code path on the CPU
+with the tiny model at 64x64 (under a minute; numbers meaningless, results
+written to bench/results/speed-gpu-smoke-cpu.json), so a slip in this script
+shows up here and not on the GPU.
 
 Builds SVD-XT from the published configs (UNet = diffusers' defaults, SVD's VAE
 and CLIP ViT-H/14 vision tower) with random fp16 weights, saves it once as a
@@ -77,10 +82,27 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--width", type=int, default=1024)
     ap.add_argument("--height", type=int, default=576)
+    ap.add_argument("--smoke", action="store_true", help="the code paths on the CPU with the tiny model (no GPU)")
     a = ap.parse_args()
-    assert torch.cuda.is_available(), "bench_gpu.py needs a CUDA GPU"
-    gpu = torch.cuda.get_device_name()
-    folder = build_svd_xt(Path(a.folder))
+    if a.smoke:  # every mode but the compiled ones (minutes on a CPU), "stock" without offload (needs a GPU)
+        from stillmotion.models.checkpoints import resolve
+
+        a.frames, a.steps, a.width, a.height = 4, 2, 64, 64
+        a.modes = ",".join(m for m in a.modes.split(",") if "compile" not in m)
+        device, dtype, gpu, model, folder = "cpu", torch.float32, "smoke-cpu", "tiny", resolve("tiny").path
+    else:
+        assert torch.cuda.is_available(), "bench_gpu.py needs a CUDA GPU (or --smoke)"
+        device, dtype, gpu, model = "cuda", torch.float16, torch.cuda.get_device_name(), "svd-xt"
+        folder = build_svd_xt(Path(a.folder))
+    cuda = device == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def reset_peak() -> None:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
 
     from bench_speed import plot, test_image  # noqa: E402  (same folder)
     from stillmotion import Engine, GenerationSpec
@@ -90,7 +112,7 @@ def main() -> None:
 
     from stillmotion.engine.profile import model_shape
 
-    shape = model_shape("svd-xt", "fp16")
+    shape = model_shape(model, "fp16" if cuda else "fp32")
     full_flops, cached_flops = step_flops(shape, a.frames, a.height, a.width, True, 3)
     peak_tflops = next((g["fp16_tflops"] for g in load_gpus()["gpus"]
                         if g["name"].split()[0].lower() in gpu.lower()), None)
@@ -98,33 +120,34 @@ def main() -> None:
     rows, frames_by_mode = [], {}
     for mode in a.modes.split(","):
         gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        if cuda:
+            torch.cuda.empty_cache()
+        reset_peak()
         t0 = time.perf_counter()
         rec = {"mode": mode}
         if mode.startswith("stock"):
             from diffusers import StableVideoDiffusionPipeline
             from diffusers.utils import export_to_video  # noqa: F401 - the guide's writer; not timed here
 
-            pipe = StableVideoDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float16, use_safetensors=True)
+            pipe = StableVideoDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True)
             pipe.set_progress_bar_config(disable=True)
-            pipe.enable_model_cpu_offload() if mode == "stock" else pipe.to("cuda")
+            pipe.enable_model_cpu_offload() if mode == "stock" and cuda else pipe.to(device)
             rec["load_seconds"] = time.perf_counter() - t0
             marks = []
 
             def cb(_p, i, _t, kw):
-                torch.cuda.synchronize()
+                sync()
                 marks.append(time.perf_counter())
                 return kw
 
-            torch.cuda.reset_peak_memory_stats()
-            torch.cuda.synchronize()
+            reset_peak()
+            sync()
             t = time.perf_counter()
             marks.append(t)
             out = pipe(img, height=a.height, width=a.width, num_frames=a.frames, num_inference_steps=a.steps,
                        decode_chunk_size=8, generator=torch.Generator("cpu").manual_seed(7), callback_on_step_end=cb,
                        output_type="np").frames[0]
-            torch.cuda.synchronize()
+            sync()
             rec["seconds_per_video"] = time.perf_counter() - t
             steps = np.diff(marks)
             rec["seconds_per_step"] = float(np.median(steps))
@@ -132,7 +155,7 @@ def main() -> None:
             del pipe
         else:
             speed = "fast" if mode.startswith("fast") else "exact"
-            eng = Engine(str(folder), device="cuda", dtype="fp16", compile="compile" in mode,
+            eng = Engine(str(folder), device=device, dtype="fp16" if cuda else "fp32", compile="compile" in mode,
                          max_memory="8GB" if mode == "exact-8gb" else None)
             rec["load_seconds"] = time.perf_counter() - t0
             spec = GenerationSpec(seed=7, num_frames=a.frames, width=a.width, height=a.height,
@@ -141,20 +164,21 @@ def main() -> None:
                 first = eng.generate(img, spec)
                 rec["compile_seconds"] = first.timings.get("compile")
                 rec["first_run_seconds"] = first.timings["total"]
-            torch.cuda.reset_peak_memory_stats()
+            reset_peak()
             t = time.perf_counter()
             r = eng.generate(img, spec)
-            torch.cuda.synchronize()
+            sync()
             rec["seconds_per_video"] = time.perf_counter() - t
             rec["seconds_per_step"] = float(np.median(r.timings["step_seconds"]))
             rec["timings"] = {k: v for k, v in r.timings.items() if k != "step_seconds"}
             rec["memory_plan"] = r.metadata.get("memory")
             rec["fallbacks"] = r.metadata.get("fallbacks")
             plan = M.Plan(**r.metadata["memory"]["plan"])
-            rec["estimated_peak_mb"] = M.estimate(shape, a.frames, a.height, a.width, plan).peak_bytes / 2**20
+            rec["estimated_peak_mb"] = M.estimate(shape, a.frames, a.height, a.width, plan,
+                                                  device=device).peak_bytes / 2**20
             frames = r.frames
             del eng
-        rec["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        rec["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
         step_fl = full_flops if not mode.startswith("fast") else None
         if step_fl:
             rec["unet_tflops"] = step_fl / rec["seconds_per_step"] / 1e12
@@ -169,9 +193,10 @@ def main() -> None:
             r["vs_exact"] = difference(ref, frames_by_mode[r["mode"]])
         if stock:
             r["speedup_vs_stock"] = stock["seconds_per_video"] / r["seconds_per_video"]
-    result = {"benchmark": "bench_gpu", "machine": {"gpu": gpu, "host": platform.node(), "torch": torch.__version__,
+    result = {"benchmark": "bench_gpu" + (" --smoke (CPU, tiny: code paths only, numbers meaningless)" if a.smoke else ""),
+              "machine": {"gpu": gpu, "host": platform.node(), "torch": torch.__version__,
                                                      "fp16_peak_tflops": peak_tflops},
-              "model": "SVD-XT architecture, random fp16 weights",
+              "model": "tiny" if a.smoke else "SVD-XT architecture, random fp16 weights",
               "config": vars(a), "flops": {"unet_step": full_flops, "unet_cached_step": cached_flops}, "rows": rows}
     (HERE / "results").mkdir(exist_ok=True)
     stem = HERE / "results" / ("speed-gpu-" + gpu.replace(" ", "_"))

@@ -34,6 +34,26 @@ def tiny_shape(tiny_engine):
     return P.model_shape_from_modules(p.unet, p.vae, p.image_encoder, torch.float32, "tiny")
 
 
+def test_stage_profiles_are_kept_on_disk_for_the_next_process(tiny_shape, monkeypatch, tmp_path):
+    monkeypatch.setenv("STILLMOTION_CACHE", str(tmp_path))
+    monkeypatch.setattr(tiny_shape, "profiles", None)
+    first = P.profile_stages(tiny_shape, 4, 64, 64, decode_chunk=2)
+    (file,) = (tmp_path / "profiles").glob("*.json")
+
+    # a new process (nothing in memory) reads the file instead of dry-running again
+    real_stages, calls = P._STAGES, []
+    monkeypatch.setattr(tiny_shape, "profiles", None)
+    monkeypatch.setattr(P, "_STAGES", {k: (lambda *a, _k=k: calls.append(_k)) for k in real_stages})
+    assert P.profile_stages(tiny_shape, 4, 64, 64, decode_chunk=2) == first and calls == []
+
+    # a damaged file is ignored, counted afresh and rewritten
+    file.write_text("{not json")
+    monkeypatch.setattr(tiny_shape, "profiles", None)
+    monkeypatch.setattr(P, "_STAGES", real_stages)
+    assert P.profile_stages(tiny_shape, 4, 64, 64, decode_chunk=2) == first
+    assert len(json.loads(file.read_text())["entries"]) == 3
+
+
 def _measure(engine, image, spec):
     from stillmotion import images
 

@@ -19,7 +19,10 @@ hold the counted estimate against it.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
+import os
 from dataclasses import dataclass, field
 
 # ----------------------------------------------------------------------------
@@ -148,6 +151,7 @@ class ModelShape:
     largest_layer: int = 0  # bytes of the biggest leaf module (sequential offload)
     dtype_bytes: int = 4
     name: str = ""
+    profiles: object = field(default=None, repr=False, compare=False)  # its ProfileCache, once used
 
     @property
     def weights_total(self) -> int:
@@ -278,17 +282,77 @@ def profile_stages(shape: ModelShape, frames: int, height: int, width: int, *, d
                    forward_chunking: bool = False, cfg: bool = True, stages=("encode", "denoise", "decode")) -> StageProfile:
     """Dry-run the engine's calls on `shape` and return per-stage working memory and FLOPs.
 
-    Each stage is cached on what it depends on, so trying many plans costs a few dry runs.
+    Each stage is cached on what it depends on, so trying many plans costs a few dry runs; the results
+    are also kept on disk (see ProfileCache), so a new process planning the same model and size (every
+    `stillmotion generate` on an 8 GB card tries ~28 plans: ~16 s of dry runs for SVD-XT) pays nothing.
     """
+    cache = ProfileCache.of(shape)
     working, flops = {}, {}
     for stage in stages:
         param = {"encode": None, "denoise": forward_chunking, "decode": decode_chunk}[stage]
-        key = (id(shape), stage, frames, height, width, cfg, param)
-        if key not in _PROFILE_CACHE:
+        key = f"{stage}|{frames}|{height}|{width}|{int(cfg)}|{param}"
+        if key not in cache.entries:
             with _quiet_diffusers():
-                _PROFILE_CACHE[key] = _STAGES[stage](shape, frames, height, width, cfg, param)
-        working[stage], flops[stage] = _PROFILE_CACHE[key]
+                cache.put(key, _STAGES[stage](shape, frames, height, width, cfg, param))
+        working[stage], flops[stage] = cache.entries[key]
     return StageProfile(working, flops)
+
+
+class ProfileCache:
+    """Stage profiles of one model shape: in memory, and in `<cache>/profiles/<key>.json` across processes.
+
+    The key hashes the three components' configs, the dtype, and the versions of torch, diffusers,
+    transformers and of this counting code (FORMAT), so a change to any of them counts afresh. A file
+    that cannot be read is ignored (and rewritten); writes are atomic.
+    """
+
+    FORMAT = 1
+
+    def __init__(self, path):
+        self.path = path
+        self.entries: dict = {}
+        try:
+            data = json.loads(path.read_text())
+            if data.get("format") == self.FORMAT:
+                self.entries = {k: (int(v[0]), int(v[1])) for k, v in data["entries"].items()}
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            pass
+
+    @classmethod
+    def of(cls, shape: ModelShape) -> "ProfileCache":
+        """The shape's cache, opened on first use and kept on the shape itself."""
+        if shape.profiles is None:
+            from ..models.tiny import cache_root
+
+            shape.profiles = cls(cache_root() / "profiles" / f"{shape_key(shape)}.json")
+        return shape.profiles
+
+    def put(self, key: str, value) -> None:
+        self.entries[key] = value
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"format": self.FORMAT, "entries": self.entries}, sort_keys=True))
+            os.replace(tmp, self.path)
+        except OSError:  # a read-only cache only costs the next process its dry runs
+            pass
+
+
+def shape_key(shape: ModelShape) -> str:
+    """A stable name for what a dry run of `shape` depends on."""
+    import diffusers
+    import torch
+    import transformers
+
+    def config(module) -> dict:  # without private keys ("_use_default_values" comes in set order)
+        c = module.config
+        return {k: v for k, v in (c.items() if hasattr(c, "items") else c.to_dict().items()) if not k.startswith("_")}
+
+    blob = json.dumps({"unet": config(shape.unet), "vae": config(shape.vae), "clip": config(shape.image_encoder),
+                       "dtype_bytes": shape.dtype_bytes, "format": ProfileCache.FORMAT, "torch": torch.__version__,
+                       "diffusers": diffusers.__version__, "transformers": transformers.__version__},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def _dtype(shape: ModelShape):
@@ -384,9 +448,6 @@ class _quiet_diffusers:
 
         dlog.set_verbosity(self._level)
         return False
-
-
-_PROFILE_CACHE: dict = {}
 
 
 def set_forward_chunking(unet, on: bool) -> None:
