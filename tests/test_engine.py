@@ -119,7 +119,7 @@ def test_sidecar_metadata_is_complete(tiny_engine, image_file):
     assert m["device"] == "cpu" and m["dtype"] == "float32"
     assert m["input"]["sha256"] and m["input"]["source"] == str(image_file)
     assert {"torch", "diffusers", "python"} <= set(m["versions"])
-    for t in ("prepare", "encode", "denoise", "decode", "total"):
+    for t in ("prepare", "plan", "encode", "denoise", "decode", "total"):
         assert m["timings"][t] >= 0
 
 

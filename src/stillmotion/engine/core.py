@@ -360,7 +360,9 @@ class Engine:
             raise Cancelled()
 
         # 1. Plan memory
+        t = time.perf_counter()
         plan, memrec = self._plan(spec)
+        timings["plan"] = round(time.perf_counter() - t, 4)
         record["memory"] = memrec
         report(Progress("encode", 0, spec.num_inference_steps, lo, f"memory plan: {plan.label()}"))
 
