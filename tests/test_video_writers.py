@@ -330,10 +330,12 @@ def test_importing_stillmotion_video_does_not_load_pyav():
     assert out.strip() == "False"
 
 
-def test_same_frames_give_byte_identical_mp4_whatever_the_run_time(tmp_path):
-    """created/timings differ between runs: they go to NAME.json, not into the video's bytes."""
+@pytest.mark.parametrize("fmt", ["mp4", "webm"])
+def test_same_frames_give_byte_identical_video_whatever_the_run_time(tmp_path, fmt):
+    """created/timings differ between runs: they go to NAME.json, not into the video's bytes
+    (and WebM's container carries no random segment id or date)."""
     frames = np.random.default_rng(3).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
-    a = write(frames, tmp_path / "a" / "v.mp4", fps=7, metadata={"seed": 1, "created": "x", "timings": {"total": 1.0}})
-    b = write(frames, tmp_path / "b" / "v.mp4", fps=7, metadata={"seed": 1, "created": "y", "timings": {"total": 2.0}})
+    a = write(frames, tmp_path / "a" / f"v.{fmt}", fps=7, metadata={"seed": 1, "created": "x", "timings": {"total": 1.0}})
+    b = write(frames, tmp_path / "b" / f"v.{fmt}", fps=7, metadata={"seed": 1, "created": "y", "timings": {"total": 2.0}})
     assert a.path.read_bytes() == b.path.read_bytes()
     assert json.loads(b.sidecar.read_text())["timings"] == {"total": 2.0}
