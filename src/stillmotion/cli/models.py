@@ -35,7 +35,7 @@ def list_models(as_json):
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         size = human_size(r["size_bytes"]) if r["size_bytes"] else f"~{r['approx_size_gb']:g} GB" if r["approx_size_gb"] else "-"
-        where = r["path"] if r["status"] != "not downloaded" else (r["repo_id"] or "")
+        where = (r["path"] if r["status"] != "not downloaded" else r["repo_id"]) or ""
         click.echo(f"{r['name']:<{width}}  {r['status']:<14}  {size:>9}  {where}")
         if r["description"]:
             click.echo(f"{'':<{width}}  {r['description']}")
