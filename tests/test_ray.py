@@ -292,3 +292,42 @@ def test_ray_data_batch_is_byte_identical_to_plain_batch(ray_cluster, one_torch_
     # resume: the same command again makes nothing
     again = plan_batch(images, tmp_path / "ray", model="tiny", fields=fast, recursive=True)
     assert len(again.skipped) == 12 and not again.to_run
+
+
+def test_interrupted_ray_batch_driver_resumes_on_rerun(ray_cluster, one_torch_thread, tmp_path):
+    """The driver of `batch --ray` killed (SIGKILL) mid-batch: the same command again makes only what is
+    missing, and every video equals the plain batch's."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import run_cli
+    from ray import serve
+
+    serve.shutdown()
+    images = _tree(tmp_path / "images", 6)
+    args = [str(images), "--recursive", "--model", "tiny", "--device", "cpu", "--width", "64", "--height", "64",
+            "--frames", "2", "--steps", "2", "-q"]
+    out = tmp_path / "ray"
+    address = ray.get_runtime_context().gcs_address
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("stillmotion")), "batch", args[0], str(out), *args[1:],
+                             "--ray", "--ray-address", address, "--actors", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not list(out.rglob("*.mp4")):
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the batch ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    made = len(list(out.rglob("*.mp4")))
+    assert 1 <= made < 6
+
+    code, _, err = run_cli("batch", args[0], str(out), *args[1:], "--ray", "--actors", "1")
+    assert code == 0, err
+    counts = json.loads((out / "batch-report.json").read_text())["counts"]
+    assert counts["skipped"] >= made and counts["done"] == 6 - counts["skipped"] and counts["failed"] == 0
+    assert not [p for p in out.rglob(".*") if p.is_file()], "no temp files left behind"
+    code, _, err = run_cli("batch", args[0], str(tmp_path / "plain"), *args[1:])
+    assert code == 0, err
+    assert _hashes(out) == _hashes(tmp_path / "plain") and len(_hashes(out)) == 6
