@@ -11,6 +11,7 @@ whether it is measured or estimated.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Optional
 
 import click
@@ -25,7 +26,18 @@ def load_gpus() -> dict:
 
 
 def step_flops(shape, frames: int, height: int, width: int, cfg: bool, interval: Optional[int]) -> tuple[int, int]:
-    """(FLOPs of a full UNet step, FLOPs of a cached DeepCache step) from a dry run of the real UNet code."""
+    """(FLOPs of a full UNet step, FLOPs of a cached DeepCache step) from a dry run of the real UNet code
+    (kept in the shape's profile cache, on disk, like the planner's stage profiles)."""
+    from ..engine.profile import ProfileCache
+
+    cache = ProfileCache.of(shape)
+    key = f"deepcache-step-flops|{frames}|{height}|{width}|{int(cfg)}|{max(2, interval or 2)}"
+    if key not in cache.entries:
+        cache.put(key, _count_step_flops(shape, frames, height, width, cfg, interval))
+    return cache.entries[key]
+
+
+def _count_step_flops(shape, frames: int, height: int, width: int, cfg: bool, interval: Optional[int]) -> tuple[int, int]:
     import torch
 
     from ..engine.profile import DryRun
@@ -144,6 +156,9 @@ def estimate(model, frames, width, height, steps, speed, cache_interval, dtype, 
     height = height or d.landscape[1]
     steps = steps or d.num_inference_steps
     cfg = (max_cfg if max_cfg is not None else d.max_guidance_scale) > 1
+    if not as_json and sys.stderr.isatty():
+        click.echo("counting memory and FLOPs on the model's shapes (no GPU, no weights; about 30 s for SVD-XT "
+                   "the first time, cached after)...", err=True)
     r = run_estimate(model, frames, width, height, steps, speed, cache_interval, dtype, cfg, decode_chunk, offload,
                      forward_chunking, max_memory, price_per_hour)
     if as_json:
