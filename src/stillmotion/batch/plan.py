@@ -312,15 +312,11 @@ def is_up_to_date(item: Item, model_name: str) -> bool:
 
 def _same_input(source: str, recorded_sha256: Optional[str]) -> bool:
     """False only when a local input file's bytes differ from what the video was made from."""
-    from .. import remote
+    from ..models.checkpoints import sha256_file
 
-    if not recorded_sha256 or remote.is_remote(source) or "://" in source or not os.path.isfile(source):
-        return True
-    digest = hashlib.sha256()
-    with open(source, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest() == recorded_sha256
+    if not recorded_sha256 or "://" in source or not os.path.isfile(source):
+        return True  # remote inputs (s3://, http://) are not re-read to compare
+    return sha256_file(Path(source)) == recorded_sha256
 
 
 def _plain(value):

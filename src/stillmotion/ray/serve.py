@@ -105,16 +105,13 @@ class ReplicaPool:
     def __init__(self, store, min_replicas: int = 1):
         self.store = store
         self.min_replicas = min_replicas
-        self.draining = False
 
     def live(self) -> list[dict]:
         now = time.time()
         return [w for w in self.store.workers()
                 if w["state"] in ("loading", "ready", "draining") and now - (w["heartbeat_at"] or 0) < STALE_AFTER_S]
 
-    def ready(self) -> tuple[bool, str]:
-        if self.draining:
-            return False, "draining: finishing the running job before shutting down"
+    def ready(self) -> tuple[bool, str]:  # (Services.ready answers "draining" before asking)
         n = sum(w["state"] == "ready" for w in self.live())
         if n:
             return True, f"{n} model replica(s) ready"
@@ -139,8 +136,7 @@ class ReplicaPool:
         pass  # the dispatcher polls the store
 
     def drain(self, timeout: float) -> bool:
-        self.draining = True  # Serve drains the replicas (graceful_shutdown_timeout_s)
-        return True
+        return True  # Serve drains the replicas (graceful_shutdown_timeout_s)
 
 
 # --------------------------------------------------------------------------- the dispatcher
