@@ -32,10 +32,15 @@ def write_av(path: Path, frames, fmt: str, rate: Fraction, crf: int, comment: st
     if fmt == "mp4":
         codec = "libx264"
         container_options = {"movflags": "+faststart"}
-        # One x264 thread: with frame threads a busy process occasionally got a different
-        # frame for the same input, and a seed must give the same video (and batch's
-        # resume promises the same bytes).
+        # A seed must give the same video, byte for byte (--from, batch resume), so x264 runs
+        # deterministically: one thread (frame threads gave a different frame now and then
+        # under load). And for tiny clips no macroblock-tree rate control: on 4 frames at 64x64,
+        # encoded in a process that had run the model, mbtree gave a different first frame in
+        # most trial processes (none with mbtree=0; none at 6, 8 or 14 frames or at 128x128 and up).
+        # Off everywhere it would cost ~50% more bytes at the same CRF on a real clip.
         codec_options = {"crf": str(crf), "preset": "medium", "threads": "1"}
+        if len(frames) < 8 or frames.shape[1] * frames.shape[2] < 128 * 128:
+            codec_options["x264-params"] = "mbtree=0"
     else:
         codec = "libvpx-vp9"
         # bitexact: no random Matroska SegmentUID or write date, so the same frames give the same file
