@@ -63,6 +63,24 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def batch_killed_at_first_video(args: list[str], out: Path, env: dict | None = None) -> None:
+    """Run `stillmotion batch ARGS` in a subprocess and SIGKILL it as soon as a first video appears under `out`."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    stillmotion = Path(sys.executable).with_name("stillmotion")
+    proc = subprocess.Popen([str(stillmotion), "batch", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not list(out.rglob("*.mp4")):
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the batch ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 # --- `stillmotion serve` on 127.0.0.1 in a subprocess (tests/test_server_*.py) ---
 class ServeProcess:
     """A real server: `stillmotion serve --model tiny` on a free loopback port."""

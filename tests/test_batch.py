@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import batch_killed_at_first_video, run_cli
 from stillmotion import InvalidInput
 from stillmotion.batch import derive_seed, plan_batch, run_batch
 
 FAST = ["--model", "tiny", "--device", "cpu", "--width", "64", "--height", "64", "--frames", "2", "--steps", "2"]
 SPEC = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 2}
-STILLMOTION = Path(sys.executable).with_name("stillmotion")
 
 
 def _img(path: Path, seed: int, mode: str = "RGB", size=(96, 80)) -> Path:
@@ -116,14 +111,7 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path, tiny_engine):
 
     # 1. A run killed with SIGKILL as soon as its first video appears
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([str(STILLMOTION), "batch", str(src), str(killed), *FAST, "-q"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not list(killed.glob("*.mp4")):
-        time.sleep(0.05)
-    assert proc.poll() is None, f"the batch ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    batch_killed_at_first_video([str(src), str(killed), *FAST, "-q"], killed, env=env)
     first = {p.name for p in killed.glob("*.mp4")}
     assert len(first) == 1
     assert not [p for p in killed.iterdir() if ".tmp-" in p.name and p.suffix == ".mp4"], "no partial video under the real name"

@@ -298,11 +298,8 @@ def test_interrupted_ray_batch_driver_resumes_on_rerun(ray_cluster, one_torch_th
     """The driver of `batch --ray` killed (SIGKILL) mid-batch: the same command again makes only what is
     missing, and every video equals the plain batch's."""
     import json
-    import signal
-    import subprocess
-    import sys
 
-    from conftest import run_cli
+    from conftest import batch_killed_at_first_video, run_cli
     from ray import serve
 
     serve.shutdown()
@@ -311,15 +308,7 @@ def test_interrupted_ray_batch_driver_resumes_on_rerun(ray_cluster, one_torch_th
             "--frames", "2", "--steps", "2", "-q"]
     out = tmp_path / "ray"
     address = ray.get_runtime_context().gcs_address
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("stillmotion")), "batch", args[0], str(out), *args[1:],
-                             "--ray", "--ray-address", address, "--actors", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not list(out.rglob("*.mp4")):
-        time.sleep(0.05)
-    assert proc.poll() is None, f"the batch ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    batch_killed_at_first_video([args[0], str(out), *args[1:], "--ray", "--ray-address", address, "--actors", "1"], out)
     made = len(list(out.rglob("*.mp4")))
     assert 1 <= made < 6
 
