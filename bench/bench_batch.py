@@ -77,9 +77,10 @@ def run_guide(paths, out: Path, model_path: str, a) -> float:
 def run_serial(paths, out: Path, a) -> float:
     """stillmotion's engine, one phase after the other (no pipelining)."""
     from stillmotion import Engine, GenerationSpec
+    from stillmotion.engine.config import EngineConfig
 
     t = time.perf_counter()
-    engine = Engine(a.model, device=a.device, progress=False)
+    engine = Engine(EngineConfig(model=a.model, device=a.device, progress=False))
     spec = GenerationSpec(width=a.width, height=a.height, num_frames=a.frames, num_inference_steps=a.steps, seed=42)
     for p in paths:
         engine.generate(str(p), spec).save(out / f"{p.stem}.mp4")
@@ -88,11 +89,12 @@ def run_serial(paths, out: Path, a) -> float:
 
 def run_batch_pipelined(src: Path, out: Path, a, pipeline=None) -> tuple[float, dict]:
     from stillmotion.batch import plan_batch, run_batch
+    from stillmotion.engine.config import EngineConfig
 
     t = time.perf_counter()
     fields = {"width": a.width, "height": a.height, "num_frames": a.frames, "num_inference_steps": a.steps}
     plan = plan_batch(src, out, model=a.model, fields=fields, seed=42)
-    ctl = run_batch(plan, model=a.model, engine_kwargs={"device": a.device}, pipeline=pipeline)
+    ctl = run_batch(plan, EngineConfig(model=a.model, device=a.device), pipeline=pipeline)
     wall = time.perf_counter() - t
     assert ctl.count("done") == len(plan.items), ctl.report()["counts"]
     return wall, dict(ctl.hidden)
@@ -111,7 +113,7 @@ def main() -> None:
     a = ap.parse_args()
     a.width, a.height = (int(v) for v in a.size.lower().split("x"))
 
-    from stillmotion.models.checkpoints import resolve
+    from stillmotion.models.resolve import resolve
 
     model_path = str(resolve(a.model).path)
     work = Path(tempfile.mkdtemp(prefix="stillmotion-bench-batch-"))

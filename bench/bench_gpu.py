@@ -24,8 +24,10 @@ diffusers folder and loads it back like a real checkpoint. Then, at 576x1024,
 
 Reports seconds/video, seconds/step, peak GPU memory (max_memory_allocated), the
 planner's estimate next to it, the UNet's achieved TFLOP/s (FLOPs counted by the
-planner's dry run / measured step time) against the card's fp16 peak, and max
-abs / PSNR vs exact. Writes bench/results/speed-gpu-<gpu>.json and .png.
+planner's dry run / measured step time) against the card's fp16 peak, max
+abs / PSNR vs exact, and what the time estimator (engine/timing.py) predicts on
+this card, to hold against the measured exact run. Writes
+bench/results/speed-gpu-<gpu>.json and .png.
 Random weights can produce NaN frames; timings are still valid and the diff
 columns then say nan.
 """
@@ -48,7 +50,7 @@ def build_svd_xt(folder: Path) -> Path:
                            UNetSpatioTemporalConditionModel)
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from stillmotion.engine.profile import svd_configs
+    from stillmotion.engine.shapes import svd_configs
 
     if (folder / "model_index.json").is_file():
         return folder
@@ -85,7 +87,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="the code paths on the CPU with the tiny model (no GPU)")
     a = ap.parse_args()
     if a.smoke:  # every mode but the compiled ones (minutes on a CPU), "stock" without offload (needs a GPU)
-        from stillmotion.models.checkpoints import resolve
+        from stillmotion.models.resolve import resolve
 
         a.frames, a.steps, a.width, a.height = 4, 2, 64, 64
         a.modes = ",".join(m for m in a.modes.split(",") if "compile" not in m)
@@ -106,16 +108,17 @@ def main() -> None:
 
     from bench_speed import plot, test_image  # noqa: E402  (same folder)
     from stillmotion import Engine, GenerationSpec
-    from stillmotion.cli.estimate import load_gpus, step_flops
     from stillmotion.engine import memory as M
+    from stillmotion.engine import timing
+    from stillmotion.engine.config import EngineConfig
+    from stillmotion.engine.profile import unet_step_flops
+    from stillmotion.engine.shapes import model_shape
     from stillmotion.engine.speed import difference
 
-    from stillmotion.engine.profile import model_shape
-
     shape = model_shape(model, "fp16" if cuda else "fp32")
-    full_flops, cached_flops = step_flops(shape, a.frames, a.height, a.width, True, 3)
-    peak_tflops = next((g["fp16_tflops"] for g in load_gpus()["gpus"]
-                        if g["name"].split()[0].lower() in gpu.lower()), None)
+    full_flops, cached_flops = unet_step_flops(shape, a.frames, a.height, a.width, True, 3)
+    card = timing.card_for_device(device)
+    peak_tflops = card.fp16_tflops if card else None
     img = test_image(1024).resize((a.width, a.height))
     rows, frames_by_mode = [], {}
     for mode in a.modes.split(","):
@@ -155,8 +158,9 @@ def main() -> None:
             del pipe
         else:
             speed = "fast" if mode.startswith("fast") else "exact"
-            eng = Engine(str(folder), device=device, dtype="fp16" if cuda else "fp32", compile="compile" in mode,
-                         max_memory="8GB" if mode == "exact-8gb" else None)
+            eng = Engine(EngineConfig.build(model=str(folder), device=device, dtype="fp16" if cuda else "fp32",
+                                            compile="compile" in mode,
+                                            max_memory="8GB" if mode == "exact-8gb" else None))
             rec["load_seconds"] = time.perf_counter() - t0
             spec = GenerationSpec(seed=7, num_frames=a.frames, width=a.width, height=a.height,
                                   num_inference_steps=a.steps, speed=speed, cache_interval=3)
@@ -173,9 +177,9 @@ def main() -> None:
             rec["timings"] = {k: v for k, v in r.timings.items() if k != "step_seconds"}
             rec["memory_plan"] = r.metadata.get("memory")
             rec["fallbacks"] = r.metadata.get("fallbacks")
-            plan = M.Plan(**r.metadata["memory"]["plan"])
-            rec["estimated_peak_mb"] = M.estimate(shape, a.frames, a.height, a.width, plan,
-                                                  device=device).peak_bytes / 2**20
+            plan = M.MemoryPlan(**r.metadata["memory"]["plan"])
+            rec["estimated_peak_mb"] = M.estimate_peak(shape, a.frames, a.height, a.width, plan,
+                                                       device=device).peak_bytes / 2**20
             frames = r.frames
             del eng
         rec["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
@@ -198,6 +202,11 @@ def main() -> None:
                                                      "fp16_peak_tflops": peak_tflops},
               "model": "tiny" if a.smoke else "SVD-XT architecture, random fp16 weights",
               "config": vars(a), "flops": {"unet_step": full_flops, "unet_cached_step": cached_flops}, "rows": rows}
+    if card is not None:  # what the time estimator says for exact mode here (compare with stock-gpu and exact)
+        flops = timing.video_flops(shape, a.frames, a.height, a.width, a.steps)
+        est = timing.time_on(card, shape, flops["per_video"], a.frames, a.height, a.width, a.steps)
+        result["estimator"] = {"card": card.name, "seconds": est.seconds, "efficiency": card.efficiency,
+                               "basis": card.basis, "source": card.source}
     (HERE / "results").mkdir(exist_ok=True)
     stem = HERE / "results" / ("speed-gpu-" + gpu.replace(" ", "_"))
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))

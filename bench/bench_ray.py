@@ -48,6 +48,7 @@ def main() -> int:
 
     os.environ.setdefault("STILLMOTION_CACHE", tempfile.mkdtemp(prefix="stillmotion-bench-cache-"))
     from stillmotion.batch import plan_batch, run_batch
+    from stillmotion.engine.config import EngineConfig
 
     work = Path(tempfile.mkdtemp(prefix="stillmotion-bench-ray-"))
     images = work / "images"
@@ -65,10 +66,11 @@ def main() -> int:
     # 1. plain batch (the tiny model builds into the cache first, outside the timing)
     from stillmotion import Engine
 
-    Engine("tiny", device="cpu")
+    config = EngineConfig(model="tiny", device="cpu")
+    Engine(config)
     plan = plan_batch(images, work / "plain", model="tiny", fields=fields)
     t = time.perf_counter()
-    ctl = run_batch(plan, model="tiny", engine_kwargs={"device": "cpu"})
+    ctl = run_batch(plan, config)
     record("plain", time.perf_counter() - t, ctl)
 
     # 2. Ray: 1 and 2 actors
@@ -85,8 +87,7 @@ def main() -> int:
         out = work / name.replace(" ", "_")
         plan = plan_batch(images, out, model="tiny", fields=fields)
         t = time.perf_counter()
-        ctl = run_batch_ray(plan, model="tiny", engine_kwargs={"device": "cpu"}, actors=actors,
-                            threads_per_actor=threads)
+        ctl = run_batch_ray(plan, config.replace(threads=threads), actors=actors)
         same = all((out / p.relative_to(work / "plain")).read_bytes() == p.read_bytes()
                    for p in (work / "plain").glob("*.mp4"))
         record(name, time.perf_counter() - t, ctl, actors=actors, byte_identical=same)
@@ -94,7 +95,7 @@ def main() -> int:
     # 3. plain again: on a shared machine the load changes; the better of the two plain runs is the baseline
     plan = plan_batch(images, work / "plain-again", model="tiny", fields=fields)
     t = time.perf_counter()
-    ctl = run_batch(plan, model="tiny", engine_kwargs={"device": "cpu"})
+    ctl = run_batch(plan, config)
     record("plain (again)", time.perf_counter() - t, ctl)
 
     plain = min((r for r in rows if r["run"].startswith("plain")), key=lambda r: r["wall_s"])

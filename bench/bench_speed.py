@@ -33,8 +33,9 @@ def midsize_folder(width: int) -> Path:
     """The mid-size model (tiny's topology at `width`), saved once as a diffusers folder (safetensors)."""
     from diffusers import StableVideoDiffusionPipeline
 
+    from stillmotion.models.paths import cache_root
     from stillmotion.models.registry import REGISTRY, write_local_defaults
-    from stillmotion.models.tiny import cache_root, tiny_components
+    from stillmotion.models.tiny import tiny_components
 
     folder = cache_root() / f"bench-midsize-w{width}"
     if not (folder / "model_index.json").is_file():

@@ -28,7 +28,7 @@ CHILD = r"""
 import json, resource, sys, time, torch
 torch.set_num_threads(int(sys.argv[2]))
 cfg_kw = json.loads(sys.argv[1])
-from stillmotion.train.loop import TrainConfig, train
+from stillmotion.train.trainer import TrainConfig, train
 dataset = encode = None
 if cfg_kw.pop("demo", False):
     from stillmotion.train.demo import DemoClips

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     from stillmotion.models.registry import write_local_defaults
     from stillmotion.train.demo import DEMO_DEFAULTS, DemoClips, demo_components
     from stillmotion.train.linear_vae import Proxy, build_linear_vae, train_proxy
-    from stillmotion.train.loop import TrainConfig, train
+    from stillmotion.train.trainer import TrainConfig, train
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

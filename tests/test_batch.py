@@ -13,9 +13,11 @@ from PIL import Image
 from conftest import batch_killed_at_first_video, run_cli
 from stillmotion import InvalidInput
 from stillmotion.batch import derive_seed, plan_batch, run_batch
+from stillmotion.engine.config import EngineConfig
 
 FAST = ["--model", "tiny", "--device", "cpu", "--width", "64", "--height", "64", "--frames", "2", "--steps", "2"]
 SPEC = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 2}
+TINY = EngineConfig(model="tiny")  # what the CLI builds from --model tiny
 
 
 def _img(path: Path, seed: int, mode: str = "RGB", size=(96, 80)) -> Path:
@@ -118,7 +120,7 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path, tiny_engine):
 
     # 2. The same command again does only what is missing (in-process, on the session's engine, pipelined)
     plan = plan_batch(src, killed, model="tiny", fields=SPEC)
-    assert run_batch(plan, model="tiny", engine=tiny_engine, pipeline=True).count("failed") == 0
+    assert run_batch(plan, TINY, engine=tiny_engine, pipeline=True).count("failed") == 0
     report = _report(killed)
     statuses = {Path(i["output"]).name: i["status"] for i in report["items"]}
     with_sidecar = {n for n in first if (killed / n).with_suffix(".json").exists()}
@@ -129,7 +131,7 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path, tiny_engine):
     # 3. Byte-identical to a run that was never interrupted (the session's engine, not pipelined)
     clean = tmp_path / "clean"
     plan = plan_batch(src, clean, model="tiny", fields=SPEC)
-    assert run_batch(plan, model="tiny", engine=tiny_engine, pipeline=False).count("done") == 2
+    assert run_batch(plan, TINY, engine=tiny_engine, pipeline=False).count("done") == 2
     names = sorted(p.name for p in clean.glob("*.mp4"))
     assert names == ["img0.mp4", "img1.mp4"]
     for name in names:
@@ -145,7 +147,7 @@ def test_manifest_overrides_per_row(tmp_path, tiny_engine):
     manifest.write_text("image,frames,fps,seed,output\npics/one.jpg,,,,\npics/two.png,3,5,77,special/two.mp4\n")
     out = tmp_path / "out"
     plan = plan_batch(manifest, out, model="tiny", fields={**SPEC, "fps": 6})  # what the CLI does, on the session's engine
-    assert run_batch(plan, model="tiny", engine=tiny_engine, pipeline=True).count("done") == 2
+    assert run_batch(plan, TINY, engine=tiny_engine, pipeline=True).count("done") == 2
     frames1, fps1 = read_video(out / "pics" / "one.mp4")
     frames2, fps2 = read_video(out / "special" / "two.mp4")
     assert (len(frames1), fps1) == (2, 6)  # flags
@@ -245,7 +247,7 @@ def test_max_failures_stops_early(tmp_path, tiny_engine):
         (tmp_path / "in").mkdir(exist_ok=True)
         (tmp_path / "in" / f"bad{n}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     plan = plan_batch(tmp_path / "in", tmp_path / "out", model="tiny", fields=SPEC)
-    ctl = run_batch(plan, model="tiny", engine=tiny_engine, max_failures=2)
+    ctl = run_batch(plan, TINY, engine=tiny_engine, max_failures=2)
     report = _report(tmp_path / "out")
     assert report["status"] == "stopped: too many failures"
     assert report["counts"]["failed"] == 2 and report["counts"]["not_run"] == 2
@@ -268,6 +270,6 @@ def test_out_of_memory_is_retried_with_lower_memory_settings(tmp_path, tiny_engi
 
     monkeypatch.setattr(tiny_engine, "generate", flaky)
     plan = plan_batch(tmp_path / "in", tmp_path / "out", model="tiny", fields=SPEC)
-    assert run_batch(plan, model="tiny", engine=tiny_engine).count("done") == 1
+    assert run_batch(plan, TINY, engine=tiny_engine).count("done") == 1
     assert calls == [None, 1]
     assert "retried with decode_chunk_size=1" in read_sidecar(tmp_path / "out" / "big.json")["fallbacks"][-1]

@@ -97,7 +97,7 @@ def test_demo_moves_on_unseen_images(demo_engine, tiny_engine, record_property):
 
 
 def test_demo_ships_small_with_its_defaults():
-    from stillmotion.models.checkpoints import resolve
+    from stillmotion.models.resolve import resolve
     from stillmotion.models.registry import REGISTRY, read_local_defaults
     from stillmotion.train.demo import DEMO_DEFAULTS
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stillmotion import Cancelled, GenerationSpec, ModelUnavailable
-from stillmotion.models.checkpoints import resolve
+from stillmotion.models.resolve import resolve
 
 SMALL = dict(width=64, height=64, num_frames=4, num_inference_steps=3)
 

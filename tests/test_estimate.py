@@ -1,8 +1,11 @@
-"""`stillmotion estimate`: memory rises with frames and size, offload lowers it, a plan that cannot fit says so."""
+"""`stillmotion estimate`: memory rises with frames and size, offload lowers it, a plan that cannot fit says so;
+time comes from one estimator (shared with `batch --dry-run`) whose per-card efficiencies name their sources."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 from conftest import run_cli
 
@@ -45,3 +48,40 @@ def test_fast_mode_costs_fewer_flops():
     fast = _est("--frames", "4", "--width", "64", "--height", "64", "--steps", "6", "--speed", "fast")
     assert fast["flops"]["per_video"] < exact["flops"]["per_video"]
     assert fast["flops"]["unet_cached_step"] < fast["flops"]["unet_step"]
+
+
+def test_each_card_names_where_its_efficiency_comes_from():
+    from stillmotion.engine import timing
+
+    data = timing.load_gpus()
+    assert all(m["url"].startswith("https://") and m["seconds"] > 0 for m in data["measurements"].values())
+    cards = {c.name: c for c in timing.cards()}
+    assert {c.basis for c in cards.values()} <= {"measured", "estimated"}
+    assert all(c.source and 0 < c.efficiency < 1 for c in cards.values())
+    # the reference job on a measured card takes the published time, to the digit
+    ref = timing.reference_card()
+    assert ref.basis == "measured" and ref.source.startswith("measured")
+    assert round(ref.seconds(data["reference"]["flops"]), 3) == data["measurements"]["onediff-a100"]["seconds"]
+    # a card without a figure of its own says which card it took its efficiency from
+    assert cards["RTX 4090"].basis == "estimated" and "A100 80GB" in cards["RTX 4090"].source
+
+
+def test_batch_dry_run_and_estimate_give_the_same_seconds(tmp_path):
+    """`batch --dry-run` and `stillmotion estimate` call the one estimator: same job, same card, same seconds."""
+    from PIL import Image
+
+    from stillmotion.batch import expected_seconds, plan_batch
+    from stillmotion.engine import timing
+    from stillmotion.engine.config import EngineConfig
+
+    for n in range(3):
+        Image.new("RGB", (80, 64), (n * 40, 90, 120)).save(tmp_path / f"img{n}.png")
+    fields = {"num_frames": 4, "width": 64, "height": 64, "num_inference_steps": 3}
+    plan = plan_batch(tmp_path, tmp_path / "out", model="tiny", fields=fields)
+    seconds, basis = expected_seconds(plan, EngineConfig(model="tiny", device="cpu"))
+    card = timing.reference_card()  # a CPU has no figure: the batch says which card it assumed
+    assert basis.startswith("estimated") and card.name in basis
+
+    per_video = {g["gpu"]: g["seconds"] for g in _est("--frames", "4", "--width", "64", "--height", "64",
+                                                      "--steps", "3")["gpus"]}
+    assert seconds == pytest.approx(3 * per_video[card.name])

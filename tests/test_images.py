@@ -1,4 +1,4 @@
-"""images.py: safe loading (paths, bytes, real HTTP on loopback), every colour
+"""images.py and sources.py: safe loading (paths, bytes, real HTTP on loopback), every colour
 mode to RGB, EXIF orientation, the bad-input table, and prepare() sizing."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from stillmotion import images
+from stillmotion import images, sources
 from stillmotion.errors import ImageFetchError, ImageTooLarge, InvalidImage, InvalidInput, NotFound
 
 RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
@@ -132,13 +132,13 @@ def test_url_success_and_redirect(server):
     for path in ("/ok.png", "/redirect"):
         im = images.load_image(server + path, timeout=5.0)
         assert im.mode == "RGB" and im.size == (32, 32) and im.getpixel((5, 5)) == RED
-    data, origin = images.read_source_bytes(server + "/ok.png")
+    data, origin = sources.read_source_bytes(server + "/ok.png")
     assert data == RED_PNG and origin == server + "/ok.png"
 
 
 def test_url_credentials_are_not_recorded(server):
     url = server.replace("http://", "http://user:secret@") + "/ok.png"
-    _, origin = images.read_source_bytes(url)
+    _, origin = sources.read_source_bytes(url)
     assert origin == server + "/ok.png"
 
 
@@ -364,13 +364,13 @@ def test_byte_limits(tmp_path):
 def test_read_source_bytes_origin(tmp_path, monkeypatch):
     path = write(tmp_path / "a.png", RED_PNG)
     monkeypatch.chdir(tmp_path)
-    assert images.read_source_bytes("a.png") == (RED_PNG, str(path))
-    assert images.read_source_bytes(path) == (RED_PNG, str(path))
-    assert images.read_source_bytes(bytearray(RED_PNG)) == (RED_PNG, None)
+    assert sources.read_source_bytes("a.png") == (RED_PNG, str(path))
+    assert sources.read_source_bytes(path) == (RED_PNG, str(path))
+    assert sources.read_source_bytes(bytearray(RED_PNG)) == (RED_PNG, None)
 
 
 def test_sha256_of():
-    assert images.sha256_of(b"abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert sources.sha256_of(b"abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
 # --------------------------------------------------------------------------- prepare()

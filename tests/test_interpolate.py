@@ -222,13 +222,15 @@ class DriftingModel:
     def __init__(self, frames_per_segment=6):
         self.n = frames_per_segment
 
-    def sample(self, image, spec, report, cancel, timings, record, progress_span=(0.0, 1.0)):
+    def sample(self, image, spec, report, cancel, progress_span=(0.0, 1.0)):
+        from stillmotion.engine import RunRecord
+
         start = np.asarray(image).astype(np.float32)
         out = []
         for i in range(self.n):
             f = np.roll(start, -2 * i, axis=1) + np.array([4.0, 2.0, -3.0]) * i
             out.append(np.clip(f, 0, 255).astype(np.uint8))
-        return np.stack(out)
+        return np.stack(out), RunRecord()
 
 
 def test_long_holds_colour_to_the_first_segment_and_blends_seams():
@@ -239,16 +241,15 @@ def test_long_holds_colour_to_the_first_segment_and_blends_seams():
     model = DriftingModel()
     spec = GenerationSpec(width=64, height=64, num_frames=6, num_inference_steps=1, fps=6, seed=2, segments=5)
     image = Image.fromarray(texture(64, 64, seed=9))
-    timings: dict = {}
-    frames, fps, extra = generate_long(model, image, spec, lambda p: None, lambda: False, timings)
-    long = extra["long"]
+    frames, fps, run = generate_long(model.sample, image, spec, lambda p: None, lambda: False)
+    long = run.long
     assert len(frames) == long["target_frames"] == 6 + 4 * (6 - 1) and fps == 6.0
     assert long["colour_drift_raw"] > 3 * long["colour_drift"]
     first, last = frames[:6], frames[-6:]
     assert quality.colour_drift(first, last) < 0.5 * long["colour_drift_raw"]
     steps = quality.step_sizes(frames)
     assert steps.max() <= 2.0 * np.median(steps)  # no seam stands out
-    assert len(timings["segments"]) == 5
+    assert len(run.timings["segments"]) == 5
 
 
 def test_colour_matching_pulls_a_drifted_segment_back():

@@ -33,7 +33,7 @@ STILLMOTION_BIN = Path(sys.executable).with_name("stillmotion")
 @pytest.fixture(scope="session")
 def tiny_src() -> Path:
     """The tiny model saved with save_pretrained (fp32, no variant) in the session cache; never modified."""
-    from stillmotion.models.checkpoints import resolve
+    from stillmotion.models.resolve import resolve
 
     return resolve("tiny").path
 
@@ -221,7 +221,7 @@ def test_tiny_saved_with_save_pretrained_loads_back_by_path(env):
     import torch
     from diffusers import StableVideoDiffusionPipeline
 
-    from stillmotion.models.checkpoints import resolve
+    from stillmotion.models.resolve import resolve
     from stillmotion.models.tiny import build_tiny_pipeline
 
     original = build_tiny_pipeline(seed=3)
@@ -243,7 +243,7 @@ def test_tiny_saved_with_save_pretrained_loads_back_by_path(env):
 
 
 def test_folder_that_is_not_a_diffusers_model_is_refused(env):
-    from stillmotion.models.checkpoints import resolve
+    from stillmotion.models.resolve import resolve
 
     (env / "empty").mkdir()
     with pytest.raises(ModelUnavailable, match="no model_index.json"):
@@ -255,7 +255,7 @@ def test_hub_cache_loads_offline_through_snapshot_download(env, monkeypatch, tin
     import torch
     from diffusers import StableVideoDiffusionPipeline
 
-    from stillmotion.models.checkpoints import resolve
+    from stillmotion.models.resolve import resolve
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     snapshot = make_hub_cache(env / "hf" / "hub", XT, tiny_fp16_src)
@@ -278,7 +278,7 @@ def test_hub_cache_loads_offline_through_snapshot_download(env, monkeypatch, tin
 
 
 def test_offline_with_nothing_cached_says_what_to_run(env, monkeypatch):
-    from stillmotion.models.checkpoints import resolve
+    from stillmotion.models.resolve import resolve
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailable) as e:
@@ -292,14 +292,14 @@ def test_offline_with_nothing_cached_says_what_to_run(env, monkeypatch):
 
 
 def test_unreachable_hub_with_nothing_cached_says_what_to_run(env):
-    from stillmotion.models.checkpoints import resolve
+    from stillmotion.models.resolve import resolve
 
     with pytest.raises(ModelUnavailable, match="unreachable.*stillmotion models download svd-xt"):
         resolve("svd-xt")
 
 
 def test_incomplete_cache_is_not_used(env, monkeypatch, tiny_fp16_src):
-    from stillmotion.models.checkpoints import resolve
+    from stillmotion.models.resolve import resolve
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     snapshot = make_hub_cache(env / "hf" / "hub", XT, tiny_fp16_src)
@@ -312,8 +312,8 @@ def test_incomplete_cache_is_not_used(env, monkeypatch, tiny_fp16_src):
 
 # --------------------------------------------------------------------------- downloads from a hub on loopback
 def test_download_fetches_only_fp16_safetensors_and_configs_then_works_offline(fake_hub, env, monkeypatch):
-    from stillmotion.models.checkpoints import resolve
-    from stillmotion.models.integrity import hub_manifest_path
+    from stillmotion.models.resolve import resolve
+    from stillmotion.models.hashes import hub_manifest_path
 
     code, out, err = run_cli("models", "download", "svd-xt", "--quiet")
     assert code == 0, err
@@ -567,7 +567,7 @@ def test_unknown_model_name_exits_3_with_a_clear_message(env, command):
 
 
 def test_unknown_model_in_python_raises_model_unavailable(env):
-    from stillmotion.models.integrity import verify
+    from stillmotion.models.verify import verify
 
     with pytest.raises(ModelUnavailable, match="Unknown model"):
         verify("nope")

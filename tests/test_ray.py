@@ -30,11 +30,19 @@ def ray_cluster():
     yield
     from ray import serve
 
-    from stillmotion.ray.store import kill_store
-
     serve.shutdown()
     kill_store()
     ray.shutdown()
+
+
+def kill_store() -> None:
+    """Stop the detached store actor (the SQLite file stays)."""
+    from stillmotion.ray.store import get_store_actor
+
+    try:
+        ray.kill(get_store_actor(), no_restart=True)
+    except ValueError:
+        pass
 
 
 def _free_port() -> int:
@@ -65,11 +73,13 @@ def _wait_all(client, ids, timeout=240.0) -> dict:
 
 @pytest.fixture(scope="module")
 def ray_server(ray_cluster, tmp_path_factory):
+    from stillmotion.engine.config import EngineConfig
     from stillmotion.ray import serve as ray_serve
     from stillmotion.server.settings import Settings
 
     data = tmp_path_factory.mktemp("ray-data")
-    settings = Settings(data_dir=data, model="tiny", device="cpu", ui=True, warmup=False, drain_timeout=10)
+    settings = Settings(data_dir=data, engine=EngineConfig(model="tiny", device="cpu"), ui=True, warmup=False,
+                        drain_timeout=10)
     port = _free_port()
     ray_serve.start(settings, host="127.0.0.1", port=port, replicas=2)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
@@ -116,8 +126,8 @@ def _check_once(client, ids) -> list[dict]:
 def test_serve_two_replicas_runs_20_http_jobs_once(ray_server):
     ids = _submit(ray_server.client, 20, first_seed=100)
     rows = _check_once(ray_server.client, ids)
-    assert all(r["attempts"] == 1 for r in rows)
-    assert len({r["worker"] for r in rows}) == 2  # both replicas took jobs
+    assert all(r.attempts == 1 for r in rows)
+    assert len({r.worker for r in rows}) == 2  # both replicas took jobs
 
     # /readyz and /metrics describe the model replicas, as they describe worker processes on one machine
     ready = ray_server.client.get("/readyz").json()
@@ -131,16 +141,16 @@ def test_killed_replica_jobs_are_retried_elsewhere_and_finish_once(ray_server):
     ids = _submit(ray_server.client, 20, first_seed=200)
     # wait until a model replica is running one of them, then kill that replica's actor
     store, deadline = RayJobStore(), time.time() + 60
-    while not (running := [j for j in store.list(status="running") if j["id"] in ids]):
+    while not (running := [j for j in store.list(status="running") if j.id in ids]):
         assert time.time() < deadline
         time.sleep(0.05)
-    replica_id = running[0]["worker"].removeprefix("ray-")
+    replica_id = running[0].worker.removeprefix("ray-")
     (victim,) = [a for a in ray.util.list_named_actors(all_namespaces=True)
                  if "ModelWorker" in a["name"] and a["name"].endswith(replica_id)]
     ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
     _check_once(ray_server.client, ids)
-    rerun = store.get(running[0]["id"])
-    assert rerun["attempts"] == 2 and rerun["worker"] != running[0]["worker"]  # ran again, elsewhere
+    rerun = store.get(running[0].id)
+    assert rerun.attempts == 2 and rerun.worker != running[0].worker  # ran again, elsewhere
 
 
 # The one-machine API tests whose meaning does not depend on having a single worker
@@ -182,6 +192,7 @@ def test_autoscales_on_queue_and_replaces_a_replica_that_fails_its_health_check(
     """min 1, max 2 replicas: a queue brings the second one up. The store then declares one replica dead
     (what its reaper does to a replica whose heartbeat stalled): that replica's health check fails,
     Serve replaces it, and every job still succeeds exactly once."""
+    from stillmotion.engine.config import EngineConfig
     from stillmotion.ray import serve as ray_serve
     from stillmotion.ray.store import RayJobStore
     from stillmotion.server.settings import Settings
@@ -189,8 +200,8 @@ def test_autoscales_on_queue_and_replaces_a_replica_that_fails_its_health_check(
     client, store = ray_server.client, RayJobStore()
     before = {w["id"] for w in store.workers()}
     ray_serve.shutdown()
-    settings = Settings(data_dir=ray_server.data_dir, model="tiny", device="cpu", ui=False, warmup=False,
-                        drain_timeout=10)
+    settings = Settings(data_dir=ray_server.data_dir, engine=EngineConfig(model="tiny", device="cpu"), ui=False,
+                        warmup=False, drain_timeout=10)
     ray_serve.start(settings, host="127.0.0.1", port=ray_server.port, min_replicas=1, max_replicas=2)
 
     def new_live() -> set[str]:

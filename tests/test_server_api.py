@@ -264,10 +264,12 @@ def test_malformed_requests_get_4xx_and_server_keeps_serving(live_server, image_
 @pytest.fixture()
 def asgi_app(tmp_path):
     """An app without a worker: for error paths that never reach generation."""
+    from stillmotion.engine.config import EngineConfig
     from stillmotion.server import Settings, create_app
 
     def make(**kw):
-        return create_app(Settings(model="tiny", data_dir=tmp_path / "data", start_worker=False, ui=False, **kw))
+        return create_app(Settings(engine=EngineConfig(model="tiny"), data_dir=tmp_path / "data", start_worker=False,
+                                   ui=False, **kw))
 
     return make
 
@@ -307,7 +309,7 @@ def test_keep_days_deletes_old_finished_jobs_and_their_files(asgi_app, image_fil
         done, waiting = (c.post("/v1/videos", files={"image": image_file.read_bytes()}, data=SMALL).json()["id"]
                          for _ in range(2))
         job = svc.store.claim("test-worker")
-        assert job["id"] == done
+        assert job.id == done
         svc.store.finish(done, "test-worker", "succeeded", output={"file": "x.mp4"})
         folder = tmp_path / "data" / "jobs" / done
         assert folder.is_dir()
@@ -357,26 +359,30 @@ def test_private_urls_are_refused_unless_the_operator_allows_them(asgi_app, imag
 
 
 def test_one_worker_per_visible_gpu(monkeypatch, tmp_path):
+    from stillmotion.engine.config import EngineConfig
     from stillmotion.server.settings import Settings
     from stillmotion.server.supervisor import worker_devices
 
+    cpu = EngineConfig(device="cpu")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
     assert worker_devices(Settings(data_dir=tmp_path)) == ["cuda:0", "cuda:1", "cuda:2"]
-    assert worker_devices(Settings(data_dir=tmp_path, device="cpu")) == ["cpu"]
+    assert worker_devices(Settings(data_dir=tmp_path, engine=cpu)) == ["cpu"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert worker_devices(Settings(data_dir=tmp_path)) == [None]
-    assert worker_devices(Settings(data_dir=tmp_path, device="cpu", workers=2)) == ["cpu", "cpu"]
+    assert worker_devices(Settings(data_dir=tmp_path, engine=cpu, workers=2)) == ["cpu", "cpu"]
 
 
 def test_one_server_per_data_dir(tmp_path):
+    from stillmotion.engine.config import EngineConfig
     from stillmotion.errors import Conflict
     from stillmotion.server.app import Services
     from stillmotion.server.settings import Settings
 
-    first = Services(Settings(model="tiny", data_dir=tmp_path))
+    tiny = EngineConfig(model="tiny")
+    first = Services(Settings(engine=tiny, data_dir=tmp_path))
     first.lock_data_dir()
     with pytest.raises(Conflict, match="already using"):
-        Services(Settings(model="tiny", data_dir=tmp_path)).lock_data_dir()
+        Services(Settings(engine=tiny, data_dir=tmp_path)).lock_data_dir()
 
 
 # --------------------------------------------------------------------------- load and crashes
@@ -403,9 +409,9 @@ def test_fifty_concurrent_jobs_all_succeed_in_order(live_server, image_file):
         jobs = [wait_done(c, i, timeout=600) for i in ids]
     assert all(j["status"] == "succeeded" and j["attempts"] == 1 for j in jobs)
     by_started = sorted(jobs, key=lambda j: j["started_at"])
-    from stillmotion.jobs.store import JobStore
+    from stillmotion.jobs.store import SQLiteJobStore
 
-    seq = {j["id"]: j["seq"] for j in JobStore(live_server.data_dir / "jobs.sqlite3").list(limit=1000)}
+    seq = {j.id: j.seq for j in SQLiteJobStore(live_server.data_dir / "jobs.sqlite3").list(limit=1000)}
     assert [j["id"] for j in sorted(jobs, key=lambda j: seq[j["id"]])] == [j["id"] for j in by_started]
 
 
@@ -454,10 +460,10 @@ def test_sigkill_restart_worker_death_and_drain(tmp_path, image_file):
             refused = c.post("/v1/videos", files={"image": image_file.read_bytes()}, data=SMALL)
             assert refused.status_code == 503 and "retry-after" in refused.headers
         assert srv.proc.wait(180) == 0
-        from stillmotion.jobs.store import JobStore
+        from stillmotion.jobs.store import SQLiteJobStore
 
-        store = JobStore(data_dir / "jobs.sqlite3")
-        assert store.get(draining["id"])["status"] == "succeeded"
-        assert store.get(leftover["id"])["status"] == "queued"  # left for the next start
+        store = SQLiteJobStore(data_dir / "jobs.sqlite3")
+        assert store.get(draining["id"]).status == "succeeded"
+        assert store.get(leftover["id"]).status == "queued"  # left for the next start
     finally:
         srv.stop()

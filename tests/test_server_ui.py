@@ -110,9 +110,11 @@ def test_gradio_client_calls_the_ui_endpoint(live_server, image_file, tmp_path):
 def test_ui_auth_requires_login(tmp_path):
     from fastapi.testclient import TestClient
 
+    from stillmotion.engine.config import EngineConfig
     from stillmotion.server import Settings, create_app
 
-    app = create_app(Settings(model="tiny", data_dir=tmp_path / "d", start_worker=False, ui_auth=("ann", "pw")))
+    app = create_app(Settings(engine=EngineConfig(model="tiny"), data_dir=tmp_path / "d", start_worker=False,
+                              ui_auth=("ann", "pw")))
     with TestClient(app) as c:
         assert c.get("/config").status_code == 401
         assert c.post("/login", data={"username": "ann", "password": "nope"}).status_code >= 400

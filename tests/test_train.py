@@ -31,7 +31,7 @@ def clips(tmp_path_factory):
 
 
 def _cfg(tmp_path, clips, **kw):
-    from stillmotion.train.loop import TrainConfig
+    from stillmotion.train.trainer import TrainConfig
 
     base = dict(base="tiny", clips=str(clips), output=str(tmp_path / "out"), steps=2, batch_size=1, lr=1e-3,
                 num_frames=8, width=64, height=64, fps=8, checkpoint_every=1, validate_every=2,
@@ -49,7 +49,7 @@ def test_preconditioning_is_the_samplers():
     """c_in / c_noise / c_skip / c_out are what EulerDiscreteScheduler (v-prediction) does when SVD samples."""
     from diffusers import EulerDiscreteScheduler
 
-    from stillmotion.models.checkpoints import resolve
+    from stillmotion.models.resolve import resolve
     from stillmotion.train.objective import precondition
 
     sched = EulerDiscreteScheduler.from_pretrained(resolve("tiny").path, subfolder="scheduler")
@@ -134,7 +134,7 @@ def tiny_engine_image():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, clips):
     """Two steps of full fine-tuning of tiny, a checkpoint each step, a validation video at the end."""
-    from stillmotion.train.loop import train
+    from stillmotion.train.trainer import train
 
     tmp = tmp_path_factory.mktemp("full")
     cfg = _cfg(tmp, clips, steps=2)
@@ -142,7 +142,7 @@ def trained(tmp_path_factory, clips):
 
 
 def test_train_writes_checkpoints_plot_and_validation(trained):
-    from stillmotion.train.loop import latest_checkpoint
+    from stillmotion.train.checkpoints import latest_checkpoint
 
     cfg, summary = trained
     out = Path(cfg.output)
@@ -166,7 +166,8 @@ def test_saved_model_loads_in_generate(trained):
 
 
 def test_training_resumes_from_its_checkpoint(trained):
-    from stillmotion.train.loop import latest_checkpoint, train
+    from stillmotion.train.checkpoints import latest_checkpoint
+    from stillmotion.train.trainer import train
 
     cfg, _ = trained
     out = Path(cfg.output)
@@ -185,8 +186,8 @@ def test_lora_saves_only_adapters_and_generate_applies_them(tmp_path, clips):
     from safetensors import safe_open
 
     from stillmotion import Engine, GenerationSpec
-    from stillmotion.train.lora import apply_lora, lora_record
-    from stillmotion.train.loop import train
+    from stillmotion.models.lora import apply_lora, lora_record
+    from stillmotion.train.trainer import train
 
     train(_cfg(tmp_path, clips, steps=1, lora_rank=4, lr=5e-2, validate_every=100, validation_steps=1),
           log=_quiet, progress=False)
@@ -216,7 +217,7 @@ def test_lora_saves_only_adapters_and_generate_applies_them(tmp_path, clips):
 
 def test_apply_lora_refuses_a_plain_folder(tmp_path):
     from stillmotion.errors import ModelUnavailable
-    from stillmotion.train.lora import apply_lora
+    from stillmotion.models.lora import apply_lora
 
     with pytest.raises(ModelUnavailable, match="not a LoRA folder"):
         apply_lora(object(), tmp_path)

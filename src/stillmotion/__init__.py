@@ -25,11 +25,13 @@ from .errors import (
 )
 from .spec import GenerationSpec
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "Engine",
+    "EngineConfig",
     "GenerationResult",
+    "RunRecord",
     "GenerationSpec",
     "Progress",
     "generate",
@@ -50,15 +52,16 @@ __all__ = [
 
 def __getattr__(name: str):
     # Engine and friends import torch: load them on first use only.
-    if name in ("Engine", "GenerationResult", "Progress"):
+    if name in ("Engine", "EngineConfig", "GenerationResult", "Progress", "RunRecord"):
         from . import engine
 
         return getattr(engine, name)
     raise AttributeError(f"module 'stillmotion' has no attribute {name!r}")
 
 
-def generate(image, out=None, *, model: str = "svd-xt", spec: GenerationSpec | None = None, **fields):
-    """One-shot helper: load `model`, generate, optionally save to `out`. Returns the GenerationResult."""
+def generate(image, out=None, *, model: str | None = None, spec: GenerationSpec | None = None, **fields):
+    """One-shot helper: load `model` (default: models.registry.DEFAULT_MODEL), generate, optionally
+    save to `out`. Returns the GenerationResult."""
     from .engine import Engine
 
     spec = spec or GenerationSpec.build(**fields)

@@ -6,20 +6,28 @@
     │   │   └── ImageTooLarge        exit 2, HTTP 413   pixel or byte limit exceeded
     │   ├── InvalidVideo             exit 2, HTTP 422   not a video, zero frames
     │   └── ImageFetchError          exit 2, HTTP 422   URL unreachable, bad scheme, timeout
+    ├── BadRequest                   exit 2, HTTP 400   a request the server cannot parse (body, headers)
+    ├── Unauthorized                 exit 2, HTTP 401   missing or wrong API key
     ├── NotFound                     exit 2, HTTP 404   a job, a file, a manifest row
     ├── Conflict                     exit 2, HTTP 409   state does not allow this (e.g. content of a queued job)
     ├── ModelUnavailable             exit 3, HTTP 503   unknown name, not cached while offline, download failed
     │   └── ModelCorrupted           exit 3, HTTP 503   a weight file fails its sha256 check
     ├── OutOfMemory                  exit 4, HTTP 507   out of memory after every fallback
-    ├── QueueFull                    exit 1, HTTP 503   the job queue is at --max-queue
+    ├── ServiceUnavailable           exit 1, HTTP 503   the server is draining: try again after `retry_after` s
+    │   └── QueueFull                exit 1, HTTP 503   the job queue is at --max-queue
     └── Cancelled                    exit 130, HTTP 409 the run was cancelled between steps
 
 Every message is one sentence (or two) that says what was wrong and what to do.
 Library errors (torch OOM, PyAV, PIL, sqlite) are converted to these at the
-boundary where they happen; callers never see raw library errors.
+boundary where they happen; callers never see raw library errors. The server
+answers each with its http_status and {"error": {"code", "message"}}; a
+ServiceUnavailable also with a Retry-After header. Cancelled's code is
+"canceled", the job status the API reports for a cancelled job.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 
 class StillmotionError(Exception):
@@ -58,6 +66,18 @@ class ImageFetchError(InvalidInput):
     code = "image_fetch_failed"
 
 
+class BadRequest(StillmotionError):
+    exit_code = 2
+    http_status = 400
+    code = "bad_request"
+
+
+class Unauthorized(StillmotionError):
+    exit_code = 2
+    http_status = 401
+    code = "unauthorized"
+
+
 class NotFound(StillmotionError):
     exit_code = 2
     http_status = 404
@@ -86,9 +106,19 @@ class OutOfMemory(StillmotionError):
     code = "out_of_memory"
 
 
-class QueueFull(StillmotionError):
+class ServiceUnavailable(StillmotionError):
+    """Try again later: the server is draining, or (QueueFull) its queue is full."""
+
     exit_code = 1
     http_status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after: Optional[int] = None):
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds, for the Retry-After header (None: the server's default)
+
+
+class QueueFull(ServiceUnavailable):
     code = "queue_full"
 
 

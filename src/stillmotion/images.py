@@ -1,44 +1,28 @@
-"""Safe image input: read a path, bytes or http(s) URL, decode it, size it.
+"""Pixels of an input image: decode it safely, size it for the model.
 
-Every front end (CLI, batch, HTTP API, UI) takes the same path:
+    load_image()   1. read bytes (sources.read_source_bytes)  2. open (whitelisted formats only)
+                   3. check size from the header  4. decode strictly
+                   5. apply EXIF orientation  6. convert to RGB
+    prepare()      crop / pad / stretch to the model's width x height
 
-    read_source_bytes()   path | bytes | URL -> raw bytes (byte limit, timeouts)
-    load_image()          1. read bytes  2. open (whitelisted formats only)
-                          3. check size from the header  4. decode strictly
-                          5. apply EXIF orientation  6. convert to RGB
-    prepare()             crop / pad / stretch to the model's width x height
-
-Untrusted input never reaches a caller as a raw Pillow/httpx error: every
-failure becomes an errors.StillmotionError subclass with a one-line message.
+Untrusted input never reaches a caller as a raw Pillow error: every failure
+becomes an errors.StillmotionError subclass with a one-line message.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
-import re
 import threading
-import time
-from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageColor, ImageFile, ImageOps
 
-from stillmotion.errors import (
-    ImageFetchError,
-    ImageTooLarge,
-    InvalidImage,
-    InvalidInput,
-    NotFound,
-)
+from .errors import ImageTooLarge, InvalidImage, InvalidInput
+from .util import one_line, show
+from .sources import DEFAULT_MAX_BYTES, ImageSource, read_source_bytes
 
 DEFAULT_MAX_PIXELS = 64_000_000
-DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 MIN_SIDE = 16
-
-ImageSource = Union[str, os.PathLike, bytes]
 
 # The only Pillow plugins we let near untrusted bytes. (The JPEG opener also
 # returns the multi-picture "MPO" JPEGs many phone cameras write.)
@@ -46,142 +30,6 @@ FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 RESIZE_MODES = ("crop", "pad", "stretch")
 
 _FORMATS_HINT = "use a JPEG, PNG, WebP, BMP, TIFF or GIF file"
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")  # 2+ chars, so C:\ stays a path
-_NON_FILE_SCHEMES = {"data", "file", "ftp", "ftps", "sftp", "gopher", "javascript", "blob", "about"}
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def read_source_bytes(
-    source: ImageSource,
-    *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    timeout: float | tuple[float, float] = (5.0, 30.0),
-    public_only: bool = False,
-) -> tuple[bytes, str | None]:
-    """Raw bytes of an image source, and the path or URL to record (None for bytes).
-
-    `timeout` is (connect, read) in seconds, or one number for both. The read
-    timeout bounds each wait for data and also the whole download together
-    with the connect timeout, so a server that trickles bytes cannot hold us.
-    `public_only` (a server fetching for its clients): http(s) URLs, redirects
-    included, may not reach private or local addresses (netguard.py).
-    """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        _check_byte_count(len(data), max_bytes, "The image data")
-        return data, None
-    if isinstance(source, str):
-        text = source.strip()
-        if not text:
-            raise InvalidInput("No image given; pass a file path, an http(s) URL or the image bytes.")
-        match = _SCHEME.match(text)
-        if match:
-            scheme = match.group(1).lower()
-            if scheme in ("http", "https"):
-                return _fetch_url(text, max_bytes=max_bytes, timeout=timeout, public_only=public_only)
-            # s3://, gs://, hdfs:// ... through pyarrow.fs (loaded only for those)
-            from stillmotion import remote
-
-            if remote.is_remote(text):
-                data = remote.read_bytes(text, max_bytes)
-                _check_byte_count(len(data), max_bytes, f"The image at {_show(_redact(text))}")
-                return data, _redact(text)
-            if "://" in text or scheme in _NON_FILE_SCHEMES:
-                raise ImageFetchError(
-                    f"Unsupported URL scheme '{scheme}:' in {_show(_redact(text))}; "
-                    "use an http:// or https:// URL or a local file path."
-                )
-        return _read_file(Path(source), max_bytes)
-    if isinstance(source, os.PathLike):
-        return _read_file(Path(os.fspath(source)), max_bytes)
-    raise InvalidInput(
-        f"Unsupported image source of type {type(source).__name__}; "
-        "pass a file path, an http(s) URL or the image bytes."
-    )
-
-
-def _read_file(path: Path, max_bytes: int) -> tuple[bytes, str]:
-    path = path.expanduser()
-    shown = _show(str(path))
-    try:
-        if not path.exists():
-            raise NotFound(f"Image file not found: {shown}; check the path.")
-        if path.is_dir():
-            raise InvalidImage(f"Image path {shown} is a folder, not a file; pass the path of an image file.")
-        if not path.is_file():
-            raise InvalidImage(f"Image path {shown} is not a regular file; pass the path of an image file.")
-        _check_byte_count(path.stat().st_size, max_bytes, f"The image file {shown}")
-        with path.open("rb") as f:
-            data = f.read(max_bytes + 1)  # + 1: the file may have grown since stat()
-    except PermissionError:
-        raise InvalidInput(f"Cannot read {shown}: permission denied; check the file's permissions.") from None
-    except OSError as exc:
-        raise InvalidInput(f"Cannot read {shown} ({_one_line(exc)}); check the path.") from None
-    _check_byte_count(len(data), max_bytes, f"The image file {shown}")
-    return data, str(path.absolute())
-
-
-def _fetch_url(url: str, *, max_bytes: int, timeout, public_only: bool = False) -> tuple[bytes, str]:
-    import httpx  # only needed for URLs
-
-    from .netguard import request_hook
-
-    connect_s, read_s = (timeout, timeout) if isinstance(timeout, (int, float)) else timeout
-    shown = _show(_redact(url))
-    deadline = time.monotonic() + connect_s + read_s
-    chunks: list[bytes] = []
-    received = 0
-    try:
-        with httpx.Client(
-            timeout=httpx.Timeout(connect=connect_s, read=read_s, write=read_s, pool=connect_s),
-            follow_redirects=True,
-            max_redirects=5,
-            headers={"User-Agent": "stillmotion", "Accept": "image/*"},
-            event_hooks={"request": [request_hook("image")]} if public_only else None,
-        ) as client:
-            with client.stream("GET", url) as response:
-                if response.status_code >= 400:
-                    raise ImageFetchError(
-                        f"Could not fetch {shown}: the server answered HTTP {response.status_code} "
-                        f"{response.reason_phrase}; check the URL."
-                    )
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit():
-                    _check_byte_count(int(declared), max_bytes, f"The image at {shown}")
-                for chunk in response.iter_bytes():
-                    received += len(chunk)
-                    _check_byte_count(received, max_bytes, f"The image at {shown}")
-                    chunks.append(chunk)
-                    if time.monotonic() > deadline:
-                        raise ImageFetchError(
-                            f"Downloading {shown} took longer than {connect_s + read_s:g} s; "
-                            "check the URL or try a faster server."
-                        )
-    except httpx.TimeoutException:
-        raise ImageFetchError(
-            f"Timed out fetching {shown} (connect {connect_s:g} s, read {read_s:g} s); "
-            "check the URL or try again later."
-        ) from None
-    except httpx.ConnectError as exc:
-        raise ImageFetchError(
-            f"Could not connect to fetch {shown} ({_one_line(exc)}); check the URL and your network."
-        ) from None
-    except httpx.HTTPError as exc:  # redirects, protocol errors, invalid URLs
-        raise ImageFetchError(f"Could not fetch {shown} ({_one_line(exc)}); check the URL.") from None
-    except httpx.InvalidURL as exc:
-        raise ImageFetchError(f"Invalid URL {shown} ({_one_line(exc)}); check the URL.") from None
-    return b"".join(chunks), _redact(url)
-
-
-def _check_byte_count(n: int, max_bytes: int, what: str) -> None:
-    if n == 0:
-        raise InvalidImage(f"{what} is empty (0 bytes); pass a real image.")
-    if n > max_bytes:
-        raise ImageTooLarge(
-            f"{what} is over the {_mb(max_bytes)} limit; use a smaller or more compressed image."
-        )
 
 
 # --------------------------------------------------------------------------- decoding
@@ -203,7 +51,7 @@ def load_image(
     background = _color(background)
     # 1. Read the bytes (byte limit, timeouts).
     data, origin = read_source_bytes(source, max_bytes=max_bytes, timeout=timeout)
-    what = f"Image {_show(origin)}" if origin else "The image data"
+    what = f"Image {show(origin)}" if origin else "The image data"
 
     # 2. Open: parses the header only, with the whitelisted plugins only.
     try:
@@ -240,7 +88,7 @@ def load_image(
         raise
     except Exception as exc:
         raise InvalidImage(
-            f"{what} could not be decoded, it is truncated or corrupt ({_one_line(exc)}); "
+            f"{what} could not be decoded, it is truncated or corrupt ({one_line(exc)}); "
             "re-export or re-download the image."
         ) from None
 
@@ -259,7 +107,7 @@ def load_image(
         raise
     except Exception as exc:
         raise InvalidImage(
-            f"{what} uses colour mode {im.mode}, which cannot be converted to RGB ({_one_line(exc)}); "
+            f"{what} uses colour mode {im.mode}, which cannot be converted to RGB ({one_line(exc)}); "
             "re-export it as 8-bit RGB."
         ) from None
 
@@ -401,10 +249,6 @@ def _check_target(width: int, height: int, resize: str) -> None:
             raise InvalidInput(f"`{name}` must be a positive whole number of pixels, got {value!r}.")
 
 
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -444,24 +288,6 @@ def _sniff(data: bytes) -> str:
     if b"\x00" not in head and len(head.decode("utf-8", "ignore").encode()) >= 0.95 * len(head):
         return "the data looks like text"
     return "unrecognised format"
-
-
-def _redact(url: str) -> str:
-    """The URL without user:password@, for messages and the record."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@?#]*@", r"\1", url)
-
-
-def _show(text: str, limit: int = 200) -> str:
-    text = _one_line(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _one_line(value) -> str:
-    return " ".join(str(value).split()) or type(value).__name__
-
-
-def _mb(n: int) -> str:
-    return f"{n / 2**20:g} MB" if n % 2**20 == 0 else f"{n / 2**20:.1f} MB"
 
 
 def _mp(pixels: int) -> str:

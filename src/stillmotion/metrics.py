@@ -137,8 +137,3 @@ def motion_bucket(frames, *, lo: int = 1, hi: int = 255) -> int:
         width = 256
     px = mean_motion(frames) * 1024.0 / width
     return int(np.clip(round(BUCKETS_PER_PX_AT_1024 * px), lo, hi))
-
-
-def bucket_to_motion(bucket: float, width: int) -> float:
-    """Expected pixels per frame at `width` for a motion-bucket id (the inverse of motion_bucket)."""
-    return float(bucket) / BUCKETS_PER_PX_AT_1024 * width / 1024.0

@@ -21,9 +21,9 @@ import re
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from .errors import ImageFetchError, InvalidInput, NotFound
-from .images import _one_line, _redact, _show
+from .util import one_line, redact, show
 
-# Schemes pyarrow.fs.FileSystem.from_uri opens (http(s) is images.py's own reader;
+# Schemes pyarrow.fs.FileSystem.from_uri opens (http(s) is sources.py's own reader;
 # file:// is a local path).
 REMOTE_SCHEMES = frozenset({"s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss"})
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
@@ -86,10 +86,9 @@ def child_uri(root: str, key: str) -> str:
 def _pyarrow_fs():
     try:
         import pyarrow.fs as pafs
-    except ImportError:
-        from .ray import EXTRA_HINT
-
-        raise InvalidInput(f"Reading s3://, gs:// and other remote inputs needs pyarrow; run: {EXTRA_HINT}") from None
+    except ImportError:  # pyarrow comes with the ray extra
+        raise InvalidInput("Reading s3://, gs:// and other remote inputs needs pyarrow; "
+                           "run: pip install 'stillmotion[ray]'") from None
     return pafs
 
 
@@ -101,7 +100,7 @@ def _open(uri: str):
     except OSError as exc:  # e.g. hdfs:// without a JVM, a GCS/Azure credential problem
         raise _failed("open", uri, exc) from None
     except Exception as exc:  # noqa: BLE001 - ArrowInvalid / ArrowNotImplementedError: a bad URI
-        raise InvalidInput(f"Cannot open {_shown(uri)} ({_one_line(exc)}); check the URI "
+        raise InvalidInput(f"Cannot open {_shown(uri)} ({one_line(exc)}); check the URI "
                            "(spaces and '#', '?' in a path must be percent-encoded: %20, %23, %3F).") from None
 
 
@@ -120,7 +119,7 @@ def _missing(fs, base: str, uri: str) -> Exception:
 def _failed(what: str, uri: str, exc: OSError) -> Exception:
     """Arrow's OSError (AWS error code, request id, curl detail) as our one line: a missing bucket is
     NotFound, anything else (network, permissions) a fetch error that names what to check."""
-    message = _one_line(exc)
+    message = one_line(exc)
     if "NO_SUCH_BUCKET" in message:
         return NotFound(f"Could not {what} {_shown(uri)}: the bucket does not exist; {_check(uri)}.")
     message = re.sub(r"\s*\(Request ID: [^)]*\)", "", message)
@@ -142,4 +141,4 @@ def _walk_order(key: str) -> tuple:
 
 def _shown(uri: str) -> str:
     """The URI for a message: one line, no user:password@, not too long."""
-    return _show(_redact(uri.strip()))
+    return show(redact(uri.strip()))

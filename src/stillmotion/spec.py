@@ -31,14 +31,14 @@ class GenerationSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # --- diffusers' StableVideoDiffusionPipeline.__call__ knobs ---
-    num_frames: Optional[int] = Field(None, ge=1, le=64, description="frames the model generates")
-    num_inference_steps: Optional[int] = Field(None, ge=1, le=200, description="denoising steps")
-    min_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the first frame")
-    max_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the last frame")
+    num_frames: Optional[int] = Field(None, ge=1, le=64, description="frames the model generates", json_schema_extra={"x-flag": "--frames"})
+    num_inference_steps: Optional[int] = Field(None, ge=1, le=200, description="denoising steps", json_schema_extra={"x-flag": "--steps"})
+    min_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the first frame", json_schema_extra={"x-flag": "--min-cfg"})
+    max_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the last frame", json_schema_extra={"x-flag": "--max-cfg"})
     fps: Optional[int] = Field(None, ge=1, le=60, description="playback rate of the file; also the model's fps conditioning")
-    motion_bucket_id: Optional[int] = Field(None, ge=1, le=1023, description="how much motion: higher moves more")
-    noise_aug_strength: Optional[float] = Field(None, ge=0.0, le=1.0, description="noise added to the conditioning image")
-    decode_chunk_size: Optional[int] = Field(None, ge=1, le=64, description="frames the VAE decodes at once (None: as many as fit)")
+    motion_bucket_id: Optional[int] = Field(None, ge=1, le=1023, description="how much motion: higher moves more", json_schema_extra={"x-flag": "--motion"})
+    noise_aug_strength: Optional[float] = Field(None, ge=0.0, le=1.0, description="noise added to the conditioning image", json_schema_extra={"x-flag": "--noise-aug"})
+    decode_chunk_size: Optional[int] = Field(None, ge=1, le=64, description="frames the VAE decodes at once (None: as many as fit)", json_schema_extra={"x-flag": "--decode-chunk"})
     seed: int = Field(-1, ge=-1, le=MAX_SEED, description="0..2^32-1, or -1 for a random seed (recorded)")
 
     # --- ours ---
@@ -51,7 +51,8 @@ class GenerationSpec(BaseModel):
     interpolate: int = Field(1, description="frame interpolation factor: 1 (off), 2, 3, 4 or 8; multiplies the playback fps")
     interpolate_fps: Optional[float] = Field(None, gt=0, le=240, description="interpolate to this playback fps instead of by a factor")
     interpolate_backend: InterpolateBackend = Field("flow", description="flow (no weights) or rife")
-    loop: Loop = Field("none", description="none, pingpong or blend")
+    loop: Loop = Field("none", description="make a seamless loop: blend (--loop alone) or pingpong",
+                      json_schema_extra={"x-flag-value": "blend"})
     duration: Optional[float] = Field(None, gt=0, le=600, description="seconds of video: chains segments from each last frame")
     segments: Optional[int] = Field(None, ge=1, le=64, description="number of chained segments (instead of duration)")
 
@@ -128,10 +129,6 @@ class GenerationSpec(BaseModel):
             data["seed"] = secrets.randbelow(MAX_SEED + 1)
         return GenerationSpec.build(**data)
 
-    @property
-    def is_resolved(self) -> bool:
-        return self.num_frames is not None and self.width is not None and self.seed >= 0
-
 
 def auto_size(defaults, image_size, width=None, height=None) -> tuple[int, int]:
     """Target size by aspect: the model's landscape, portrait or square size.
@@ -176,3 +173,9 @@ def format_validation_error(e: ValidationError) -> str:
 
 
 SPEC_FIELDS = tuple(GenerationSpec.model_fields)
+
+
+def cli_flag(model: type[BaseModel], name: str) -> str:
+    """The command-line flag of a settings field: its `x-flag`, else --name-with-dashes."""
+    extra = model.model_fields[name].json_schema_extra or {}
+    return extra.get("x-flag", "--" + name.replace("_", "-"))

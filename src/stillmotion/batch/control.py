@@ -1,12 +1,13 @@
-"""Running a plan: workers (here, or one process per device), item status, the report.
+"""Running a plan: runners (here, or one process per device), item status, the report.
 
-`run_batch(plan, ...)` is the one call. With one device the worker runs in
-this process; with `devices=["0", "1"]` (or `["cpu", "cpu"]`) each device gets
-a spawned worker process that pulls items from one shared queue, so every
+`run_batch(plan, config, ...)` is the one call. With one device the runner
+works in this process; with `devices=["0", "1"]` (or `["cpu", "cpu"]`) each
+device gets a spawned process that pulls items from one shared queue, so every
 device gets its share however fast it is, and sends its events back here. The
 Controller is the only place that changes item status, counts failures for
 `max_failures`, and writes `batch-report.json` (atomically, every few seconds
 and at the end), so a killed batch still leaves a report of what was done.
+`expected_seconds(plan, config)` is what `--dry-run` says it will take.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import time
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
+from ..engine.config import EngineConfig
 from ..errors import StillmotionError
-from .plan import Plan
-from .run import Worker, atomic_write_text, remove_stale_temps
+from ..util import atomic_write
+from .plan import BatchPlan
+from .run import BatchRunner, remove_stale_temps
 
 REPORT_SCHEMA = "stillmotion.batch-report/1"
 REPORT_EVERY_S = 5.0
@@ -29,9 +32,9 @@ EventFn = Callable[["Controller", str, int, dict], None]
 
 
 class Controller:
-    """Item status, failure counting and the report. Thread-safe: workers' threads call `handle`."""
+    """Item status, failure counting and the report. Thread-safe: runners' threads call `handle`."""
 
-    def __init__(self, plan: Plan, *, devices: list[str], max_failures: Optional[int] = None,
+    def __init__(self, plan: BatchPlan, *, devices: list[str], max_failures: Optional[int] = None,
                  on_event: Optional[EventFn] = None):
         self.plan = plan
         self.devices = devices
@@ -72,7 +75,7 @@ class Controller:
         return self.count("done") + self.count("failed")
 
     def eta_seconds(self) -> Optional[float]:
-        """Remaining items x measured wall seconds per finished item (all workers together)."""
+        """Remaining items x measured wall seconds per finished item (all runners together)."""
         done = self.finished_runs
         if not done or self.first_start is None:
             return None
@@ -129,22 +132,98 @@ class Controller:
 
         self._last_report = time.perf_counter()
         try:
-            atomic_write_text(self.plan.report_path, json.dumps(self.report(), indent=2) + "\n")
+            atomic_write(self.plan.report_path, json.dumps(self.report(), indent=2) + "\n")
         except OSError:
             pass  # a full disk must not end the batch; the final write will say so
 
 
-def run_batch(plan: Plan, *, model: str, engine_kwargs: Optional[dict] = None, devices: Optional[list[str]] = None,
+# --------------------------------------------------------------------------- how long it will take (--dry-run)
+
+
+def expected_seconds(plan: BatchPlan, config: EngineConfig, devices: Optional[list[str]] = None,
+                     notice: Callable[[str], None] = lambda _: None) -> tuple[Optional[float], str]:
+    """(seconds for the items to run, where the figure comes from), without loading the model.
+
+    Best: the seconds per item measured by an earlier run into the same output folder (its report,
+    same model). Otherwise the one time estimator (engine/timing.py): each item's FLOPs, counted on
+    the model's shape, on this machine's GPU when gpus.json lists it, else on the card with a
+    published measurement. `notice` is told before a first count that may take a while.
+    """
+    todo = plan.to_run
+    devices = list(devices or [config.device])
+    if not todo:
+        return 0.0, "nothing to run"
+    per = measured_seconds(plan)
+    if per is not None:
+        return per * len(todo) / len(devices), f"measured {per:.1f} s/item in the last run here"
+    from ..engine import timing
+    from ..engine.shapes import model_shape
+    from ..models.registry import entry_for
+    from ..util import first_line
+
+    here = timing.card_for_device(device_name(devices[0]))
+    card = here or timing.reference_card()
+    notice("counting FLOPs on the model's shapes (no GPU, no weights; about 30 s for SVD-XT the first time, "
+           "cached after)...")
+    try:
+        shape = model_shape(config.model, config.dtype or "fp16")
+    except StillmotionError as e:
+        return None, f"no estimate: {first_line(e)}"
+    d = entry_for(config.model).defaults
+    seconds: dict[tuple, float] = {}  # one count per distinct job
+    total = 0.0
+    for item in todo:
+        spec = item.spec
+        frames, steps = spec.num_frames or d.num_frames, spec.num_inference_steps or d.num_inference_steps
+        w, h = spec.width or d.landscape[0], spec.height or d.landscape[1]
+        cfg = (spec.max_guidance_scale if spec.max_guidance_scale is not None else d.max_guidance_scale) > 1
+        job = (frames, h, w, steps, spec.speed, spec.cache_interval, cfg, spec.decode_chunk_size)
+        if job not in seconds:
+            flops = timing.video_flops(shape, frames, h, w, steps, speed=spec.speed, cfg=cfg,
+                                       cache_interval=spec.cache_interval, decode_chunk=spec.decode_chunk_size,
+                                       forward_chunking=config.forward_chunking)
+            seconds[job] = timing.time_on(card, shape, flops["per_video"], frames, h, w, steps, cfg=cfg,
+                                          user_chunk=spec.decode_chunk_size, user_offload=config.offload,
+                                          user_forward_chunking=config.forward_chunking or None).seconds
+        total += seconds[job]
+    where = f"this machine's {card.name}" if here else f"one {card.name}, not this machine's device"
+    return total / len(devices), (f"estimated for {where}: counted FLOPs at the card's {card.basis} efficiency on "
+                                  f"SVD-XT; `stillmotion estimate` shows other cards")
+
+
+def measured_seconds(plan: BatchPlan) -> Optional[float]:
+    """Mean seconds per item of the `done` items in an earlier report for the same model, if any."""
+    import json
+
+    try:
+        report = json.loads(plan.report_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if report.get("model") != plan.model:
+        return None
+    secs = [i["seconds"] for i in report.get("items", []) if i.get("status") == "done" and i.get("seconds")]
+    if not secs:
+        return None
+    # wall time per item is what a user waits: use it when the run finished its items
+    wall, done = report.get("wall_seconds"), len(secs)
+    return max(sum(secs) / done, (wall or 0) / done) if wall and done else sum(secs) / done
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_batch(plan: BatchPlan, config: EngineConfig, *, devices: Optional[list[str]] = None,
               max_failures: Optional[int] = None, should_cancel: Callable[[], bool] = lambda: False,
               on_event: Optional[EventFn] = None, engine=None, pipeline: Optional[bool] = None) -> Controller:
-    """Run every pending item of `plan`; returns the Controller (statuses, counts, report written).
+    """Run every pending item of `plan` with engines built from `config`; returns the Controller
+    (statuses, counts, report written).
 
-    `pipeline`: decode the next image and encode the last video beside the engine (threads);
-    None picks it per device: on for accelerators, off on the CPU. `engine`: an Engine to reuse.
-    Raises a StillmotionError when no item could run at all (e.g. the model does not load).
+    `devices`: one runner per device (default: config.device). `pipeline`: decode the next image and
+    encode the last video beside the engine (threads); None picks it per device: on for accelerators,
+    off on the CPU. `engine`: an Engine to reuse. Raises a StillmotionError when no item could run at
+    all (e.g. the model does not load).
     """
-    engine_kwargs = dict(engine_kwargs or {})
-    devices = list(devices or [engine_kwargs.get("device") or "auto"])
+    devices = list(devices or [config.device])
     ctl = Controller(plan, devices=devices, max_failures=max_failures, on_event=on_event)
     todo = plan.to_run
     plan.out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,10 +231,9 @@ def run_batch(plan: Plan, *, model: str, engine_kwargs: Optional[dict] = None, d
     try:
         if todo:
             if len(devices) == 1:
-                _run_here(ctl, todo, model, {**engine_kwargs, "device": device_name(devices[0])}, should_cancel, engine,
-                          pipeline)
+                _run_here(ctl, todo, config.replace(device=device_name(devices[0])), should_cancel, engine, pipeline)
             else:
-                _run_processes(ctl, todo, model, engine_kwargs, devices, should_cancel, pipeline)
+                _run_processes(ctl, todo, config, devices, should_cancel, pipeline)
     finally:
         ctl.finish(cancelled=should_cancel())
     if ctl.fatal is not None:
@@ -163,15 +241,15 @@ def run_batch(plan: Plan, *, model: str, engine_kwargs: Optional[dict] = None, d
     return ctl
 
 
-def _run_here(ctl: Controller, todo, model, engine_kwargs, should_cancel, engine, pipeline) -> None:
+def _run_here(ctl: Controller, todo, config: EngineConfig, should_cancel, engine, pipeline) -> None:
     pending = iter(todo)
-    worker = Worker(model, engine_kwargs, ctl.handle, should_stop=ctl.stop.is_set,
-                    should_cancel=should_cancel, engine=engine, pipeline=pipeline)
+    runner = BatchRunner(config, ctl.handle, should_stop=ctl.stop.is_set, should_cancel=should_cancel, engine=engine,
+                         pipeline=pipeline)
     try:
-        worker.run(lambda: next(pending, None))
+        runner.run(lambda: next(pending, None))
     finally:
-        ctl.hidden = worker.hidden
-        ctl.pipelined = bool(worker.pipeline)
+        ctl.hidden = runner.hidden
+        ctl.pipelined = bool(runner.pipeline)
 
 
 # --------------------------------------------------------------------------- several devices
@@ -183,7 +261,7 @@ def device_name(d: str) -> str:
     return f"cuda:{d}" if d.isdigit() else d
 
 
-def _run_processes(ctl: Controller, todo, model, engine_kwargs, devices, should_cancel, pipeline) -> None:
+def _run_processes(ctl: Controller, todo, config: EngineConfig, devices, should_cancel, pipeline) -> None:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # CUDA cannot be forked; spawn is also what macOS does
@@ -195,13 +273,14 @@ def _run_processes(ctl: Controller, todo, model, engine_kwargs, devices, should_
         tasks.put(item)
     for _ in devices:
         tasks.put(None)
-    threads = max(1, (os.cpu_count() or 1) // len(devices))
+    cpu_share = max(1, (os.cpu_count() or 1) // len(devices))  # torch threads of each CPU runner
     procs = []
     for n, dev in enumerate(devices):
-        kwargs = {**engine_kwargs, "device": device_name(dev)}
+        device = device_name(dev)
+        threads = config.threads or (cpu_share if device == "cpu" else None)
+        child = config.replace(device=device, threads=threads).to_json()
         p = ctx.Process(target=_child_main, name=f"stillmotion-batch-{n}",
-                        args=(n, model, kwargs, tasks, events, stop, cancel, threads, os.getpid(), pipeline),
-                        daemon=True)
+                        args=(n, child, tasks, events, stop, cancel, os.getpid(), pipeline), daemon=True)
         p.start()
         procs.append(p)
     current: dict[int, Optional[int]] = {n: None for n in range(len(devices))}
@@ -250,8 +329,8 @@ def _run_processes(ctl: Controller, todo, model, engine_kwargs, devices, should_
         ctl.fatal = load_errors[0]
 
 
-def _child_main(n, model, engine_kwargs, tasks, events, stop, cancel, threads, parent_pid, pipeline) -> None:
-    """A worker process: one Engine on one device, items from the shared queue, events back."""
+def _child_main(n, config_json: dict, tasks, events, stop, cancel, parent_pid, pipeline) -> None:
+    """A runner process: one Engine on one device (its config as JSON), items from the shared queue, events back."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sets `cancel`
@@ -265,16 +344,12 @@ def _child_main(n, model, engine_kwargs, tasks, events, stop, cancel, threads, p
         return tasks.get()
 
     try:
-        import torch
-
-        if engine_kwargs.get("device", "cpu") == "cpu":
-            torch.set_num_threads(threads)
-        worker = Worker(model, engine_kwargs, emit, should_stop=stop.is_set,
-                        should_cancel=lambda: cancel.is_set() or os.getppid() != parent_pid, pipeline=pipeline)
+        runner = BatchRunner(EngineConfig.from_json(config_json), emit, should_stop=stop.is_set,
+                             should_cancel=lambda: cancel.is_set() or os.getppid() != parent_pid, pipeline=pipeline)
         try:
-            worker.run(next_item)
+            runner.run(next_item)
         finally:
-            events.put((n, "hidden", -1, {**worker.hidden, "pipelined": bool(worker.pipeline)}))
+            events.put((n, "hidden", -1, {**runner.hidden, "pipelined": bool(runner.pipeline)}))
     except StillmotionError as e:
         events.put((n, "fatal", -1, {"error": e}))
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which goes on with the others

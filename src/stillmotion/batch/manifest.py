@@ -34,15 +34,11 @@ class Row:
 
 def _field_aliases() -> dict[str, str]:
     """Manifest columns may use spec names (num_frames) or flag names (frames, steps, decode-chunk)."""
-    from ..spec import SPEC_FIELDS
+    from ..spec import SPEC_FIELDS, cli_flag
 
     aliases = {name: name for name in SPEC_FIELDS}
-    try:
-        from ..cli.options import SPEC_FLAGS
-    except ImportError:  # click missing: spec names only
-        return aliases
-    for flag, name, _, _ in SPEC_FLAGS:
-        bare = flag.lstrip("-")
+    for name in SPEC_FIELDS:
+        bare = cli_flag(GenerationSpec, name).lstrip("-")
         aliases[bare] = name
         aliases[bare.replace("-", "_")] = name
     return aliases

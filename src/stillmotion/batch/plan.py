@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import InvalidInput, NotFound
+from ..models.registry import DEFAULT_MODEL
 from ..spec import MAX_SEED, GenerationSpec
 from .manifest import MANIFEST_SUFFIXES, MAX_ERRORS_SHOWN, Row, read_manifest
 
@@ -76,7 +77,9 @@ class Item:
 
 
 @dataclass
-class Plan:
+class BatchPlan:
+    """What a batch will do: its items (with seeds and outputs) and what is already done."""
+
     source: Path | str  # the input folder or manifest file; a str for a remote URI (s3://...)
     out_dir: Path
     model: str  # the model's registry name (what sidecars record)
@@ -108,14 +111,14 @@ def plan_batch(
     source,
     out_dir,
     *,
-    model: str = "svd-xt",
+    model: str = DEFAULT_MODEL,
     fields: Optional[dict] = None,
     seed: Optional[int] = None,
     variants: int = 1,
     recursive: bool = False,
     patterns: Optional[list[str]] = None,
     force: bool = False,
-) -> Plan:
+) -> BatchPlan:
     """Inputs -> items with seeds and outputs; raises InvalidInput before any work when something is wrong."""
     from .. import remote
     from ..models.registry import entry_for
@@ -174,8 +177,8 @@ def plan_batch(
         for item in items:
             if is_up_to_date(item, model_name):
                 item.status = "skipped"
-    return Plan(source=_public(source) if remote_uri else source, out_dir=out_dir, model=model_name,
-                base_seed=seed, variants=variants, items=items, ignored=ignored)
+    return BatchPlan(source=_public(source) if remote_uri else source, out_dir=out_dir, model=model_name,
+                     base_seed=seed, variants=variants, items=items, ignored=ignored)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -218,9 +221,9 @@ def _select(rels: Iterable[str], patterns: list[str] | None, ignored: list[str],
 
 def _public(source: str) -> str:
     """A source as the report shows it: a URL or URI without its user:password@."""
-    from ..images import _redact  # lazily: planning imports no image libraries
+    from ..util import redact
 
-    return _redact(source)
+    return redact(source)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -312,7 +315,7 @@ def is_up_to_date(item: Item, model_name: str) -> bool:
 
 def _same_input(source: str, recorded_sha256: Optional[str]) -> bool:
     """False only when a local input file's bytes differ from what the video was made from."""
-    from ..models.checkpoints import sha256_file
+    from ..models.hashes import sha256_file
 
     if not recorded_sha256 or "://" in source or not os.path.isfile(source):
         return True  # remote inputs (s3://, http://) are not re-read to compare

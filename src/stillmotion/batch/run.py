@@ -1,4 +1,4 @@
-"""One worker: load the model once, then generate item after item, pipelined.
+"""One runner: load the model once, then generate item after item, pipelined.
 
 While item N denoises, a loader thread reads, decodes and sizes image N+1 and
 a writer thread encodes video N-1 (PyAV and Pillow release the GIL for most
@@ -12,7 +12,7 @@ On the CPU the model itself already uses every core, and threads beside it
 only steal them (bench/bench_batch.py measured it slower on 2 cores), so
 there the phases run in line unless `pipeline=True` is asked for.
 
-The worker reports through `emit(kind, index, **data)`; kinds are "start",
+The runner reports through `emit(kind, index, **data)`; kinds are "start",
 "progress", "retry", "done", "failed" and "not_run". Item status lives in the
 controller (control.py), which runs in this process or, with several devices,
 in the parent process.
@@ -20,17 +20,18 @@ in the parent process.
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ..engine.config import EngineConfig
 from ..errors import Cancelled, InvalidInput, OutOfMemory, StillmotionError
 from ..spec import GenerationSpec
 from .plan import Item
 
 Emit = Callable[..., None]
+
 
 @dataclass
 class Loaded:
@@ -40,16 +41,16 @@ class Loaded:
     seconds: float
 
 
-class Worker:
-    """Runs items on one Engine. `next_item()` returns the next Item or None when there are no more."""
+class BatchRunner:
+    """Runs items on one Engine, built from `config` (or the `engine` given). `next_item()` returns the
+    next Item or None when there are no more."""
 
-    def __init__(self, model: str, engine_kwargs: dict, emit: Emit, *,
+    def __init__(self, config: EngineConfig, emit: Emit, *,
                  should_stop: Callable[[], bool] = lambda: False,
                  should_cancel: Callable[[], bool] = lambda: False,
                  engine=None, pipeline: Optional[bool] = None):
-        self.model = model
+        self.config = config
         self.pipeline = pipeline  # None: on for GPUs/MPS, off on the CPU (see run())
-        self.engine_kwargs = dict(engine_kwargs)
         self.emit = emit
         self.should_stop = should_stop
         self.should_cancel = should_cancel
@@ -60,7 +61,7 @@ class Worker:
         if self.engine is None:
             from ..engine import Engine
 
-            self.engine = Engine(self.model, progress=False, **self.engine_kwargs)
+            self.engine = Engine(self.config.replace(progress=False))
         return self.engine
 
     # ------------------------------------------------------------------
@@ -129,17 +130,17 @@ class Worker:
     # ------------------------------------------------------------------
     def _load(self, item: Item) -> Loaded:
         """Read, decode and size the image (in the loader thread)."""
-        from .. import images
+        from .. import images, sources
 
         t = time.perf_counter()
-        data, where = images.read_source_bytes(item.source)
+        data, where = sources.read_source_bytes(item.source)
         try:
             pil = images.load_image(data)
         except InvalidInput as e:  # name the file, not "the image data"
             raise type(e)(e.message.replace("The image data", f"The image {item.key}", 1)) from None
         spec = item.spec.resolve(self.entry, pil.size)  # not via the engine: it may be rebuilt meanwhile
         prepared = images.prepare(pil, spec.width, spec.height, spec.resize)
-        info = {"source": where or item.source, "sha256": images.sha256_of(data), "size": list(pil.size)}
+        info = {"source": where or item.source, "sha256": sources.sha256_of(data), "size": list(pil.size)}
         seconds = time.perf_counter() - t
         self.hidden["load"] += seconds
         return Loaded(image=prepared, spec=spec, input=info, seconds=seconds)
@@ -158,10 +159,10 @@ class Worker:
             # One retry with lower-memory settings before the item counts as failed.
             spec = loaded.spec.update(decode_chunk_size=1)
             how = "decode_chunk_size=1"
-            if engine.device != "cpu" and engine.offload == "none":
+            if engine.device != "cpu" and engine.config.offload == "none":
                 self.engine = engine = None
                 _release_memory()
-                self.engine_kwargs["offload"] = "model"  # kept for the rest of this worker's items
+                self.config = self.config.replace(offload="model")  # kept for the rest of this runner's items
                 how += ", offload=model"
             self.emit("retry", item.index, error=f"{oom} Retrying with {how}.")
             result = self._engine().generate(loaded.image, spec, on_progress=on_progress, should_cancel=self.should_cancel)
@@ -210,24 +211,9 @@ def save_result(result, item: Item) -> None:
     result.save(item.output, format=result.spec.format)
 
 
-def atomic_write_text(path, text: str) -> None:
-    """Write to a hidden temp name in the same folder, then rename over `path`."""
-    import secrets
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def remove_stale_temps(items) -> int:
-    """Temp files a killed run left beside our outputs (`.cat.mp4.tmp-1a2b3c4d`); returns how many went."""
+    """Temp files a killed run left beside our outputs (util.temp_name: `.cat.mp4.tmp-1a2b3c4d`); returns how
+    many went."""
     import shutil
 
     removed = 0

@@ -16,7 +16,7 @@ SUBCOMMANDS = {
     "serve": ("stillmotion.cli.serve", "serve", "Run the web UI and HTTP API on one job queue."),
     "models": ("stillmotion.cli.models", "models", "List, download and verify models."),
     "interpolate": ("stillmotion.cli.interpolate", "interpolate", "Interpolate frames of any video."),
-    "estimate": ("stillmotion.cli.estimate", "estimate", "Plan memory, time and cost before running."),
+    "estimate": ("stillmotion.cli.estimate", "estimate_command", "Plan memory, time and cost before running."),
     "train": ("stillmotion.cli.train", "train", "Fine-tune SVD (full or LoRA) on your own clips."),
 }
 

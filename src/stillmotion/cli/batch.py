@@ -8,7 +8,7 @@ import time
 import click
 
 from ..errors import Cancelled, InvalidInput
-from .options import CancelOnSigint, engine_options, pop_engine_kwargs, pop_spec_fields, spec_options
+from .options import CancelOnSigint, engine_config_from, engine_options, pop_spec_fields, spec_options
 
 
 @click.command()
@@ -46,12 +46,11 @@ def batch(source, out_dir, recursive, pattern, variants, force, max_failures, dr
     Re-running skips items whose video and sidecar match; --force redoes them.
     OUT_DIR/batch-report.json records every item. Exit code 1 if any failed.
     """
-    from ..batch import estimate, plan_batch, run_batch
+    from ..batch import expected_seconds, plan_batch, run_batch
 
     fields = pop_spec_fields(kwargs)
     seed = fields.pop("seed", None)
-    engine_kwargs = pop_engine_kwargs(kwargs)
-    model = kwargs.pop("model") or "svd-xt"
+    config = engine_config_from(kwargs)
     if max_failures is not None and max_failures < 1:
         raise InvalidInput(f"--max-failures must be at least 1, got {max_failures}.")
     device_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else None
@@ -60,15 +59,15 @@ def batch(source, out_dir, recursive, pattern, variants, force, max_failures, dr
     patterns = [p.strip() for p in pattern.split(",") if p.strip()] if pattern else None
 
     # 1. Plan: inputs, seeds, outputs, clashes, what is up to date. No model yet.
-    plan = plan_batch(source, out_dir, model=model, fields=fields, seed=seed, variants=variants,
+    plan = plan_batch(source, out_dir, model=config.model, fields=fields, seed=seed, variants=variants,
                       recursive=recursive, patterns=patterns, force=force)
     if not plan.items:
         raise InvalidInput(f"No images found in {source}" + (" (try --recursive)" if not recursive else "")
                            + (f" matching {pattern}" if pattern else "") + ".")
     todo, skipped = plan.to_run, plan.skipped
-    n_dev = len(device_list) if device_list else 1
     if dry_run:
-        seconds, basis = estimate(plan, n_dev)
+        notice = (lambda text: click.echo(text, err=True)) if sys.stderr.isatty() else (lambda _: None)
+        seconds, basis = expected_seconds(plan, config, device_list, notice=notice)
         for item in plan.items:
             mark = "skip" if item.status == "skipped" else "make"
             click.echo(f"{mark}  {item.key}  ->  {item.output}  (seed {item.seed})")
@@ -105,11 +104,11 @@ def batch(source, out_dir, recursive, pattern, variants, force, max_failures, dr
             if use_ray:  # same plan, names, seeds and report; the items run on a Ray actor pool
                 from ..ray.data import run_batch_ray
 
-                ctl = run_batch_ray(plan, model=model, engine_kwargs=engine_kwargs, actors=actors, address=ray_address,
-                                    max_failures=max_failures, should_cancel=cancel, on_event=on_event)
+                ctl = run_batch_ray(plan, config, actors=actors, address=ray_address, max_failures=max_failures,
+                                    should_cancel=cancel, on_event=on_event)
             else:
-                ctl = run_batch(plan, model=model, engine_kwargs=engine_kwargs, devices=device_list,
-                                max_failures=max_failures, should_cancel=cancel, on_event=on_event, pipeline=pipeline)
+                ctl = run_batch(plan, config, devices=device_list, max_failures=max_failures, should_cancel=cancel,
+                                on_event=on_event, pipeline=pipeline)
         finally:
             if ui is not None:
                 ui.stop()

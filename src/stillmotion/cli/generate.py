@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import InvalidInput
-from .options import CancelOnSigint, engine_options, pop_engine_kwargs, pop_spec_fields, rich_progress, spec_options
+from .options import CancelOnSigint, engine_config_from, engine_options, pop_spec_fields, rich_progress, spec_options
 
 
 @click.command()
@@ -32,7 +32,6 @@ def generate(image, output, from_sidecar, as_json, quiet, **kwargs):
 
     given = pop_spec_fields(kwargs)
     fields = dict(given)
-    engine_kwargs = pop_engine_kwargs(kwargs)
     model = kwargs.pop("model")
 
     # 1. Spec: from a sidecar (flags override it) or from flags alone
@@ -60,13 +59,13 @@ def generate(image, output, from_sidecar, as_json, quiet, **kwargs):
         if fmt:
             fields["format"] = fmt
     spec = GenerationSpec.build(**fields)
-    model = model or "svd-xt"
+    config = engine_config_from(kwargs, model=model)
 
     # 2. Output path and image, checked before the model loads so bad input fails fast
     out = _output_path(image, output, spec.format)
-    from .. import images
+    from .. import images, sources
 
-    data, where = images.read_source_bytes(image)
+    data, where = sources.read_source_bytes(image)
     images.load_image(data)
 
     # 3. Load, generate, write
@@ -75,8 +74,8 @@ def generate(image, output, from_sidecar, as_json, quiet, **kwargs):
     show = not quiet and not as_json and sys.stderr.isatty()
     progress, on_progress, update = rich_progress(enabled=show)
     with progress, CancelOnSigint() as cancel:
-        update(stage="loading", detail=model)
-        engine = Engine(model, **engine_kwargs)
+        update(stage="loading", detail=config.model)
+        engine = Engine(config)
         result = engine.generate(data, spec, on_progress=on_progress, should_cancel=cancel, source=where)
         update(stage="writing", detail=str(out))
         artifact = result.save(out)

@@ -39,17 +39,17 @@ def list_models(as_json):
         click.echo(f"{r['name']:<{width}}  {r['status']:<14}  {size:>9}  {where}")
         if r["description"]:
             click.echo(f"{'':<{width}}  {r['description']}")
-    from ..models.hub import hub_cache_dir
-    from ..models.tiny import cache_root
+    from ..models.paths import cache_root, hub_cache_dir
 
     click.echo(f"\nHugging Face cache: {hub_cache_dir()}   stillmotion cache: {cache_root()}")
 
 
 def model_rows() -> list[dict]:
     """One dict per registry model, then per other SVD pipeline found in the HF cache."""
-    from ..models.hub import cached_snapshot, entry_missing, hub_cache_dir, missing_files
+    from ..models.hub import cached_snapshot, entry_missing, missing_files
+    from ..models.paths import hub_cache_dir
     from ..models.registry import REGISTRY
-    from ..models.tiny import TINY_VERSION, cache_root
+    from ..models.tiny import tiny_folder
 
     rows = []
     for entry in REGISTRY.values():
@@ -69,12 +69,12 @@ def model_rows() -> list[dict]:
             "size_bytes": 0,
         }
         if entry.builtin and entry.name != "tiny":  # shipped inside the package (demo)
-            from ..models.checkpoints import resolve
+            from ..models.resolve import resolve
 
             folder = resolve(entry.name).path
             row.update(status="shipped", path=str(folder), size_bytes=disk_size(folder))
         elif entry.builtin:
-            folder = cache_root() / f"tiny-v{TINY_VERSION}"
+            folder = tiny_folder()
             if (folder / "model_index.json").is_file():
                 row.update(status="cached", path=str(folder), size_bytes=disk_size(folder))
             else:
@@ -164,8 +164,8 @@ def download(name, force, quiet):
     RIFE v4.26 weights and checks that it loads. tiny is built from code;
     --force rebuilds it.
     """
-    from ..models.checkpoints import resolve
     from ..models.registry import entry_for
+    from ..models.resolve import resolve
 
     entry = entry_for(name)
     if entry.builtin:
@@ -193,10 +193,10 @@ def download(name, force, quiet):
 def _rebuild_tiny():
     import shutil
 
-    from ..models.checkpoints import resolve
-    from ..models.tiny import TINY_VERSION, cache_root
+    from ..models.resolve import resolve
+    from ..models.tiny import tiny_folder
 
-    shutil.rmtree(cache_root() / f"tiny-v{TINY_VERSION}", ignore_errors=True)
+    shutil.rmtree(tiny_folder(), ignore_errors=True)
     return resolve("tiny")
 
 
@@ -212,14 +212,15 @@ def verify(name, online, as_json, write_manifest):
     Exits 3 and names each truncated, altered or missing file with the command
     that repairs it.
     """
-    from ..models.integrity import verify as run_verify
     from ..models.registry import entry_for
+    from ..models.verify import verify as run_verify
 
     if write_manifest:
         entry = entry_for(name)
         if entry.repo_id is not None or entry.builtin:
             raise InvalidInput("--write-manifest is for local folders; hub models and tiny get theirs when saved or downloaded.")
-        from ..models.integrity import safetensors_problem, write_folder_manifest
+        from ..models.hashes import write_folder_manifest
+        from ..models.verify import safetensors_problem
 
         for p in sorted(Path(name).rglob("*.safetensors")):
             problem = safetensors_problem(p)

@@ -8,80 +8,92 @@ import threading
 
 import click
 
-# flag -> (spec field, click type, help). Defaults are None: the model's registry entry decides.
-SPEC_FLAGS = [
-    ("--frames", "num_frames", int, "frames to generate (model default: SVD 14, XT 25)"),
-    ("--steps", "num_inference_steps", int, "denoising steps (default 25)"),
-    ("--fps", "fps", int, "playback fps, also the model's fps conditioning (default 7)"),
-    ("--motion", "motion_bucket_id", int, "motion bucket 1-1023: higher moves more (default 127)"),
-    ("--noise-aug", "noise_aug_strength", float, "noise added to the conditioning image (default 0.02)"),
-    ("--min-cfg", "min_guidance_scale", float, "guidance at the first frame (default 1.0)"),
-    ("--max-cfg", "max_guidance_scale", float, "guidance at the last frame (default 3.0)"),
-    ("--decode-chunk", "decode_chunk_size", int, "frames the VAE decodes at once (default: as many as fit)"),
-    ("--seed", "seed", int, "0..2^32-1; -1 or absent picks one (it is recorded)"),
-    ("--width", "width", int, "output width, multiple of 64 (default: from the image's aspect)"),
-    ("--height", "height", int, "output height, multiple of 64 (default: from the image's aspect)"),
-    ("--resize", "resize", click.Choice(["crop", "pad", "stretch"]), "how the image meets the size (default crop)"),
-    ("--format", "format", click.Choice(["mp4", "webm", "gif", "webp", "png"]), "output format (default mp4 or from -o)"),
-    ("--interpolate", "interpolate", int, "frame interpolation factor 2, 3, 4 or 8 (multiplies fps)"),
-    ("--interpolate-fps", "interpolate_fps", float, "interpolate to this playback fps (instead of a factor)"),
-    ("--interpolate-backend", "interpolate_backend", click.Choice(["flow", "rife"]), "flow (default, no weights) or rife (`stillmotion models download rife` first)"),
-    ("--loop", "loop", click.Choice(["none", "pingpong", "blend"]), "make a seamless loop: blend (--loop alone) or pingpong"),
-    ("--duration", "duration", float, "seconds of video: chains segments from each last frame"),
-    ("--segments", "segments", int, "number of chained segments (instead of --duration)"),
-    ("--speed", "speed", click.Choice(["exact", "fast"]), "exact (default, same frames as diffusers) or fast"),
-    ("--cache-interval", "cache_interval", int, "fast mode: a full UNet pass every N steps (default 3)"),
-]
+
+def _field_options(model, names=None) -> list[tuple]:
+    """(flag, field name, click.option keywords, short flag) for the fields of a pydantic model that carry a CLI flag:
+    the name, type, choices, help and bounds all come from the field itself."""
+    import typing
+
+    from ..models.registry import DEFAULT_MODEL, ModelDefaults, get_entry
+    from ..spec import cli_flag
+
+    defaults = get_entry(DEFAULT_MODEL).defaults
+    out = []
+    for name, f in model.model_fields.items():
+        if names is not None and name not in names:
+            continue
+        extra = f.json_schema_extra or {}
+        ann = f.annotation
+        args = [a for a in typing.get_args(ann) if a is not type(None)] if typing.get_origin(ann) is typing.Union else [ann]
+        base = args[0] if args else ann
+        if extra.get("x-text"):  # parsed by the field's own validator, e.g. sizes like 8GB
+            typ, kind = str, str
+        elif typing.get_origin(base) is typing.Literal:
+            typ, kind = click.Choice([str(c) for c in typing.get_args(base)]), None
+        else:
+            typ, kind = base, base
+        bounds = [f"{op} {getattr(m, attr)}" for m in f.metadata for attr, op in
+                  (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if getattr(m, attr, None) is not None]
+        help_ = f.description or ""
+        if bounds and kind in (int, float):
+            help_ += f" ({', '.join(bounds)})"
+        if name in ModelDefaults.__dataclass_fields__:
+            help_ += f" [default: the model's; {DEFAULT_MODEL}: {getattr(defaults, name)}]"
+        elif f.default is not None and kind is not bool:
+            help_ += f" [default: {f.default}]"
+        kw: dict = {"help": help_, "default": None}
+        if kind is bool:
+            kw = {"help": help_, "is_flag": True, "default": False}
+        else:
+            kw["type"] = typ
+        if "x-flag-value" in extra:  # e.g. `--loop` alone means `--loop blend`
+            kw.update(is_flag=False, flag_value=extra["x-flag-value"])
+        if "x-metavar" in extra:
+            kw["metavar"] = extra["x-metavar"]
+        flag = cli_flag(model, name)
+        out.append((flag, name, kw, extra.get("x-short")))
+    return out
+
+
+def _add_options(f, fields):
+    for flag, name, kw, short in reversed(fields):
+        decls = [flag, short, name] if short else [flag, name]
+        f = click.option(*decls, **kw)(f)
+    return f
 
 
 def spec_options(f):
-    """Add every spec flag to a click command; they arrive in kwargs under their spec names."""
-    for flag, name, typ, help_ in reversed(SPEC_FLAGS):
-        extra = {"is_flag": False, "flag_value": "blend"} if name == "loop" else {}  # `--loop` alone: blend
-        f = click.option(flag, name, type=typ, default=None, help=help_, **extra)(f)
-    return f
+    """Add every GenerationSpec field as a flag; they arrive in kwargs under their spec names (None: not given)."""
+    from ..spec import GenerationSpec
+
+    return _add_options(f, _field_options(GenerationSpec))
 
 
 def pop_spec_fields(kwargs: dict) -> dict:
     """Remove the spec flags from kwargs; return those the user actually gave."""
-    out = {}
-    for _, name, _, _ in SPEC_FLAGS:
-        v = kwargs.pop(name, None)
-        if v is not None:
-            out[name] = v
-    return out
+    from ..spec import SPEC_FIELDS
+
+    given = {name: kwargs.pop(name, None) for name in SPEC_FIELDS}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+ENGINE_FLAGS = ("model", "device", "dtype", "offload", "forward_chunking", "memory", "max_memory", "compile", "threads")
 
 
 def engine_options(f):
-    opts = [
-        click.option("--model", "-m", default=None, help="svd, svd-xt (default), svd-xt-1-1, tiny, a local folder or a hub id"),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps"),
-        click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default=None, help="default: fp16 on GPU, fp32 on CPU"),
-        click.option("--offload", type=click.Choice(["none", "model", "sequential"]), default="none", show_default=True,
-                     help="move idle parts of the model to the CPU to save GPU memory"),
-        click.option("--forward-chunking", is_flag=True, help="chunk the UNet's feed-forward layers (less memory, a little slower)"),
-        click.option("--memory", "memory", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
-                     help="auto: pick the fastest plan that fits free memory and step down on out-of-memory; none: as given"),
-        click.option("--max-memory", "max_memory", default=None, metavar="SIZE",
-                     help="plan for at most this much device memory, e.g. 8GB (default: the device's free memory)"),
-        click.option("--compile", "compile_", is_flag=True,
-                     help="torch.compile the UNet and VAE decoder (slow first run, cached; same output)"),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+    """Add every EngineConfig setting that has a flag (--model, --device, --offload, ...)."""
+    from ..engine.config import EngineConfig
+
+    return _add_options(f, _field_options(EngineConfig, ENGINE_FLAGS))
 
 
-def pop_engine_kwargs(kwargs: dict) -> dict:
-    return {
-        "device": kwargs.pop("device", "auto"),
-        "dtype": kwargs.pop("dtype", None),
-        "offload": kwargs.pop("offload", "none"),
-        "forward_chunking": kwargs.pop("forward_chunking", False),
-        "memory": kwargs.pop("memory", "auto"),
-        "max_memory": kwargs.pop("max_memory", None),
-        "compile": kwargs.pop("compile_", False),
-    }
+def engine_config_from(kwargs: dict, **overrides):
+    """Pop the engine flags from a command's kwargs -> one EngineConfig (flags not given keep their defaults)."""
+    from ..engine.config import EngineConfig
+
+    given = {name: kwargs.pop(name, None) for name in ENGINE_FLAGS}
+    given = {k: v for k, v in given.items() if v not in (None, False)}
+    return EngineConfig.build(**{**given, **overrides})
 
 
 class CancelOnSigint:

@@ -7,7 +7,7 @@ import threading
 
 import click
 
-from .options import engine_options, pop_engine_kwargs
+from .options import engine_config_from, engine_options
 
 
 @click.command()
@@ -32,8 +32,7 @@ from .options import engine_options, pop_engine_kwargs
               help="delete finished jobs and their videos this many days after they finish (default: keep)")
 @click.option("--workers", default=None, type=click.IntRange(1),
               help="worker processes (default: one per visible GPU, one on a CPU)")
-@click.option("--cpu-threads", default=None, type=click.IntRange(1),
-              help="torch threads in the worker (CPU serving on a shared machine: 1-2 avoids oversubscription)")
+@click.option("--cpu-threads", default=None, type=click.IntRange(1), hidden=True, help="the older name of --threads")
 @click.option("--no-warmup", is_flag=True, help="skip the warm-up generation before /readyz turns ready")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
@@ -56,12 +55,10 @@ def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_m
     from ..server.app import create_app
     from ..server.settings import Settings, parse_ui_auth
 
-    engine = pop_engine_kwargs(kwargs)
+    if cpu_threads is not None and kwargs.get("threads") is None:
+        kwargs["threads"] = cpu_threads
     settings = Settings(
-        data_dir=data_dir, model=kwargs.pop("model") or "svd-xt",
-        device=None if engine["device"] == "auto" else engine["device"], dtype=engine["dtype"],
-        offload=engine["offload"], forward_chunking=engine["forward_chunking"], warmup=not no_warmup, cpu_threads=cpu_threads, workers=workers,
-        engine_options={k: v for k, v in engine.items() if k not in ("device", "dtype", "offload", "forward_chunking")},
+        data_dir=data_dir, engine=engine_config_from(kwargs), warmup=not no_warmup, workers=workers,
         api_key=api_key, ui=not no_ui, ui_auth=parse_ui_auth(ui_auth), max_queue=max_queue,
         max_upload_mb=max_upload_mb, drain_timeout=drain_timeout, webhook_secret=webhook_secret, keep_days=keep_days,
         allow_private_urls=allow_private_urls,
@@ -76,7 +73,7 @@ def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_m
     app.state.svc.lock_data_dir()  # a second server on the same folder stops here, with one line
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
     server = DrainingServer(config, app.state.svc)
-    click.echo(f"stillmotion: model {settings.model}, data in {settings.data_dir}, "
+    click.echo(f"stillmotion: model {settings.engine.model}, data in {settings.data_dir}, "
                f"UI http://{host}:{port}/ API http://{host}:{port}/v1", err=True)
     server.run()
 

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from ..models.registry import DEFAULT_MODEL
+
 
 def _size(value):
     if value is None:
@@ -20,7 +22,7 @@ def _size(value):
 @click.command()
 @click.argument("clips", type=click.Path(file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="where the trained model goes (and its checkpoints)")
-@click.option("--base", default="svd-xt", show_default=True, help="model to start from: a registry name, a diffusers folder or a hub id")
+@click.option("--base", default=DEFAULT_MODEL, show_default=True, help="model to start from: a registry name, a diffusers folder or a hub id")
 @click.option("--lora", "lora_rank", type=int, default=None, help="train LoRA adapters of this rank (default: full fine-tuning)")
 @click.option("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
 @click.option("--steps", type=int, default=1000, show_default=True)
@@ -57,7 +59,7 @@ def train(clips, output, base, lora_rank, lora_alpha, steps, batch_size, grad_ac
 
     Re-running the same command resumes from the newest checkpoint in OUTPUT.
     """
-    from ..train.loop import TrainConfig, train as run
+    from ..train.trainer import TrainConfig, train as run
 
     width, height = _size(size)
     cfg = TrainConfig(

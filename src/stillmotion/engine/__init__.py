@@ -1,5 +1,8 @@
 """The engine: load once, run a spec, progress, cancel, seeds."""
 
-from .core import Engine, GenerationResult, Progress, pick_device
+from .config import EngineConfig
+from .core import Engine
+from .device import pick_device
+from .types import GenerationResult, Progress, RunRecord
 
-__all__ = ["Engine", "GenerationResult", "Progress", "pick_device"]
+__all__ = ["Engine", "EngineConfig", "GenerationResult", "Progress", "RunRecord", "pick_device"]

@@ -1,6 +1,6 @@
 """Long videos: chained segments, each started from a frame of the one before.
 
-    frames, fps, extra = generate_long(engine, prepared_image, spec, report, cancel, timings)
+    frames, fps, run = generate_long(engine.sample, prepared_image, spec, report, cancel)
 
 Continuing from the last frame drifts (colours wash out, contrast creeps), so:
   - each segment's colour statistics (per-channel mean and spread in CIE Lab)
@@ -14,7 +14,8 @@ Continuing from the last frame drifts (colours wash out, contrast creeps), so:
 
 How many frames: `duration` seconds at the spec's fps (before interpolation),
 or `segments` full segments. The sidecar gets "segments" (index, seed, frames,
-seam_at, conditioned_on) and "long" (the plan and the colour drift measures).
+seam_at, conditioned_on) and "long" (the plan and the colour drift measures), both
+from the RunRecord this returns.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Any
+from typing import Callable
 
 import numpy as np
 
 from ..errors import Cancelled
 from ..spec import MAX_SEED, GenerationSpec
+from .types import CancelFn, Progress, ProgressFn, RunRecord
+
+SampleFn = Callable[..., tuple[np.ndarray, RunRecord]]
 
 
 def segment_seed(seed: int, index: int) -> int:
@@ -99,21 +103,22 @@ def blend_seam(old: np.ndarray, new: np.ndarray, interp) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------
-def generate_long(engine, image, spec: GenerationSpec, report, cancel, timings: dict):
-    """Chained segments for spec.duration / spec.segments -> (frames, fps, extra for the sidecar)."""
+def generate_long(sample: SampleFn, image, spec: GenerationSpec, report: ProgressFn, cancel: CancelFn
+                  ) -> tuple[np.ndarray, float, RunRecord]:
+    """Chained segments for spec.duration / spec.segments -> (frames, fps, what the chain did).
+
+    `sample(image, spec, report, cancel, progress_span)` runs one segment (Engine.sample)."""
     from PIL import Image
 
     from ..video import quality
     from ..video.interpolate import FlowInterpolator
-    from .core import Progress
 
     # 1. Plan the segments
     p = plan(spec)
     n, overlap, count, total = p["frames_per_segment"], p["overlap"], p["segments"], p["target_frames"]
     step = n - overlap
     interp = FlowInterpolator()
-    sample_record: dict[str, Any] = {"fallbacks": []}
-    segments: list[dict] = []
+    run = RunRecord(segments=[])
     sums = {"encode": 0.0, "denoise": 0.0, "decode": 0.0}
     seg_seconds: list[float] = []
     out: np.ndarray | None = None
@@ -129,12 +134,13 @@ def generate_long(engine, image, spec: GenerationSpec, report, cancel, timings: 
         report(Progress("segment", k, count, lo, f"segment {k + 1}/{count}"))
         seed = segment_seed(spec.seed, k)
         seg_spec = spec.update(seed=seed, duration=None, segments=None)
-        seg_t: dict = {}
         t0 = time.perf_counter()
-        raw = engine.sample(cond, seg_spec, report, cancel, seg_t, sample_record, progress_span=(lo, hi))
+        raw, seg = sample(cond, seg_spec, report, cancel, (lo, hi))
         seg_seconds.append(round(time.perf_counter() - t0, 4))
         for key in sums:
-            sums[key] += float(seg_t.get(key, 0.0))
+            sums[key] += float(seg.timings.get(key, 0.0))
+        run.fallbacks.extend(seg.fallbacks)
+        run.memory, run.speed, run.decode_chunk_size = seg.memory, seg.speed, seg.decode_chunk_size
 
         # 3. Hold the colours to the first segment's
         if k == 0:
@@ -151,7 +157,7 @@ def generate_long(engine, image, spec: GenerationSpec, report, cancel, timings: 
         else:
             seam = blend_seam(out[seam_at : seam_at + overlap], frames[:overlap], interp) if overlap else frames[:0]
             out = np.concatenate([out[:seam_at], seam, frames[overlap:]], axis=0)
-        segments.append({
+        run.segments.append({
             "index": k,
             "seed": seed,
             "frames": int(len(raw)),
@@ -166,21 +172,15 @@ def generate_long(engine, image, spec: GenerationSpec, report, cancel, timings: 
 
     assert out is not None
     out = out[:total]
-    timings.update({key: round(v, 4) for key, v in sums.items()})
-    timings["segments"] = seg_seconds
-    drift_raw = quality.colour_drift(first_raw, last_raw)
-    drift = quality.colour_drift(first_raw, last_matched)
-    extra = {
-        **sample_record,
-        "segments": segments,
-        "long": {
-            **p,
-            "frames": int(len(out)),
-            "seed_rule": "segment 0: seed; segment k: sha256('stillmotion-segment:{seed}:{k}')[:4]",
-            "colour_match": "lab-mean-std",
-            "seam_blend": "flow",
-            "colour_drift_raw": drift_raw,  # first vs last segment as sampled (delta E of mean Lab)
-            "colour_drift": drift,  # first vs last segment after matching
-        },
+    run.timings = {key: round(v, 4) for key, v in sums.items()}
+    run.timings["segments"] = seg_seconds
+    run.long = {
+        **p,
+        "frames": int(len(out)),
+        "seed_rule": "segment 0: seed; segment k: sha256('stillmotion-segment:{seed}:{k}')[:4]",
+        "colour_match": "lab-mean-std",
+        "seam_blend": "flow",
+        "colour_drift_raw": quality.colour_drift(first_raw, last_raw),  # first vs last segment as sampled (delta E of mean Lab)
+        "colour_drift": quality.colour_drift(first_raw, last_matched),  # first vs last segment after matching
     }
-    return out, float(spec.fps), extra
+    return out, float(spec.fps), run

@@ -8,7 +8,7 @@ context and the caching allocator's slack, which the planner covers with a
 safety margin when it compares an estimate with free memory.
 
 The working memory of each stage comes from a dry run on the `meta` device
-(profile.py); the planner adds the weights each offload mode keeps on the
+(profile.py, dryrun.py); the planner adds the weights each offload mode keeps on the
 device while a stage runs:
   none        all weights, all the time
   model       only the component the stage uses (diffusers' model CPU offload)
@@ -17,16 +17,16 @@ device while a stage runs:
 Attention slicing is not offered: SVD's UNet uses SDPA, which never builds the
 score matrix that slicing would cut, so slicing saves nothing.
 """
+
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from .profile import ModelShape, profile_stages, vae_upcast
+from ..util import fmt_bytes
+from .profile import profile_stages
+from .shapes import ModelShape, vae_upcast
 
-GiB = 1024**3
-MiB = 1024**2
 SAFETY = 1.10  # caching allocator slack and fragmentation on a GPU
 CONTEXT_BYTES = 0  # mem_get_info() already excludes the CUDA context
 
@@ -34,29 +34,8 @@ OFFLOAD_ORDER = ("none", "model", "sequential")
 
 
 # ----------------------------------------------------------------------------
-# sizes: "8GB", "512MiB", "1.5g" -> bytes
-def parse_size(text: str | int | float) -> int:
-    """'8GB' / '8G' / '8GiB' / '512MB' / a number of bytes -> bytes (GB = GiB, as GPU specs mean it)."""
-    if isinstance(text, (int, float)):
-        return int(text)
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*", str(text).lower())
-    if not m:
-        from ..errors import InvalidInput
-
-        raise InvalidInput(f"--max-memory {text!r}: give a size like 8GB, 12.5GB or 800MB.")
-    num, unit = float(m.group(1)), m.group(2)
-    return int(num * {"": 1, "k": 1024, "m": MiB, "g": GiB, "t": 1024 * GiB}[unit])
-
-
-def fmt_bytes(n: float) -> str:
-    if n >= GiB:
-        return f"{n / GiB:.2f} GB"
-    return f"{n / MiB:.0f} MB"
-
-
-# ----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Plan:
+class MemoryPlan:
     """How a run uses memory. Ordered fastest first in `candidate_plans()`."""
 
     decode_chunk_size: int
@@ -76,8 +55,8 @@ class Plan:
 
 
 @dataclass
-class Estimate:
-    plan: Plan
+class PeakEstimate:
+    plan: MemoryPlan
     peak_bytes: int  # weights on the device + working memory, at the worst moment
     weights_bytes: int  # weights on the device at that moment
     stages: dict  # stage -> bytes (device weights + working memory) during that stage
@@ -103,8 +82,8 @@ class Estimate:
 STAGE_COMPONENTS = {"encode": ("image_encoder", "vae"), "denoise": ("unet",), "decode": ("vae",)}
 
 
-def estimate(shape: ModelShape, frames: int, height: int, width: int, plan: Plan, *, device: str = "cuda",
-             cfg: bool = True) -> Estimate:
+def estimate_peak(shape: ModelShape, frames: int, height: int, width: int, plan: MemoryPlan, *,
+                  device: str = "cuda", cfg: bool = True) -> PeakEstimate:
     """Peak device memory of one run under `plan` (weights on the device + working memory)."""
     chunk = max(1, min(plan.decode_chunk_size, frames))
     prof = profile_stages(shape, frames, height, width, decode_chunk=chunk,
@@ -124,11 +103,11 @@ def estimate(shape: ModelShape, frames: int, height: int, width: int, plan: Plan
         stages[stage] = w + work
         weights_at[stage] = w
     worst = max(stages, key=stages.get)
-    return Estimate(plan, stages[worst], weights_at[worst], stages, dict(prof.working))
+    return PeakEstimate(plan, stages[worst], weights_at[worst], stages, dict(prof.working))
 
 
 def candidate_plans(frames: int, device: str = "cuda", user_chunk: Optional[int] = None,
-                    user_offload: Optional[str] = None, user_forward_chunking: Optional[bool] = None) -> list[Plan]:
+                    user_offload: Optional[str] = None, user_forward_chunking: Optional[bool] = None) -> list[MemoryPlan]:
     """Plans from fastest to leanest: full decode chunk, then smaller chunks, then forward chunking,
     then model offload, then sequential offload (each step keeps the savings of the ones before).
 
@@ -145,11 +124,11 @@ def candidate_plans(frames: int, device: str = "cuda", user_chunk: Optional[int]
     if user_offload and user_offload != "none":
         offloads = [user_offload]
     fwd = [False, True] if not user_forward_chunking else [True]
-    plans: list[Plan] = []
+    plans: list[MemoryPlan] = []
     for off in offloads:
         for fc in fwd:
             for ch in chunks:
-                p = Plan(ch, fc, off)
+                p = MemoryPlan(ch, fc, off)
                 if p not in plans:
                     plans.append(p)
     # order: offload first key (slowest to change), then forward chunking, then chunk descending
@@ -157,11 +136,11 @@ def candidate_plans(frames: int, device: str = "cuda", user_chunk: Optional[int]
 
 
 def choose_plan(shape: ModelShape, frames: int, height: int, width: int, budget_bytes: int, *,
-                device: str = "cuda", cfg: bool = True, **fixed) -> tuple[Estimate, list[Estimate]]:
+                device: str = "cuda", cfg: bool = True, **fixed) -> tuple[PeakEstimate, list[PeakEstimate]]:
     """The first (fastest) plan whose estimate x SAFETY fits the budget; else the leanest, marked fits=False."""
     tried = []
     for plan in candidate_plans(frames, device, **fixed):
-        est = estimate(shape, frames, height, width, plan, device=device, cfg=cfg)
+        est = estimate_peak(shape, frames, height, width, plan, device=device, cfg=cfg)
         est.budget_bytes = budget_bytes
         est.fits = est.peak_bytes * SAFETY + CONTEXT_BYTES <= budget_bytes
         tried.append(est)
@@ -171,19 +150,19 @@ def choose_plan(shape: ModelShape, frames: int, height: int, width: int, budget_
     return leanest, tried
 
 
-def next_plan_down(current: Plan, frames: int, device: str, stage: str) -> Optional[Plan]:
+def next_plan_down(current: MemoryPlan, frames: int, device: str, stage: str) -> Optional[MemoryPlan]:
     """The next step down after an out-of-memory in `stage`: a smaller decode chunk (decoding only),
     then forward chunking, then model offload, then sequential offload. None when nothing is left."""
     if stage == "decoding" and current.decode_chunk_size > 1:
-        return Plan(max(1, current.decode_chunk_size // 2), current.forward_chunking, current.offload)
+        return MemoryPlan(max(1, current.decode_chunk_size // 2), current.forward_chunking, current.offload)
     if not current.forward_chunking:
-        return Plan(current.decode_chunk_size, True, current.offload)
+        return MemoryPlan(current.decode_chunk_size, True, current.offload)
     if device != "cpu":
         i = OFFLOAD_ORDER.index(current.offload)
         if i + 1 < len(OFFLOAD_ORDER):
-            return Plan(current.decode_chunk_size, True, OFFLOAD_ORDER[i + 1])
+            return MemoryPlan(current.decode_chunk_size, True, OFFLOAD_ORDER[i + 1])
     if current.decode_chunk_size > 1:
-        return Plan(max(1, current.decode_chunk_size // 2), current.forward_chunking, current.offload)
+        return MemoryPlan(max(1, current.decode_chunk_size // 2), current.forward_chunking, current.offload)
     return None
 
 

@@ -67,7 +67,7 @@ def attention_backend(unet) -> str:
 
 # ----------------------------------------------------------------------------
 def compile_cache_dir() -> str:
-    from ..models.tiny import cache_root
+    from ..models.paths import cache_root
 
     d = cache_root() / "inductor"
     d.mkdir(parents=True, exist_ok=True)

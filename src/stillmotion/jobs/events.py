@@ -16,7 +16,8 @@ import json
 import time
 from typing import AsyncIterator, Callable
 
-from .store import TERMINAL, JobStore
+from .store import TERMINAL
+from .types import Job, JobStore
 
 
 def sse(event: str, data: dict, event_id: int) -> str:
@@ -26,7 +27,7 @@ def sse(event: str, data: dict, event_id: int) -> str:
 async def job_events(
     store: JobStore,
     job_id: str,
-    view: Callable[[dict], dict],
+    view: Callable[[Job], dict],
     *,
     poll: float = 0.1,
     keepalive: float = 15.0,
@@ -42,8 +43,8 @@ async def job_events(
             n += 1
             yield sse("deleted", {"id": job_id, "object": "video", "deleted": True}, n)
             return
-        status = job["status"]
-        progress = (job["progress"], job["stage"], job["step"])
+        status = job.status
+        progress = (job.progress, job.stage, job.step)
         if status != last_status:
             n += 1
             last_status, last_progress = status, progress

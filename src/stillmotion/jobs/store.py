@@ -10,6 +10,7 @@ metrics and webhooks. Every process and every thread opens its own connection.
 A job whose worker dies is put back in the queue once (`attempts` counts the
 claims) and failed on the next death. A finished job is never run again: every
 transition out of `running` checks the row is still running for that worker.
+Jobs leave the store as `types.Job`; SQLiteJobStore satisfies `types.JobStore`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ..errors import Conflict, InvalidInput, NotFound, QueueFull
+from .types import Job
 
 STATES = ("queued", "running", "succeeded", "failed", "canceled")
 TERMINAL = ("succeeded", "failed", "canceled")
@@ -80,8 +82,8 @@ def new_job_id() -> str:
     return "vid_" + secrets.token_hex(10)
 
 
-class JobStore:
-    """Thread-safe access to the jobs file: one connection per thread."""
+class SQLiteJobStore:
+    """The JobStore on one SQLite file. Thread-safe: one connection per thread."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -116,7 +118,7 @@ class JobStore:
     def _tx(self):
         return self._Tx(self._conn())
 
-    def _one(self, sql: str, args: Iterable = ()) -> Optional[dict]:
+    def _one(self, sql: str, args: Iterable = ()) -> Optional[Job]:
         row = self._conn().execute(sql, tuple(args)).fetchone()
         return _row(row)
 
@@ -140,7 +142,7 @@ class JobStore:
         request_hash: Optional[str] = None,
         webhook: Optional[str] = None,
         max_queue: Optional[int] = None,
-    ) -> tuple[dict, bool]:
+    ) -> tuple[Job, bool]:
         """Insert a queued job; returns (job, created). An Idempotency-Key already
         used returns the existing job with created=False (409 if the request differs)."""
         job_id = job_id or new_job_id()
@@ -148,7 +150,7 @@ class JobStore:
             if idempotency_key is not None:
                 old = _row(db.execute("SELECT * FROM jobs WHERE idempotency_key=?", (idempotency_key,)).fetchone())
                 if old is not None:
-                    if request_hash and old["request_hash"] and old["request_hash"] != request_hash:
+                    if request_hash and old.request_hash and old.request_hash != request_hash:
                         raise Conflict(
                             "This Idempotency-Key was already used for a different request; use a new key for a new job."
                         )
@@ -165,14 +167,14 @@ class JobStore:
             )
         return self.get(job_id), True
 
-    def get(self, job_id: str) -> dict:
+    def get(self, job_id: str) -> Job:
         job = self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
         if job is None:
             raise NotFound(f"No job with id {job_id!r}; list jobs with GET /v1/videos.")
         return job
 
     def list(self, *, status: Optional[str] = None, limit: int = 20, before_seq: Optional[int] = None,
-             source: Optional[str] = None) -> list[dict]:
+             source: Optional[str] = None) -> list[Job]:
         """Newest first; `before_seq` pages on (the cursor)."""
         where, args = [], []
         if status is not None:
@@ -196,33 +198,33 @@ class JobStore:
             out[status] = n
         return out
 
-    def queue_position(self, job: dict) -> Optional[int]:
-        if job["status"] != "queued":
+    def queue_position(self, job: Job) -> Optional[int]:
+        if job.status != "queued":
             return None
-        (n,) = self._conn().execute("SELECT COUNT(*) FROM jobs WHERE status='queued' AND seq<?", (job["seq"],)).fetchone()
+        (n,) = self._conn().execute("SELECT COUNT(*) FROM jobs WHERE status='queued' AND seq<?", (job.seq,)).fetchone()
         return n
 
-    def request_cancel(self, job_id: str) -> dict:
+    def request_cancel(self, job_id: str) -> Job:
         """A queued job is canceled at once; a running one is flagged and stops between steps."""
         with self._tx() as db:
             job = _row(db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
             if job is None:
                 raise NotFound(f"No job with id {job_id!r}; list jobs with GET /v1/videos.")
-            if job["status"] == "queued":
+            if job.status == "queued":
                 db.execute(
                     "UPDATE jobs SET status='canceled', finished_at=?, error_code='canceled',"
                     " error_message='Canceled before it started.' WHERE id=?",
                     (time.time(), job_id),
                 )
-            elif job["status"] == "running":
+            elif job.status == "running":
                 db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
             else:
-                raise Conflict(f"Job {job_id} has already {job['status']}; only queued or running jobs can be canceled.")
+                raise Conflict(f"Job {job_id} has already {job.status}; only queued or running jobs can be canceled.")
         return self.get(job_id)
 
-    def delete(self, job_id: str) -> dict:
+    def delete(self, job_id: str) -> Job:
         """Remove a job's row. A running job's worker sees the row gone, stops between
-        steps and drops its result (see Worker.run_job)."""
+        steps and drops its result (see JobWorker.run_job)."""
         with self._tx() as db:
             job = _row(db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
             if job is None:
@@ -238,7 +240,7 @@ class JobStore:
         return [r[0] for r in rows]
 
     # ------------------------------------------------------------------ worker side
-    def claim(self, worker: str) -> Optional[dict]:
+    def claim(self, worker: str) -> Optional[Job]:
         """Atomically take the oldest queued job, or None."""
         if self._conn().execute("SELECT 1 FROM jobs WHERE status='queued' LIMIT 1").fetchone() is None:
             return None  # the common idle case: no write lock taken
@@ -341,7 +343,7 @@ class JobStore:
             db.execute("DELETE FROM workers")
 
     # ------------------------------------------------------------------ webhooks and metrics
-    def webhooks_due(self, now: float, limit: int = 20) -> list[dict]:
+    def webhooks_due(self, now: float, limit: int = 20) -> list[Job]:
         rows = self._conn().execute(
             "SELECT * FROM jobs WHERE webhook_state='pending' AND status IN ('succeeded','failed','canceled')"
             " AND (webhook_next_at IS NULL OR webhook_next_at<=?) ORDER BY finished_at LIMIT ?",
@@ -368,11 +370,12 @@ class JobStore:
         return [r[0] for r in rows]
 
 
-def _row(row) -> Optional[dict]:
+def _row(row) -> Optional[Job]:
     if row is None:
         return None
     d = dict(row)
     for k in _JSON_COLUMNS:
         if d.get(k):
             d[k] = json.loads(d[k])
-    return d
+    d["cancel_requested"] = bool(d["cancel_requested"])
+    return Job(**d)

@@ -2,6 +2,9 @@
 
     python -m stillmotion.jobs.worker --data-dir DIR --worker-id ID --config JSON
 
+The config is server.Settings.worker_config(): the EngineConfig as JSON, and
+whether to warm up and how often to poll.
+
 It talks to the API only through the SQLite store (jobs.store). The API
 process supervises it (server/supervisor.py): it reads the worker's stdin and
 exits at once when the API goes away (EOF), so an orphaned worker never keeps
@@ -23,9 +26,13 @@ import time
 import traceback
 import zipfile
 from pathlib import Path
+from typing import Optional
 
+from ..engine.config import EngineConfig
 from ..errors import Cancelled, StillmotionError
-from .store import JobStore
+from ..util import atomic_path
+from .store import SQLiteJobStore
+from .types import Job, JobStore
 
 log = logging.getLogger("stillmotion.worker")
 
@@ -37,42 +44,31 @@ def job_dir(data_dir: Path, job_id: str) -> Path:
     return Path(data_dir) / "jobs" / job_id
 
 
-class Worker:
-    """Loads the Engine once and runs claimed jobs. `store`: any JobStore-like object (a Ray replica
-    passes the store actor's proxy); by default the SQLite file in data_dir."""
+class JobWorker:
+    """Loads the Engine once and runs claimed jobs. `store`: by default the SQLite file in data_dir
+    (a Ray replica passes the store actor's RayJobStore)."""
 
-    def __init__(self, data_dir: Path, worker_id: str, config: dict, store=None):
+    def __init__(self, data_dir: Path, worker_id: str, config: EngineConfig, store: Optional[JobStore] = None, *,
+                 warmup: bool = True, poll: float = 0.1):
         self.data_dir = Path(data_dir)
         self.worker_id = worker_id
         self.config = config
-        self.store = store if store is not None else JobStore(self.data_dir / "jobs.sqlite3")
+        self.store: JobStore = store if store is not None else SQLiteJobStore(self.data_dir / "jobs.sqlite3")
         self.stop = threading.Event()
         self.wake = threading.Event()  # set when the API says a job was queued (a byte on stdin)
         self.engine = None
         self.info: dict = {}
-        self.poll = float(config.get("poll", 0.1))
+        self.warmup = warmup
+        self.poll = float(poll)
 
     # ------------------------------------------------------------------
     def load(self) -> None:
         from ..engine import Engine
 
-        cfg = self.config
-        self.store.worker_state(self.worker_id, "loading", pid=os.getpid(), model=cfg.get("model"))
-        if cfg.get("threads"):
-            import torch
-
-            torch.set_num_threads(int(cfg["threads"]))  # CPU serving beside other processes: no oversubscription
-        self.engine = Engine(
-            cfg.get("model") or "svd-xt",
-            device=cfg.get("device"),
-            dtype=cfg.get("dtype"),
-            offload=cfg.get("offload", "none"),
-            forward_chunking=bool(cfg.get("forward_chunking")),
-            progress=False,
-            **(cfg.get("engine_options") or {}),
-        )
+        self.store.worker_state(self.worker_id, "loading", pid=os.getpid(), model=self.config.model)
+        self.engine = Engine(self.config.replace(progress=False))  # no progress bars in a server's log
         t = time.perf_counter()
-        if cfg.get("warmup", True):
+        if self.warmup:
             self._warmup()
         import dataclasses
 
@@ -124,10 +120,10 @@ class Worker:
             time.sleep(HEARTBEAT_INTERVAL)
 
     # ------------------------------------------------------------------
-    def run_job(self, job: dict) -> None:
+    def run_job(self, job: Job) -> None:
         from ..spec import GenerationSpec
 
-        job_id, me = job["id"], self.worker_id
+        job_id, me = job.id, self.worker_id
         folder = job_dir(self.data_dir, job_id)
         last = {"t": 0.0, "stage": None, "cancel": False}
 
@@ -147,10 +143,10 @@ class Worker:
 
         t0 = time.perf_counter()
         try:
-            spec = GenerationSpec.build(**job["spec"])
-            image = folder / job["input_name"]
+            spec = GenerationSpec.build(**job.spec)
+            image = folder / job.input_name
             result = self.engine.generate(image, spec, on_progress=on_progress, should_cancel=should_cancel,
-                                          source=job.get("input_source") or None)
+                                          source=job.input_source or None)
             if should_cancel():
                 raise Cancelled()
             artifact = result.save(folder / f"{job_id}.{result.spec.format}")  # downloads carry the job id
@@ -159,8 +155,8 @@ class Worker:
             ok = self.store.finish(job_id, me, "succeeded", output=output, timings=timings,
                                    spec=result.spec.model_dump(mode="json"))
         except Cancelled:
-            ok = self.store.finish(job_id, me, "canceled",
-                                   error={"code": "canceled", "message": "Canceled while running; no output was written."})
+            ok = self.store.finish(job_id, me, "canceled", error={
+                "code": Cancelled.code, "message": "Canceled while running; no output was written."})
         except StillmotionError as e:
             ok = self.store.finish(job_id, me, "failed", error=e.to_dict())
         except Exception as e:  # noqa: BLE001 - the job fails, the worker lives on
@@ -181,11 +177,9 @@ def _output_record(artifact, folder: Path) -> dict:
     name = path.name
     if artifact.format == "png":  # a folder of frames is served as one zip
         zpath = folder / f"{path.name}.zip"
-        tmp = folder / f".{path.name}.zip.tmp"
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+        with atomic_path(zpath) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
             for f in sorted(path.iterdir()):
                 z.write(f, f.name)
-        os.replace(tmp, zpath)
         name = zpath.name
     d = artifact.to_dict()
     d.pop("path", None)
@@ -220,11 +214,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m stillmotion.jobs.worker")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--worker-id", required=True)
-    p.add_argument("--config", default="{}", help="JSON: model, device, dtype, offload, forward_chunking, warmup, poll")
+    p.add_argument("--config", default="{}", help="JSON: engine (an EngineConfig), warmup, poll")
     p.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (the API process died)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
-    worker = Worker(Path(args.data_dir), args.worker_id, json.loads(args.config))
+    cfg = json.loads(args.config)
+    worker = JobWorker(Path(args.data_dir), args.worker_id, EngineConfig.from_json(cfg.get("engine") or {}),
+                       warmup=cfg.get("warmup", True), poll=cfg.get("poll", 0.1))
     if args.watch_stdin:
         threading.Thread(target=_watch_parent, args=(worker.wake,), name="parent-watch", daemon=True).start()
 

@@ -4,7 +4,7 @@
                         files diffusers loads: model_index.json, each component's
                         config, and safetensors weights of the entry's variant
                         (never .bin/.ckpt, never the repo's original checkpoint);
-                        then a manifest of what arrived (integrity.py).
+                        then a manifest of what arrived (hashes.py).
     hub_hashes(local)   the hub's LFS sha256 and size of each weight file at the
                         resolved commit, for `stillmotion models verify`.
 
@@ -21,23 +21,16 @@ import re
 from pathlib import Path
 
 from ..errors import ModelUnavailable
-from .checkpoints import WEIGHT_SUFFIXES, LocalModel
+from ..version import __version__
+from .hashes import WEIGHT_SUFFIXES, hub_manifest_path, write_manifest
+from .local import LocalModel
+from .paths import hub_cache_dir, repo_folder
 from .registry import ModelEntry
 
 CONFIG_ONLY = ("scheduler", "feature_extractor", "tokenizer", "tokenizer_2", "safety_checker_config")
 
 
 # --------------------------------------------------------------------------- environment
-def hub_cache_dir() -> Path:
-    """The standard Hugging Face cache: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(xdg) / "huggingface" / "hub"
-
-
 def hub_endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
@@ -45,10 +38,6 @@ def hub_endpoint() -> str | None:
 def is_offline() -> bool:
     value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
     return value.strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def repo_folder(repo_id: str) -> str:
-    return "models--" + repo_id.replace("/", "--")
 
 
 # --------------------------------------------------------------------------- what to fetch
@@ -188,7 +177,8 @@ def cached_snapshot(entry: ModelEntry, *, complete: bool = True) -> Path | None:
     return folder
 
 
-def local_model(entry: ModelEntry, folder: Path) -> LocalModel:
+def snapshot_model(entry: ModelEntry, folder: Path) -> LocalModel:
+    """The LocalModel of a cached hub snapshot (its folder name is the commit)."""
     return LocalModel(
         entry=entry,
         path=folder,
@@ -209,7 +199,7 @@ def resolve_hub(entry: ModelEntry, download: bool = True, progress: bool = True,
     if not force:
         folder = cached_snapshot(entry)
         if folder is not None:
-            return local_model(entry, folder)
+            return snapshot_model(entry, folder)
 
     # 2. Not cached (or forced): only now may we touch the network
     cache_dir = hub_cache_dir()
@@ -231,12 +221,19 @@ def resolve_hub(entry: ModelEntry, download: bool = True, progress: bool = True,
             f"{entry.repo_id} at {folder.name} is not a diffusers pipeline with safetensors "
             f"{entry.variant or ''} weights (missing {', '.join(missing[:3])}); only safetensors are loaded."
         )
-    local = local_model(entry, folder)
+    local = snapshot_model(entry, folder)
 
     # 4. Record what arrived: sha256 + size of every weight file, for offline verify
-    from .integrity import write_manifest
-
-    write_manifest(local)
+    write_manifest(
+        folder,
+        hub_manifest_path(local.repo_id, local.commit),
+        name=entry.name,
+        source=local.source,
+        repo_id=local.repo_id,
+        revision=local.revision,
+        commit=local.commit,
+        variant=local.variant,
+    )
     return local
 
 
@@ -249,8 +246,6 @@ def _download(entry: ModelEntry, cache_dir: Path, *, progress: bool, force: bool
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
-
-    from .. import __version__
 
     try:
         return Path(

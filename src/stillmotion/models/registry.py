@@ -45,7 +45,7 @@ class ModelEntry:
 
 # Hub revisions: pinned to the commit that the project was tested against is
 # best; where the commit is not known offline we pin to "main" and record the
-# commit actually resolved in every sidecar (see checkpoints.resolve()).
+# commit actually resolved in every sidecar (see resolve.resolve()).
 REGISTRY: dict[str, ModelEntry] = {
     "svd": ModelEntry(
         name="svd",
@@ -115,7 +115,7 @@ REGISTRY: dict[str, ModelEntry] = {
     ),
 }
 
-DEFAULT_MODEL = "svd-xt"
+DEFAULT_MODEL = "svd-xt"  # the one place the default model is named
 
 
 LOCAL_DEFAULTS_FILE = "stillmotion.json"

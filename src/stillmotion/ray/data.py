@@ -4,9 +4,10 @@
                              checks and resume rules as the one-machine batch
     2. a dataset of items    one row per item to make (index, source, output,
                              seed, requested spec), in plan order
-    3. map_batches           an actor pool; each actor loads the Engine once and
-                             runs its rows through batch's own Worker (pipelined
-                             load / generate / write, atomic files, same sidecars)
+    3. map_batches           an actor pool; each actor loads the Engine once (from
+                             the driver's EngineConfig, as JSON) and runs its rows
+                             through batch's own BatchRunner (pipelined load /
+                             generate / write, atomic files, same sidecars)
     4. report on the driver  rows come back as they finish; batch's Controller
                              keeps item status and writes the same batch-report.json
 
@@ -22,7 +23,9 @@ import json
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..engine.config import EngineConfig
 from . import require_ray
+
 
 def item_rows(items) -> list[dict]:
     """One dataset row per item; `requested` travels as JSON so Arrow never retypes a spec field."""
@@ -43,24 +46,20 @@ def _items_from_batch(batch: dict) -> list:
 
 
 class ItemRunner:
-    """One actor of the pool: the Engine loads once (in __init__), then batches of rows run through batch.Worker."""
+    """One actor of the pool: the Engine loads once (in __init__, from `config`: EngineConfig.to_json()),
+    then batches of rows run through batch's BatchRunner."""
 
-    def __init__(self, model: str, engine_kwargs: dict, threads: Optional[int] = None):
+    def __init__(self, config: dict):
         import os
-
-        import torch
 
         from ..engine import Engine
 
-        if threads:
-            torch.set_num_threads(threads)
-        self.model = model
-        self.engine_kwargs = dict(engine_kwargs)
-        self.engine = Engine(model, progress=False, **self.engine_kwargs)
+        self.config = EngineConfig.from_json(config)
+        self.engine = Engine(self.config.replace(progress=False))  # it sets config.threads torch threads
         self.where = f"{os.uname().nodename}:{os.getpid()}"
 
     def __call__(self, batch: dict) -> dict:
-        from ..batch.run import Worker
+        from ..batch.run import BatchRunner
 
         items = _items_from_batch(batch)
         finals: dict[int, dict] = {}
@@ -72,9 +71,10 @@ class ItemRunner:
                 finals.setdefault(index, {})["retry"] = data.get("error")
 
         pending = iter(items)
-        worker = Worker(self.model, self.engine_kwargs, emit, engine=self.engine)
-        worker.run(lambda: next(pending, None))
-        self.engine = worker.engine  # an out-of-memory retry may have rebuilt it with offload
+        runner = BatchRunner(self.config, emit, engine=self.engine)
+        runner.run(lambda: next(pending, None))
+        # an out-of-memory retry may have rebuilt the engine with offload: keep it, and its config
+        self.engine, self.config = runner.engine, runner.config
         out = {"index": [], "status": [], "error": [], "seconds": [], "load_s": [], "write_s": [], "actor": []}
         for n, item in enumerate(items):
             f = finals.get(item.index) or {"status": "not_run", "error": "the worker stopped before this item"}
@@ -82,21 +82,22 @@ class ItemRunner:
             out["status"].append(f.get("status", "not_run"))
             out["error"].append(f.get("error") or "")
             out["seconds"].append(float(f["seconds"]) if f.get("seconds") is not None else -1.0)
-            out["load_s"].append(worker.hidden["load"] if n == 0 else 0.0)  # per batch, counted once
-            out["write_s"].append(worker.hidden["write"] if n == 0 else 0.0)
+            out["load_s"].append(runner.hidden["load"] if n == 0 else 0.0)  # per batch, counted once
+            out["write_s"].append(runner.hidden["write"] if n == 0 else 0.0)
             out["actor"].append(self.where)
         return out
 
 
-def run_batch_ray(plan, *, model: str, engine_kwargs: Optional[dict] = None, actors: Optional[int] = None,
+def run_batch_ray(plan, config: EngineConfig, *, actors: Optional[int] = None,
                   gpus_per_actor: Optional[float] = None, cpus_per_actor: Optional[float] = None,
-                  threads_per_actor: Optional[int] = None, batch_size: int = 1, max_failures: Optional[int] = None,
+                  batch_size: int = 1, max_failures: Optional[int] = None,
                   should_cancel: Callable[[], bool] = lambda: False, on_event=None, address: Optional[str] = None):
-    """Run every pending item of `plan` on a Ray actor pool; returns batch's Controller (report written).
+    """Run every pending item of `plan` on a Ray actor pool, each actor's Engine built from `config`;
+    returns batch's Controller (report written).
 
     `gpus_per_actor` defaults to 1 when the cluster has GPUs and the device is not cpu, else 0.
     On a CPU, torch's results depend on its thread count, so each actor uses as many threads as the
-    driver (what a plain batch here would use); `threads_per_actor` overrides that. Byte-identical
+    driver (what a plain batch here would use); `config.threads` overrides that. Byte-identical
     files on a CPU need one thread on both sides: with several, MKL/oneDNN results varied from
     process to process on a busy machine even for the plain batch (measured on 2 cores).
     `address` joins an existing cluster ("auto", "ray://host:10001"); without one, Ray starts locally.
@@ -105,20 +106,18 @@ def run_batch_ray(plan, *, model: str, engine_kwargs: Optional[dict] = None, act
     from ..batch.run import remove_stale_temps
 
     ray = require_ray()
-    engine_kwargs = {k: v for k, v in dict(engine_kwargs or {}).items() if v is not None}
-    if engine_kwargs.get("device") == "auto":
-        engine_kwargs.pop("device")
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     if gpus_per_actor is None:
         has_gpu = ray.cluster_resources().get("GPU", 0) > 0
-        gpus_per_actor = 1 if has_gpu and engine_kwargs.get("device", "auto") != "cpu" else 0
+        gpus_per_actor = 1 if has_gpu and config.device != "cpu" else 0
     if actors is None:
         actors = max(1, int(ray.cluster_resources().get("GPU", 0) // gpus_per_actor)) if gpus_per_actor else 1
     if cpus_per_actor is None:
         cpus_per_actor = 1
-    device = engine_kwargs.get("device") or ("cuda" if gpus_per_actor else "cpu")
-    engine_kwargs["device"] = device
+    device = config.device_or_none or ("cuda" if gpus_per_actor else "cpu")
+    threads = config.threads or (None if gpus_per_actor else _plain_threads())
+    config = config.replace(device=device, threads=threads)
 
     ctl = Controller(plan, devices=[f"ray:{device}"] * actors, max_failures=max_failures, on_event=on_event)
     todo = plan.to_run
@@ -131,8 +130,7 @@ def run_batch_ray(plan, *, model: str, engine_kwargs: Optional[dict] = None, act
             # 3. The actor pool: each actor loads the model once; a killed actor is restarted and its rows rerun
             ds = ds.map_batches(
                 ItemRunner,
-                fn_constructor_kwargs={"model": model, "engine_kwargs": engine_kwargs,
-                                       "threads": threads_per_actor or (None if gpus_per_actor else _plain_threads())},
+                fn_constructor_kwargs={"config": config.to_json()},
                 batch_size=batch_size,
                 batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=actors),
@@ -153,8 +151,9 @@ def run_batch_ray(plan, *, model: str, engine_kwargs: Optional[dict] = None, act
                     break
     except ray.exceptions.RayError as e:  # e.g. no actor could load the model: ours, on one line
         from ..errors import StillmotionError
+        from ..util import last_line
 
-        ctl.fatal = StillmotionError(f"The Ray batch stopped: {str(e).strip().splitlines()[-1][:300]}; "
+        ctl.fatal = StillmotionError(f"The Ray batch stopped: {last_line(e, 300)}; "
                                      f"finished videos are kept, re-run to resume.")
     finally:
         ctl.finish(cancelled=should_cancel())

@@ -40,6 +40,7 @@ import threading
 import time
 from typing import Optional
 
+from ..jobs.types import JobStore
 from . import require_ray
 from .store import STALE_AFTER_S, RayJobStore, get_or_create_store
 
@@ -59,10 +60,11 @@ class ModelWorker:
     def __init__(self, settings):
         from ray import serve
 
-        from ..jobs.worker import Worker
+        from ..jobs.worker import JobWorker
 
         replica = serve.get_replica_context().replica_id.unique_id
-        self.worker = Worker(settings.data_dir, f"ray-{replica}", settings.worker_config(), store=RayJobStore())
+        self.worker = JobWorker(settings.data_dir, f"ray-{replica}", settings.engine, store=RayJobStore(),
+                                warmup=settings.warmup, poll=settings.worker_poll)
         self.worker.load()  # engine + warm-up; the store records this replica as ready
         self.beat = self.worker.start_heartbeat()
 
@@ -73,7 +75,7 @@ class ModelWorker:
         if job is None:
             return None
         self.worker.run_job(job)
-        return job["id"]
+        return job.id
 
     def _declared_dead(self) -> bool:
         """The store's reaper took this replica for dead (its heartbeat stalled) and re-queued its job:
@@ -99,10 +101,10 @@ class ModelWorker:
 
 
 class ReplicaPool:
-    """The model replicas as the API sees them (the worker-pool interface of server.app.Services):
-    ready, described and counted from their rows in the store; Serve starts and stops them."""
+    """The model replicas as the API sees them (a jobs.types.WorkerPool): ready, described and
+    counted from their rows in the store; Serve starts and stops them."""
 
-    def __init__(self, store, min_replicas: int = 1):
+    def __init__(self, store: JobStore, min_replicas: int = 1):
         self.store = store
         self.min_replicas = min_replicas
 
@@ -231,10 +233,10 @@ def build_app(settings, *, replicas: Optional[int] = None, min_replicas: int = 1
     from ray import serve
 
     if gpus_per_replica is None:
-        on_gpu = (settings.device or "auto") != "cpu" and ray.cluster_resources().get("GPU", 0) > 0
+        on_gpu = settings.engine.device != "cpu" and ray.cluster_resources().get("GPU", 0) > 0
         gpus_per_replica = 1 if on_gpu else 0
-    if not gpus_per_replica and not settings.device:
-        settings.device = "cpu"
+    if not gpus_per_replica and settings.engine.device == "auto":
+        settings.engine = settings.engine.replace(device="cpu")
     scale = {"num_replicas": replicas} if replicas else {"autoscaling_config": {
         "min_replicas": min_replicas, "initial_replicas": max(1, min_replicas), "max_replicas": max_replicas,
         "target_ongoing_requests": 1, "upscale_delay_s": 5, "downscale_delay_s": 120}}
@@ -278,12 +280,17 @@ def shutdown() -> None:
 
 def app_builder(args: dict):
     """For config-driven deploys (`serve run stillmotion.ray.serve:app_builder model=svd-xt ...`, KubeRay's
-    serveConfigV2 `import_path`): args are Settings fields plus replicas / min_replicas / max_replicas /
+    serveConfigV2 `import_path`): args are EngineConfig fields (model, device, threads, ...; `cpu_threads`
+    too, as in `serve --cpu-threads`), Settings fields, and replicas / min_replicas / max_replicas /
     gpus_per_replica. Creates the store actor if it is not there yet."""
+    from ..engine.config import EngineConfig
     from ..server.settings import Settings
 
     args = dict(args or {})
     queue_dir = args.pop("queue_dir", None)
+    engine = {k: args.pop(k) for k in list(args) if k in EngineConfig.model_fields}
+    if "cpu_threads" in args:
+        engine.setdefault("threads", args.pop("cpu_threads"))
     scaling = {k: _number(args.pop(k)) for k in ("replicas", "min_replicas", "max_replicas", "gpus_per_replica",
                                                   "cpus_per_replica", "ingress_replicas") if k in args}
     for k in ("max_queue", "webhook_max_attempts"):
@@ -292,10 +299,10 @@ def app_builder(args: dict):
     for k in ("max_upload_mb", "drain_timeout", "keep_days"):
         if k in args:
             args[k] = float(args[k])
-    for k in ("ui", "warmup", "forward_chunking", "allow_private_urls"):
+    for k in ("ui", "warmup", "allow_private_urls"):
         if k in args and isinstance(args[k], str):
             args[k] = args[k].lower() in ("1", "true", "yes")
-    settings = Settings(**args)
+    settings = Settings(engine=EngineConfig.build(**engine), **args)
     get_or_create_store(settings, queue_dir=queue_dir)
     return build_app(settings, **scaling)
 

@@ -8,11 +8,12 @@ Why this and not something else:
   NFS or other network file systems), so the file may not simply sit on a
   shared volume.
 - Ray already gives every node a way to reach one process by name: a named
-  actor. `StoreActor` owns the same `jobs.store.JobStore` (the same schema,
-  the same atomic claim / finish / recover transactions) on the head node's
-  local disk, and every caller goes through `RayJobStore`, a proxy with the
-  same methods. No new protocol, no second database to install, and the /v1
-  contract cannot drift from the one-machine server.
+  actor. `StoreActor` owns the same `jobs.store.SQLiteJobStore` (the same
+  schema, the same atomic claim / finish / recover transactions) on the head
+  node's local disk, and every caller goes through `RayJobStore`, which has the
+  same methods (both are a `jobs.types.JobStore`). No new wire protocol, no
+  second database to install, and the /v1 contract cannot drift from the
+  one-machine server.
 - `lifetime="detached"` and `max_restarts=-1`: the store outlives the driver
   that created it (and a redeploy of the Serve app); if its process dies Ray
   restarts it on the head node and it reopens the same file. The file lives
@@ -20,7 +21,7 @@ Why this and not something else:
 
 For a service with many API replicas on many nodes, an external database a
 user already runs (Postgres) would scale further; the seam is the same
-JobStore interface.
+JobStore protocol.
 
 The actor also runs the things that must happen exactly once per cluster:
 webhook delivery, and `reap()`, which puts back the jobs of model replicas that
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from ..jobs.types import STORE_METHODS, Job
 from . import require_ray
 
 STORE_NAME = "stillmotion-store"
@@ -41,14 +43,14 @@ STALE_AFTER_S = 10.0  # a model replica silent this long is taken for dead and i
 
 
 class StoreActor:
-    """The actor's class (made remote in `get_or_create_store`). Thread-safe: JobStore opens one connection per thread."""
+    """The actor's class (made remote in `get_or_create_store`). Thread-safe: SQLiteJobStore opens one connection per thread."""
 
     def __init__(self, data_dir: str, webhook_secret: Optional[str] = None, webhook_max_attempts: int = 8,
                  queue_dir: Optional[str] = None, public_only: bool = True):
-        from ..jobs.store import JobStore
+        from ..jobs.store import SQLiteJobStore
 
         self.data_dir = Path(data_dir)
-        self.store = JobStore(Path(queue_dir or data_dir) / "jobs.sqlite3")
+        self.store = SQLiteJobStore(Path(queue_dir or data_dir) / "jobs.sqlite3")
         self.webhooks = None
         self._start_webhooks(webhook_secret, webhook_max_attempts, public_only)
 
@@ -66,7 +68,7 @@ class StoreActor:
         """Run one JobStore method. Our own errors come back as values so the caller re-raises them unchanged."""
         from ..errors import StillmotionError
 
-        if method.startswith("_") or not callable(getattr(self.store, method, None)):
+        if method not in STORE_METHODS:
             return "err", AttributeError(f"JobStore has no method {method!r}")
         try:
             return "ok", getattr(self.store, method)(*args, **(kwargs or {}))
@@ -120,7 +122,8 @@ def get_store_actor():
 
 
 class RayJobStore:
-    """A JobStore lookalike whose every method runs in the store actor: `store.get(id)`, `store.claim(worker)`, ...
+    """The JobStore (jobs.types) whose every method runs in the store actor: `store.get(id)`,
+    `store.claim(worker)`, ... Errors raised there (NotFound, QueueFull, ...) are raised here unchanged.
 
     Picklable (it carries only the actor's name), so it can be handed to replicas.
     """
@@ -140,34 +143,93 @@ class RayJobStore:
     def __setstate__(self, state):
         self._actor = None
 
-    def __getattr__(self, method: str):
-        if method.startswith("_"):
-            raise AttributeError(method)
+    def _call(self, method: str, *args, **kwargs):
+        import ray
 
-        def call(*args, **kwargs):
-            import ray
+        kind, value = ray.get(self.actor.call.remote(method, args, kwargs))
+        if kind == "err":
+            raise value
+        return value
 
-            kind, value = ray.get(self.actor.call.remote(method, args, kwargs))
-            if kind == "err":
-                raise value
-            return value
+    # API side
+    def create(self, spec: dict, *, job_id: Optional[str] = None, model: Optional[str] = None, source: str = "api",
+               input_name: Optional[str] = None, input_source: Optional[str] = None,
+               idempotency_key: Optional[str] = None, request_hash: Optional[str] = None,
+               webhook: Optional[str] = None, max_queue: Optional[int] = None) -> tuple[Job, bool]:
+        return self._call("create", spec, job_id=job_id, model=model, source=source, input_name=input_name,
+                          input_source=input_source, idempotency_key=idempotency_key, request_hash=request_hash,
+                          webhook=webhook, max_queue=max_queue)
 
-        call.__name__ = method
-        return call
+    def get(self, job_id: str) -> Job:
+        return self._call("get", job_id)
 
+    def list(self, *, status: Optional[str] = None, limit: int = 20, before_seq: Optional[int] = None,
+             source: Optional[str] = None) -> list[Job]:
+        return self._call("list", status=status, limit=limit, before_seq=before_seq, source=source)
+
+    def counts(self) -> dict[str, int]:
+        return self._call("counts")
+
+    def queue_position(self, job: Job) -> Optional[int]:
+        return self._call("queue_position", job)
+
+    def request_cancel(self, job_id: str) -> Job:
+        return self._call("request_cancel", job_id)
+
+    def delete(self, job_id: str) -> Job:
+        return self._call("delete", job_id)
+
+    def finished_before(self, cutoff: float, limit: int = 500) -> list[str]:
+        return self._call("finished_before", cutoff, limit)
+
+    # worker side
+    def claim(self, worker: str) -> Optional[Job]:
+        return self._call("claim", worker)
+
+    def progress(self, job_id: str, worker: str, *, fraction: float, stage: str, step: int, total: int,
+                 message: str = "") -> bool:
+        return self._call("progress", job_id, worker, fraction=fraction, stage=stage, step=step, total=total,
+                          message=message)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self._call("cancel_requested", job_id)
+
+    def finish(self, job_id: str, worker: str, status: str, *, output: Optional[dict] = None,
+               error: Optional[dict] = None, timings: Optional[dict] = None, spec: Optional[dict] = None) -> bool:
+        return self._call("finish", job_id, worker, status, output=output, error=error, timings=timings, spec=spec)
+
+    def recover(self, worker: Optional[str] = None, *, reason: str, count_attempt: bool = True) -> list[str]:
+        return self._call("recover", worker, reason=reason, count_attempt=count_attempt)
+
+    # the workers table
+    def worker_state(self, worker: str, state: str, *, pid: Optional[int] = None, model: Optional[str] = None,
+                     info: Optional[dict] = None) -> None:
+        return self._call("worker_state", worker, state, pid=pid, model=model, info=info)
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self._call("workers")
+
+    def forget_workers(self) -> None:
+        return self._call("forget_workers")
+
+    # webhooks and metrics
+    def webhooks_due(self, now: float, limit: int = 20) -> list[Job]:
+        return self._call("webhooks_due", now, limit)
+
+    def webhook_result(self, job_id: str, state: str, attempts: int, next_at: Optional[float]) -> None:
+        return self._call("webhook_result", job_id, state, attempts, next_at)
+
+    def finished_timings(self) -> list[tuple[float, Optional[dict]]]:
+        return self._call("finished_timings")
+
+    def recent_durations(self, n: int = 10) -> list[float]:
+        return self._call("recent_durations", n)
+
+    def close(self) -> None:
+        pass  # the actor keeps the file open for everyone
+
+    # the cluster's own
     def reap(self, stale_after: float = STALE_AFTER_S) -> list[str]:
         import ray
 
         return ray.get(self.actor.reap.remote(stale_after))
-
-    def close(self) -> None:
-        pass
-
-
-def kill_store() -> None:
-    """Stop the detached store actor (the SQLite file stays); used by tests and `serve --ray` shutdown."""
-    ray = require_ray()
-    try:
-        ray.kill(get_store_actor(), no_restart=True)
-    except ValueError:
-        pass

@@ -18,12 +18,13 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import Conflict, InvalidInput, NotFound
+from ..errors import BadRequest, Conflict, InvalidInput, NotFound, Unauthorized
 from ..jobs.events import job_events
 from ..jobs.store import TERMINAL
+from ..jobs.types import Job
 from ..jobs.worker import job_dir
 from .submit import parse_request, submit
-from .views import BadRequest, Unauthorized, check_job_id, job_view
+from .views import check_job_id, job_view
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.I)
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -45,7 +46,7 @@ def require_api_key(request: Request, authorization: Annotated[Optional[str], He
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["videos"])
 
 
-def _view(svc, job: dict) -> dict:
+def _view(svc, job: Job) -> dict:
     return job_view(job, svc.store.queue_position(job))
 
 
@@ -63,7 +64,7 @@ async def create_video(
         raise BadRequest("Idempotency-Key must be 1-255 visible ASCII characters.")
     sub = await parse_request(request, svc.settings.max_upload_bytes + 64 * 1024 + svc.settings.max_upload_bytes // 3)
     job, created = await run_in_threadpool(submit, svc, sub, source="api", idempotency_key=idempotency_key)
-    headers = {"Location": f"/v1/videos/{job['id']}"}
+    headers = {"Location": f"/v1/videos/{job.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
     wait = _prefer_wait(prefer, svc.settings.max_wait)
@@ -71,10 +72,10 @@ async def create_video(
         headers["Preference-Applied"] = f"wait={wait:g}"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        while job["status"] not in TERMINAL and loop.time() < deadline:
+        while job.status not in TERMINAL and loop.time() < deadline:
             await asyncio.sleep(0.05)
-            job = await run_in_threadpool(svc.store.get, job["id"])
-    status = 200 if job["status"] in TERMINAL else 202
+            job = await run_in_threadpool(svc.store.get, job.id)
+    status = 200 if job.status in TERMINAL else 202
     return JSONResponse(await run_in_threadpool(_view, svc, job), status_code=status, headers=headers)
 
 
@@ -106,7 +107,7 @@ def list_videos(
         "object": "list",
         "data": [_view(svc, j) for j in rows],
         "has_more": more,
-        "next_cursor": f"c{rows[-1]['seq']}" if more else None,
+        "next_cursor": f"c{rows[-1].seq}" if more else None,
     }
 
 
@@ -120,9 +121,9 @@ def get_video(request: Request, job_id: str):
 def get_content(request: Request, job_id: str, variant: str = "video"):
     svc = get_svc(request)
     job = svc.store.get(check_job_id(job_id))
-    if job["status"] != "succeeded":
-        raise Conflict(f"Job {job_id} is {job['status']}; its content exists once it has succeeded.")
-    out = job["output"] or {}
+    if job.status != "succeeded":
+        raise Conflict(f"Job {job_id} is {job.status}; its content exists once it has succeeded.")
+    out = job.output or {}
     folder = job_dir(svc.settings.data_dir, job_id)
     if variant == "video":
         name, media = out.get("file"), out.get("content_type") or "application/octet-stream"
@@ -160,7 +161,7 @@ def delete_video(request: Request, job_id: str):
     svc = get_svc(request)
     job = svc.store.delete(check_job_id(job_id))
     shutil.rmtree(job_dir(svc.settings.data_dir, job_id), ignore_errors=True)
-    return {"id": job["id"], "object": "video", "deleted": True}
+    return {"id": job.id, "object": "video", "deleted": True}
 
 
 @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)

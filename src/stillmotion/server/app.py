@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import StillmotionError
-from ..jobs.store import JobStore
+from ..jobs.store import SQLiteJobStore
+from ..jobs.types import JobStore, WorkerPool
 from .settings import Settings
 from .views import error_json, error_response
 
@@ -31,20 +32,20 @@ SWEEP_EVERY_S = 600.0  # how often finished jobs past --keep-days are deleted
 class Services:
     """What the routes and the UI share: settings, the store, the worker pool, the drain flag.
 
-    The pool runs the jobs: by default a Supervisor of worker processes on this
-    machine; `stillmotion serve --ray` passes its own (model replicas reading the
-    same store). Either has start(), drain(timeout), ready(), describe(),
-    restarts and notify().
+    The pool (a jobs.types.WorkerPool) runs the jobs: by default a Supervisor of
+    worker processes on this machine; `stillmotion serve --ray` passes its own
+    (model replicas reading the same store).
     """
 
-    def __init__(self, settings: Settings, store=None, pool=None, webhooks: bool = True):
+    def __init__(self, settings: Settings, store: Optional[JobStore] = None, pool: Optional[WorkerPool] = None,
+                 webhooks: bool = True):
         from ..models.registry import entry_for
 
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = store if store is not None else JobStore(settings.db_path)
-        self.model_entry = entry_for(settings.model)
-        self.pool = pool
+        self.store: JobStore = store if store is not None else SQLiteJobStore(settings.db_path)
+        self.model_entry = entry_for(settings.engine.model)
+        self.pool: Optional[WorkerPool] = pool
         self.send_webhooks = webhooks
         self.webhooks = None
         self.draining = False
@@ -147,10 +148,11 @@ class Services:
         return dataclasses.asdict(self.model_entry.defaults)
 
 
-def create_app(settings: Optional[Settings] = None, *, store=None, pool=None, webhooks: bool = True) -> FastAPI:
+def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore] = None,
+               pool: Optional[WorkerPool] = None, webhooks: bool = True) -> FastAPI:
     """The app. `store`, `pool` and `webhooks` are for hosts that run the jobs elsewhere
-    (stillmotion.ray.serve): another JobStore-like store, another worker pool, and no
-    webhook thread here when the host sends them once for all replicas."""
+    (stillmotion.ray.serve): another JobStore, another WorkerPool, and no webhook
+    thread here when the host sends them once for all replicas."""
     settings = settings or Settings()
     svc = Services(settings, store=store, pool=pool, webhooks=webhooks)
 
@@ -164,7 +166,7 @@ def create_app(settings: Optional[Settings] = None, *, store=None, pool=None, we
         finally:
             await asyncio.to_thread(svc.stop)
 
-    from .. import __version__
+    from ..version import __version__
 
     app = FastAPI(
         title="stillmotion",
@@ -227,7 +229,7 @@ def _health_routes(app: FastAPI, svc: Services) -> None:
     @app.get("/readyz", tags=["health"], summary="Model loaded and warmed; 503 until then and while draining")
     def readyz():
         ok, why = svc.ready()
-        body = {"status": "ready" if ok else "unavailable", "detail": why, "model": svc.settings.model}
+        body = {"status": "ready" if ok else "unavailable", "detail": why, "model": svc.settings.engine.model}
         if svc.pool is not None:
             body["workers"] = svc.pool.describe()
             body["worker"] = body["workers"][0] if body["workers"] else None

@@ -1,5 +1,6 @@
 """Server settings: one plain object built by `stillmotion serve` (or a test) and
-handed to create_app(). Nothing here reads the environment at import time."""
+handed to create_app(). How the model runs is one EngineConfig (`engine`), handed
+as it is to every worker. Nothing here reads the environment at import time."""
 
 from __future__ import annotations
 
@@ -8,19 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..engine.config import EngineConfig
+
 
 @dataclass
 class Settings:
     data_dir: Path = Path("stillmotion-data")
-    model: str = "svd-xt"
-    device: Optional[str] = None
-    dtype: Optional[str] = None
-    offload: str = "none"
-    forward_chunking: bool = False
+    engine: EngineConfig = field(default_factory=EngineConfig)  # model, device, threads, ... of every worker
     warmup: bool = True
-    engine_options: dict = field(default_factory=dict)  # more Engine(...) keywords: memory, max_memory, compile
     workers: Optional[int] = None  # worker processes (None: one per visible GPU, one on a CPU)
-    cpu_threads: Optional[int] = None  # torch intra-op threads in the worker (None: torch's default)
     api_key: Optional[str] = None  # every /v1 call then needs Authorization: Bearer KEY
     ui: bool = True
     ui_auth: Optional[tuple[str, str]] = None
@@ -35,7 +32,6 @@ class Settings:
     start_worker: bool = True
     worker_poll: float = 0.1
     sse_poll: float = 0.1
-    extra_worker_config: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.data_dir = Path(self.data_dir).expanduser().absolute()
@@ -52,19 +48,11 @@ class Settings:
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 
-    def worker_config(self) -> dict:
-        return {
-            "model": self.model,
-            "device": self.device,
-            "dtype": self.dtype,
-            "offload": self.offload,
-            "forward_chunking": self.forward_chunking,
-            "warmup": self.warmup,
-            "threads": self.cpu_threads,
-            "engine_options": dict(self.engine_options),
-            "poll": self.worker_poll,
-            **self.extra_worker_config,
-        }
+    def worker_config(self, device: Optional[str] = None) -> dict:
+        """What a worker process is started with (JSON; jobs/worker.py reads it back). `device`: this
+        worker's device, when the supervisor gives each its own GPU."""
+        engine = self.engine.replace(device=device) if device else self.engine
+        return {"engine": engine.to_json(), "warmup": self.warmup, "poll": self.worker_poll}
 
 
 def parse_ui_auth(value: Optional[str]) -> Optional[tuple[str, str]]:

@@ -14,15 +14,16 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .. import images
-from ..errors import ImageTooLarge, InvalidImage, InvalidInput, QueueFull
+from starlette.requests import Request
+
+from .. import images, sources
+from ..errors import BadRequest, ImageTooLarge, InvalidImage, InvalidInput, QueueFull, ServiceUnavailable
 from ..jobs.store import new_job_id
+from ..jobs.types import Job
 from ..jobs.worker import job_dir
 from ..netguard import check_public_url
 from ..spec import GenerationSpec
-from .views import BadRequest, Unavailable
 
-RESERVED = ("image", "model", "webhook")
 _EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif", "GIF": "gif"}
 
 
@@ -37,7 +38,7 @@ class Submission:
 
 
 # --------------------------------------------------------------------------- parsing
-async def read_body(request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing more than `limit` bytes (413) before reading it all."""
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -51,27 +52,35 @@ async def read_body(request, limit: int) -> bytes:
         if size > limit:
             raise ImageTooLarge(f"The request is over the {_mb(limit)} upload limit (--max-upload-mb).")
         chunks.append(chunk)
-    body = b"".join(chunks)
-    request._body = body  # lets request.form() parse what we already read
-    return body
+    return b"".join(chunks)
 
 
-async def parse_request(request, limit: int) -> Submission:
+async def parse_request(request: Request, limit: int) -> Submission:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await read_body(request, limit)
     if ctype == "multipart/form-data":
-        return await _parse_multipart(request)
+        return await _parse_multipart(request, body)
     if ctype in ("application/json", ""):
         return _parse_json(body)
     raise InvalidInput(f"Unsupported Content-Type {ctype!r}: send multipart/form-data (image file + fields) "
                        "or application/json (image as base64 or an http(s) URL).")
 
 
-async def _parse_multipart(request) -> Submission:
+async def _parse_multipart(request: Request, body: bytes) -> Submission:
+    async def replay() -> dict:  # the body was read (and size-checked) already: parse those bytes
+        return {"type": "http.request", "body": body, "more_body": False}
+
     try:
-        form = await request.form(max_files=2, max_fields=64)
+        form = await Request(request.scope, replay).form(max_files=2, max_fields=64)
     except Exception as e:  # noqa: BLE001 - python-multipart's errors become ours
         raise BadRequest(f"Could not parse the multipart form ({str(e)[:200]}).") from None
+    try:
+        return await _form_submission(form)
+    finally:
+        await form.close()
+
+
+async def _form_submission(form) -> Submission:
     sub = Submission()
     for key, value in form.multi_items():
         if key == "image":
@@ -132,16 +141,16 @@ def _image_text(sub: Submission, text: str) -> None:
 
 
 # --------------------------------------------------------------------------- submitting
-def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Optional[str] = None) -> tuple[dict, bool]:
+def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Optional[str] = None) -> tuple[Job, bool]:
     """Check everything, keep the input, queue the job. Returns (job, created)."""
     settings, store = svc.settings, svc.store
+    model = settings.engine.model
     if svc.draining:
-        e = Unavailable("The server is shutting down and takes no new jobs; try again in a moment.")
-        e.retry_after = 10
-        raise e
+        raise ServiceUnavailable("The server is shutting down and takes no new jobs; try again in a moment.",
+                                 retry_after=10)
     # 1. Model and spec
-    if sub.model and sub.model != settings.model:
-        raise InvalidInput(f"model: this server runs {settings.model!r}, got {sub.model!r}; leave model out or use it.")
+    if sub.model and sub.model != model:
+        raise InvalidInput(f"model: this server runs {model!r}, got {sub.model!r}; leave model out or use it.")
     spec = GenerationSpec.build(**sub.fields)
     if sub.webhook and not sub.webhook.lower().startswith(("http://", "https://")):
         raise InvalidInput(f"webhook: must be an http(s) URL, got {sub.webhook[:100]!r}.")
@@ -153,7 +162,7 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
         raise InvalidInput("image: missing; send an image file (multipart) or base64 / an http(s) URL (JSON).")
     limit = settings.max_upload_bytes
     if sub.image is None:
-        data, where = images.read_source_bytes(sub.image_url, max_bytes=limit, public_only=public_only)
+        data, where = sources.read_source_bytes(sub.image_url, max_bytes=limit, public_only=public_only)
     else:
         data, where = sub.image, sub.filename
         if len(data) > limit:
@@ -174,15 +183,14 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
     (folder / name).write_bytes(data)
     try:
         job, created = store.create(
-            resolved.model_dump(mode="json"), job_id=job_id, model=settings.model, source=source,
+            resolved.model_dump(mode="json"), job_id=job_id, model=model, source=source,
             input_name=name, input_source=sub.image_url or (where if isinstance(where, str) else None),
             idempotency_key=idempotency_key, request_hash=request_hash, webhook=sub.webhook,
             max_queue=settings.max_queue,
         )
     except QueueFull as e:
         shutil.rmtree(folder, ignore_errors=True)
-        e.retry_after = svc.retry_after()
-        raise
+        raise QueueFull(e.message, retry_after=svc.retry_after()) from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

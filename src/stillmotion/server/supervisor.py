@@ -5,7 +5,7 @@ Engine in its own process (jobs/worker.py) and claims jobs from the shared
 store, so they drain one queue in order. When a worker dies (segfault, CUDA
 fatal error, OOM killer, kill -9) the API keeps answering: the supervisor
 marks its job for one retry (or fails it after the second death, see
-JobStore.recover) and starts a fresh worker on the same device, backing off
+SQLiteJobStore.recover) and starts a fresh worker on the same device, backing off
 when it keeps dying. On shutdown it drains: SIGTERM to every worker, each
 finishes its running job and exits; after the drain timeout the rest are
 killed and their jobs go back to the queue for the next start.
@@ -25,15 +25,15 @@ import threading
 import time
 from typing import Optional
 
-from ..jobs.store import JobStore
+from ..jobs.types import JobStore
 from .settings import Settings
 
 log = logging.getLogger("stillmotion.server")
 
 
 def worker_devices(settings: Settings) -> list[Optional[str]]:
-    """The device of each worker: --workers N if given, else one per visible GPU, else one."""
-    device = settings.device
+    """The device of each worker (None: auto): --workers N if given, else one per visible GPU, else one."""
+    device = settings.engine.device_or_none
     gpus = visible_gpus() if device in (None, "auto", "cuda") else 0
     n = settings.workers or max(1, gpus)
     if device in (None, "auto", "cuda") and gpus > 1:
@@ -72,6 +72,8 @@ class WorkerSlot:
 
 
 class Supervisor:
+    """The WorkerPool (jobs.types) of worker processes on this machine: one per slot, each restarted when it dies."""
+
     def __init__(self, settings: Settings, store: JobStore):
         self.settings = settings
         self.store = store
@@ -111,7 +113,7 @@ class Supervisor:
 
     def _spawn(self, slot: WorkerSlot) -> None:
         slot.worker_id = f"w{slot.index}-{os.getpid()}-{secrets.token_hex(3)}"
-        config = dict(self.settings.worker_config(), device=slot.device)
+        config = self.settings.worker_config(device=slot.device)
         cmd = [
             sys.executable, "-m", "stillmotion.jobs.worker",
             "--data-dir", str(self.settings.data_dir),

@@ -19,6 +19,7 @@ import gradio as gr
 
 from ..errors import Conflict, NotFound, StillmotionError
 from ..jobs.store import TERMINAL
+from ..jobs.types import Job
 from ..jobs.worker import job_dir
 from .submit import Submission, submit
 from .views import iso
@@ -51,17 +52,17 @@ class UI:
             job, _ = submit(self.svc, Submission(image=data, filename=Path(image).name, fields=fields), source="ui")
         except StillmotionError as e:
             raise gr.Error(e.message) from None
-        session = getattr(request, "session_hash", None) or job["id"]
+        session = getattr(request, "session_hash", None) or job.id
         with self._lock:
-            self.active[session] = job["id"]
+            self.active[session] = job.id
         try:
-            job = self._follow(job["id"], progress)
+            job = self._follow(job.id, progress)
         finally:
             with self._lock:
                 self.active.pop(session, None)
         return self._result(job)
 
-    def _follow(self, job_id: str, progress) -> dict:
+    def _follow(self, job_id: str, progress) -> Job:
         store = self.svc.store
         progress(0.0, desc="queued")
         last = None
@@ -70,35 +71,35 @@ class UI:
                 job = store.get(job_id)
             except NotFound:
                 raise gr.Error("The job was deleted while it ran.") from None
-            if job["status"] in TERMINAL:
+            if job.status in TERMINAL:
                 return job
-            if job["status"] == "queued":
+            if job.status == "queued":
                 now = ("queued", store.queue_position(job))
                 if now != last:
                     ahead = now[1] or 0
                     progress(0.0, desc=f"queued ({ahead} job{'s' if ahead != 1 else ''} ahead)" if ahead else "queued")
             else:
-                now = (job["progress"], job["stage"], job["step"])
+                now = (job.progress, job.stage, job.step)
                 if now != last:
-                    stage, step, total = job["stage"] or "starting", job["step"], job["total"]
+                    stage, step, total = job.stage or "starting", job.step, job.total
                     desc = f"{stage} {step}/{total}" if step is not None and total else stage
-                    progress(float(job["progress"] or 0.0), desc=desc)
+                    progress(float(job.progress or 0.0), desc=desc)
             last = now
             time.sleep(0.1)
 
-    def _result(self, job: dict):
-        if job["status"] == "failed":
-            raise gr.Error(job.get("error_message") or "The job failed; see the server log.")
-        spec = job.get("spec") or {}
-        if job["status"] == "canceled":
-            return None, None, f"Canceled (job `{job['id']}`); no video was written."
-        out = job["output"] or {}
-        folder = job_dir(self.svc.settings.data_dir, job["id"])
+    def _result(self, job: Job):
+        if job.status == "failed":
+            raise gr.Error(job.error_message or "The job failed; see the server log.")
+        spec = job.spec or {}
+        if job.status == "canceled":
+            return None, None, f"Canceled (job `{job.id}`); no video was written."
+        out = job.output or {}
+        folder = job_dir(self.svc.settings.data_dir, job.id)
         video = folder / out["file"]
         files = [str(video)] + ([str(folder / out["sidecar"])] if out.get("sidecar") else [])
-        t = (job.get("timings") or {}).get("run")
+        t = (job.timings or {}).get("run")
         info = (f"**Seed used: {spec.get('seed')}** · {out.get('frames')} frames, {out.get('width')}x{out.get('height')}, "
-                f"{out.get('fps'):g} fps · job `{job['id']}`" + (f" · {t:.1f} s" if t else ""))
+                f"{out.get('fps'):g} fps · job `{job.id}`" + (f" · {t:.1f} s" if t else ""))
         return (str(video) if out.get("format") in PLAYABLE else None), files, info
 
     def cancel(self, request: gr.Request):
@@ -146,12 +147,13 @@ class UI:
         jobs = self.svc.store.list(limit=50)
         items, rows = [], []
         for j in jobs:
-            out = j.get("output") or {}
-            rows.append([j["id"], j["status"], j["source"], (j.get("spec") or {}).get("seed"), iso(j["created_at"])])
-            if j["status"] == "succeeded" and out.get("format") in PLAYABLE + ("gif", "webp") and len(items) < limit:
-                path = job_dir(self.svc.settings.data_dir, j["id"]) / out["file"]
+            out = j.output or {}
+            seed = (j.spec or {}).get("seed")
+            rows.append([j.id, j.status, j.source, seed, iso(j.created_at)])
+            if j.status == "succeeded" and out.get("format") in PLAYABLE + ("gif", "webp") and len(items) < limit:
+                path = job_dir(self.svc.settings.data_dir, j.id) / out["file"]
                 if path.is_file():
-                    items.append((str(path), f"{j['id'][-6:]} · seed {(j.get('spec') or {}).get('seed')} · {j['source']}"))
+                    items.append((str(path), f"{j.id[-6:]} · seed {seed} · {j.source}"))
         return items, rows[:20]
 
 
@@ -164,7 +166,7 @@ def _int(v) -> Optional[int]:
 def build_ui(svc) -> gr.Blocks:
     ui = UI(svc)
     d = svc.model_entry.defaults
-    model = svc.settings.model
+    model = svc.settings.engine.model
     with gr.Blocks(title="stillmotion") as demo:
         gr.Markdown(
             f"# stillmotion\nA still image becomes a short video with **{model}**. Model defaults: "

@@ -1,4 +1,5 @@
-"""What jobs and errors look like on the wire: one job envelope, one error shape."""
+"""What jobs and errors look like on the wire: one job envelope, one error shape.
+The errors themselves (with their HTTP status and code) are the tree in errors.py."""
 
 from __future__ import annotations
 
@@ -8,29 +9,11 @@ from typing import Optional
 
 from fastapi.responses import JSONResponse
 
-from ..errors import NotFound, QueueFull, StillmotionError
+from ..errors import NotFound, ServiceUnavailable, StillmotionError, Unauthorized
+from ..jobs.types import Job
 
 JOB_ID = re.compile(r"^vid_[0-9a-f]{20}$")
-
-
-class Unauthorized(StillmotionError):
-    exit_code = 2
-    http_status = 401
-    code = "unauthorized"
-
-
-class Unavailable(StillmotionError):
-    """The server is draining or not ready: try again later."""
-
-    exit_code = 1
-    http_status = 503
-    code = "unavailable"
-
-
-class BadRequest(StillmotionError):
-    exit_code = 2
-    http_status = 400
-    code = "bad_request"
+RETRY_AFTER_S = 5  # Retry-After of a ServiceUnavailable that does not say
 
 
 def check_job_id(job_id: str) -> str:
@@ -47,55 +30,55 @@ def iso(ts: Optional[float]) -> Optional[str]:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def job_view(job: dict, queue_position: Optional[int] = None) -> dict:
+def job_view(job: Job, queue_position: Optional[int] = None) -> dict:
     """The public job object (Replicate/OpenAI-like envelope)."""
-    jid = job["id"]
-    spec = job.get("spec") or {}
-    out = job.get("output")
+    jid = job.id
+    spec = job.spec or {}
+    out = job.output
     view = {
         "id": jid,
         "object": "video",
-        "status": job["status"],
-        "model": job.get("model"),
-        "source": job.get("source"),
-        "created_at": iso(job.get("created_at")),
-        "started_at": iso(job.get("started_at")),
-        "finished_at": iso(job.get("finished_at")),
+        "status": job.status,
+        "model": job.model,
+        "source": job.source,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
         "progress": {
-            "fraction": job.get("progress") or 0.0,
-            "stage": job.get("stage"),
-            "step": job.get("step"),
-            "total": job.get("total"),
-            "message": job.get("message"),
+            "fraction": job.progress or 0.0,
+            "stage": job.stage,
+            "step": job.step,
+            "total": job.total,
+            "message": job.message,
         },
         "queue_position": queue_position,
         "seed": spec.get("seed"),
         "spec": spec,
-        "attempts": job.get("attempts", 0),
-        "cancel_requested": bool(job.get("cancel_requested")),
-        "error": {"code": job["error_code"], "message": job["error_message"]} if job.get("error_code") else None,
+        "attempts": job.attempts,
+        "cancel_requested": job.cancel_requested,
+        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
         "output": None,
-        "webhook": {"url": job["webhook"], "state": job.get("webhook_state"), "attempts": job.get("webhook_attempts")}
-        if job.get("webhook") else None,
+        "webhook": {"url": job.webhook, "state": job.webhook_state, "attempts": job.webhook_attempts}
+        if job.webhook else None,
         "urls": {
             "self": f"/v1/videos/{jid}",
             "events": f"/v1/videos/{jid}/events",
             "cancel": f"/v1/videos/{jid}/cancel",
-            "content": f"/v1/videos/{jid}/content" if job["status"] == "succeeded" else None,
+            "content": f"/v1/videos/{jid}/content" if job.status == "succeeded" else None,
         },
     }
     if out:
         view["output"] = {k: out.get(k) for k in ("format", "content_type", "frames", "width", "height", "fps", "bytes")}
         view["output"]["sidecar_url"] = f"/v1/videos/{jid}/content?variant=sidecar"
-    if job.get("timings"):
-        view["timings"] = {k: v for k, v in job["timings"].items() if k != "step_seconds"}
+    if job.timings:
+        view["timings"] = {k: v for k, v in job.timings.items() if k != "step_seconds"}
     return view
 
 
 def error_response(e: StillmotionError, headers: Optional[dict] = None) -> JSONResponse:
     headers = dict(headers or {})
-    if isinstance(e, (QueueFull, Unavailable)) and "Retry-After" not in headers:
-        headers["Retry-After"] = str(getattr(e, "retry_after", 5))
+    if isinstance(e, ServiceUnavailable) and "Retry-After" not in headers:
+        headers["Retry-After"] = str(RETRY_AFTER_S if e.retry_after is None else e.retry_after)
     if isinstance(e, Unauthorized):
         headers.setdefault("WWW-Authenticate", "Bearer")
     return JSONResponse({"error": e.to_dict()}, status_code=e.http_status, headers=headers)

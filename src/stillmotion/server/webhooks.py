@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InvalidInput
+from ..jobs.types import Job, JobStore
 from ..netguard import check_public_url
 
 log = logging.getLogger("stillmotion.webhooks")
@@ -64,7 +65,7 @@ def load_or_create_secret(data_dir: Path) -> str:
 
 
 class WebhookSender:
-    def __init__(self, store, secret: str, view: Callable[[dict], dict], *, max_attempts: int = 8,
+    def __init__(self, store: JobStore, secret: str, view: Callable[[Job], dict], *, max_attempts: int = 8,
                  timeout: float = 10.0, poll: float = 0.5, public_only: bool = True):
         self.store, self.secret, self.view = store, secret, view
         self.public_only = public_only  # refuse hosts that resolve to private addresses (netguard.py)
@@ -87,15 +88,15 @@ class WebhookSender:
             try:
                 for job in self.store.webhooks_due(time.time()):
                     with self._lock:
-                        if job["id"] in self._busy:
+                        if job.id in self._busy:
                             continue
-                        self._busy.add(job["id"])
+                        self._busy.add(job.id)
                     self._pool.submit(self._deliver, job)
             except Exception:  # noqa: BLE001 - keep the loop alive
                 log.exception("webhook loop")
             self._stop.wait(self.poll)
 
-    def _deliver(self, job: dict) -> None:
+    def _deliver(self, job: Job) -> None:
         import httpx
 
         try:
@@ -104,15 +105,15 @@ class WebhookSender:
             headers = {
                 "Content-Type": "application/json",
                 "User-Agent": "stillmotion-webhook",
-                "Stillmotion-Event": f"video.{job['status']}",
-                "Stillmotion-Webhook-Id": job["id"],
+                "Stillmotion-Event": f"video.{job.status}",
+                "Stillmotion-Webhook-Id": job.id,
                 "Stillmotion-Signature": sign(self.secret, ts, body),
             }
-            attempts = job["webhook_attempts"] + 1
+            attempts = job.webhook_attempts + 1
             try:
                 if self.public_only:  # checked again here: DNS may have changed since the job was submitted
-                    check_public_url(job["webhook"], "webhook")
-                r = httpx.post(job["webhook"], content=body, headers=headers, timeout=self.timeout)
+                    check_public_url(job.webhook, "webhook")
+                r = httpx.post(job.webhook, content=body, headers=headers, timeout=self.timeout)
                 ok = 200 <= r.status_code < 300
                 why = f"HTTP {r.status_code}"
             except httpx.HTTPError as e:
@@ -120,15 +121,15 @@ class WebhookSender:
             except InvalidInput as e:
                 ok, why, attempts = False, e.message, self.max_attempts  # no retry: the address will not change
             if ok:
-                self.store.webhook_result(job["id"], "delivered", attempts, None)
+                self.store.webhook_result(job.id, "delivered", attempts, None)
             elif attempts >= self.max_attempts:
-                log.warning("webhook for %s failed %d times (%s); giving up", job["id"], attempts, why)
-                self.store.webhook_result(job["id"], "failed", attempts, None)
+                log.warning("webhook for %s failed %d times (%s); giving up", job.id, attempts, why)
+                self.store.webhook_result(job.id, "failed", attempts, None)
             else:
                 delay = min(300.0, 2.0 ** (attempts - 1))
-                self.store.webhook_result(job["id"], "pending", attempts, time.time() + delay)
+                self.store.webhook_result(job.id, "pending", attempts, time.time() + delay)
         except Exception:  # noqa: BLE001
-            log.exception("webhook delivery for %s", job.get("id"))
+            log.exception("webhook delivery for %s", job.id)
         finally:
             with self._lock:
-                self._busy.discard(job["id"])
+                self._busy.discard(job.id)

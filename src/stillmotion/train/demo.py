@@ -52,38 +52,20 @@ def demo_clip(rng: np.random.Generator, size: int = 64, num_frames: int = 8) -> 
 def demo_components(seed: int = 0, vae=None) -> dict:
     """The demo's pipeline components at initialisation (pass the built linear VAE as `vae`)."""
     import torch
-    from diffusers import UNetSpatioTemporalConditionModel
 
-    from ..models.tiny import clip_feature_extractor, svd_scheduler, toy_image_encoder
+    from ..models.small_svd import clip_feature_extractor, small_image_encoder, small_unet, svd_scheduler
 
     torch.manual_seed(seed)
-    unet = UNetSpatioTemporalConditionModel(
-        sample_size=16,
-        in_channels=8,
-        out_channels=4,
-        down_block_types=(
-            "DownBlockSpatioTemporal",  # no attention at the full latent size: cheaper on a CPU
-            "CrossAttnDownBlockSpatioTemporal",
-            "CrossAttnDownBlockSpatioTemporal",
-            "DownBlockSpatioTemporal",
-        ),
-        up_block_types=(
-            "UpBlockSpatioTemporal",
-            "CrossAttnUpBlockSpatioTemporal",
-            "CrossAttnUpBlockSpatioTemporal",
-            "UpBlockSpatioTemporal",
-        ),
-        block_out_channels=(32, 64, 64, 64),
-        addition_time_embed_dim=16,
-        projection_class_embeddings_input_dim=48,
-        layers_per_block=1,
+    unet = small_unet(
+        widths=(32, 64, 64, 64),
+        heads=(2, 4, 4, 4),
+        attention=(False, True, True, False),  # no attention at the full latent size: cheaper on a CPU
         cross_attention_dim=32,
-        transformer_layers_per_block=1,
-        num_attention_heads=(2, 4, 4, 4),
-        num_frames=8,
+        time_embed_dim=16,
+        sample_size=16,
     )
     torch.manual_seed(seed + 2)
-    image_encoder = toy_image_encoder(32)
+    image_encoder = small_image_encoder(32)
     return {
         "unet": unet,
         "vae": vae,

@@ -1,7 +1,8 @@
 """Frame interpolation: more frames between the ones we have, the playback fps multiplied.
 
-Three back ends behind one small interface (`prepare(a, b)` once per pair of
-neighbours, then `at(state, t)` for each intermediate time 0 < t < 1):
+Three back ends behind one small interface, the `Interpolator` protocol
+(`prepare(a, b)` once per pair of neighbours, then `at(state, t)` for each
+intermediate time 0 < t < 1):
 
     flow   (default) DIS optical flow both ways, both neighbours warped to time t,
            blended with weights that drop where the forward-backward check says
@@ -20,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -33,6 +34,20 @@ MAX_FPS = 240
 
 # ----------------------------------------------------------------------------
 # back ends
+class Interpolator(Protocol):
+    """A back end. Adding one: a class with these, and a name in BACKENDS and make_interpolator."""
+
+    name: str  # recorded in the output's metadata
+
+    def prepare(self, a: np.ndarray, b: np.ndarray) -> Any:
+        """The work shared by every time between uint8 (H, W, 3) frames a and b (flows, features)."""
+        ...
+
+    def at(self, state: Any, t: float) -> np.ndarray:
+        """The uint8 (H, W, 3) frame at time t (0 < t < 1) from prepare()'s state."""
+        ...
+
+
 class BlendInterpolator:
     """Cross-fade: (1-t)*a + t*b. Ghosts on anything that moves."""
 
@@ -160,7 +175,7 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def make_interpolator(backend: str = "flow", *, rife_weights=None, device: Optional[str] = None):
+def make_interpolator(backend: str = "flow", *, rife_weights=None, device: Optional[str] = None) -> Interpolator:
     """A back end by name. `rife` needs weights (a .safetensors path; see video/rife.py)."""
     if backend == "flow":
         return FlowInterpolator()
@@ -212,7 +227,7 @@ def check_target_fps(fps: float, target_fps: float) -> float:
 def resample(
     frames: np.ndarray,
     times: Sequence[float],
-    interp,
+    interp: Interpolator,
     *,
     cyclic: bool = False,
     should_cancel: Optional[Callable[[], bool]] = None,
@@ -249,7 +264,7 @@ def interpolate(
     *,
     backend: str = "flow",
     cyclic: bool = False,
-    interp=None,
+    interp: Optional[Interpolator] = None,
     rife_weights=None,
     device: Optional[str] = None,
     should_cancel=None,
@@ -269,7 +284,7 @@ def retime(
     *,
     backend: str = "flow",
     cyclic: bool = False,
-    interp=None,
+    interp: Optional[Interpolator] = None,
     rife_weights=None,
     device: Optional[str] = None,
     should_cancel=None,

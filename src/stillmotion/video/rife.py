@@ -195,7 +195,7 @@ def find_weights(path=None) -> Path:
     if path is None and os.environ.get(WEIGHTS_ENV):
         path = os.environ[WEIGHTS_ENV]
     if path is None:
-        from ..models.tiny import cache_root
+        from ..models.paths import cache_root
 
         cached = registry_weights()
         found = [cached] if cached else sorted((cache_root() / "rife").glob("*.safetensors"))
@@ -243,7 +243,7 @@ def load_ifnet(path, device: str = "cpu"):
             f"(first: {first})."
         )
     net.load_state_dict(state)
-    from ..models.checkpoints import cached_sha256
+    from ..models.hashes import cached_sha256
 
     return net.eval().to(device), {"file": str(p), "sha256": cached_sha256(p), "variant": variant}
 

@@ -41,16 +41,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import numbers
-import os
 import re
-import secrets
-import shutil
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stillmotion.errors import InvalidInput, OutOfMemory, StillmotionError
+from stillmotion.util import remove, replace, temp_name
 from stillmotion.video.encoders import write_av, write_gif, write_png_folder, write_webp
 from stillmotion.video.metadata import VOLATILE_KEYS, build_sidecar, dumps, sidecar_path
 
@@ -163,7 +161,7 @@ def write(
     _prepare_target(target, fmt)
 
     # 3. Encode under temp names, 4. rename into place: video, then sidecar.
-    tmp: Path | None = _temp_name(target)
+    tmp: Path | None = temp_name(target)
     side_tmp: Path | None = None
     try:
         with _library_errors(fmt, target):
@@ -177,19 +175,16 @@ def write(
                 write_png_folder(tmp, frames)
             output["bytes"] = _size(tmp)
             if side is not None:
-                side_tmp = _temp_name(side)
+                side_tmp = temp_name(side)
                 side_tmp.write_text(dumps(build_sidecar(metadata, output)), encoding="utf-8")
-            if fmt == "png":
-                _replace_folder(tmp, target)
-            else:
-                os.replace(tmp, target)
+            replace(tmp, target)  # a frames folder: the old one goes only after
             tmp = None
             if side_tmp is not None:
-                os.replace(side_tmp, side)
+                replace(side_tmp, side)
                 side_tmp = None
     except BaseException:
-        _remove(tmp)
-        _remove(side_tmp)
+        remove(tmp)
+        remove(side_tmp)
         raise
 
     return Artifact(
@@ -317,41 +312,10 @@ def _check_replaceable(target: Path, fmt: str) -> None:
 # --- files ------------------------------------------------------------------------
 
 
-def _temp_name(target: Path) -> Path:
-    return target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}")
-
-
 def _size(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.iterdir())
     return path.stat().st_size
-
-
-def _remove(path: Path | None) -> None:
-    if path is None:
-        return
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
-def _replace_folder(tmp: Path, target: Path) -> None:
-    """Rename the finished frames folder over `target`; the old one goes only after."""
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    old = target.with_name(f".{target.name}.old-{secrets.token_hex(4)}")
-    os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -1,121 +1,36 @@
-"""Integrity of model weights: manifests written when a model is saved or downloaded, and verify().
+"""verify(): check every weight file of a model against the best reference hashes available.
 
     verify(name)   sha256 + size of every weight file against the hub's LFS hashes
                    (online), or the manifest written at download time (offline), or
-                   for a local folder / tiny its own manifest; every file is also
-                   checked to be a complete safetensors file. A bad file raises
-                   ModelCorrupted naming it and the command that repairs it.
-
-Manifests (sha256 and size of each weight file):
-    hub models           <stillmotion cache>/manifests/<org>--<name>/<commit>.json
-    local folders, tiny  <folder>/stillmotion-manifest.json
+                   for a local folder / tiny its own manifest (hashes.py); every file
+                   is also checked to be a complete safetensors file. A bad file
+                   raises ModelCorrupted naming it and the command that repairs it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import struct
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import ModelCorrupted, ModelUnavailable
-from .checkpoints import WEIGHT_SUFFIXES, LocalModel, remember_sha256, sha256_file
-from .hub import cached_snapshot, entry_wants, hub_hashes, is_offline, local_model, repo_folder
+from .hashes import (
+    FOLDER_MANIFEST,
+    folder_manifest_path,
+    hub_manifest_path,
+    looks_like_sha256,
+    read_manifest,
+    remember_sha256,
+    sha256_file,
+    weight_relpaths,
+)
+from .hub import cached_snapshot, entry_wants, hub_hashes, is_offline, snapshot_model
+from .local import LocalModel
 from .registry import ModelEntry, entry_for
-
-FOLDER_MANIFEST = "stillmotion-manifest.json"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+from .resolve import resolve
 
 
-# --------------------------------------------------------------------------- manifests
-def hub_manifest_path(repo_id: str, commit: str) -> Path:
-    from .tiny import cache_root
-
-    return cache_root() / "manifests" / repo_folder(repo_id).removeprefix("models--") / f"{commit}.json"
-
-
-def folder_manifest_path(folder: Path) -> Path:
-    return Path(folder) / FOLDER_MANIFEST
-
-
-def manifest_path_for(local: LocalModel) -> Path:
-    if local.source == "hub":
-        return hub_manifest_path(local.repo_id, local.commit)
-    return folder_manifest_path(local.path)
-
-
-def _weight_relpaths(folder: Path) -> list[str]:
-    return sorted(
-        str(p.relative_to(folder)).replace(os.sep, "/")
-        for p in folder.rglob("*")
-        if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
-    )
-
-
-def build_manifest(folder: Path, **meta) -> dict:
-    """sha256 and size of every weight file in a folder (and, in the hub cache, a check against the blob name)."""
-    files = {}
-    for rel in _weight_relpaths(folder):
-        path = folder / rel
-        digest = sha256_file(path)
-        blob = path.resolve().name
-        if _SHA256.match(blob) and blob != digest:
-            raise ModelCorrupted(
-                f"{rel} arrived corrupted (sha256 {digest[:12]}…, the hub says {blob[:12]}…): "
-                f"run `stillmotion models download {meta.get('name') or 'NAME'} --force`."
-            )
-        remember_sha256(path, digest)
-        files[rel] = {"sha256": digest, "size": path.stat().st_size}
-    return {
-        "format": 1,
-        **meta,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "files": files,
-    }
-
-
-def _atomic_write_json(target: Path, data: dict) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, target)
-
-
-def write_manifest(local: LocalModel, target: Path | None = None) -> Path:
-    """Hash every weight file of a resolved model and record it (atomic write)."""
-    target = target or manifest_path_for(local)
-    meta = {
-        "name": local.entry.name,
-        "source": local.source,
-        "repo_id": local.repo_id,
-        "revision": local.revision,
-        "commit": local.commit,
-        "variant": local.variant,
-    }
-    _atomic_write_json(target, build_manifest(local.path, **meta))
-    return target
-
-
-def write_folder_manifest(folder: str | os.PathLike, name: str | None = None) -> Path:
-    """Manifest for a diffusers folder saved with save_pretrained (tiny, local models, fine-tunes)."""
-    folder = Path(folder)
-    target = folder_manifest_path(folder)
-    _atomic_write_json(target, build_manifest(folder, name=name or str(folder), source="local"))
-    return target
-
-
-def read_manifest(path: Path) -> dict | None:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("files"), dict) else None
-
-
-# --------------------------------------------------------------------------- verify
 @dataclass
 class FileCheck:
     path: str  # relative to the model folder
@@ -170,8 +85,6 @@ def verify(name_or_path: str, online: bool | None = None) -> VerifyReport:
     set), else the manifest. online=True: the hub or an error. online=False: the
     manifest only.
     """
-    from .checkpoints import resolve
-
     entry = entry_for(name_or_path)
     # 1. Find the files: a hub snapshot as it is in the cache (even incomplete), else the resolved folder
     if entry.repo_id is not None:
@@ -180,7 +93,7 @@ def verify(name_or_path: str, online: bool | None = None) -> VerifyReport:
             raise ModelUnavailable(
                 f"{entry.name} is not downloaded, so there is nothing to verify: run `stillmotion models download {entry.name}`."
             )
-        local = local_model(entry, folder)
+        local = snapshot_model(entry, folder)
     else:
         local = resolve(name_or_path, download=False, progress=False)
     report = VerifyReport(
@@ -197,7 +110,7 @@ def verify(name_or_path: str, online: bool | None = None) -> VerifyReport:
     expected = _expected_hashes(local, report, online)
 
     # 3. Check each file: complete safetensors, then size and sha256 against the reference
-    present = [p for p in _weight_relpaths(local.path) if local.source != "hub" or entry_wants(local.entry, p)]
+    present = [p for p in weight_relpaths(local.path) if local.source != "hub" or entry_wants(local.entry, p)]
     for rel in sorted(set(present) | set(expected)):
         report.files.append(_check_file(local.path, rel, expected.get(rel)))
 
@@ -241,9 +154,9 @@ def _expected_hashes(local: LocalModel, report: VerifyReport, online: bool | Non
             report.reference = "manifest"
             return _from_manifest(manifest)
         blobs = {}
-        for rel in _weight_relpaths(local.path):
+        for rel in weight_relpaths(local.path):
             blob = (local.path / rel).resolve().name
-            if _SHA256.match(blob):
+            if looks_like_sha256(blob):
                 blobs[rel] = (blob, None)
         if blobs:
             report.reference = "hf-cache"

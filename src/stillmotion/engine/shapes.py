@@ -1,0 +1,159 @@
+"""Model shapes: a model's components on PyTorch's `meta` device, without weights.
+
+The planner and `stillmotion estimate` count memory and FLOPs on these
+(dryrun.py, profile.py): the components are built from their configs (a
+registry name's published SVD configs, a local diffusers folder's, or a loaded
+pipeline's), so the counts follow the real model code.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelShape:
+    """A model's components as shapes only (meta device), and the bytes of their weights at a dtype."""
+
+    unet: object
+    vae: object
+    image_encoder: object
+    weights: dict = field(default_factory=dict)  # component -> bytes at `dtype`
+    largest_layer: int = 0  # bytes of the biggest leaf module (sequential offload)
+    dtype_bytes: int = 4
+    name: str = ""
+    profiles: object = field(default=None, repr=False, compare=False)  # its profile.ProfileCache, once used
+
+    @property
+    def weights_total(self) -> int:
+        return sum(self.weights.values())
+
+
+def vae_upcast(shape: ModelShape) -> bool:
+    """Whether the pipeline runs this VAE in fp32 under an fp16 model (its config's force_upcast)."""
+    return shape.dtype_bytes == 2 and bool(getattr(shape.vae.config, "force_upcast", False))
+
+
+def _meta_build(cls, config):
+    import torch
+
+    with torch.device("meta"):
+        if hasattr(cls, "from_config"):
+            return cls.from_config(config).eval()
+        return cls(config).eval()
+
+
+def model_shape_from_modules(unet, vae, image_encoder, dtype, name: str = "") -> ModelShape:
+    """ModelShape for loaded components (their configs; their weights counted at `dtype`)."""
+    return _shape(
+        _meta_build(type(unet), unet.config),
+        _meta_build(type(vae), vae.config),
+        _meta_build(type(image_encoder), image_encoder.config),
+        dtype,
+        name,
+    )
+
+
+def _shape(unet, vae, enc, dtype, name) -> ModelShape:
+    import torch
+
+    with quiet_diffusers():  # buffers made with torch.Tensor([..]) start on the CPU: move everything
+        unet, vae, enc = (m.to("meta", dtype) for m in (unet, vae, enc))
+
+    size = torch.empty((), dtype=dtype).element_size()
+    weights = {}
+    largest = 0
+    for comp, m in (("unet", unet), ("vae", vae), ("image_encoder", enc)):
+        weights[comp] = sum(t.numel() for t in list(m.parameters()) + list(m.buffers())) * size
+        for leaf in m.modules():
+            if next(iter(leaf.children()), None) is None:
+                largest = max(largest, sum(p.numel() for p in leaf.parameters(recurse=False)) * size)
+    return ModelShape(unet, vae, enc, weights, largest, size, name)
+
+
+@functools.lru_cache(maxsize=8)
+def model_shape(name_or_path: str, dtype_name: str = "fp16") -> ModelShape:
+    """ModelShape for a registry name or a local diffusers folder, without loading any weights."""
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from ..util import torch_dtype
+
+    dtype = torch_dtype(dtype_name)
+    if name_or_path == "tiny":
+        from ..models.tiny import tiny_components
+
+        c = tiny_components()  # small enough to build for real; _shape moves it to meta
+        return _shape(c["unet"], c["vae"], c["image_encoder"], dtype, "tiny")
+    if name_or_path in ("svd", "svd-xt", "svd-xt-1-1"):
+        unet_cfg, vae_cfg, clip_cfg = svd_configs(25 if name_or_path != "svd" else 14)
+        return _shape(
+            _meta_build(UNetSpatioTemporalConditionModel, unet_cfg),
+            _meta_build(AutoencoderKLTemporalDecoder, vae_cfg),
+            _meta_build(CLIPVisionModelWithProjection, CLIPVisionConfig(**clip_cfg)),
+            dtype,
+            name_or_path,
+        )
+    from pathlib import Path
+
+    p = Path(name_or_path).expanduser()
+    if not (p / "model_index.json").is_file():
+        from ..errors import ModelUnavailable
+
+        raise ModelUnavailable(
+            f"Cannot plan for {name_or_path!r}: use svd, svd-xt, svd-xt-1-1, tiny or a local diffusers folder."
+        )
+    unet_cfg = UNetSpatioTemporalConditionModel.load_config(p / "unet")
+    vae_cfg = AutoencoderKLTemporalDecoder.load_config(p / "vae")
+    clip_cfg = CLIPVisionConfig.from_pretrained(p / "image_encoder")
+    return _shape(
+        _meta_build(UNetSpatioTemporalConditionModel, unet_cfg),
+        _meta_build(AutoencoderKLTemporalDecoder, vae_cfg),
+        _meta_build(CLIPVisionModelWithProjection, clip_cfg),
+        dtype,
+        str(p),
+    )
+
+
+def svd_configs(num_frames: int = 25) -> tuple[dict, dict, dict]:
+    """The published SVD / SVD-XT component configs (UNet = diffusers' defaults; VAE; CLIP ViT-H/14 vision)."""
+    unet = {"num_frames": num_frames}  # everything else is UNetSpatioTemporalConditionModel's default = SVD
+    vae = {
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "block_out_channels": [128, 256, 512, 512],
+        "layers_per_block": 2,
+        "latent_channels": 4,
+        "sample_size": 768,
+        "scaling_factor": 0.18215,
+        "force_upcast": True,
+    }
+    clip = {
+        "hidden_size": 1280,
+        "intermediate_size": 5120,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 16,
+        "projection_dim": 1024,
+        "image_size": 224,
+        "patch_size": 14,
+        "hidden_act": "gelu",
+    }
+    return unet, vae, clip
+
+
+class quiet_diffusers:
+    """Silence diffusers' 'modules that should be kept in float32' notice while casting meta modules."""
+
+    def __enter__(self):
+        from diffusers.utils import logging as dlog
+
+        self._level = dlog.get_verbosity()
+        dlog.set_verbosity_error()
+
+    def __exit__(self, *exc):
+        from diffusers.utils import logging as dlog
+
+        dlog.set_verbosity(self._level)
+        return False

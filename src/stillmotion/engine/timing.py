@@ -1,0 +1,162 @@
+"""Seconds per video on a card: counted FLOPs over what that card reaches on this job.
+
+The one time estimator, for `stillmotion estimate` and `batch --dry-run`. A
+run's FLOPs are counted by the dry run (profile.py); a card's efficiency is
+the fraction of its fp16 peak that a published measurement of the reference
+job (SVD-XT, 576x1024, 25 frames, 25 steps) implies:
+
+    efficiency = reference FLOPs / (seconds of the reference job x fp16 peak)
+    seconds    = FLOPs of the run / (fp16 peak x efficiency) + offload copies
+
+so the reference job on a measured card takes the published time and other
+runs scale with their counted FLOPs. src/stillmotion/data/gpus.json names the
+source of every card's efficiency, and whether it is measured or estimated
+(from the nearest card that has a figure). The seconds are always estimates.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+from ..util import GiB
+from .memory import MemoryPlan, PeakEstimate, choose_plan
+from .profile import profile_stages, unet_step_flops
+from .shapes import ModelShape
+
+RESERVE_BYTES = GiB  # CUDA context, cuBLAS/cuDNN workspaces: not available to tensors
+
+
+@dataclass(frozen=True)
+class Card:
+    """One row of gpus.json, with its efficiency on the reference job resolved."""
+
+    name: str
+    memory_gb: float
+    fp16_tflops: float
+    pcie_gbps: float
+    price_per_hour: float
+    match: tuple[str, ...]
+    efficiency: float
+    basis: str  # "measured" (a published figure of the reference job on this card) or "estimated"
+    source: str  # where the efficiency comes from, in words
+
+    @property
+    def budget_bytes(self) -> int:
+        return int(self.memory_gb * GiB) - RESERVE_BYTES
+
+    def seconds(self, flops: float) -> float:
+        """Compute time of `flops` on this card at its efficiency."""
+        return flops / (self.fp16_tflops * 1e12 * self.efficiency)
+
+
+@dataclass
+class CardTime:
+    card: Card
+    plan: PeakEstimate  # the fastest memory plan that fits the card (or the leanest, fits=False)
+    seconds: float  # compute + offload copies, under that plan
+
+    @property
+    def fits(self) -> bool:
+        return bool(self.plan.fits)
+
+
+@functools.lru_cache(maxsize=1)
+def load_gpus() -> dict:
+    from importlib.resources import files
+
+    return json.loads(files("stillmotion").joinpath("data/gpus.json").read_text())
+
+
+@functools.lru_cache(maxsize=1)
+def cards() -> tuple[Card, ...]:
+    """Every card of gpus.json, in its order, with its efficiency and where it comes from."""
+    data = load_gpus()
+    ref_flops, runs = data["reference"]["flops"], data["measurements"]
+    rows = {g["name"]: g for g in data["gpus"]}
+    resolved: dict[str, tuple[float, str, str]] = {}
+
+    def resolve(name: str) -> tuple[float, str, str]:
+        """(efficiency, basis, source) of one card: its own published figure, or the nearest card's efficiency."""
+        if name in resolved:
+            return resolved[name]
+        g, eff = rows[name], rows[name]["efficiency"]
+        if "from_card" in eff:
+            value = resolve(eff["from_card"])[0]
+            resolved[name] = (value, "estimated", f"estimated from the {eff['from_card']}'s efficiency: {eff['why']}")
+            return resolved[name]
+        s = eff["seconds"]
+        base = runs[s["measurement"]]
+        seconds, basis = base["seconds"], "measured"
+        how = f"measured: {seconds:.1f} s ({base['engine']} on an {base['card']}; {base['source']})"
+        if "times" in s:  # scaled by a ratio measured with another engine on both cards
+            times, over = runs[s["times"]], runs[s["over"]]
+            seconds, basis = seconds * times["seconds"] / over["seconds"], "estimated"
+            how = (f"estimated: {base['seconds']:.1f} s ({base['engine']} on an {base['card']}) x "
+                   f"{times['seconds']:.1f} / {over['seconds']:.1f} s ({times['engine']}, {times['card']} / "
+                   f"{over['card']}) = {seconds:.1f} s; {eff['why']}")
+        resolved[name] = (ref_flops / (seconds * g["fp16_tflops"] * 1e12), basis, how)
+        return resolved[name]
+
+    out = []
+    for g in data["gpus"]:
+        value, basis, source = resolve(g["name"])
+        out.append(Card(g["name"], g["memory_gb"], g["fp16_tflops"], g["pcie_gbps"], g["price_per_hour"],
+                        tuple(g.get("match", ())), value, basis, source))
+    return tuple(out)
+
+
+def reference_card() -> Card:
+    """The first card whose efficiency is a published measurement (what a batch dry run assumes off a GPU)."""
+    return next(c for c in cards() if c.basis == "measured")
+
+
+def card_for_device(device: str) -> Optional[Card]:
+    """The card this machine's CUDA device is, by name; None on a CPU, MPS or a card gpus.json does not list."""
+    if not (device or "auto").startswith(("cuda", "auto")):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(torch.device("cuda" if device == "auto" else device)).upper().replace("-", " ")
+    return next((c for c in cards() if c.match and all(w.upper() in name for w in c.match)), None)
+
+
+# ----------------------------------------------------------------------------
+def video_flops(shape: ModelShape, frames: int, height: int, width: int, steps: int, *, speed: str = "exact",
+                cache_interval: int = 3, cfg: bool = True, decode_chunk: Optional[int] = None,
+                forward_chunking: bool = False) -> dict:
+    """Counted FLOPs of one video: {"unet_step", "unet_cached_step", "per_video"} (DeepCache steps in fast mode)."""
+    prof = profile_stages(shape, frames, height, width, decode_chunk=min(decode_chunk or frames, frames),
+                          forward_chunking=forward_chunking, cfg=cfg)
+    full, cached = unet_step_flops(shape, frames, height, width, cfg, cache_interval)
+    if speed == "fast":
+        n_full = len(range(0, steps, cache_interval))
+        unet = n_full * full + (steps - n_full) * cached
+    else:
+        unet = steps * full
+    total = unet + prof.flops.get("encode", 0) + prof.flops.get("decode", 0)
+    return {"unet_step": full, "unet_cached_step": cached, "per_video": total}
+
+
+def time_on(card: Card, shape: ModelShape, flops: float, frames: int, height: int, width: int, steps: int, *,
+            cfg: bool = True, **fixed) -> CardTime:
+    """Seconds for a video of `flops` on `card`, under the fastest memory plan that fits it (`fixed`: the
+    user's own choices, as memory.candidate_plans takes them)."""
+    best, _ = choose_plan(shape, frames, height, width, card.budget_bytes, cfg=cfg, **fixed)
+    return CardTime(card, best, card.seconds(flops) + offload_seconds(shape, best.plan, steps, card.pcie_gbps))
+
+
+def offload_seconds(shape: ModelShape, plan: MemoryPlan, steps: int, pcie_gbps: float) -> float:
+    """Host-to-device copies that offloading adds: each component once (model), the UNet every step (sequential)."""
+    w = shape.weights
+    if plan.offload == "model":
+        moved = w["image_encoder"] + 2 * w["vae"] + w["unet"]
+    elif plan.offload == "sequential":
+        moved = w["image_encoder"] + 2 * w["vae"] + steps * w["unet"]
+    else:
+        return 0.0
+    return moved / (pcie_gbps * 1e9)

@@ -1,0 +1,110 @@
+"""LoRA adapters for SVD's UNet: the folder format, adding adapters, applying a saved folder.
+
+A LoRA model folder written by `stillmotion train --lora RANK` holds:
+
+    lora.safetensors     the adapter weights only (peft's state dict), with the
+                         rank, alpha and target modules in the safetensors metadata
+    stillmotion.json     {"base": "svd-xt" (or a folder), "lora": "lora.safetensors",
+                          "defaults": {...}, "trained": {...}}
+
+Loading lives here (resolve and the Engine use it); training adds adapters with
+add_lora and writes them with train/lora.py's save_lora. To generate with one:
+
+    record = lora_record(folder)          # None for an ordinary diffusers folder
+    pipe = StableVideoDiffusionPipeline.from_pretrained(resolve(record["base"]).path, ...)
+    apply_lora(pipe, folder)              # adds the adapters, loads them, merges them
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from ..errors import InvalidInput, ModelUnavailable
+from .registry import LOCAL_DEFAULTS_FILE
+
+DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+ADAPTER = "default"
+
+
+def _peft():
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise InvalidInput("LoRA needs peft: pip install 'stillmotion[train]'.") from None
+
+
+def add_lora(unet, rank: int, alpha: Optional[float] = None, targets=DEFAULT_TARGETS) -> None:
+    """Freeze the UNet and add trainable LoRA adapters (B = 0: the model starts unchanged)."""
+    _peft()
+    from peft import LoraConfig, inject_adapter_in_model
+
+    unet.requires_grad_(False)
+    config = LoraConfig(r=int(rank), lora_alpha=float(alpha or rank), init_lora_weights=True,
+                        target_modules=list(targets))
+    inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
+    unet._stillmotion_lora = {"rank": int(rank), "alpha": float(alpha or rank), "targets": sorted(targets)}
+    for name, p in unet.named_parameters():
+        p.requires_grad_("lora_" in name)
+
+
+def lora_state_dict(unet) -> dict:
+    """The adapter tensors only (names as peft injects them)."""
+    return {k: v for k, v in unet.state_dict().items() if ".lora_A." in k or ".lora_B." in k}
+
+
+def lora_record(folder) -> Optional[dict]:
+    """The stillmotion.json of a LoRA folder (with "base" and "lora"), or None for any other folder."""
+    f = Path(folder) / LOCAL_DEFAULTS_FILE
+    if not f.is_file():
+        return None
+    try:
+        record = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not record.get("lora") or not record.get("base"):
+        return None
+    return record
+
+
+def apply_lora(pipe, folder, *, merge: bool = True):
+    """Add the folder's LoRA adapters to pipe.unet and load their weights (merged into the UNet by default)."""
+    _peft()
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    record = lora_record(folder)
+    if record is None:
+        raise ModelUnavailable(f"{folder} is not a LoRA folder: its stillmotion.json names no base and lora file.")
+    path = folder / record["lora"]
+    if not path.is_file():
+        raise ModelUnavailable(f"LoRA weights {path} are missing; retrain or copy the whole folder.")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        sd = {k: f.get_tensor(k) for k in f.keys()}
+    rank = int(meta.get("rank", 0)) or _rank_from(sd)
+    alpha = float(meta.get("alpha", rank))
+    targets = json.loads(meta["targets"]) if "targets" in meta else DEFAULT_TARGETS
+    unet = pipe.unet
+    add_lora(unet, rank, alpha, targets)
+    dtype = next(unet.parameters()).dtype
+    expected = lora_state_dict(unet)
+    if set(sd) != set(expected) or any(sd[k].shape != expected[k].shape for k in sd):
+        raise ModelUnavailable(f"LoRA weights {path} do not fit this base model: retrain them on {record['base']}.")
+    unet.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=False)
+    unet.requires_grad_(False)
+    if merge:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for m in unet.modules():
+            if isinstance(m, BaseTunerLayer):
+                m.merge()
+    return pipe
+
+
+def _rank_from(sd: dict) -> int:
+    for k, v in sd.items():
+        if "lora_A" in k:
+            return int(v.shape[0])
+    raise ModelUnavailable("LoRA file holds no lora_A weights.")
