@@ -77,21 +77,25 @@ def pop_spec_fields(kwargs: dict) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
-ENGINE_FLAGS = ("model", "device", "dtype", "offload", "forward_chunking", "memory", "max_memory", "compile", "threads")
+def engine_flags() -> tuple[str, ...]:
+    """The EngineConfig settings that are flags: those whose field names an `x-flag`."""
+    from ..engine.config import EngineConfig
+
+    return tuple(n for n, f in EngineConfig.model_fields.items() if "x-flag" in (f.json_schema_extra or {}))
 
 
 def engine_options(f):
     """Add every EngineConfig setting that has a flag (--model, --device, --offload, ...)."""
     from ..engine.config import EngineConfig
 
-    return _add_options(f, _field_options(EngineConfig, ENGINE_FLAGS))
+    return _add_options(f, _field_options(EngineConfig, engine_flags()))
 
 
 def engine_config_from(kwargs: dict, **overrides):
     """Pop the engine flags from a command's kwargs -> one EngineConfig (flags not given keep their defaults)."""
     from ..engine.config import EngineConfig
 
-    given = {name: kwargs.pop(name, None) for name in ENGINE_FLAGS}
+    given = {name: kwargs.pop(name, None) for name in engine_flags()}
     given = {k: v for k, v in given.items() if v not in (None, False)}
     return EngineConfig.build(**{**given, **overrides})
 

@@ -22,6 +22,7 @@ from ..models.registry import DEFAULT_MODEL
 Offload = Literal["none", "model", "sequential"]
 DType = Literal["fp16", "bf16", "fp32"]
 MemoryMode = Literal["auto", "none"]
+Attention = Literal["sdpa", "math"]
 OFFLOAD_MODES: tuple[str, ...] = ("none", "model", "sequential")
 
 
@@ -47,6 +48,9 @@ class EngineConfig(BaseModel):
                           json_schema_extra={"x-flag": "--compile"})
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: torch's; 1-2 when several "
                                    "processes share a machine)", json_schema_extra={"x-flag": "--threads"})
+    attention: Attention = Field("sdpa", description="attention kernel: sdpa (PyTorch's fused kernel) or math "
+                                 "(diffusers' plain attention, for a device where SDPA fails: slower, more memory)",
+                                 json_schema_extra={"x-flag": "--attention"})
     # not flags: the engine's default decode chunk, and how a model is fetched
     decode_chunk_size: Optional[int] = Field(None, ge=1, le=64)
     download: bool = True

@@ -105,7 +105,7 @@ class Engine:
         cfg = self.config
         self.pipe = pipe
         self._apply_plan(MemoryPlan(cfg.decode_chunk_size or 1, cfg.forward_chunking, cfg.offload))
-        self.speed_settings = apply_exact(pipe, self.device, self.dtype)
+        self.speed_settings = apply_exact(pipe, self.device, self.dtype, cfg.attention)
         if cfg.compile:
             self.speed_settings["compile"] = compile_pipe(pipe)
         return pipe
@@ -154,8 +154,11 @@ class Engine:
         if self._shape is None:
             from .shapes import model_shape_from_modules
 
+            from .speed import set_attention
+
             self._shape = model_shape_from_modules(self.pipe.unet, self.pipe.vae, self.pipe.image_encoder,
                                                    self.dtype, self.entry.name)
+            set_attention(self._shape.unet, cfg.attention)  # the dry run counts the kernel that runs
         est = memory.choose_plan(
             self._shape, frames, spec.height, spec.width, budget, device=self.device, cfg=spec.max_guidance_scale > 1,
             user_chunk=chunk, user_offload=cfg.offload, user_forward_chunking=cfg.forward_chunking,

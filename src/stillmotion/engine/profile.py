@@ -108,7 +108,9 @@ def shape_key(shape: ModelShape) -> str:
         c = module.config
         return {k: v for k, v in (c.items() if hasattr(c, "items") else c.to_dict().items()) if not k.startswith("_")}
 
-    blob = json.dumps({"unet": config(shape.unet), "vae": config(shape.vae), "clip": config(shape.image_encoder),
+    attention = sorted({type(p).__name__ for p in shape.unet.attn_processors.values()})
+    blob = json.dumps({"unet": config(shape.unet), "attention": attention, "vae": config(shape.vae),
+                       "clip": config(shape.image_encoder),
                        "dtype_bytes": shape.dtype_bytes, "format": ProfileCache.FORMAT, "torch": torch.__version__,
                        "diffusers": diffusers.__version__, "transformers": transformers.__version__},
                       sort_keys=True, default=str)

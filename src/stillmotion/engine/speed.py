@@ -31,11 +31,11 @@ from typing import Optional
 log = logging.getLogger("stillmotion.engine")
 
 
-def apply_exact(pipe, device: str, dtype) -> dict:
+def apply_exact(pipe, device: str, dtype, attention: str = "sdpa") -> dict:
     """Lossless settings for `pipe` on `device`; returns what was applied (for the sidecar)."""
     import torch
 
-    applied: dict = {"attention": attention_backend(pipe.unet)}
+    applied: dict = {"attention": set_attention(pipe.unet, attention)}
     if str(device).startswith("cuda"):
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
@@ -52,10 +52,18 @@ def apply_exact(pipe, device: str, dtype) -> dict:
     return applied
 
 
-def attention_backend(unet) -> str:
-    """'sdpa' when every attention layer uses PyTorch's scaled_dot_product_attention; else the processor names."""
-    from diffusers.models.attention_processor import AttnProcessor2_0
+def set_attention(unet, kind: str = "sdpa") -> str:
+    """Set the UNet's attention kernel; returns what runs, for the sidecar.
 
+    sdpa: PyTorch's scaled_dot_product_attention (diffusers' AttnProcessor2_0) wherever the plain
+    processor is set; other processors (e.g. from an adapter) are kept and named. math: diffusers'
+    AttnProcessor everywhere, which builds the full score matrix (more memory; the planner counts it).
+    """
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    if kind == "math":
+        unet.set_attn_processor(AttnProcessor())
+        return "math"
     names = {type(p).__name__ for p in unet.attn_processors.values()}
     if all(isinstance(p, AttnProcessor2_0) for p in unet.attn_processors.values()):
         return "sdpa"
