@@ -6,7 +6,7 @@
 
 Stage 1 trains a small linear autoencoder and writes it exactly into SVD's VAE
 classes (train/linear_vae.py); stage 2 trains the UNet from scratch with the SVD
-objective through stillmotion's own training loop (train/loop.py), VAE and CLIP
+objective through stillmotion's own training loop (train/trainer.py), VAE and CLIP
 frozen. `--stage unet` reuses the VAE from --work. The model is written to --out
 as a diffusers folder (safetensors) with its stillmotion.json defaults, plus
 train_record.json: the command, the machine and the time each stage took.

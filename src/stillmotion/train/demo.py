@@ -10,7 +10,7 @@ Training (scripts/train_demo.py) runs in two stages on procedural clips
 (train/synthetic.py) that it draws itself:
   1. the VAE: a linear autoencoder trained in a minute and written exactly
      into AutoencoderKLTemporalDecoder (train/linear_vae.py explains how);
-  2. the UNet with the SVD objective (train/loop.py), VAE and CLIP frozen.
+  2. the UNet with the SVD objective (train/trainer.py), VAE and CLIP frozen.
 The CLIP tower keeps its seeded random weights: frozen, as in SVD, and a
 stable (if uninformed) embedding of the input.
 
