@@ -15,12 +15,13 @@ LAYERS = {
     "stillmotion.netguard": 0, "stillmotion.metrics": 0,
     "stillmotion.models": 1,
     "stillmotion.images": 2, "stillmotion.sources": 2, "stillmotion.remote": 2, "stillmotion.video": 2,
+    "stillmotion.comfy": 2,
     "stillmotion.engine": 3,
     "stillmotion.train": 4,
     "stillmotion.jobs": 5, "stillmotion.batch": 5,
     "stillmotion.server": 6,
     "stillmotion.ray": 7,
-    "stillmotion.cli": 8, "stillmotion": 8,
+    "stillmotion.cli": 8, "stillmotion.client": 8, "stillmotion": 8,
 }
 
 

@@ -28,6 +28,8 @@ from .spec import GenerationSpec
 from .version import __version__
 
 __all__ = [
+    "Client",
+    "AsyncClient",
     "Engine",
     "EngineConfig",
     "GenerationResult",
@@ -52,6 +54,10 @@ __all__ = [
 
 def __getattr__(name: str):
     # Engine and friends import torch: load them on first use only.
+    if name in ("Client", "AsyncClient"):  # a stillmotion server's client (httpx; no torch)
+        from . import client
+
+        return getattr(client, name)
     if name in ("Engine", "EngineConfig", "GenerationResult", "Progress", "RunRecord"):
         from . import engine
 

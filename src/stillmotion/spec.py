@@ -23,6 +23,8 @@ Format = Literal["mp4", "webm", "gif", "webp", "png"]
 Speed = Literal["exact", "fast"]
 Loop = Literal["none", "pingpong", "blend"]
 InterpolateBackend = Literal["flow", "rife"]
+# what the _size validator checks, in the JSON schema too (the API contract shows it)
+_SIZE_SCHEMA = {"minimum": 64, "maximum": 2048, "multipleOf": 64}
 
 
 class GenerationSpec(BaseModel):
@@ -36,19 +38,23 @@ class GenerationSpec(BaseModel):
     min_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the first frame", json_schema_extra={"x-flag": "--min-cfg"})
     max_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the last frame", json_schema_extra={"x-flag": "--max-cfg"})
     fps: Optional[int] = Field(None, ge=1, le=60, description="playback rate of the file; also the model's fps conditioning")
+    conditioning_fps: Optional[int] = Field(None, ge=1, le=60, description="the model's fps conditioning when it differs from the playback fps (None: the same as fps), as ComfyUI workflows set it")
     motion_bucket_id: Optional[int] = Field(None, ge=1, le=1023, description="how much motion: higher moves more", json_schema_extra={"x-flag": "--motion"})
     noise_aug_strength: Optional[float] = Field(None, ge=0.0, le=1.0, description="noise added to the conditioning image", json_schema_extra={"x-flag": "--noise-aug"})
     decode_chunk_size: Optional[int] = Field(None, ge=1, le=64, description="frames the VAE decodes at once (None: as many as fit)", json_schema_extra={"x-flag": "--decode-chunk"})
     seed: int = Field(-1, ge=-1, le=MAX_SEED, description="0..2^32-1, or -1 for a random seed (recorded)")
 
     # --- ours ---
-    width: Optional[int] = Field(None, description="output width, a multiple of 64 in 64..2048; None: from the image's aspect")
-    height: Optional[int] = Field(None, description="output height, a multiple of 64 in 64..2048; None: from the image's aspect")
+    width: Optional[int] = Field(None, description="output width, a multiple of 64 in 64..2048; None: from the image's aspect",
+                                 json_schema_extra=_SIZE_SCHEMA)
+    height: Optional[int] = Field(None, description="output height, a multiple of 64 in 64..2048; None: from the image's aspect",
+                                  json_schema_extra=_SIZE_SCHEMA)
     resize: Resize = Field("crop", description="how the image meets the target size: crop, pad or stretch")
     format: Format = Field("mp4", description="mp4 (H.264), webm (VP9), gif, webp, or png (a folder of frames)")
 
     # --- post-processing (video/) ---
-    interpolate: int = Field(1, description="frame interpolation factor: 1 (off), 2, 3, 4 or 8; multiplies the playback fps")
+    interpolate: int = Field(1, description="frame interpolation factor: 1 (off), 2, 3, 4 or 8; multiplies the playback fps",
+                             json_schema_extra={"enum": [1, 2, 3, 4, 8]})
     interpolate_fps: Optional[float] = Field(None, gt=0, le=240, description="interpolate to this playback fps instead of by a factor")
     interpolate_backend: InterpolateBackend = Field("flow", description="flow (no weights) or rife")
     loop: Loop = Field("none", description="make a seamless loop: blend (--loop alone) or pingpong",

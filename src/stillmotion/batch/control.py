@@ -177,12 +177,13 @@ def expected_seconds(plan: BatchPlan, config: EngineConfig, devices: Optional[li
         frames, steps = spec.num_frames or d.num_frames, spec.num_inference_steps or d.num_inference_steps
         w, h = spec.width or d.landscape[0], spec.height or d.landscape[1]
         cfg = (spec.max_guidance_scale if spec.max_guidance_scale is not None else d.max_guidance_scale) > 1
-        job = (frames, h, w, steps, spec.speed, spec.cache_interval, cfg, spec.decode_chunk_size)
+        keyframe = bool(getattr(item, "end_source", None))  # an end_image column: two UNet passes per step
+        job = (frames, h, w, steps, spec.speed, spec.cache_interval, cfg, spec.decode_chunk_size, keyframe)
         if job not in seconds:
             flops = timing.video_flops(shape, frames, h, w, steps, speed=spec.speed, cfg=cfg,
                                        cache_interval=spec.cache_interval, decode_chunk=spec.decode_chunk_size,
-                                       forward_chunking=config.forward_chunking)
-            seconds[job] = timing.time_on(card, shape, flops["per_video"], frames, h, w, steps, cfg=cfg,
+                                       forward_chunking=config.forward_chunking, keyframe=keyframe)
+            seconds[job] = timing.time_on(card, shape, flops["per_video"], frames, h, w, steps, cfg=cfg, keyframe=keyframe,
                                           user_chunk=spec.decode_chunk_size, user_offload=config.offload,
                                           user_forward_chunking=config.forward_chunking or None).seconds
         total += seconds[job]

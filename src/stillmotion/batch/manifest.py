@@ -1,8 +1,11 @@
 """Manifests: a CSV (header row with an `image` column) or JSONL file (one object per line).
 
-Besides `image`, a row may give `output` (a path relative to the output folder)
-and any spec field, by its spec name (num_frames, motion_bucket_id) or its flag
-name (frames, motion, decode-chunk). Empty cells mean "not overridden". Every
+Besides `image`, a row may give `end_image` (the image the video ends on, read like
+`image`: engine/keyframes.py), `output` (a path relative to the output folder),
+`workflow` (a ComfyUI API workflow: a file relative to the manifest, or in JSONL
+the object itself; its settings fill the row, which the row's own fields and the
+command's flags override) and any spec field, by its spec name (num_frames,
+motion_bucket_id) or its flag name (frames, motion, decode-chunk). Empty cells mean "not overridden". Every
 row is checked before any work starts; each bad row is reported with its line.
 """
 
@@ -30,6 +33,7 @@ class Row:
     overrides: dict
     line: Optional[int] = None
     output: Optional[str] = None  # a manifest's explicit output name, relative to out_dir
+    end_image: Optional[str] = None  # the image the video ends on (keyframes), read like `image`
 
 
 def _field_aliases() -> dict[str, str]:
@@ -44,7 +48,7 @@ def _field_aliases() -> dict[str, str]:
     return aliases
 
 
-def read_manifest(path: Path, base: GenerationSpec) -> list[Row]:
+def read_manifest(path: Path, base: GenerationSpec, model: Optional[str] = None) -> list[Row]:
     """Rows of a CSV (header with an `image` column) or JSONL manifest; every bad row is reported with its line."""
     aliases = _field_aliases()
     errors: list[str] = []
@@ -60,7 +64,7 @@ def read_manifest(path: Path, base: GenerationSpec) -> list[Row]:
         header = [h.strip() for h in (reader.fieldnames or [])]
         if "image" not in header:
             raise InvalidInput(f"{name} line 1: the header has no `image` column (got {', '.join(header) or 'nothing'}).")
-        bad = [h for h in header if h and h not in aliases and h not in ("image", "output")]
+        bad = [h for h in header if h and h not in aliases and h not in ("image", "output", "workflow", "end_image")]
         if bad:
             raise InvalidInput(f"{name} line 1: unknown column(s) {', '.join(bad)}; use image, output and spec fields "
                                "such as num_frames, fps, motion_bucket_id, seed.")
@@ -91,6 +95,8 @@ def read_manifest(path: Path, base: GenerationSpec) -> list[Row]:
     for line, cells in raw_rows:
         image = cells.pop("image", None)
         output = cells.pop("output", None)
+        workflow = cells.pop("workflow", None)
+        end_image = cells.pop("end_image", None)
         if not image or not isinstance(image, str):
             errors.append(f"line {line}: no `image` given")
             continue
@@ -101,6 +107,20 @@ def read_manifest(path: Path, base: GenerationSpec) -> list[Row]:
             continue
         for k, v in cells.items():
             overrides[aliases[k]] = v
+        if workflow is not None:  # the workflow's settings under the row's fields and the command's flags
+            from ..comfy import apply_workflow
+
+            try:
+                wf_fields = apply_workflow({"workflow": workflow}, model, base_dir=path.parent, where="workflow")
+            except InvalidInput as e:
+                errors.append(f"line {line}: {e.message}")
+                continue
+            if output is not None:
+                from ..video import format_from_path
+
+                if format_from_path(str(output)):
+                    wf_fields.pop("format", None)  # the row's output name says the format
+            overrides = {**{k: v for k, v in wf_fields.items() if k not in base_fields}, **overrides}
         try:
             checked = GenerationSpec.build(**{**base_fields, **overrides})
         except InvalidInput as e:
@@ -127,7 +147,20 @@ def read_manifest(path: Path, base: GenerationSpec) -> list[Row]:
         if src is None:
             errors.append(f"line {line}: image {image!r} not found")
             continue
-        rows.append(Row(key=key, source=src, overrides=overrides, line=line, output=output))
+        end_src = None
+        if end_image is not None:
+            end_src = _manifest_source(path.parent, str(end_image))[1] if isinstance(end_image, str) else None
+            if end_src is None:
+                errors.append(f"line {line}: end_image {end_image!r} not found")
+                continue
+            from ..engine.keyframes import check_spec
+
+            try:
+                check_spec(checked)
+            except InvalidInput as e:
+                errors.append(f"line {line}: {e.message}")
+                continue
+        rows.append(Row(key=key, source=src, overrides=overrides, line=line, output=output, end_image=end_src))
 
     if errors:
         shown = errors[:MAX_ERRORS_SHOWN]

@@ -52,6 +52,7 @@ class Item:
     status: str = "pending"  # pending | skipped | done | failed | not_run
     error: Optional[str] = None
     seconds: Optional[float] = None
+    end_source: Optional[str] = None  # the end image (a manifest's end_image column), read like `source`
 
     @property
     def spec(self) -> GenerationSpec:
@@ -150,7 +151,7 @@ def plan_batch(
     elif source.suffix.lower() in MANIFEST_SUFFIXES:
         if patterns or recursive:
             raise InvalidInput("--pattern and --recursive apply to folders; a manifest lists its images itself.")
-        rows = read_manifest(source, base)
+        rows = read_manifest(source, base, model)
     else:
         raise InvalidInput(f"{source} is neither a folder nor a manifest; pass a folder, a .csv or a .jsonl file.")
 
@@ -167,7 +168,8 @@ def plan_batch(
             fmt = requested.get("format", "mp4")
             output = _output_path(out_dir, row, fmt, item_seed if variants > 1 else None)
             items.append(Item(index=len(items), key=row.key, source=row.source, output=output,
-                              sidecar=_sidecar(output), seed=item_seed, variant=v, requested=requested, line=row.line))
+                              sidecar=_sidecar(output), seed=item_seed, variant=v, requested=requested, line=row.line,
+                              end_source=getattr(row, "end_image", None)))
 
     # 3. Clashes, before any work
     check_clashes(items)
@@ -310,6 +312,9 @@ def is_up_to_date(item: Item, model_name: str) -> bool:
     size = (record.get("output") or {}).get("bytes")
     if item.output.is_file() and size is not None and item.output.stat().st_size != size:
         return False  # truncated or replaced since
+    end = (record.get("input") or {}).get("end_image")  # keyframes: the end image counts as input too
+    if bool(item.end_source) != bool(end) or (end and not _same_input(item.end_source, end.get("sha256"))):
+        return False
     return _same_input(item.source, (record.get("input") or {}).get("sha256"))
 
 

@@ -39,6 +39,7 @@ class Loaded:
     spec: GenerationSpec  # resolved
     input: dict  # source, sha256, original size
     seconds: float
+    end_image: Any = None  # the end image (keyframes), prepared like `image`
 
 
 class BatchRunner:
@@ -141,9 +142,16 @@ class BatchRunner:
         spec = item.spec.resolve(self.entry, pil.size)  # not via the engine: it may be rebuilt meanwhile
         prepared = images.prepare(pil, spec.width, spec.height, spec.resize)
         info = {"source": where or item.source, "sha256": sources.sha256_of(data), "size": list(pil.size)}
+        end = None
+        if getattr(item, "end_source", None):
+            end_data, end_where = sources.read_source_bytes(item.end_source)
+            end_pil = images.load_image(end_data)
+            end = images.prepare(end_pil, spec.width, spec.height, spec.resize)
+            info["end_image"] = {"source": end_where or item.end_source, "sha256": sources.sha256_of(end_data),
+                                 "size": list(end_pil.size)}
         seconds = time.perf_counter() - t
         self.hidden["load"] += seconds
-        return Loaded(image=prepared, spec=spec, input=info, seconds=seconds)
+        return Loaded(image=prepared, spec=spec, input=info, seconds=seconds, end_image=end)
 
     def _generate(self, item: Item, loaded: Loaded):
         def on_progress(p):
@@ -152,7 +160,8 @@ class BatchRunner:
         engine = self._engine()
         oom = None
         try:
-            result = engine.generate(loaded.image, loaded.spec, on_progress=on_progress, should_cancel=self.should_cancel)
+            result = engine.generate(loaded.image, loaded.spec, on_progress=on_progress, should_cancel=self.should_cancel,
+                                     end_image=loaded.end_image)
         except OutOfMemory as first:
             oom = first.message  # leave the except block first: its traceback holds the engine's memory
         if oom is not None:
@@ -165,7 +174,8 @@ class BatchRunner:
                 self.config = self.config.replace(offload="model")  # kept for the rest of this runner's items
                 how += ", offload=model"
             self.emit("retry", item.index, error=f"{oom} Retrying with {how}.")
-            result = self._engine().generate(loaded.image, spec, on_progress=on_progress, should_cancel=self.should_cancel)
+            result = self._engine().generate(loaded.image, spec, on_progress=on_progress, should_cancel=self.should_cancel,
+                                             end_image=loaded.end_image)
             result.metadata.setdefault("fallbacks", []).append(f"batch: out of memory, retried with {how}")
         result.metadata["input"] = loaded.input
         result.metadata.setdefault("timings", {})["prepare"] = round(loaded.seconds, 4)

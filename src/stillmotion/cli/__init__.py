@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "serve": ("stillmotion.cli.serve", "serve", "Run the web UI and HTTP API on one job queue."),
     "models": ("stillmotion.cli.models", "models", "List, download and verify models."),
     "interpolate": ("stillmotion.cli.interpolate", "interpolate", "Interpolate frames of any video."),
+    "export-workflow": ("stillmotion.cli.export_workflow", "export_workflow", "Write the ComfyUI workflow of a video we made."),
     "estimate": ("stillmotion.cli.estimate", "estimate_command", "Plan memory, time and cost before running."),
     "train": ("stillmotion.cli.train", "train", "Fine-tune SVD (full or LoRA) on your own clips."),
 }

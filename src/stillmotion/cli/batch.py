@@ -9,6 +9,7 @@ import click
 
 from ..errors import Cancelled, InvalidInput
 from .options import CancelOnSigint, engine_config_from, engine_options, pop_spec_fields, spec_options
+from .remote import server_options
 
 
 @click.command()
@@ -28,9 +29,12 @@ from .options import CancelOnSigint, engine_config_from, engine_options, pop_spe
 @click.option("--actors", type=click.IntRange(1), default=None, help="with --ray: actors in the pool (default: one per GPU, else 1)")
 @spec_options
 @engine_options
+@server_options
+@click.option("--concurrency", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="with --server: jobs sent at a time (the server queues them)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress display")
 def batch(source, out_dir, recursive, pattern, variants, force, max_failures, dry_run, pipeline, devices, use_ray,
-          ray_address, actors, quiet, **kwargs):
+          ray_address, actors, server, api_key, concurrency, quiet, **kwargs):
     """Turn every image in SOURCE (a folder, an s3:// gs:// abfs:// hdfs:// prefix, or a .csv/.jsonl
     manifest) into a video under OUT_DIR.
 
@@ -50,6 +54,10 @@ def batch(source, out_dir, recursive, pattern, variants, force, max_failures, dr
 
     fields = pop_spec_fields(kwargs)
     seed = fields.pop("seed", None)
+    if server:  # the plan names the model the server runs: its sidecars record it, and resume compares it
+        from .remote import server_model
+
+        kwargs["model"] = server_model(server, api_key, kwargs.get("model"))
     config = engine_config_from(kwargs)
     if max_failures is not None and max_failures < 1:
         raise InvalidInput(f"--max-failures must be at least 1, got {max_failures}.")
@@ -101,7 +109,12 @@ def batch(source, out_dir, recursive, pattern, variants, force, max_failures, dr
         try:
             if ui is not None:
                 ui.start()
-            if use_ray:  # same plan, names, seeds and report; the items run on a Ray actor pool
+            if server:  # same plan, names, seeds and report; the items run as jobs on a stillmotion server
+                from .remote import batch_on_server
+
+                ctl = batch_on_server(server, api_key, plan, concurrency=concurrency, max_failures=max_failures,
+                                      should_cancel=cancel, on_event=on_event)
+            elif use_ray:  # same plan, names, seeds and report; the items run on a Ray actor pool
                 from ..ray.data import run_batch_ray
 
                 ctl = run_batch_ray(plan, config, actors=actors, address=ray_address, max_failures=max_failures,

@@ -23,7 +23,7 @@ from ..util import DTYPE_NAMES
 
 def run_estimate(model: str, frames: int, width: int, height: int, steps: int, speed: str, cache_interval: int,
                  dtype: str, cfg: bool, decode_chunk: Optional[int], offload: Optional[str],
-                 forward_chunking: bool, max_memory: Optional[str], price: Optional[float]) -> dict:
+                 forward_chunking: bool, max_memory: Optional[str], price: Optional[float], keyframe: bool = False) -> dict:
     from ..engine import memory as M
     from ..engine import timing
     from ..engine.shapes import model_shape
@@ -32,12 +32,13 @@ def run_estimate(model: str, frames: int, width: int, height: int, steps: int, s
     shape = model_shape(model, dtype)
     fixed = dict(user_chunk=decode_chunk, user_offload=offload, user_forward_chunking=forward_chunking or None)
     given = M.MemoryPlan(min(decode_chunk or frames, frames), forward_chunking, offload or "none")
-    est = M.estimate_peak(shape, frames, height, width, given, cfg=cfg)
+    est = M.estimate_peak(shape, frames, height, width, given, cfg=cfg, keyframe=keyframe)
     flops = timing.video_flops(shape, frames, height, width, steps, speed=speed, cache_interval=cache_interval,
-                               cfg=cfg, decode_chunk=given.decode_chunk_size, forward_chunking=given.forward_chunking)
+                               cfg=cfg, decode_chunk=given.decode_chunk_size, forward_chunking=given.forward_chunking,
+                               keyframe=keyframe)
     out = {
         "model": model, "frames": frames, "width": width, "height": height, "steps": steps, "speed": speed,
-        "cache_interval": cache_interval if speed == "fast" else None, "dtype": dtype,
+        "cache_interval": cache_interval if speed == "fast" else None, "dtype": dtype, "keyframe": keyframe,
         "weights_bytes": shape.weights_total,
         "plan": est.to_dict() | {"label": given.label()},
         "flops": flops | {"source": "counted (dry run)"},
@@ -45,12 +46,13 @@ def run_estimate(model: str, frames: int, width: int, height: int, steps: int, s
     }
     if max_memory is not None:
         budget = parse_size(max_memory)
-        best, _ = M.choose_plan(shape, frames, height, width, budget, cfg=cfg, **fixed)
+        best, _ = M.choose_plan(shape, frames, height, width, budget, cfg=cfg, keyframe=keyframe, **fixed)
         out["budget"] = {"bytes": budget, "fits": best.fits, "plan": best.plan.to_dict(), "label": best.plan.label(),
                          "peak_bytes": best.peak_bytes}
     rows = []
     for card in timing.cards():
-        t = timing.time_on(card, shape, flops["per_video"], frames, height, width, steps, cfg=cfg, **fixed)
+        t = timing.time_on(card, shape, flops["per_video"], frames, height, width, steps, cfg=cfg, keyframe=keyframe,
+                           **fixed)
         rate = price if price is not None else card.price_per_hour
         rows.append({
             "gpu": card.name, "memory_gb": card.memory_gb, "fits": t.fits, "plan": t.plan.plan.label(),
@@ -69,7 +71,7 @@ def _flops(n: float) -> str:
 
 
 @click.command("estimate")
-@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="svd, svd-xt, svd-xt-1-1, tiny or a local folder")
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="svd, svd-xt, svd-xt-1-1, tiny, a local folder or a single-file checkpoint (.safetensors)")
 @click.option("--frames", type=int, default=None, help="frames (model default: SVD 14, XT 25)")
 @click.option("--width", type=int, default=None, help="width (default: the model's landscape size)")
 @click.option("--height", type=int, default=None, help="height (default: the model's landscape size)")
@@ -83,9 +85,10 @@ def _flops(n: float) -> str:
 @click.option("--forward-chunking", is_flag=True)
 @click.option("--max-memory", default=None, metavar="SIZE", help="also plan for this budget, e.g. 8GB")
 @click.option("--price-per-hour", type=float, default=None, help="USD per GPU hour for every card (default: data/gpus.json)")
+@click.option("--keyframe", is_flag=True, help="a run with an end image (generate --end-image): two UNet passes per step")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def estimate_command(model, frames, width, height, steps, speed, cache_interval, dtype, max_cfg, decode_chunk, offload,
-             forward_chunking, max_memory, price_per_hour, as_json):
+             forward_chunking, max_memory, price_per_hour, keyframe, as_json):
     """Plan memory, time and cost of one video before running anything."""
     from ..models.registry import entry_for
     from ..util import fmt_bytes
@@ -100,19 +103,22 @@ def estimate_command(model, frames, width, height, steps, speed, cache_interval,
         click.echo("counting memory and FLOPs on the model's shapes (no GPU, no weights; about 30 s for SVD-XT "
                    "the first time, cached after)...", err=True)
     r = run_estimate(model, frames, width, height, steps, speed, cache_interval, dtype, cfg, decode_chunk, offload,
-                     forward_chunking, max_memory, price_per_hour)
+                     forward_chunking, max_memory, price_per_hour, keyframe)
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return
     p = r["plan"]
     click.echo(f"{model}: {frames} frames at {width}x{height}, {steps} steps, {speed}"
-               + (f" (cache interval {cache_interval})" if speed == "fast" else "") + f", {dtype}")
+               + (f" (cache interval {cache_interval})" if speed == "fast" else "") + f", {dtype}"
+               + (", with an end image (2 UNet passes per step)" if keyframe else ""))
     click.echo(f"planned peak memory ({p['label']}): {fmt_bytes(p['peak_bytes'])}  [estimated]")
     click.echo("  " + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in p["stages"].items())
                + f"; weights {fmt_bytes(r['weights_bytes'])}")
     f = r["flops"]
     click.echo(f"compute: {_flops(f['per_video'])} per video (UNet step {_flops(f['unet_step'])}, "
-               f"cached step {_flops(f['unet_cached_step'])})  [counted]")
+               f"cached step {_flops(f['unet_cached_step'])}"
+               + (f"; {f['unet_passes_per_step']} passes per step" if f.get("unet_passes_per_step", 1) > 1 else "")
+               + ")  [counted]")
     if "budget" in r:
         b = r["budget"]
         if b["fits"]:

@@ -10,6 +10,7 @@ import click
 
 from ..errors import InvalidInput
 from .options import CancelOnSigint, engine_config_from, engine_options, pop_spec_fields, rich_progress, spec_options
+from .remote import generate_on_server, server_options
 
 
 @click.command()
@@ -17,16 +18,25 @@ from .options import CancelOnSigint, engine_config_from, engine_options, pop_spe
 @click.option("-o", "--output", type=click.Path(dir_okay=True), default=None, help="output file (default: IMAGE's name + format, here)")
 @spec_options
 @engine_options
-@click.option("--from", "from_sidecar", type=click.Path(), default=None, help="reproduce a video from its sidecar NAME.json")
+@click.option("--from", "from_sidecar", type=click.Path(), default=None,
+              help="reproduce a video from its sidecar NAME.json, or run a ComfyUI API workflow (.json, or a ComfyUI output carrying one)")
+@click.option("--comfyui-dir", type=click.Path(file_okay=False), default=None,
+              help="ComfyUI's folder: a workflow's ckpt_name is looked up in its models/checkpoints [env: STILLMOTION_COMFYUI_DIR]")
+@click.option("--end-image", default=None, metavar="PATH|URL", help="end the video on this image (keyframes, training-free)")
+@click.option("--keyframes", default=None, metavar="A,B,C", help="images the video passes through, first to last: one segment per pair")
+@server_options
 @click.option("--json", "as_json", is_flag=True, help="print one machine-readable JSON line with the result")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def generate(image, output, from_sidecar, as_json, quiet, **kwargs):
+def generate(image, output, from_sidecar, comfyui_dir, end_image, keyframes, server, api_key, as_json, quiet, **kwargs):
     """Turn IMAGE (a path or an http(s) URL) into a video.
 
     \b
     stillmotion generate photo.jpg -o photo.mp4
     stillmotion generate photo.jpg --model tiny --frames 8 -o demo.mp4
     stillmotion generate --from photo.json -o again.mp4
+    stillmotion generate first.jpg --end-image last.jpg -o between.mp4
+    stillmotion generate --keyframes a.jpg,b.jpg,c.jpg -o through.mp4
+    stillmotion generate photo.jpg --from svd_workflow.json --comfyui-dir ~/ComfyUI
     """
     from ..spec import GenerationSpec
 
@@ -34,7 +44,11 @@ def generate(image, output, from_sidecar, as_json, quiet, **kwargs):
     fields = dict(given)
     model = kwargs.pop("model")
 
-    # 1. Spec: from a sidecar (flags override it) or from flags alone
+    # 1. Spec: from a ComfyUI workflow or a sidecar (flags override either), or from flags alone
+    workflow = _read_workflow(from_sidecar) if from_sidecar else None
+    if workflow is not None:
+        fields, model, image, workflow = _from_workflow(workflow, from_sidecar, given, model, image, comfyui_dir)
+        from_sidecar = None
     if from_sidecar:
         from ..video import read_sidecar
 
@@ -50,6 +64,19 @@ def generate(image, output, from_sidecar, as_json, quiet, **kwargs):
             image = (record.get("input") or {}).get("source")
             if not image:
                 raise InvalidInput(f"{from_sidecar} does not name its input image: pass IMAGE too.")
+        recorded = (record.get("input") or {}).get("keyframes") or [(record.get("input") or {}).get("end_image")]
+        if end_image is None and keyframes is None and recorded[0]:  # a keyframe video: its end image(s) too
+            end_image = [r.get("source") for r in recorded]
+            if not all(end_image):
+                raise InvalidInput(f"{from_sidecar} does not name its end image: pass --end-image too.")
+            end_image = end_image if len(end_image) > 1 else end_image[0]
+    ends = end_image
+    if keyframes is not None:
+        if image is not None or end_image is not None:
+            raise InvalidInput("--keyframes names every image, first to last: leave out IMAGE and --end-image.")
+        image, *ends = [k.strip() for k in keyframes.split(",") if k.strip()] or [None]
+        if not ends:
+            raise InvalidInput("--keyframes needs at least two images, comma-separated: --keyframes a.jpg,b.jpg.")
     if image is None:
         raise InvalidInput("No IMAGE given: pass a path or URL (or --from NAME.json).")
     if output and "format" not in given:
@@ -67,17 +94,36 @@ def generate(image, output, from_sidecar, as_json, quiet, **kwargs):
 
     data, where = sources.read_source_bytes(image)
     images.load_image(data)
+    end_data = end_where = None
+    if ends is not None:  # checked and read now too; the engine loads them like the first
+        from ..engine.keyframes import check_spec
+
+        check_spec(spec, keyframes is not None)
+        read = [sources.read_source_bytes(e) for e in (ends if isinstance(ends, list) else [ends])]
+        for d, _ in read:
+            images.load_image(d)
+        end_data, end_where = [d for d, _ in read], [w for _, w in read]
+        if not isinstance(ends, list):
+            end_data, end_where = end_data[0], end_where[0]
 
     # 3. Load, generate, write
+    show = not quiet and not as_json and sys.stderr.isatty()
+    if server:  # the same run on a stillmotion server; its video and sidecar are written here
+        if end_data is not None or workflow is not None:
+            raise InvalidInput("--end-image, --keyframes and ComfyUI workflows are not sent with --server yet; run them here.")
+        return generate_on_server(server, api_key, data, where, spec, out, model=model, quiet=quiet,
+                                  as_json=as_json, show=show)
     from ..engine import Engine
 
-    show = not quiet and not as_json and sys.stderr.isatty()
     progress, on_progress, update = rich_progress(enabled=show)
     with progress, CancelOnSigint() as cancel:
         update(stage="loading", detail=config.model)
         engine = Engine(config)
-        result = engine.generate(data, spec, on_progress=on_progress, should_cancel=cancel, source=where)
+        result = engine.generate(data, spec, on_progress=on_progress, should_cancel=cancel, source=where,
+                                 end_image=end_data, end_source=end_where)
         update(stage="writing", detail=str(out))
+        if workflow is not None:
+            result.metadata["workflow"] = workflow  # where the spec came from, and what was not applied
         artifact = result.save(out)
         update(completed=1.0, stage="done", detail="")
 
@@ -99,6 +145,41 @@ def generate(image, output, from_sidecar, as_json, quiet, **kwargs):
     else:
         click.echo(f"wrote {artifact.path} ({artifact.frames} frames, {artifact.width}x{artifact.height}, "
                    f"{artifact.fps:g} fps, seed {result.seed}) in {result.timings.get('total', 0):.1f}s")
+
+
+def _read_workflow(path: str):
+    """The ComfyUI workflow that --from names (a workflow .json, or a ComfyUI output carrying one); None for
+    one of our sidecars (NAME.json, or a video with its NAME.json beside it)."""
+    from ..comfy import read_from_file
+    from ..video import sidecar_path
+
+    p = Path(path)
+    if p.suffix.lower() != ".json" and (not p.is_file() or sidecar_path(p).is_file()):
+        return None  # our video (its sidecar is beside it) or a missing path: read_sidecar says what is wrong
+    return read_from_file(p)
+
+
+def _from_workflow(prompt: dict, path: str, given: dict, model, image, comfyui_dir):
+    """(spec fields, model, image, sidecar record) from a workflow: explicit flags win; notes are printed."""
+    from ..comfy import comfyui_dir as find_comfyui_dir
+    from ..comfy import parse_workflow, resolve_checkpoint
+
+    wf = parse_workflow(prompt, where=path)
+    comfy = find_comfyui_dir(comfyui_dir)
+    base_dir = Path(path).resolve().parent
+    if model is None and wf.ckpt_name:
+        model = resolve_checkpoint(wf.ckpt_name, base_dir=base_dir, comfy_dir=comfy)
+    if image is None and wf.image:
+        for folder in ([comfy / "input"] if comfy else []) + [base_dir]:
+            if (folder / wf.image).is_file():
+                image = str(folder / wf.image)
+                break
+        else:
+            raise InvalidInput(f"The workflow's LoadImage names {wf.image!r}, not found in ComfyUI's input folder or "
+                               "next to the workflow: pass IMAGE.")
+    for note in wf.notes:
+        click.echo(f"note: {note}", err=True)
+    return {**wf.fields, **given}, model, image, wf.record(source=str(path))
 
 
 def _output_path(image, output, fmt: str) -> Path:

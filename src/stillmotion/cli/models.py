@@ -1,4 +1,4 @@
-"""`stillmotion models list | download NAME | verify NAME`."""
+"""`stillmotion models list | download NAME | verify NAME | convert FILE -o DIR`."""
 
 from __future__ import annotations
 
@@ -20,15 +20,20 @@ def models():
     stillmotion models download svd-xt       # fp16 safetensors into the HF cache
     stillmotion models download rife         # RIFE weights for --interpolate-backend rife
     stillmotion models verify svd-xt         # sha256 of every weight file
+    stillmotion models convert svd_xt.safetensors -o svd-xt-folder   # single file -> diffusers folder
+    stillmotion models list --comfyui-dir ~/ComfyUI                  # also its models/checkpoints/
     """
 
 
 # --------------------------------------------------------------------------- list
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list instead of a table")
-def list_models(as_json):
+@click.option("--comfyui-dir", type=click.Path(file_okay=False, path_type=Path), envvar="STILLMOTION_COMFYUI_DIR",
+              help="a ComfyUI folder: also list the single-file checkpoints in its models/checkpoints/ "
+                   "(env STILLMOTION_COMFYUI_DIR)")
+def list_models(as_json, comfyui_dir):
     """Known models and the ones in the cache, with their size on disk."""
-    rows = model_rows()
+    rows = model_rows() + (checkpoint_rows(comfyui_dir) if comfyui_dir else [])
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -125,6 +130,40 @@ def model_rows() -> list[dict]:
     return rows
 
 
+def checkpoint_rows(comfyui_dir: Path) -> list[dict]:
+    """One row per single-file checkpoint under ComfyUI's models/checkpoints/, saying what it is (header only)."""
+    from ..errors import StillmotionError
+    from ..models.single_file import inspect_file
+
+    folder = Path(comfyui_dir).expanduser() / "models" / "checkpoints"
+    if not folder.is_dir():
+        raise InvalidInput(f"{comfyui_dir} has no models/checkpoints/ folder: point --comfyui-dir at the ComfyUI folder.")
+    rows = []
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".safetensors", ".ckpt", ".pt")):
+        try:
+            what = inspect_file(f).label if f.suffix.lower() == ".safetensors" else "pickle: convert to .safetensors"
+        except StillmotionError:
+            what = "not SVD"
+        rows.append(
+            {
+                "name": f.name,
+                "kind": "video" if what != "not SVD" and not what.startswith("pickle") else "other",
+                "repo_id": None,
+                "revision": None,
+                "variant": None,
+                "gated": False,
+                "builtin": False,
+                "description": what,
+                "approx_size_gb": 0.0,
+                "status": "single file",
+                "commit": None,
+                "path": str(f),
+                "size_bytes": f.stat().st_size,
+            }
+        )
+    return rows
+
+
 def disk_size(folder: Path) -> int:
     """Bytes on disk under a folder, following the hub cache's symlinks once per blob."""
     seen, total = set(), 0
@@ -148,6 +187,35 @@ def human_size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n} B"
+
+
+# --------------------------------------------------------------------------- convert
+@models.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="the diffusers folder to write (replaced whole if it exists)")
+def convert(file, out):
+    """Convert a single-file SVD checkpoint (svd_xt.safetensors, ...) into a diffusers pipeline folder.
+
+    The folder (fp16 safetensors, configs, stillmotion.json with the file's
+    sha256) loads with StableVideoDiffusionPipeline.from_pretrained(DIR) and
+    works as --model DIR. Passing the file itself as --model converts it once
+    into the cache instead.
+    """
+    import time
+
+    from ..models.single_file import convert as run_convert
+    from ..models.single_file import inspect_file, refuse_pickle
+    from ..util import atomic_path
+
+    refuse_pickle(file)
+    if not file.is_file():
+        raise InvalidInput(f"{file}: no such file.")
+    info = inspect_file(file)
+    t = time.perf_counter()
+    with atomic_path(out) as tmp:
+        run_convert(file, tmp)  # with its manifest: `stillmotion models verify DIR` checks it
+    click.echo(f"{file.name}: {info.label} (frames from {info.frames_from}) -> {out} in {time.perf_counter() - t:.1f} s")
 
 
 # --------------------------------------------------------------------------- download

@@ -31,7 +31,7 @@ class EngineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field(DEFAULT_MODEL, description="a registry name (svd, svd-xt, svd-xt-1-1, tiny, demo), a local folder or a hub id",
+    model: str = Field(DEFAULT_MODEL, description="a registry name (svd, svd-xt, svd-xt-1-1, tiny, demo), a local folder, a single-file checkpoint (svd_xt.safetensors) or a hub id",
                        json_schema_extra={"x-flag": "--model", "x-short": "-m"})
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps", json_schema_extra={"x-flag": "--device"})
     dtype: Optional[DType] = Field(None, description="default: fp16 on GPU, fp32 on CPU", json_schema_extra={"x-flag": "--dtype"})

@@ -130,7 +130,7 @@ class Engine:
                 pipe.to(self.device)
         self._active = plan
 
-    def _plan(self, spec: GenerationSpec) -> tuple[Any, dict]:
+    def _plan(self, spec: GenerationSpec, keyframe: bool = False) -> tuple[Any, dict]:
         """The memory plan for this run, and what to record about it.
 
         --memory none: the engine's settings as given. --memory auto: the fastest plan whose
@@ -153,7 +153,6 @@ class Engine:
                            "why": f"no free-memory figure on {self.device}; use --max-memory"}
         if self._shape is None:
             from .shapes import model_shape_from_modules
-
             from .speed import set_attention
 
             self._shape = model_shape_from_modules(self.pipe.unet, self.pipe.vae, self.pipe.image_encoder,
@@ -161,7 +160,7 @@ class Engine:
             set_attention(self._shape.unet, cfg.attention)  # the dry run counts the kernel that runs
         est = memory.choose_plan(
             self._shape, frames, spec.height, spec.width, budget, device=self.device, cfg=spec.max_guidance_scale > 1,
-            user_chunk=chunk, user_offload=cfg.offload, user_forward_chunking=cfg.forward_chunking,
+            user_chunk=chunk, user_offload=cfg.offload, user_forward_chunking=cfg.forward_chunking, keyframe=keyframe,
         )[0]
         rec = {"mode": "auto", "plan": est.plan.to_dict(), "label": est.plan.label(), "planned": True,
                "estimate_bytes": est.peak_bytes, "budget_bytes": budget, "fits": est.fits}
@@ -205,10 +204,14 @@ class Engine:
         on_progress: Optional[ProgressFn] = None,
         should_cancel: Optional[CancelFn] = None,
         source: Optional[str] = None,
+        end_image=None,
+        end_source=None,
     ) -> GenerationResult:
         """Image (path, URL, bytes or PIL image) -> GenerationResult. Raises StillmotionError subclasses.
 
-        `source` names where bytes came from (a path or URL) for the sidecar.
+        `source` names where bytes came from (a path or URL) for the sidecar. `end_image` (like `image`,
+        or a list of them: keyframes after the first) makes the video end on it (keyframes.py);
+        `end_source` names where its bytes came from (one name, or a list).
         """
         from PIL import Image
 
@@ -225,19 +228,39 @@ class Engine:
                 pil = images.load_image(data)
                 input_info = {"source": source or where, "sha256": sources.sha256_of(data)}
             input_info["size"] = list(pil.size)
+            ends: list = []  # the end image, or the keyframes after the first (keyframes.py)
+            if end_image is not None:
+                from .keyframes import load_end_images
+
+                ends, end_info = load_end_images(end_image, end_source)
+                input_info["end_image" if len(ends) == 1 else "keyframes"] = end_info
 
             # 2. Resolve the spec: model defaults, size from the aspect, a seed
             spec = self.resolve_spec(spec, pil.size)
 
             # 3. Fit the image to the target size
             prepared = images.prepare(pil, spec.width, spec.height, spec.resize)
+            if ends:
+                from .keyframes import check_spec
+
+                check_spec(spec, isinstance(end_image, (list, tuple)))
+                ends = [images.prepare(e, spec.width, spec.height, spec.resize) for e in ends]
+                if spec.loop == "blend":  # a keyframe loop: one more segment, back to the first image
+                    ends.append(prepared)
             prepare_seconds = round(time.perf_counter() - t0, 4)
 
             report = on_progress or (lambda p: None)
             cancel = should_cancel or (lambda: False)
 
-            # 4. Sample (one segment, or chained segments for long videos)
-            if spec.duration is not None or spec.segments is not None:
+            # 4. Sample (one segment, or chained segments for long videos or several keyframes)
+            if len(ends) > 1:
+                from .long import generate_keyframes
+
+                frames, fps, run = generate_keyframes(self.sample, prepared, ends, spec, report, cancel)
+            elif ends:
+                frames, run = self.sample(prepared, spec, report, cancel, end_image=ends[0])
+                fps = float(spec.fps)
+            elif spec.duration is not None or spec.segments is not None:
                 from .long import generate_long
 
                 frames, fps, run = generate_long(self.sample, prepared, spec, report, cancel)
@@ -247,12 +270,16 @@ class Engine:
             run.timings = {"prepare": prepare_seconds, **run.timings}
 
             # 5. Post-process: interpolation and loops multiply/shape playback, never the conditioning
-            if spec.interpolate > 1 or spec.interpolate_fps is not None or spec.loop != "none":
+            post_spec = spec
+            if ends and spec.loop == "blend":  # the keyframe loop ends on the first frame: drop the repeat
+                frames, post_spec = frames[:-1], spec.update(loop="none")
+                run.keyframes = {**(run.keyframes or {}), "loop": "keyframe (last segment back to the first image)"}
+            if post_spec.interpolate > 1 or post_spec.interpolate_fps is not None or post_spec.loop != "none":
                 from ..video.postprocess import apply as postprocess
 
                 t = time.perf_counter()
                 report(Progress("postprocess", 0, 1, 0.99, "post-processing"))
-                frames, fps, run.postprocess = postprocess(frames, fps, spec, should_cancel=cancel)
+                frames, fps, run.postprocess = postprocess(frames, fps, post_spec, should_cancel=cancel)
                 run.timings["postprocess"] = round(time.perf_counter() - t, 4)
 
             run.timings["total"] = round(time.perf_counter() - t0, 4)
@@ -262,8 +289,9 @@ class Engine:
 
     # ------------------------------------------------------------------
     def sample(self, image, spec: GenerationSpec, report: ProgressFn, cancel: CancelFn,
-               progress_span: tuple[float, float] = (0.0, 0.98)) -> tuple[np.ndarray, RunRecord]:
+               progress_span: tuple[float, float] = (0.0, 0.98), end_image=None) -> tuple[np.ndarray, RunRecord]:
         """One SVD run on a prepared PIL image -> (uint8 frames (T, H, W, 3), what the run did).
+        With a prepared `end_image` the run ends on it (keyframes.py: bidirectional sampling).
 
         Runs under a memory plan (see memory.py); an out-of-memory error steps the plan down
         (smaller decode chunk, forward chunking, model offload, sequential offload) and retries
@@ -277,13 +305,13 @@ class Engine:
 
         # 1. Plan memory
         t = time.perf_counter()
-        plan, run.memory = self._plan(spec)
+        plan, run.memory = self._plan(spec, keyframe=end_image is not None)
         run.timings["plan"] = round(time.perf_counter() - t, 4)
         report(Progress("encode", 0, spec.num_inference_steps, lo, f"memory plan: {plan.label()}"))
 
         # 2. Denoise (the whole stage is retried after an out-of-memory)
         latents, plan = self._retry_on_oom("denoising", plan, spec, run, lambda p: self._denoise(
-            image, spec, report, cancel, run, (lo, hi), denoise_share))
+            image, spec, report, cancel, run, (lo, hi), denoise_share, end_image))
 
         # 3. Decode (only decoding is retried)
         t = time.perf_counter()
@@ -324,7 +352,7 @@ class Engine:
             plan = nxt
 
     def _denoise(self, image, spec: GenerationSpec, report: ProgressFn, cancel: CancelFn, run: RunRecord,
-                 span: tuple[float, float], denoise_share: float):
+                 span: tuple[float, float], denoise_share: float, end_image=None):
         """diffusers' denoising loop (output_type="latent") with progress, cancel, timings and the speed mode."""
         import torch
 
@@ -365,21 +393,28 @@ class Engine:
                 if cache is not None:
                     cache.attach()
                 last[0] = time.perf_counter()
-                latents = pipe(
-                    image,
-                    height=spec.height,
-                    width=spec.width,
-                    num_frames=spec.num_frames,
-                    num_inference_steps=steps,
-                    min_guidance_scale=spec.min_guidance_scale,
-                    max_guidance_scale=spec.max_guidance_scale,
-                    fps=spec.fps,
-                    motion_bucket_id=spec.motion_bucket_id,
-                    noise_aug_strength=spec.noise_aug_strength,
-                    generator=generator,
-                    output_type="latent",
-                    callback_on_step_end=on_step_end,
-                ).frames
+                if end_image is not None:
+                    from . import keyframes
+
+                    latents = keyframes.denoise(pipe, image, end_image, spec, generator, on_step_end=on_step_end,
+                                                cache=cache)
+                    run.keyframes = keyframes.describe(spec)
+                else:
+                    latents = pipe(
+                        image,
+                        height=spec.height,
+                        width=spec.width,
+                        num_frames=spec.num_frames,
+                        num_inference_steps=steps,
+                        min_guidance_scale=spec.min_guidance_scale,
+                        max_guidance_scale=spec.max_guidance_scale,
+                        fps=spec.conditioning_fps or spec.fps,
+                        motion_bucket_id=spec.motion_bucket_id,
+                        noise_aug_strength=spec.noise_aug_strength,
+                        generator=generator,
+                        output_type="latent",
+                        callback_on_step_end=on_step_end,
+                    ).frames
         finally:
             if cache is not None:
                 cache.detach()
@@ -412,7 +447,9 @@ class Engine:
                 if cancel():
                     raise Cancelled()
                 part = latents[i : i + chunk]
-                out.append(vae.decode(part, num_frames=part.shape[0]).sample)
+                # the temporal decoder takes num_frames; a per-frame AutoencoderKL (image-decoder checkpoints) does not
+                kw = {} if type(vae).__name__ == "AutoencoderKL" else {"num_frames": part.shape[0]}
+                out.append(vae.decode(part, **kw).sample)
                 done = min(n, i + chunk)
                 report(Progress("decode", done, n, span[0] + (span[1] - span[0]) * done / n, f"decoded {done}/{n} frames"))
             frames = torch.cat(out, dim=0)

@@ -16,6 +16,9 @@ How many frames: `duration` seconds at the spec's fps (before interpolation),
 or `segments` full segments. The sidecar gets "segments" (index, seed, frames,
 seam_at, conditioned_on) and "long" (the plan and the colour drift measures), both
 from the RunRecord this returns.
+
+Through keyframes (`generate_keyframes`): one segment per pair of given images,
+each sampled to end on its next image (keyframes.py), seams shared.
 """
 
 from __future__ import annotations
@@ -183,4 +186,46 @@ def generate_long(sample: SampleFn, image, spec: GenerationSpec, report: Progres
         "colour_drift_raw": quality.colour_drift(first_raw, last_raw),  # first vs last segment as sampled (delta E of mean Lab)
         "colour_drift": quality.colour_drift(first_raw, last_matched),  # first vs last segment after matching
     }
+    return out, float(spec.fps), run
+
+
+# ----------------------------------------------------------------------------
+def generate_keyframes(sample: SampleFn, image, keyframes: list, spec: GenerationSpec, report: ProgressFn,
+                       cancel: CancelFn) -> tuple[np.ndarray, float, RunRecord]:
+    """Through several keyframes: one segment per pair (image -> keyframes[0] -> keyframes[1] ...),
+    each sampled from its own first and last image (`sample(..., end_image=)`, keyframes.py).
+    -> (frames, fps, what the chain did).
+
+    Neighbouring segments share their seam frame: segment k ends on keyframe k, segment k+1 starts
+    on it, and the frame is kept once (segment k+1's, whose first frame is set to the keyframe's
+    latent). Anchored on real images at both ends, segments need no colour matching or seam morphing.
+    Seeds as for long videos: segment 0 the spec's seed, segment k one derived from it."""
+    n, count = spec.num_frames, len(keyframes)
+    run = RunRecord(segments=[])
+    sums = {"encode": 0.0, "denoise": 0.0, "decode": 0.0}
+    seg_seconds: list[float] = []
+    out: np.ndarray | None = None
+    starts = [image, *keyframes[:-1]]
+    for k in range(count):
+        if cancel():
+            raise Cancelled()
+        lo, hi = 0.98 * k / count, 0.98 * (k + 1) / count
+        report(Progress("segment", k, count, lo, f"segment {k + 1}/{count}"))
+        seed = segment_seed(spec.seed, k)
+        t0 = time.perf_counter()
+        frames, seg = sample(starts[k], spec.update(seed=seed), report, cancel, (lo, hi), end_image=keyframes[k])
+        seg_seconds.append(round(time.perf_counter() - t0, 4))
+        for key in sums:
+            sums[key] += float(seg.timings.get(key, 0.0))
+        run.fallbacks.extend(seg.fallbacks)
+        run.memory, run.speed, run.decode_chunk_size, run.keyframes = seg.memory, seg.speed, seg.decode_chunk_size, seg.keyframes
+        seam_at = 0 if out is None else len(out) - 1
+        out = frames if out is None else np.concatenate([out[:-1], frames], axis=0)
+        run.segments.append({"index": k, "seed": seed, "frames": int(len(frames)), "seam_at": seam_at,
+                             "conditioned_on": ["image" if k == 0 else f"keyframe {k}", f"keyframe {k + 1}"]})
+    assert out is not None
+    run.timings = {key: round(v, 4) for key, v in sums.items()}
+    run.timings["segments"] = seg_seconds
+    run.keyframes = {**(run.keyframes or {}), "pairs": count, "frames": int(len(out)),
+                     "seed_rule": "segment 0: seed; segment k: sha256('stillmotion-segment:{seed}:{k}')[:4]"}
     return out, float(spec.fps), run

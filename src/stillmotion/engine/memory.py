@@ -83,11 +83,12 @@ STAGE_COMPONENTS = {"encode": ("image_encoder", "vae"), "denoise": ("unet",), "d
 
 
 def estimate_peak(shape: ModelShape, frames: int, height: int, width: int, plan: MemoryPlan, *,
-                  device: str = "cuda", cfg: bool = True) -> PeakEstimate:
-    """Peak device memory of one run under `plan` (weights on the device + working memory)."""
+                  device: str = "cuda", cfg: bool = True, keyframe: bool = False) -> PeakEstimate:
+    """Peak device memory of one run under `plan` (weights on the device + working memory).
+    keyframe: a run with an end image (two conditionings held at once; profile.py counts them)."""
     chunk = max(1, min(plan.decode_chunk_size, frames))
     prof = profile_stages(shape, frames, height, width, decode_chunk=chunk,
-                          forward_chunking=plan.forward_chunking, cfg=cfg)
+                          forward_chunking=plan.forward_chunking, cfg=cfg, keyframe=keyframe)
     offload = plan.offload if device != "cpu" else "none"  # the engine ignores offload on the CPU
     stages, weights_at = {}, {}
     for stage, work in prof.working.items():
@@ -136,11 +137,12 @@ def candidate_plans(frames: int, device: str = "cuda", user_chunk: Optional[int]
 
 
 def choose_plan(shape: ModelShape, frames: int, height: int, width: int, budget_bytes: int, *,
-                device: str = "cuda", cfg: bool = True, **fixed) -> tuple[PeakEstimate, list[PeakEstimate]]:
+                device: str = "cuda", cfg: bool = True, keyframe: bool = False,
+                **fixed) -> tuple[PeakEstimate, list[PeakEstimate]]:
     """The first (fastest) plan whose estimate x SAFETY fits the budget; else the leanest, marked fits=False."""
     tried = []
     for plan in candidate_plans(frames, device, **fixed):
-        est = estimate_peak(shape, frames, height, width, plan, device=device, cfg=cfg)
+        est = estimate_peak(shape, frames, height, width, plan, device=device, cfg=cfg, keyframe=keyframe)
         est.budget_bytes = budget_bytes
         est.fits = est.peak_bytes * SAFETY + CONTEXT_BYTES <= budget_bytes
         tried.append(est)

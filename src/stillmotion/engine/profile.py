@@ -29,21 +29,26 @@ class StageProfile:
 
 
 def profile_stages(shape: ModelShape, frames: int, height: int, width: int, *, decode_chunk: int,
-                   forward_chunking: bool = False, cfg: bool = True, stages=("encode", "denoise", "decode")) -> StageProfile:
+                   forward_chunking: bool = False, cfg: bool = True, stages=("encode", "denoise", "decode"),
+                   keyframe: bool = False) -> StageProfile:
     """Dry-run the engine's calls on `shape` and return per-stage working memory and FLOPs.
 
     Each stage is cached on what it depends on, so trying many plans costs a few dry runs; the results
     are also kept on disk (see ProfileCache), so a new process planning the same model and size (every
     `stillmotion generate` on an 8 GB card tries ~28 plans: ~16 s of dry runs for SVD-XT) pays nothing.
+
+    keyframe: a run with an end image (keyframes.py): both images encoded, both conditionings held
+    through denoising (the decode stage is the same; "denoise" FLOPs stay those of one UNet pass).
     """
     cache = ProfileCache.of(shape)
     working, flops = {}, {}
     for stage in stages:
         param = {"encode": None, "denoise": forward_chunking, "decode": decode_chunk}[stage]
-        key = f"{stage}|{frames}|{height}|{width}|{int(cfg)}|{param}"
+        kf = keyframe and stage != "decode"
+        key = f"{stage}|{frames}|{height}|{width}|{int(cfg)}|{param}" + ("|keyframe" if kf else "")
         if key not in cache.entries:
             with quiet_diffusers():
-                cache.put(key, _STAGES[stage](shape, frames, height, width, cfg, param))
+                cache.put(key, _STAGES[stage](shape, frames, height, width, cfg, param, **({"keyframe": True} if kf else {})))
         working[stage], flops[stage] = cache.entries[key]
     return StageProfile(working, flops)
 
@@ -136,7 +141,7 @@ def _persistent(shape: ModelShape, frames, height, width, cfg):
             torch.empty(1, *lat, dtype=dt, device="meta"))
 
 
-def _encode_stage(shape: ModelShape, frames, height, width, cfg, _):
+def _encode_stage(shape: ModelShape, frames, height, width, cfg, _, keyframe: bool = False):
     import torch
 
     dt, vae = _dtype(shape), shape.vae
@@ -144,18 +149,22 @@ def _encode_stage(shape: ModelShape, frames, height, width, cfg, _):
     vae.to(vdt)  # outside the dry run: the weights are not working memory (estimate_peak() adds the upcast copy)
     try:
         with DryRun() as run:
-            emb = shape.image_encoder(torch.empty(1, 3, 224, 224, dtype=dt, device="meta")).image_embeds
-            emb = torch.cat([torch.zeros_like(emb), emb]) if cfg else emb
-            img = torch.empty(1, 3, height, width, dtype=torch.float32, device="meta").to(vdt)
-            lat = vae.encode(img).latent_dist.mode()
-            lat = torch.cat([torch.zeros_like(lat), lat]) if cfg else lat
-            lat = lat.to(dt).unsqueeze(1).repeat(1, frames, 1, 1, 1)
+            held = []  # keyframe: the first image's conditioning stays while the end image is encoded
+            for _image in range(2 if keyframe else 1):
+                emb = shape.image_encoder(torch.empty(1, 3, 224, 224, dtype=dt, device="meta")).image_embeds
+                emb = torch.cat([torch.zeros_like(emb), emb]) if cfg else emb
+                img = torch.empty(1, 3, height, width, dtype=torch.float32, device="meta").to(vdt)
+                lat = vae.encode(img).latent_dist.mode()
+                lat = torch.cat([torch.zeros_like(lat), lat]) if cfg else lat
+                lat = lat.to(dt).unsqueeze(1).repeat(1, frames, 1, 1, 1)
+                if keyframe:  # the clean latent the other direction's last frame is set to
+                    held += [emb, lat, vae.encode(img).latent_dist.mode()]
             return run.mode.peak, run.stage_flops()
     finally:
         vae.to(dt)
 
 
-def _denoise_stage(shape: ModelShape, frames, height, width, cfg, forward_chunking):
+def _denoise_stage(shape: ModelShape, frames, height, width, cfg, forward_chunking, keyframe: bool = False):
     import torch
 
     dt, unet = _dtype(shape), shape.unet
@@ -163,6 +172,10 @@ def _denoise_stage(shape: ModelShape, frames, height, width, cfg, forward_chunki
     try:
         with DryRun() as run:
             emb, image_latents, latents = _persistent(shape, frames, height, width, cfg)
+            if keyframe:  # the end image's conditioning, its clean latent and the re-noising noise (float32)
+                held = (*_persistent(shape, frames, height, width, cfg)[:2],
+                        torch.empty(latents.shape, dtype=torch.float32, device="meta"),
+                        torch.empty(2, *latents.shape[2:], dtype=latents.dtype, device="meta"))
             inp = torch.cat([latents] * 2) if cfg else latents
             inp = torch.cat([inp * 1.0, image_latents], dim=2)
             t = torch.empty((), dtype=torch.float32, device="meta")

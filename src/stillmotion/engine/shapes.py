@@ -98,6 +98,19 @@ def model_shape(name_or_path: str, dtype_name: str = "fp16") -> ModelShape:
     from pathlib import Path
 
     p = Path(name_or_path).expanduser()
+    if p.suffix.lower() == ".safetensors" and p.is_file():  # a single-file checkpoint: configs from its header
+        from diffusers import AutoencoderKL
+
+        from ..models.single_file import inspect_file
+
+        info = inspect_file(p)
+        return _shape(
+            _meta_build(UNetSpatioTemporalConditionModel, info.unet_config),
+            _meta_build(AutoencoderKLTemporalDecoder if info.vae == "temporal" else AutoencoderKL, info.vae_config),
+            _meta_build(CLIPVisionModelWithProjection, CLIPVisionConfig(**info.clip_config)),
+            dtype,
+            str(p),
+        )
     if not (p / "model_index.json").is_file():
         from ..errors import ModelUnavailable
 
@@ -106,10 +119,13 @@ def model_shape(name_or_path: str, dtype_name: str = "fp16") -> ModelShape:
         )
     unet_cfg = UNetSpatioTemporalConditionModel.load_config(p / "unet")
     vae_cfg = AutoencoderKLTemporalDecoder.load_config(p / "vae")
+    import diffusers
+
+    vae_cls = getattr(diffusers, vae_cfg.get("_class_name") or "", AutoencoderKLTemporalDecoder)  # or AutoencoderKL
     clip_cfg = CLIPVisionConfig.from_pretrained(p / "image_encoder")
     return _shape(
         _meta_build(UNetSpatioTemporalConditionModel, unet_cfg),
-        _meta_build(AutoencoderKLTemporalDecoder, vae_cfg),
+        _meta_build(vae_cls, vae_cfg),
         _meta_build(CLIPVisionModelWithProjection, clip_cfg),
         dtype,
         str(p),

@@ -128,25 +128,28 @@ def card_for_device(device: str) -> Optional[Card]:
 # ----------------------------------------------------------------------------
 def video_flops(shape: ModelShape, frames: int, height: int, width: int, steps: int, *, speed: str = "exact",
                 cache_interval: int = 3, cfg: bool = True, decode_chunk: Optional[int] = None,
-                forward_chunking: bool = False) -> dict:
-    """Counted FLOPs of one video: {"unet_step", "unet_cached_step", "per_video"} (DeepCache steps in fast mode)."""
+                forward_chunking: bool = False, keyframe: bool = False) -> dict:
+    """Counted FLOPs of one video: {"unet_step", "unet_cached_step", "per_video"} (DeepCache steps in fast mode).
+
+    keyframe: a run with an end image (engine/keyframes.py): two UNet passes per step, both images encoded."""
     prof = profile_stages(shape, frames, height, width, decode_chunk=min(decode_chunk or frames, frames),
-                          forward_chunking=forward_chunking, cfg=cfg)
+                          forward_chunking=forward_chunking, cfg=cfg, keyframe=keyframe)
     full, cached = unet_step_flops(shape, frames, height, width, cfg, cache_interval)
     if speed == "fast":
         n_full = len(range(0, steps, cache_interval))
         unet = n_full * full + (steps - n_full) * cached
     else:
         unet = steps * full
-    total = unet + prof.flops.get("encode", 0) + prof.flops.get("decode", 0)
-    return {"unet_step": full, "unet_cached_step": cached, "per_video": total}
+    passes = 2 if keyframe else 1  # forward in time from the first image, backward from the last
+    total = passes * unet + prof.flops.get("encode", 0) + prof.flops.get("decode", 0)
+    return {"unet_step": full, "unet_cached_step": cached, "unet_passes_per_step": passes, "per_video": total}
 
 
 def time_on(card: Card, shape: ModelShape, flops: float, frames: int, height: int, width: int, steps: int, *,
-            cfg: bool = True, **fixed) -> CardTime:
+            cfg: bool = True, keyframe: bool = False, **fixed) -> CardTime:
     """Seconds for a video of `flops` on `card`, under the fastest memory plan that fits it (`fixed`: the
     user's own choices, as memory.candidate_plans takes them)."""
-    best, _ = choose_plan(shape, frames, height, width, card.budget_bytes, cfg=cfg, **fixed)
+    best, _ = choose_plan(shape, frames, height, width, card.budget_bytes, cfg=cfg, keyframe=keyframe, **fixed)
     return CardTime(card, best, card.seconds(flops) + offload_seconds(shape, best.plan, steps, card.pcie_gbps))
 
 

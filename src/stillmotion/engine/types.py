@@ -44,12 +44,13 @@ class RunRecord:
     segments: Optional[list[dict]] = None
     long: Optional[dict] = None
     postprocess: Optional[dict] = None
+    keyframes: Optional[dict] = None  # set by keyframe sampling (an end image): method, loop, pairs
 
     def to_metadata(self) -> dict:
         """The sidecar's keys for this run (timings go in separately)."""
         out: dict[str, Any] = {"fallbacks": self.fallbacks, "memory": self.memory, "speed": self.speed,
                                "decode_chunk_size": self.decode_chunk_size}
-        for name in ("segments", "long", "postprocess"):
+        for name in ("segments", "long", "postprocess", "keyframes"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value

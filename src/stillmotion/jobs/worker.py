@@ -34,6 +34,8 @@ from ..util import atomic_path
 from .store import SQLiteJobStore
 from .types import Job, JobStore
 
+END_IMAGE = "end_image"  # a job's end image (keyframes) is kept as end_image.<ext> beside its input
+RECORD_FILE = "record.json"  # sidecar keys the request gave (the `batch` of `stillmotion batch --server`)
 log = logging.getLogger("stillmotion.worker")
 
 PROGRESS_INTERVAL = 0.1  # seconds between progress writes (a stage change always writes)
@@ -112,7 +114,7 @@ class JobWorker:
         while True:
             gpu = _gpu_memory()
             info = dict(self.info, gpu_memory_bytes=gpu) if gpu is not None else None
-            state = "draining" if self.stop.is_set() else "ready"
+            state = "draining" if self.stop.is_set() else "ready" if self.info else "loading"
             try:
                 self.store.worker_state(self.worker_id, state, info=info)
             except Exception:  # noqa: BLE001 - a busy file must not kill the heartbeat
@@ -145,11 +147,17 @@ class JobWorker:
         try:
             spec = GenerationSpec.build(**job.spec)
             image = folder / job.input_name
+            end = next(iter(sorted(folder.glob(END_IMAGE + ".*"))), None)  # keyframes (server/submit.py)
             result = self.engine.generate(image, spec, on_progress=on_progress, should_cancel=should_cancel,
-                                          source=job.input_source or None)
+                                          source=job.input_source or None, end_image=end)
             if should_cancel():
                 raise Cancelled()
-            artifact = result.save(folder / f"{job_id}.{result.spec.format}")  # downloads carry the job id
+            record = json.loads((folder / RECORD_FILE).read_text()) if (folder / RECORD_FILE).is_file() else {}
+            if record.get("batch") is not None:  # recorded as a local batch records it, so its resume works
+                result.metadata["batch"] = record["batch"]
+            # the name a client asked for (its local name, which the video's metadata records), else the job id
+            name = record.get("output_name") or f"{job_id}.{result.spec.format}"
+            artifact = result.save(folder / name)
             output = _output_record(artifact, folder)
             timings = dict(result.timings, run=round(time.perf_counter() - t0, 4))
             ok = self.store.finish(job_id, me, "succeeded", output=output, timings=timings,

@@ -13,12 +13,13 @@ from .registry import ModelEntry
 class LocalModel:
     entry: ModelEntry
     path: Path
-    source: str  # "builtin" | "local" | "hub"
+    source: str  # "builtin" | "local" | "hub" | "single-file"
     repo_id: str | None = None
     revision: str | None = None
     commit: str | None = None
     variant: str | None = None
     lora: Path | None = None  # a LoRA folder (stillmotion train --lora) applied on top of this model
+    single_file: dict | None = None  # the .safetensors checkpoint this folder was converted from: path, sha256, model, frames
     _hashes: dict | None = field(default=None, repr=False)
 
     def weight_files(self) -> list[Path]:
@@ -40,6 +41,7 @@ class LocalModel:
             "variant": self.variant,
             "weights": self.weight_hashes(),
             **({"lora": self.lora_describe()} if self.lora else {}),
+            **({"single_file": self.single_file} if self.single_file else {}),
         }
 
     def lora_describe(self) -> dict:

@@ -170,6 +170,16 @@ def entry_for(name_or_path: str) -> ModelEntry:
     from pathlib import Path
 
     p = Path(name_or_path).expanduser()
+    from .single_file import looks_like_single_file
+
+    if looks_like_single_file(name_or_path):  # a single-file checkpoint: what it is, from its header
+        from .single_file import inspect_file
+
+        info = inspect_file(p)
+        return ModelEntry(
+            name=str(p), repo_id=None, variant=None, description=f"single file ({info.label})",
+            defaults=ModelDefaults(num_frames=info.num_frames),
+        )
     if p.is_dir():
         return ModelEntry(
             name=str(p), repo_id=None, variant=None, description="local folder", defaults=read_local_defaults(p)

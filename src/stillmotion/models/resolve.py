@@ -1,4 +1,5 @@
-"""A model name to a LocalModel: built-in, a local diffusers folder, a LoRA folder, or the hub cache.
+"""A model name to a LocalModel: built-in, a local diffusers folder, a LoRA folder, a single-file
+checkpoint (converted once into the cache, keyed by its sha256), or the hub cache.
 
 `resolve(name_or_path)` returns a LocalModel whose `path` is a diffusers folder
 ready for `from_pretrained`. Hub downloads and offline mode live in hub.py,
@@ -16,12 +17,15 @@ from .hub import resolve_hub
 from .local import LocalModel
 from .lora import lora_record
 from .paths import DEMO_FOLDER
-from .registry import entry_for
+from .registry import ModelEntry, entry_for, read_local_defaults
+from .single_file import looks_like_single_file
 from .tiny import ensure_tiny
 
 
 def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) -> LocalModel:
-    """A loadable folder for a registry name, a local folder or a hub id."""
+    """A loadable folder for a registry name, a local folder, a single .safetensors checkpoint or a hub id."""
+    if looks_like_single_file(str(name_or_path)):
+        return resolve_single_file(Path(name_or_path))
     entry = entry_for(name_or_path)
     if entry.kind != "video":
         raise InvalidInput(
@@ -52,6 +56,39 @@ def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) 
             )
         return LocalModel(entry=entry, path=path, source="local", variant=_local_variant(path))
     return resolve_hub(entry, download=download, progress=progress)
+
+
+def resolve_single_file(path: Path) -> LocalModel:
+    """A single-file SVD checkpoint (Stability's SGM layout, as in ComfyUI/models/checkpoints) -> a LocalModel.
+
+    Converted once into `<cache>/single-file/<sha256>/` (written whole through util.atomic_path);
+    later runs find it there and pay only the file's cached sha256. The public entry point for other
+    modules too (a ComfyUI workflow's ckpt_name resolves through here).
+    """
+    from ..util import atomic_path
+    from .hashes import cached_sha256, remember_sha256
+    from .paths import cache_root
+    from .single_file import convert, inspect_file, refuse_pickle
+
+    path = Path(path).expanduser()
+    refuse_pickle(path)
+    if not path.is_file():
+        raise ModelUnavailable(f"{path}: no such checkpoint file; pass a .safetensors file, a model folder or a model name.")
+    info = inspect_file(path)  # header only: a file that is not SVD fails here, before hashing gigabytes
+    digest = cached_sha256(path)
+    folder = cache_root() / "single-file" / digest
+    if not (folder / "model_index.json").is_file():
+        with atomic_path(folder) as tmp:
+            converted = convert(path, tmp, sha256=digest)  # writes the folder's manifest too
+        for rel, d in converted.digests.items():  # the sidecar's weight hashes, without reading 4 GB again
+            remember_sha256(folder / rel, d)
+    entry = ModelEntry(
+        name=str(path), repo_id=None, variant=None, description=f"single file ({info.label})",
+        defaults=read_local_defaults(folder),
+    )
+    record = {"path": str(path.resolve()), "sha256": digest, "model": info.model, "label": info.label,
+              "num_frames": info.num_frames, "frames_from": info.frames_from, "vae": info.vae}
+    return LocalModel(entry=entry, path=folder, source="single-file", single_file=record)
 
 
 def _local_variant(path: Path) -> str | None:

@@ -65,8 +65,10 @@ class ModelWorker:
         replica = serve.get_replica_context().replica_id.unique_id
         self.worker = JobWorker(settings.data_dir, f"ray-{replica}", settings.engine, store=RayJobStore(),
                                 warmup=settings.warmup, poll=settings.worker_poll)
-        self.worker.load()  # engine + warm-up; the store records this replica as ready
+        # beating while the model loads: a load slower than the store's STALE_AFTER_S (a real SVD on a
+        # busy node) must not get the replica declared dead before it ever served
         self.beat = self.worker.start_heartbeat()
+        self.worker.load()  # engine + warm-up; the store records this replica as ready
 
     def run(self) -> Optional[str]:
         if self.worker.stop.is_set() or self._declared_dead():

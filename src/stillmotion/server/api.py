@@ -12,34 +12,41 @@ import hmac
 import re
 import shutil
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import BadRequest, Conflict, InvalidInput, NotFound, Unauthorized
-from ..jobs.events import job_events
+from ..jobs.events import job_events, parse_last_event_id
 from ..jobs.store import TERMINAL
 from ..jobs.types import Job
 from ..jobs.worker import job_dir
+from .contract import IDEMPOTENCY_KEY_PATTERN
 from .submit import parse_request, submit
 from .views import check_job_id, job_view
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.I)
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 def get_svc(request: Request):
     return request.app.state.svc
 
 
-def require_api_key(request: Request, authorization: Annotated[Optional[str], Header()] = None) -> None:
+_BEARER = HTTPBearer(auto_error=False, description="the server's --api-key (STILLMOTION_API_KEY); "
+                     "needed only when the server has one")
+
+
+def require_api_key(request: Request,
+                    credentials: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_BEARER)] = None) -> None:
     key = request.app.state.svc.settings.api_key
     if not key:
         return
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(given.strip().encode(), key.encode()):
         raise Unauthorized("Missing or wrong API key: send `Authorization: Bearer <key>` (the server's --api-key).")
 
 
@@ -50,7 +57,7 @@ def _view(svc, job: Job) -> dict:
     return job_view(job, svc.store.queue_position(job))
 
 
-@router.post("/videos", status_code=202, summary="Queue a video from an image")
+@router.post("/videos", status_code=202, summary="Queue a video from an image", operation_id="create_video")
 async def create_video(
     request: Request,
     idempotency_key: Annotated[Optional[str], Header()] = None,
@@ -86,10 +93,10 @@ def _prefer_wait(prefer: Optional[str], cap: float) -> float:
     return min(float(m.group(1)), cap) if m else 0.0
 
 
-@router.get("/videos", summary="List jobs, newest first")
+@router.get("/videos", summary="List jobs, newest first", operation_id="list_videos")
 def list_videos(
     request: Request,
-    status: Optional[str] = None,
+    status: Optional[Literal["queued", "running", "succeeded", "failed", "canceled"]] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Optional[str] = None,
     source: Optional[str] = None,
@@ -111,14 +118,15 @@ def list_videos(
     }
 
 
-@router.get("/videos/{job_id}", summary="One job")
+@router.get("/videos/{job_id}", summary="One job", operation_id="get_video")
 def get_video(request: Request, job_id: str):
     svc = get_svc(request)
     return _view(svc, svc.store.get(check_job_id(job_id)))
 
 
-@router.get("/videos/{job_id}/content", summary="The video file (Range requests supported)")
-def get_content(request: Request, job_id: str, variant: str = "video"):
+@router.get("/videos/{job_id}/content", summary="The video file (Range requests supported)", operation_id="get_content")
+def get_content(request: Request, job_id: str, variant: Literal["video", "sidecar"] = "video",
+                range_: Annotated[Optional[str], Header(alias="Range", description="bytes=START-END: part of the file (206)")] = None):
     svc = get_svc(request)
     job = svc.store.get(check_job_id(job_id))
     if job.status != "succeeded":
@@ -127,10 +135,8 @@ def get_content(request: Request, job_id: str, variant: str = "video"):
     folder = job_dir(svc.settings.data_dir, job_id)
     if variant == "video":
         name, media = out.get("file"), out.get("content_type") or "application/octet-stream"
-    elif variant == "sidecar":
+    else:  # sidecar (FastAPI refuses any other variant with 422)
         name, media = out.get("sidecar"), "application/json"
-    else:
-        raise InvalidInput(f"variant: must be video or sidecar, got {variant!r}.")
     path = folder / name if name else None
     if path is None or Path(name).name != name or not path.is_file():
         raise NotFound(f"The {variant} file of job {job_id} is gone from the data folder.")
@@ -139,23 +145,26 @@ def get_content(request: Request, job_id: str, variant: str = "video"):
     return FileResponse(path, media_type=media, filename=f"{job_id}.{ext}", content_disposition_type="inline")
 
 
-@router.get("/videos/{job_id}/events", summary="Server-Sent Events until the job ends")
-def get_events(request: Request, job_id: str):
+@router.get("/videos/{job_id}/events", summary="Server-Sent Events until the job ends", operation_id="get_events")
+def get_events(request: Request, job_id: str,
+               last_event_id: Annotated[Optional[str], Header(description="the id of the last event received: "
+                                                              "resume after it")] = None):
     svc = get_svc(request)
     svc.store.get(check_job_id(job_id))  # 404 before the stream starts
-    gen = job_events(svc.store, job_id, lambda j: _view(svc, j), poll=svc.settings.sse_poll)
+    gen = job_events(svc.store, job_id, lambda j: _view(svc, j), poll=svc.settings.sse_poll,
+                     last_event_id=parse_last_event_id(last_event_id))
     return StreamingResponse(gen, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.post("/videos/{job_id}/cancel", summary="Cancel a queued or running job")
+@router.post("/videos/{job_id}/cancel", summary="Cancel a queued or running job", operation_id="cancel_video")
 def cancel_video(request: Request, job_id: str):
     """A queued job is canceled at once; a running one stops between steps (watch its status or events)."""
     svc = get_svc(request)
     return _view(svc, svc.store.request_cancel(check_job_id(job_id)))
 
 
-@router.delete("/videos/{job_id}", summary="Delete a job and its files")
+@router.delete("/videos/{job_id}", summary="Delete a job and its files", operation_id="delete_video")
 def delete_video(request: Request, job_id: str):
     """A running job is canceled first; its files go with it."""
     svc = get_svc(request)

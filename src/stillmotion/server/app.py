@@ -22,7 +22,7 @@ from ..errors import StillmotionError
 from ..jobs.store import SQLiteJobStore
 from ..jobs.types import JobStore, WorkerPool
 from .settings import Settings
-from .views import error_json, error_response
+from .views import HANDLER_CODES, OTHER_HTTP_CODE, error_json, error_response
 
 log = logging.getLogger("stillmotion.server")
 
@@ -176,6 +176,9 @@ def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore]
         lifespan=lifespan,
     )
     app.state.svc = svc
+    from .contract import install
+
+    install(app)
     _error_handlers(app)
     _health_routes(app, svc)
 
@@ -208,7 +211,7 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = HANDLER_CODES.get(exc.status_code, OTHER_HTTP_CODE) if exc.status_code < 500 else OTHER_HTTP_CODE
         return error_json(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
@@ -222,11 +225,12 @@ def _health_routes(app: FastAPI, svc: Services) -> None:
 
     registry = make_registry(svc)
 
-    @app.get("/healthz", tags=["health"], summary="The process is alive")
+    @app.get("/healthz", tags=["health"], summary="The process is alive", operation_id="healthz")
     def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="Model loaded and warmed; 503 until then and while draining")
+    @app.get("/readyz", tags=["health"], summary="Model loaded and warmed; 503 until then and while draining",
+             operation_id="readyz")
     def readyz():
         ok, why = svc.ready()
         body = {"status": "ready" if ok else "unavailable", "detail": why, "model": svc.settings.engine.model}
@@ -235,6 +239,6 @@ def _health_routes(app: FastAPI, svc: Services) -> None:
             body["worker"] = body["workers"][0] if body["workers"] else None
         return JSONResponse(body, status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"})
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", operation_id="metrics")
     def metrics():
         return Response(render(registry), media_type="text/plain; version=0.0.4; charset=utf-8")

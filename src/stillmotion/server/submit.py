@@ -20,7 +20,7 @@ from .. import images, sources
 from ..errors import BadRequest, ImageTooLarge, InvalidImage, InvalidInput, QueueFull, ServiceUnavailable
 from ..jobs.store import new_job_id
 from ..jobs.types import Job
-from ..jobs.worker import job_dir
+from ..jobs.worker import END_IMAGE, RECORD_FILE, job_dir
 from ..netguard import check_public_url
 from ..spec import GenerationSpec
 
@@ -31,11 +31,46 @@ _EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp",
 class Submission:
     image: Optional[bytes] = None
     image_url: Optional[str] = None
+    end_image: Optional[bytes] = None  # keyframes: the image the video ends on
+    end_image_url: Optional[str] = None
+    end_filename: Optional[str] = None
     filename: Optional[str] = None
     fields: dict = field(default_factory=dict)
     model: Optional[str] = None
     webhook: Optional[str] = None
+    output_name: Optional[str] = None
 
+
+@dataclass(frozen=True)
+class Input:
+    """One input of POST /v1/videos beside the GenerationSpec fields. kind "image": a file in multipart,
+    base64 / a data: URL / an http(s) URL in JSON; "text": a string. `schema`: its JSON schema when it is
+    not a plain string (e.g. an object; a multipart form carries it as JSON text)."""
+
+    kind: str
+    description: str
+    required: bool = False
+    schema: Optional[dict] = None
+
+
+# The one list of the request's inputs that are not GenerationSpec fields: the parsers below and the
+# OpenAPI contract (server/contract.py) read it. A new input is a line here plus its use in submit().
+INPUTS: dict[str, Input] = {
+    "image": Input("image", "the still image: a file (multipart), or base64, a data: URL or an http(s) URL (JSON)",
+                   required=True),
+    "end_image": Input("image", "optional: the image the video ends on (keyframes; the same forms as image)"),
+    "model": Input("text", "the model to run; must be the server's (leave it out for the server's model)"),
+    "webhook": Input("text", "an http(s) URL that gets the job (signed) when it ends"),
+    "workflow": Input("object", "a ComfyUI API workflow (Workflow > Export (API)); its settings fill the spec, "
+                      "the fields given beside it win", schema={"type": "object"}),
+    "output_name": Input("text", "the video's file name, as the sidecar and the video's metadata record it "
+                         "(default: the job id); `--server` sends the local name so the bytes match a local run"),
+    "batch": Input("object", "what `stillmotion batch --server` records in the sidecar's batch key (key, variant, "
+                   "requested), so its resume works as a local batch's", schema={"type": "object"}),
+}
+
+
+_SPEC_FIELD = Input("spec", "")
 
 # --------------------------------------------------------------------------- parsing
 async def read_body(request: Request, limit: int) -> bytes:
@@ -83,20 +118,18 @@ async def _parse_multipart(request: Request, body: bytes) -> Submission:
 async def _form_submission(form) -> Submission:
     sub = Submission()
     for key, value in form.multi_items():
-        if key == "image":
+        if INPUTS.get(key, _SPEC_FIELD).kind == "image":
             if hasattr(value, "read"):
-                sub.image = await value.read()
-                sub.filename = value.filename
+                setattr(sub, key, await value.read())
+                setattr(sub, "filename" if key == "image" else "end_filename", value.filename)
             else:
-                _image_text(sub, value)
+                _image_text(sub, value, key)
         elif hasattr(value, "read"):
-            raise InvalidInput(f"{key}: only `image` may be a file.")
+            raise InvalidInput(f"{key}: only `image` and `end_image` may be files.")
         elif value.strip() == "":
             continue  # an empty form field means "default"
-        elif key == "model":
-            sub.model = value.strip()
-        elif key == "webhook":
-            sub.webhook = value.strip()
+        elif INPUTS.get(key, _SPEC_FIELD).kind == "text":
+            setattr(sub, key, value.strip())
         else:
             sub.fields[key] = value.strip()
     return sub
@@ -115,29 +148,34 @@ def _parse_json(body: bytes) -> Submission:
         if not isinstance(img, str):
             raise InvalidInput("image: must be a base64 string, a data: URL or an http(s) URL.")
         _image_text(sub, img)
-    for key, attr in (("model", "model"), ("webhook", "webhook")):
+    end = data.pop("end_image", None)
+    if end is not None:
+        if not isinstance(end, str):
+            raise InvalidInput("end_image: must be a base64 string, a data: URL or an http(s) URL.")
+        _image_text(sub, end, "end_image")
+    for key in (k for k, i in INPUTS.items() if i.kind == "text"):
         v = data.pop(key, None)
         if v is not None and not isinstance(v, str):
             raise InvalidInput(f"{key}: must be a string.")
-        setattr(sub, attr, v)
+        setattr(sub, key, v)
     sub.fields = data
     return sub
 
 
-def _image_text(sub: Submission, text: str) -> None:
+def _image_text(sub: Submission, text: str, key: str = "image") -> None:
     text = text.strip()
     low = text[:16].lower()
     if low.startswith(("http://", "https://")):
-        sub.image_url = text
+        setattr(sub, f"{key}_url", text)
         return
     if low.startswith("data:"):
         head, _, text = text.partition(",")
         if ";base64" not in head:
-            raise InvalidImage("image: a data: URL must be base64-encoded (data:image/png;base64,...).")
+            raise InvalidImage(f"{key}: a data: URL must be base64-encoded (data:image/png;base64,...).")
     try:
-        sub.image = base64.b64decode(text, validate=True)
+        setattr(sub, key, base64.b64decode(text, validate=True))
     except (binascii.Error, ValueError):
-        raise InvalidImage("image: not valid base64 and not an http(s) URL; send the file's bytes base64-encoded.") from None
+        raise InvalidImage(f"{key}: not valid base64 and not an http(s) URL; send the file's bytes base64-encoded.") from None
 
 
 # --------------------------------------------------------------------------- submitting
@@ -151,7 +189,15 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
     # 1. Model and spec
     if sub.model and sub.model != model:
         raise InvalidInput(f"model: this server runs {model!r}, got {sub.model!r}; leave model out or use it.")
-    spec = GenerationSpec.build(**sub.fields)
+    fields = sub.fields
+    if "workflow" in fields:  # a ComfyUI API workflow: its settings, with the explicit fields over them
+        from ..comfy import apply_workflow
+
+        fields = apply_workflow(fields, model)
+    batch = _object_input(fields, "batch")
+    spec = GenerationSpec.build(**fields)
+    if sub.output_name is not None:
+        _check_output_name(sub.output_name, spec.format)
     if sub.webhook and not sub.webhook.lower().startswith(("http://", "https://")):
         raise InvalidInput(f"webhook: must be an http(s) URL, got {sub.webhook[:100]!r}.")
     public_only = not settings.allow_private_urls
@@ -169,10 +215,15 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
             raise ImageTooLarge(f"The image is {_mb(len(data))}, over the {_mb(limit)} upload limit (--max-upload-mb).")
     pil = images.load_image(data, max_bytes=limit)
     fmt = _sniff_format(data)
+    end = _read_end_image(sub, limit, public_only)
     # 3. Resolve the spec now, so the job shows its seed and sizes from the start
     resolved = spec.resolve(svc.model_entry, pil.size)
+    if end is not None:
+        from ..engine.keyframes import check_spec
+
+        check_spec(resolved)
     request_hash = hashlib.sha256(
-        hashlib.sha256(data).digest()
+        hashlib.sha256(data).digest() + (hashlib.sha256(end).digest() if end is not None else b"")
         + json.dumps([spec.model_dump(mode="json"), sub.model, sub.webhook], sort_keys=True).encode()
     ).hexdigest()
     # 4. Keep the input under the job's folder, then queue the job
@@ -181,6 +232,10 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
     folder.mkdir(parents=True, exist_ok=True)
     name = f"input.{_EXT.get(fmt, 'img')}"
     (folder / name).write_bytes(data)
+    if batch is not None or sub.output_name:
+        (folder / RECORD_FILE).write_text(json.dumps({"batch": batch, "output_name": sub.output_name}))
+    if end is not None:  # the worker finds it by name (jobs/worker.py END_IMAGE)
+        (folder / f"{END_IMAGE}.{_EXT.get(_sniff_format(end), 'img')}").write_bytes(end)
     try:
         job, created = store.create(
             resolved.model_dump(mode="json"), job_id=job_id, model=model, source=source,
@@ -199,6 +254,43 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
     elif svc.pool is not None:
         svc.pool.notify()
     return job, created
+
+
+def _read_end_image(sub: Submission, limit: int, public_only: bool) -> Optional[bytes]:
+    """The end image's bytes (keyframes), read and checked like the image; None when not given."""
+    if sub.end_image is None and sub.end_image_url is None:
+        return None
+    if sub.end_image is None:
+        data, _ = sources.read_source_bytes(sub.end_image_url, max_bytes=limit, public_only=public_only)
+    else:
+        data = sub.end_image
+        if len(data) > limit:
+            raise ImageTooLarge(f"The end image is {_mb(len(data))}, over the {_mb(limit)} upload limit (--max-upload-mb).")
+    images.load_image(data, max_bytes=limit)
+    return data
+
+
+def _check_output_name(name: str, fmt: str) -> None:
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    plain = PurePosixPath(name).name == name == PureWindowsPath(name).name and not name.startswith(".")
+    if not plain or len(name) > 200 or not name.lower().endswith("." + fmt) or fmt == "png":
+        raise InvalidInput(f"output_name: a plain file name ending in .{fmt} (not a path), got {name[:100]!r}.")
+
+
+def _object_input(fields: dict, key: str) -> Optional[dict]:
+    """Pop an object input (INPUTS kind "object") from the fields: a dict (JSON) or JSON text (a form field)."""
+    if key not in fields:
+        return None
+    value = fields.pop(key)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise InvalidInput(f"{key}: not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{key}: must be a JSON object.")
+    return value
 
 
 def _sniff_format(data: bytes) -> Optional[str]:

@@ -36,7 +36,8 @@ class UI:
 
     # ------------------------------------------------------------------ generate / cancel
     def generate(self, image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
-                 min_cfg, max_cfg, decode_chunk, fmt, request: gr.Request, progress=gr.Progress()):
+                 min_cfg, max_cfg, decode_chunk, fmt, end_image=None, request: gr.Request = None,
+                 progress=gr.Progress()):
         if not image:
             raise gr.Error("Upload an image first.")
         fields = {
@@ -49,7 +50,9 @@ class UI:
         fields = {k: v for k, v in fields.items() if v is not None}
         try:
             data = Path(image).read_bytes()
-            job, _ = submit(self.svc, Submission(image=data, filename=Path(image).name, fields=fields), source="ui")
+            end = dict(end_image=Path(end_image).read_bytes(), end_filename=Path(end_image).name) if end_image else {}
+            job, _ = submit(self.svc, Submission(image=data, filename=Path(image).name, fields=fields, **end),
+                            source="ui")
         except StillmotionError as e:
             raise gr.Error(e.message) from None
         session = getattr(request, "session_hash", None) or job.id
@@ -176,6 +179,8 @@ def build_ui(svc) -> gr.Blocks:
         with gr.Row():
             with gr.Column():
                 image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="sm-image")
+                end_image = gr.Image(label="End image (optional: the video ends on it)", type="filepath",
+                                     sources=["upload", "clipboard"], height=160, elem_id="sm-end-image")
                 crop = gr.Image(label="What the model will see", interactive=False, height=240, elem_id="sm-crop")
                 crop_note = gr.Markdown(elem_id="sm-crop-note")
                 with gr.Row():
@@ -210,7 +215,7 @@ def build_ui(svc) -> gr.Blocks:
             refresh = gr.Button("Refresh", size="sm")
 
         inputs = [image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
-                  min_cfg, max_cfg, decode_chunk, fmt]
+                  min_cfg, max_cfg, decode_chunk, fmt, end_image]
         for comp in (image, width, height, resize):
             comp.change(ui.preview, [image, width, height, resize], [crop, crop_note], show_progress="hidden",
                         api_name=False, concurrency_limit=None)

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Any, Literal, Optional
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import NotFound, ServiceUnavailable, StillmotionError, Unauthorized
+from ..errors import NotFound, StillmotionError, Unauthorized
 from ..jobs.types import Job
+from ..spec import GenerationSpec
 
 JOB_ID = re.compile(r"^vid_[0-9a-f]{20}$")
 RETRY_AFTER_S = 5  # Retry-After of a ServiceUnavailable that does not say
+# error codes of the app's own handlers (app._error_handlers), beside those of errors.py
+HANDLER_CODES = {404: "not_found", 405: "method_not_allowed", 422: "invalid_input", 500: "internal_error"}
+OTHER_HTTP_CODE = "http_error"  # any other status a framework answers with
 
 
 def check_job_id(job_id: str) -> str:
@@ -77,8 +82,9 @@ def job_view(job: Job, queue_position: Optional[int] = None) -> dict:
 
 def error_response(e: StillmotionError, headers: Optional[dict] = None) -> JSONResponse:
     headers = dict(headers or {})
-    if isinstance(e, ServiceUnavailable) and "Retry-After" not in headers:
-        headers["Retry-After"] = str(RETRY_AFTER_S if e.retry_after is None else e.retry_after)
+    if e.http_status in (429, 503) and "Retry-After" not in headers:  # the contract promises it on every 503
+        after = getattr(e, "retry_after", None)
+        headers["Retry-After"] = str(RETRY_AFTER_S if after is None else after)
     if isinstance(e, Unauthorized):
         headers.setdefault("WWW-Authenticate", "Bearer")
     return JSONResponse({"error": e.to_dict()}, status_code=e.http_status, headers=headers)
@@ -86,3 +92,95 @@ def error_response(e: StillmotionError, headers: Optional[dict] = None) -> JSONR
 
 def error_json(status: int, code: str, message: str, headers: Optional[dict] = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+# --------------------------------------------------------------------------- the bodies, as the contract declares them
+# (server/contract.py puts these in /openapi.json; job_view() above builds the job body)
+JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
+
+
+class JobProgress(BaseModel):
+    fraction: float = Field(ge=0, le=1)
+    stage: Optional[str]
+    step: Optional[int]
+    total: Optional[int]
+    message: Optional[str]
+
+
+class JobError(BaseModel):
+    code: str
+    message: Optional[str]
+
+
+class JobOutput(BaseModel):
+    format: Optional[str]
+    content_type: Optional[str]
+    frames: Optional[int]
+    width: Optional[int]
+    height: Optional[int]
+    fps: Optional[float]
+    bytes: Optional[int]
+    sidecar_url: str
+
+
+class JobWebhook(BaseModel):
+    url: str
+    state: Optional[str]
+    attempts: int
+
+
+class JobUrls(BaseModel):
+    self_: str = Field(alias="self")
+    events: str
+    cancel: str
+    content: Optional[str] = Field(description="set once the job has succeeded")
+
+
+class JobView(BaseModel):
+    """A job: its status and progress, the resolved spec (with its seed), and its output once it succeeded."""
+
+    model_config = ConfigDict(title="Job")
+    id: str = Field(pattern=JOB_ID.pattern)
+    object: Literal["video"]
+    status: JobStatus
+    model: Optional[str]
+    source: str
+    created_at: str
+    started_at: Optional[str]
+    finished_at: Optional[str]
+    progress: JobProgress
+    queue_position: Optional[int] = Field(description="jobs ahead of this one while it is queued")
+    seed: Optional[int]
+    spec: GenerationSpec
+    attempts: int
+    cancel_requested: bool
+    error: Optional[JobError]
+    output: Optional[JobOutput]
+    webhook: Optional[JobWebhook]
+    urls: JobUrls
+    timings: Optional[dict[str, Any]] = None
+
+
+class JobList(BaseModel):
+    object: Literal["list"]
+    data: list[JobView]
+    has_more: bool
+    next_cursor: Optional[str] = Field(description="pass as ?cursor= for the next page")
+
+
+class Deleted(BaseModel):
+    id: str
+    object: Literal["video"]
+    deleted: Literal[True]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready", "unavailable"]
+    detail: str
+    model: str
+    workers: Optional[list[dict[str, Any]]] = None
+    worker: Optional[dict[str, Any]] = None

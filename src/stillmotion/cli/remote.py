@@ -1,0 +1,207 @@
+"""`--server URL` for generate and batch: the same command, run on a stillmotion server (stillmotion.client).
+
+The inputs are read and checked here as a local run reads them, sent with the resolved names and seeds, and
+the server's video and sidecar come back to the same paths a local run writes (whole or not at all). Errors
+keep their exit codes: the server's 4xx is a bad input here (2), a canceled job is 130, and Ctrl-C cancels
+the job on the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import click
+
+from ..errors import Cancelled, InvalidInput, StillmotionError
+
+SERVER_HELP = "run on this stillmotion server (stillmotion serve) and write the result here [env: STILLMOTION_SERVER]"
+
+
+def server_options(f):
+    """--server and --api-key (also from STILLMOTION_SERVER / STILLMOTION_API_KEY)."""
+    f = click.option("--api-key", envvar="STILLMOTION_API_KEY", default=None, show_envvar=False,
+                     help="the server's API key [env: STILLMOTION_API_KEY]")(f)
+    return click.option("--server", envvar="STILLMOTION_SERVER", default=None, metavar="URL", show_envvar=False,
+                        help=SERVER_HELP)(f)
+
+
+def _client(server: str, api_key: Optional[str]):
+    from ..client import Client
+
+    return Client(server, api_key=api_key)
+
+
+def _unsupported_format(fmt: str) -> None:
+    if fmt == "png":
+        raise InvalidInput("--format png (a folder of frames) is not available with --server; use mp4, webm, gif or webp.")
+
+
+def _fetch(client, job: dict, out: Path, sidecar: Path, patch: Callable[[dict], None]) -> dict:
+    """The job's video to `out` and its sidecar to `sidecar` (what a local run records); returns the sidecar."""
+    from ..util import atomic_write
+    from ..video.metadata import dumps
+
+    client.download(job["id"], out)
+    tmp = sidecar.with_name(f".{sidecar.name}.{job['id']}.server")
+    client.download(job["id"], tmp, variant="sidecar")
+    try:
+        record = json.loads(tmp.read_text())
+        patch(record)
+        atomic_write(sidecar, dumps(record))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return record
+
+
+def _final(job: dict) -> dict:
+    from ..client import job_error
+
+    if job is None or job.get("status") != "succeeded":
+        raise job_error(job or {"status": "failed", "error": {"message": "the event stream ended early"}})
+    return job
+
+
+# --------------------------------------------------------------------------- generate
+def generate_on_server(server: str, api_key: Optional[str], data: bytes, where: Optional[str], spec, out: Path, *,
+                       model: Optional[str], quiet: bool, as_json: bool, show: bool) -> None:
+    """`stillmotion generate ... --server URL`: one job on the server, its video and sidecar written to `out`."""
+    from ..video.metadata import sidecar_path
+    from .options import CancelOnSigint, rich_progress
+
+    _unsupported_format(spec.format)
+    t0 = time.perf_counter()
+    progress, _, update = rich_progress(enabled=show)
+    with _client(server, api_key) as client, progress, CancelOnSigint() as cancel:
+        update(stage="queued", detail=server)
+        job = client.submit(data if where is None else _named(data, where), spec.model_dump(mode="json", exclude_none=True),
+                            model=model, inputs={"output_name": out.name})
+
+        def on_event(name: str, job: dict) -> None:
+            p = job.get("progress") or {}
+            if job["status"] == "queued":
+                update(stage="queued", detail=f"{job.get('queue_position') or 0} ahead on {server}")
+            else:
+                update(completed=p.get("fraction") or 0.0, stage=p.get("stage") or job["status"],
+                       detail=p.get("message") or "")
+
+        job = _final(client.wait(job["id"], on_event=on_event, should_cancel=cancel))
+        update(stage="writing", detail=str(out))
+        sidecar = sidecar_path(out)
+        record = _fetch(client, job, out, sidecar, lambda r: None)
+        update(completed=1.0, stage="done", detail="")
+    output = job.get("output") or {}
+    summary = {"output": str(out), "sidecar": str(sidecar), "seed": job.get("seed"), "model": job.get("model"),
+               "frames": output.get("frames"), "width": output.get("width"), "height": output.get("height"),
+               "fps": output.get("fps"), "timings": record.get("timings") or {}, "server": server, "job": job["id"]}
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(f"wrote {out} ({summary['frames']} frames, {summary['width']}x{summary['height']}, "
+                   f"{summary['fps']:g} fps, seed {summary['seed']}) in {time.perf_counter() - t0:.1f}s on {server}")
+
+
+class _named(bytes):
+    """Image bytes with the name the sidecar records as their source (sent as the multipart file name)."""
+
+    def __new__(cls, data: bytes, name: str):
+        obj = super().__new__(cls, data)
+        obj.name = name
+        return obj
+
+
+# --------------------------------------------------------------------------- batch
+def batch_on_server(server: str, api_key: Optional[str], plan, *, concurrency: int, max_failures: Optional[int],
+                    should_cancel: Callable[[], bool], on_event):
+    """Run a BatchPlan's pending items as jobs on the server, `concurrency` at a time; the same outputs,
+    sidecars (with the batch key a local run records) and report as a local batch. Returns the Controller."""
+    from .. import images, sources
+    from ..batch.control import Controller
+    from ..batch.run import remove_stale_temps
+
+    todo = plan.to_run
+    for item in todo:
+        _unsupported_format(item.format)
+    ctl = Controller(plan, devices=[server], max_failures=max_failures, on_event=on_event)
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(todo)
+    pending = iter(todo)
+    lock = threading.Lock()
+
+    def next_item():
+        with lock:
+            if ctl.stop.is_set() or should_cancel():
+                return None
+            return next(pending, None)
+
+    def run_one(client, item) -> None:
+        t0 = time.perf_counter()
+        ctl.handle("start", item.index)
+        try:
+            data, where = sources.read_source_bytes(item.source)
+            try:
+                images.load_image(data)
+            except InvalidInput as e:  # name the file, as a local batch does
+                raise type(e)(e.message.replace("The image data", f"The image {item.key}", 1)) from None
+            batch = {"key": item.key, "variant": item.variant, "requested": item.requested}
+            image = _named(data, where or item.source)
+            # the same item (bytes, request) has the same key: a batch killed while it waited finds its job again
+            key = "batch-" + hashlib.sha256(data + json.dumps([batch, image.name], sort_keys=True).encode()).hexdigest()
+            inputs = {"batch": batch, "output_name": item.output.name}
+            job = client.submit(image, item.requested, inputs=inputs, idempotency_key=key)
+            if job["status"] in ("failed", "canceled"):  # that earlier job ended badly: this run tries again
+                job = client.submit(image, item.requested, inputs=inputs)
+
+            def on_job_event(name: str, job: dict) -> None:
+                p = job.get("progress") or {}
+                if name == "progress":
+                    ctl.handle("progress", item.index, stage=p.get("stage"), step=p.get("step"), total=p.get("total"))
+
+            job = _final(client.wait(job["id"], on_event=on_job_event, should_cancel=should_cancel))
+
+            def patch(record: dict) -> None:
+                record.setdefault("input", {})["source"] = where or item.source
+
+            _fetch(client, job, item.output, item.sidecar, patch)
+        except Cancelled:
+            ctl.handle("not_run", item.index, error="cancelled")
+        except StillmotionError as e:
+            ctl.handle("failed", item.index, error=e.message, seconds=round(time.perf_counter() - t0, 3))
+        except Exception as e:  # noqa: BLE001 - one item's bug must not end the batch
+            ctl.handle("failed", item.index, error=f"internal error: {type(e).__name__}: {e}",
+                       seconds=round(time.perf_counter() - t0, 3))
+        else:
+            ctl.handle("done", item.index, seconds=round(time.perf_counter() - t0, 3))
+
+    def worker(client) -> None:
+        while (item := next_item()) is not None:
+            run_one(client, item)
+
+    try:
+        with _client(server, api_key) as client:
+            threads = [threading.Thread(target=worker, args=(client,), daemon=True, name=f"batch-server-{n}")
+                       for n in range(max(1, concurrency))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)
+    finally:
+        ctl.finish(cancelled=should_cancel())
+    return ctl
+
+
+def server_model(server: str, api_key: Optional[str], model: Optional[str]) -> str:
+    """The model the server runs (what its sidecars record); `model` must be it when given."""
+    with _client(server, api_key) as client:
+        ready = client.ready()
+    name = ready.get("model")
+    if not name:
+        raise StillmotionError(f"{server} did not say which model it runs (/readyz); is it a stillmotion server?")
+    if model and model != name:
+        raise InvalidInput(f"--model {model}: the server at {server} runs {name!r}; leave --model out or use it.")
+    return name
