@@ -207,4 +207,4 @@ def test_client_is_in_the_package_facade():
     import stillmotion
 
     assert {"Client", "AsyncClient"} <= set(stillmotion.__all__)
-    assert stillmotion.Client.__module__ == "stillmotion.client"
+    assert stillmotion.Client.__module__ == "stillmotion.client.sync"
