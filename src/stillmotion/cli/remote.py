@@ -152,9 +152,9 @@ def batch_on_server(server: str, api_key: Optional[str], plan, *, concurrency: i
             # the same item (bytes, request) has the same key: a batch killed while it waited finds its job again
             key = "batch-" + hashlib.sha256(data + json.dumps([batch, image.name], sort_keys=True).encode()).hexdigest()
             inputs = {"batch": batch, "output_name": item.output.name}
-            job = client.submit(image, item.requested, inputs=inputs, idempotency_key=key)
+            job = client.submit(image, item.requested, model=plan.model, inputs=inputs, idempotency_key=key)
             if job["status"] in ("failed", "canceled"):  # that earlier job ended badly: this run tries again
-                job = client.submit(image, item.requested, inputs=inputs)
+                job = client.submit(image, item.requested, model=plan.model, inputs=inputs)
 
             def on_job_event(name: str, job: dict) -> None:
                 p = job.get("progress") or {}
@@ -196,12 +196,14 @@ def batch_on_server(server: str, api_key: Optional[str], plan, *, concurrency: i
 
 
 def server_model(server: str, api_key: Optional[str], model: Optional[str]) -> str:
-    """The model the server runs (what its sidecars record); `model` must be it when given."""
+    """The model the jobs run on (what their sidecars record): `model` when the server serves it, else its default."""
     with _client(server, api_key) as client:
         ready = client.ready()
     name = ready.get("model")
     if not name:
         raise StillmotionError(f"{server} did not say which model it runs (/readyz); is it a stillmotion server?")
-    if model and model != name:
-        raise InvalidInput(f"--model {model}: the server at {server} runs {name!r}; leave --model out or use it.")
-    return name
+    served = [m["name"] for m in ready.get("models") or []] or [name]
+    if model and model not in served:
+        raise InvalidInput(f"--model {model}: the server at {server} serves {', '.join(served)}; "
+                           "leave --model out (its default) or name one of those.")
+    return model or name

@@ -10,8 +10,45 @@ import click
 from .options import engine_config_from, engine_options
 
 
+def _several_models(f):
+    """serve only: --model may be given several times (generate and batch keep one)."""
+    params = getattr(f, "__click_params__", [])
+    for i, p in enumerate(params):
+        if p.name == "model":
+            params[i] = click.Option([*p.opts, *p.secondary_opts, p.name], multiple=True, type=p.type,
+                                     metavar=p.metavar, help=(p.help or "") + "; repeat it to serve several models "
+                                     "(the first is a request's default)")
+    return f
+
+
+def _lora(ctx, param, values):
+    out = {}
+    for v in values:
+        name, sep, folder = v.partition("=")
+        if not sep or not name or not folder:
+            raise click.BadParameter(f"{v!r}: use NAME=FOLDER (a `stillmotion train --lora` output folder)")
+        if name in out:
+            raise click.BadParameter(f"{name!r} is given twice")
+        from ..models.lora import lora_record
+
+        if lora_record(folder) is None:
+            raise click.BadParameter(f"{folder} is not a LoRA folder (no stillmotion.json naming a base and lora "
+                                     "file); train one with `stillmotion train --lora RANK`")
+        out[name] = folder
+    return out
+
+
 @click.command()
+@_several_models
 @engine_options
+@click.option("--lora", "loras", multiple=True, metavar="NAME=FOLDER", callback=_lora,
+              help="serve a LoRA adapter (a `stillmotion train --lora` folder); requests pick it with lora=NAME. "
+                   "Repeatable")
+@click.option("--affinity-passes", default=None, type=click.IntRange(0),
+              help="several models: a queued job lets at most this many jobs for the loaded model go first "
+                   "(0: strict submission order) [default: 4]")
+@click.option("--affinity-wait", default=None, type=click.FloatRange(0),
+              help="several models: ... and none once it has waited this many seconds [default: 60]")
 @click.option("--host", default="0.0.0.0", show_default=True, help="address to listen on")
 @click.option("--port", default=7860, show_default=True, type=int, help="port (UI at /, API at /v1)")
 @click.option("--data-dir", default="./stillmotion-data", show_default=True, type=click.Path(file_okay=False),
@@ -42,12 +79,13 @@ from .options import engine_config_from, engine_options
 @click.option("--min-replicas", type=click.IntRange(0), default=1, show_default=True, help="with --ray: autoscaling floor")
 @click.option("--max-replicas", type=click.IntRange(1), default=1, show_default=True, help="with --ray: autoscaling ceiling")
 def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_mb, drain_timeout,
-          webhook_secret, allow_private_urls, keep_days, workers, cpu_threads, no_warmup, log_level, use_ray, ray_address, replicas, min_replicas, max_replicas, **kwargs):
+          webhook_secret, allow_private_urls, keep_days, workers, cpu_threads, no_warmup, log_level, use_ray, ray_address, replicas, min_replicas, max_replicas, loras, affinity_passes, affinity_wait, **kwargs):
     """Run the web UI (/) and the HTTP API (/v1) on one SQLite job queue.
 
     \b
     stillmotion serve --model svd-xt                  # 0.0.0.0:7860
     stillmotion serve --model tiny --port 7860         # offline demo on a CPU
+    stillmotion serve --model svd-xt --model svd --lora wave=./my-lora
     curl -F image=@photo.jpg -F seed=42 http://HOST:7860/v1/videos
     """
     import uvicorn
@@ -57,8 +95,12 @@ def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_m
 
     if cpu_threads is not None and kwargs.get("threads") is None:
         kwargs["threads"] = cpu_threads
+    models = list(dict.fromkeys(kwargs.pop("model", None) or ()))
+    engine = engine_config_from(kwargs, **({"model": models[0]} if models else {}))
+    affinity = {k: v for k, v in (("affinity_passes", affinity_passes), ("affinity_wait", affinity_wait)) if v is not None}
     settings = Settings(
-        data_dir=data_dir, engine=engine_config_from(kwargs), warmup=not no_warmup, workers=workers,
+        data_dir=data_dir, engine=engine, models=tuple(models[1:]), loras=loras, **affinity,
+        warmup=not no_warmup, workers=workers,
         api_key=api_key, ui=not no_ui, ui_auth=parse_ui_auth(ui_auth), max_queue=max_queue,
         max_upload_mb=max_upload_mb, drain_timeout=drain_timeout, webhook_secret=webhook_secret, keep_days=keep_days,
         allow_private_urls=allow_private_urls,
@@ -73,7 +115,8 @@ def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_m
     app.state.svc.lock_data_dir()  # a second server on the same folder stops here, with one line
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
     server = DrainingServer(config, app.state.svc)
-    click.echo(f"stillmotion: model {settings.engine.model}, data in {settings.data_dir}, "
+    served = ", ".join(settings.served_models) + (f"; LoRAs {', '.join(settings.loras)}" if settings.loras else "")
+    click.echo(f"stillmotion: model{'s' if settings.models else ''} {served}, data in {settings.data_dir}, "
                f"UI http://{host}:{port}/ API http://{host}:{port}/v1", err=True)
     server.run()
 

@@ -1,7 +1,8 @@
 """The job queue: one SQLite file (WAL) that the API, the UI and the worker share.
 
 The store is the single source of truth. The API inserts jobs, the worker
-claims them (one atomic UPDATE ... WHERE status='queued', in submission order),
+claims them (one atomic UPDATE ... WHERE status='queued', in submission order;
+with several models, jobs for the worker's loaded model first, bounded: claim_preferring()),
 reports progress and finishes them; the API reads them back for status, SSE,
 metrics and webhooks. Every process and every thread opens its own connection.
 
@@ -29,6 +30,8 @@ from .types import Job
 STATES = ("queued", "running", "succeeded", "failed", "canceled")
 TERMINAL = ("succeeded", "failed", "canceled")
 MAX_ATTEMPTS = 2  # the first run and one retry after a worker died
+AFFINITY_PASSES = 4  # a queued job lets at most this many jobs for the loaded model go before it
+AFFINITY_WAIT_S = 60.0  # ... and none once it has waited this long
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -61,7 +64,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     timings TEXT,
     webhook_state TEXT,
     webhook_attempts INTEGER NOT NULL DEFAULT 0,
-    webhook_next_at REAL
+    webhook_next_at REAL,
+    passed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);
 CREATE TABLE IF NOT EXISTS workers (
@@ -89,7 +93,10 @@ class SQLiteJobStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._conn().executescript(_SCHEMA)
+        db = self._conn()
+        db.executescript(_SCHEMA)
+        if "passed" not in {r[1] for r in db.execute("PRAGMA table_info(jobs)")}:  # a queue from before affinity
+            db.execute("ALTER TABLE jobs ADD COLUMN passed INTEGER NOT NULL DEFAULT 0")
 
     # ------------------------------------------------------------------ plumbing
     def _conn(self) -> sqlite3.Connection:
@@ -242,16 +249,38 @@ class SQLiteJobStore:
     # ------------------------------------------------------------------ worker side
     def claim(self, worker: str) -> Optional[Job]:
         """Atomically take the oldest queued job, or None."""
+        return self.claim_preferring(worker)
+
+    def claim_preferring(self, worker: str, prefer: Optional[str] = None, *, default_model: Optional[str] = None,
+                         max_wait: float = AFFINITY_WAIT_S, max_passed: int = AFFINITY_PASSES) -> Optional[Job]:
+        """claim() with model affinity, for a worker serving several models (not on Ray: one model there).
+
+        Model affinity (`prefer`: the model the worker has loaded; jobs with no model are `default_model`'s):
+        when the oldest job wants another model, the oldest job for `prefer` goes first instead, unless
+        the oldest job has waited `max_wait` seconds or was already passed over `max_passed` times. Each
+        job passed over counts one pass, so no job waits behind more than `max_passed` affinity picks.
+        `max_passed=0` (or no `prefer`) is plain submission order."""
         if self._conn().execute("SELECT 1 FROM jobs WHERE status='queued' LIMIT 1").fetchone() is None:
             return None  # the common idle case: no write lock taken
         now = time.time()
         with self._tx() as db:
+            oldest = db.execute("SELECT seq, COALESCE(model, ?), created_at, passed FROM jobs WHERE status='queued'"
+                                " ORDER BY seq LIMIT 1", (default_model,)).fetchone()
+            if oldest is None:
+                return None
+            seq = oldest[0]
+            if (prefer is not None and max_passed > 0 and oldest[1] != prefer and oldest[3] < max_passed
+                    and now - oldest[2] < max_wait):
+                pick = db.execute("SELECT seq FROM jobs WHERE status='queued' AND COALESCE(model, ?)=?"
+                                  " ORDER BY seq LIMIT 1", (default_model, prefer)).fetchone()
+                if pick is not None:
+                    seq = pick[0]
+                    db.execute("UPDATE jobs SET passed=passed+1 WHERE status='queued' AND seq<?", (seq,))
             row = db.execute(
                 "UPDATE jobs SET status='running', worker=?, started_at=?, heartbeat_at=?, attempts=attempts+1,"
                 " progress=0, stage='starting', step=NULL, total=NULL, message=NULL"
-                " WHERE seq=(SELECT seq FROM jobs WHERE status='queued' ORDER BY seq LIMIT 1) AND status='queued'"
-                " RETURNING id",
-                (worker, now, now),
+                " WHERE seq=? AND status='queued' RETURNING id",
+                (worker, now, now, seq),
             ).fetchone()
         return self.get(row[0]) if row else None
 

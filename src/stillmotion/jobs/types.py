@@ -48,6 +48,7 @@ class Job:
     webhook_state: Optional[str] = None
     webhook_attempts: int = 0
     webhook_next_at: Optional[float] = None
+    passed: int = 0  # times a job for the worker's loaded model went before it (store.claim's affinity)
 
 
 class JobStore(Protocol):

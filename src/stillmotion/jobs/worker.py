@@ -2,8 +2,21 @@
 
     python -m stillmotion.jobs.worker --data-dir DIR --worker-id ID --config JSON
 
-The config is server.Settings.worker_config(): the EngineConfig as JSON, and
-whether to warm up and how often to poll.
+The config is server.Settings.worker_config(): the EngineConfig as JSON, the
+served models and LoRAs, the queue's affinity bounds, whether to warm up and
+how often to poll.
+
+Several models (`serve --model A --model B`): the worker keeps an Engine per
+model, least recently used first. A model loads beside the resident ones when
+`fits_beside()` says so (the weights' bytes against engine.memory.device_budget
+or --max-memory, a quarter kept for a run's activations; on a CPU with no
+--max-memory, at most CPU_MAX_RESIDENT pipelines); otherwise the least recently
+used one is dropped first (a swap: counted, timed, shown on /readyz and
+/metrics). The worker claims with affinity for the model it used last
+(jobs/store.py claim_preferring: bounded wait). LoRAs (`--lora NAME=FOLDER`)
+are read once, put on the UNet as unmerged peft adapters for the jobs that name
+them (models/lora.attach_adapter) and taken off after each (detach_adapters puts
+the same base layers back), so every other job runs the base exactly.
 
 It talks to the API only through the SQLite store (jobs.store). The API
 process supervises it (server/supervisor.py): it reads the worker's stdin and
@@ -28,8 +41,10 @@ import zipfile
 from pathlib import Path
 from typing import Optional
 
+from collections import OrderedDict
+
 from ..engine.config import EngineConfig
-from ..errors import Cancelled, StillmotionError
+from ..errors import Cancelled, ModelUnavailable, StillmotionError
 from ..util import atomic_path
 from .store import SQLiteJobStore
 from .types import Job, JobStore
@@ -40,6 +55,8 @@ log = logging.getLogger("stillmotion.worker")
 
 PROGRESS_INTERVAL = 0.1  # seconds between progress writes (a stage change always writes)
 HEARTBEAT_INTERVAL = 1.0
+CPU_MAX_RESIDENT = 2  # pipelines kept loaded on a CPU with no --max-memory (no budget to plan against)
+ACTIVATION_SHARE = 0.25  # of the budget kept free for a run's activations when pipelines stay resident
 
 
 def job_dir(data_dir: Path, job_id: str) -> Path:
@@ -51,10 +68,19 @@ class JobWorker:
     (a Ray replica passes the store actor's RayJobStore)."""
 
     def __init__(self, data_dir: Path, worker_id: str, config: EngineConfig, store: Optional[JobStore] = None, *,
-                 warmup: bool = True, poll: float = 0.1):
+                 warmup: bool = True, poll: float = 0.1, models: Optional[list] = None, loras: Optional[dict] = None,
+                 affinity: Optional[dict] = None, max_resident: Optional[int] = None):
         self.data_dir = Path(data_dir)
         self.worker_id = worker_id
         self.config = config
+        self.models: list[str] = list(models or [config.model])  # the served models; the first is the default
+        self.loras: dict[str, Path] = {k: Path(v) for k, v in (loras or {}).items()}
+        self.affinity: dict = dict(affinity or {})  # store.claim's max_wait / max_passed
+        self.max_resident = max_resident  # a cap on resident pipelines beside fits_beside (bench: 1, a full GPU)
+        self.engines: OrderedDict = OrderedDict()  # model -> Engine, least recently used first
+        self.swaps = 0  # models loaded after the first one
+        self.swap_seconds = 0.0
+        self._adapters: dict = {}  # LoRA name -> its tensors (models/lora.read_adapter), read once
         self.store: JobStore = store if store is not None else SQLiteJobStore(self.data_dir / "jobs.sqlite3")
         self.stop = threading.Event()
         self.wake = threading.Event()  # set when the API says a job was queued (a byte on stdin)
@@ -67,8 +93,12 @@ class JobWorker:
     def load(self) -> None:
         from ..engine import Engine
 
-        self.store.worker_state(self.worker_id, "loading", pid=os.getpid(), model=self.config.model)
-        self.engine = Engine(self.config.replace(progress=False))  # no progress bars in a server's log
+        self.store.worker_state(self.worker_id, "loading", pid=os.getpid(), model=self.models[0])
+        if len(self.models) == 1 and not self.loras:
+            self.engine = Engine(self.config.replace(progress=False))  # no progress bars in a server's log
+            self.engines[self.models[0]] = self.engine
+        else:
+            self.use_model(self.models[0])
         t = time.perf_counter()
         if self.warmup:
             self._warmup()
@@ -81,8 +111,64 @@ class JobWorker:
             "load_seconds": self.engine.timings.get("load"),
             "warmup_seconds": round(time.perf_counter() - t, 3),
         }
-        self.info = info
-        self.store.worker_state(self.worker_id, "ready", info=info)
+        self.info = dict(info, **self.model_info())
+        self.store.worker_state(self.worker_id, "ready", info=self.info)
+
+    # ------------------------------------------------------------------ several models
+    def model_info(self) -> dict:
+        """What /readyz and /metrics show: the served models, the resident ones, the one in use, swaps."""
+        return {"models": list(self.models), "loaded": list(self.engines), "model": self.current,
+                "swaps": self.swaps, "swap_seconds": round(self.swap_seconds, 3)}
+
+    @property
+    def current(self) -> Optional[str]:
+        return next(reversed(self.engines), None) if self.engines else None
+
+    def use_model(self, name: str):
+        """The Engine for `name`: resident already (now the most recently used), or loaded, after
+        dropping the least recently used ones it does not fit beside."""
+        from ..engine import Engine
+
+        if name in self.engines:
+            moved = name != self.current
+            self.engines.move_to_end(name)
+            self.engine = self.engines[name]
+            if moved and self.info:
+                self.info.update(self.model_info())
+                self.store.worker_state(self.worker_id, "ready", info=self.info)
+            return self.engine
+        t = time.perf_counter()
+        cfg = self.config.replace(model=name, progress=False)
+        while self.engines and (not fits_beside(cfg, list(self.engines.values()))
+                                or (self.max_resident is not None and len(self.engines) >= self.max_resident)):
+            old, _ = self.engines.popitem(last=False)
+            log.info("unloading %s to make room for %s", old, name)
+            self.engine = None
+            _free_memory()
+        swap = bool(self.info) or self.swaps > 0 or bool(self.engines)
+        engine = Engine(cfg)
+        self.engines[name] = self.engine = engine
+        if swap:
+            self.swaps += 1
+            self.swap_seconds += time.perf_counter() - t
+        if self.info:
+            self.info.update(self.model_info())
+            self.store.worker_state(self.worker_id, "ready", info=self.info)
+        return engine
+
+    def _lora(self, engine, name: Optional[str], scale: float) -> None:
+        """Wrap the engine's UNet with the LoRA `name` at `scale` for one job (the adapter's tensors are read
+        once and kept), or put the base layers back (None). Never merged: the base weights never change."""
+        from ..models.lora import attach_adapter, detach_adapters, read_adapter
+
+        unet = engine.pipe.unet
+        if name is None:
+            detach_adapters(unet)
+            return
+        if name not in self._adapters:
+            self._adapters[name] = read_adapter(self.loras[name])
+        detach_adapters(unet)
+        attach_adapter(unet, self._adapters[name], scale)
 
     def _warmup(self) -> None:
         """One throw-away generation at the smallest size, so the first job is not slow."""
@@ -97,12 +183,19 @@ class JobWorker:
         self.start_heartbeat()
         while not self.stop.is_set():
             self.wake.clear()  # before claiming, so a job queued meanwhile is not missed
-            job = self.store.claim(self.worker_id)
+            job = self.claim_next()
             if job is None:
                 self.wake.wait(self.poll)
                 continue
             self.run_job(job)
         self.store.worker_state(self.worker_id, "stopped")
+
+    def claim_next(self) -> Optional[Job]:
+        """The next job: several models prefer the one in use, within the store's bounds (jobs/store.py claim_preferring)."""
+        if len(self.models) > 1:
+            return self.store.claim_preferring(self.worker_id, self.current, default_model=self.models[0],
+                                               **self.affinity)
+        return self.store.claim(self.worker_id)
 
     def start_heartbeat(self) -> threading.Thread:
         """Record this worker as alive every HEARTBEAT_INTERVAL (with its GPU memory), in a daemon thread."""
@@ -148,11 +241,26 @@ class JobWorker:
             spec = GenerationSpec.build(**job.spec)
             image = folder / job.input_name
             end = next(iter(sorted(folder.glob(END_IMAGE + ".*"))), None)  # keyframes (server/submit.py)
-            result = self.engine.generate(image, spec, on_progress=on_progress, should_cancel=should_cancel,
-                                          source=job.input_source or None, end_image=end)
+            record = json.loads((folder / RECORD_FILE).read_text()) if (folder / RECORD_FILE).is_file() else {}
+            lora, scale = record.get("lora"), float(record.get("lora_scale", 1.0))
+            model = job.model or self.models[0]
+            if (len(self.models) > 1 and model not in self.models) or (lora is not None and lora not in self.loras):
+                # queued before a restart with other --model/--lora flags
+                raise ModelUnavailable(f"This server no longer serves {lora if lora else model!r} (it serves "
+                                       f"{', '.join(self.models + list(self.loras))}); submit the job again.")
+            engine = self.use_model(model) if len(self.models) > 1 else self.engine
+            if lora is not None:
+                self._lora(engine, lora, scale)
+            try:
+                result = engine.generate(image, spec, on_progress=on_progress, should_cancel=should_cancel,
+                                         source=job.input_source or None, end_image=end)
+            finally:
+                if lora is not None:
+                    self._lora(engine, None, 1.0)
             if should_cancel():
                 raise Cancelled()
-            record = json.loads((folder / RECORD_FILE).read_text()) if (folder / RECORD_FILE).is_file() else {}
+            if lora is not None:  # the sidecar names the adapter beside the base model, with its hashes
+                result.metadata.setdefault("model", {})["lora"] = _lora_describe(lora, self.loras[lora], scale)
             if record.get("batch") is not None:  # recorded as a local batch records it, so its resume works
                 result.metadata["batch"] = record["batch"]
             # the name a client asked for (its local name, which the video's metadata records), else the job id
@@ -178,6 +286,53 @@ class JobWorker:
                 self.store.get(job_id)
             except StillmotionError:
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def fits_beside(config: EngineConfig, resident: list) -> bool:
+    """Whether a pipeline for `config` may load while the `resident` Engines stay loaded: on a GPU (or
+    with --max-memory) when all their weights plus the new model's files fit in the budget
+    (engine.memory.device_budget, or --max-memory) with ACTIVATION_SHARE of it left for a run; on a CPU with
+    no --max-memory, while fewer than CPU_MAX_RESIDENT are loaded; with no budget figure (MPS), never."""
+    if not resident:
+        return True
+    device = resident[0].device
+    if config.max_memory is None and device == "cpu":
+        return len(resident) < CPU_MAX_RESIDENT
+    from ..engine.memory import device_budget
+    from ..models.resolve import resolve
+
+    budget = config.max_memory if config.max_memory is not None else device_budget(device)
+    if budget is None:
+        return False
+    held = sum(_weight_bytes(e.pipe) for e in resident)
+    new = sum(p.stat().st_size for p in resolve(config.model, download=config.download, progress=False).weight_files())
+    return held + new <= budget * (1 - ACTIVATION_SHARE)
+
+
+def _weight_bytes(pipe) -> int:
+    total = 0
+    for comp in pipe.components.values():
+        if hasattr(comp, "parameters"):
+            total += sum(p.numel() * p.element_size() for p in comp.parameters())
+    return total
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _lora_describe(name: str, folder: Path, scale: float) -> dict:
+    from ..models.hashes import cached_sha256
+
+    files = sorted(folder.glob("*.safetensors"))
+    return {"name": name, "path": str(folder), "scale": scale, "weights": {p.name: cached_sha256(p) for p in files}}
 
 
 def _output_record(artifact, folder: Path) -> dict:
@@ -228,7 +383,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     cfg = json.loads(args.config)
     worker = JobWorker(Path(args.data_dir), args.worker_id, EngineConfig.from_json(cfg.get("engine") or {}),
-                       warmup=cfg.get("warmup", True), poll=cfg.get("poll", 0.1))
+                       warmup=cfg.get("warmup", True), poll=cfg.get("poll", 0.1), models=cfg.get("models"),
+                       loras=cfg.get("loras"), affinity=cfg.get("affinity"))
     if args.watch_stdin:
         threading.Thread(target=_watch_parent, args=(worker.wake,), name="parent-watch", daemon=True).start()
 

@@ -13,6 +13,12 @@ add_lora and writes them with train/lora.py's save_lora. To generate with one:
     record = lora_record(folder)          # None for an ordinary diffusers folder
     pipe = StableVideoDiffusionPipeline.from_pretrained(resolve(record["base"]).path, ...)
     apply_lora(pipe, folder)              # adds the adapters, loads them, merges them
+
+A server applies a served LoRA per job instead (jobs/worker.py), never merged:
+
+    adapter = read_adapter(folder)        # tensors, rank, alpha, targets: read once
+    attach_adapter(pipe.unet, adapter, scale)   # wraps the target layers for one job
+    detach_adapters(pipe.unet)            # the very same base layers back: the base runs exactly
 """
 
 from __future__ import annotations
@@ -108,3 +114,68 @@ def _rank_from(sd: dict) -> int:
         if "lora_A" in k:
             return int(v.shape[0])
     raise ModelUnavailable("LoRA file holds no lora_A weights.")
+
+
+# --------------------------------------------------------------------------- per-job adapters (the server)
+def _read_lora(folder) -> tuple[dict, dict, Path]:
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    record = lora_record(folder)
+    if record is None:
+        raise ModelUnavailable(f"{folder} is not a LoRA folder: its stillmotion.json names no base and lora file.")
+    path = folder / record["lora"]
+    if not path.is_file():
+        raise ModelUnavailable(f"LoRA weights {path} are missing; retrain or copy the whole folder.")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        sd = {k: f.get_tensor(k) for k in f.keys()}
+    return sd, meta, path
+
+
+def read_adapter(folder) -> dict:
+    """A LoRA folder's adapter, read once and kept in memory: its tensors, rank, alpha and target modules."""
+    sd, meta, path = _read_lora(folder)
+    rank = int(meta.get("rank", 0)) or _rank_from(sd)
+    return {"state": sd, "rank": rank, "alpha": float(meta.get("alpha", rank)), "path": path,
+            "targets": json.loads(meta["targets"]) if "targets" in meta else list(DEFAULT_TARGETS)}
+
+
+def attach_adapter(unet, adapter: dict, scale: float = 1.0) -> None:
+    """Wrap the UNet's target layers with the adapter (from read_adapter) at `scale`, unmerged: the base
+    weights are not touched, and detach_adapters() puts the very same layers back."""
+    _peft()
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.tuners.lora import LoraLayer
+
+    config = LoraConfig(r=adapter["rank"], lora_alpha=adapter["alpha"], init_lora_weights=True,
+                        target_modules=list(adapter["targets"]))
+    if not hasattr(unet, "_stillmotion_grads"):  # peft freezes the base; detach restores the flags exactly
+        unet._stillmotion_grads = {n: p.requires_grad for n, p in unet.named_parameters()}
+    inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
+    expected = lora_state_dict(unet)
+    sd = adapter["state"]
+    if set(sd) != set(expected) or any(sd[k].shape != expected[k].shape for k in sd):
+        detach_adapters(unet)
+        raise ModelUnavailable(f"LoRA weights {adapter['path']} do not fit this base model: retrain them on it.")
+    ref = next(iter(expected.values()))
+    unet.load_state_dict({k: v.to(device=ref.device, dtype=ref.dtype) for k, v in sd.items()}, strict=False)
+    for m in unet.modules():
+        if isinstance(m, LoraLayer):
+            m.set_scale(ADAPTER, float(scale))
+            m.requires_grad_(False)
+
+
+def detach_adapters(unet) -> None:
+    """Put back the layers attach_adapter() wrapped: the UNet is again exactly the base model."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(unet.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, LoraLayer):
+                setattr(module, child_name, child.get_base_layer())
+    grads = unet.__dict__.pop("_stillmotion_grads", None)
+    if grads is not None:
+        for n, p in unet.named_parameters():
+            p.requires_grad_(grads.get(n, p.requires_grad))
+    unet.__dict__.pop("peft_config", None)

@@ -259,6 +259,11 @@ def build_app(settings, *, replicas: Optional[int] = None, min_replicas: int = 1
 def start(settings, *, host: str = "0.0.0.0", port: int = 7860, address: Optional[str] = None,
           blocking: bool = False, queue_dir=None, **scaling):
     """Connect to (or start) Ray, create the store actor, and run the app on HTTP host:port."""
+    if settings.models or settings.loras:  # one model per replica for now (issue 15: several models per server)
+        from ..errors import InvalidInput
+
+        raise InvalidInput("--ray serves one model without LoRAs for now; drop the extra --model/--lora flags, "
+                           "or serve several models without --ray.")
     ray = require_ray()
     from ray import serve
 

@@ -45,6 +45,7 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store: JobStore = store if store is not None else SQLiteJobStore(settings.db_path)
         self.model_entry = entry_for(settings.engine.model)
+        self.model_entries = {settings.engine.model: self.model_entry}
         self.pool: Optional[WorkerPool] = pool
         self.send_webhooks = webhooks
         self.webhooks = None
@@ -142,6 +143,27 @@ class Services:
         recent = self.store.recent_durations()
         return int(min(300, max(1, round(statistics.median(recent)) if recent else 5)))
 
+    def entry(self, model: str):
+        """The registry entry (defaults) of a served model."""
+        if model not in self.model_entries:
+            from ..models.registry import entry_for
+
+            self.model_entries[model] = entry_for(model)
+        return self.model_entries[model]
+
+    def models_view(self) -> dict:
+        """/readyz's view of the served models: which are loaded where, and the swaps so far."""
+        workers = self.pool.describe() if self.pool is not None else []
+        loaded = {m for w in workers for m in (w.get("loaded") or [w.get("model")] if w.get("alive") else [])}
+        served = self.settings.served_models
+        return {
+            "models": [{"name": m, "default": i == 0, "loaded": m in loaded} for i, m in enumerate(served)],
+            "loras": sorted(self.settings.loras),
+            "loaded_model": next((w.get("model") for w in workers if w.get("model")), None),
+            "swaps": sum(int(w.get("swaps") or 0) for w in workers),
+            "swap_seconds": round(sum(float(w.get("swap_seconds") or 0) for w in workers), 3),
+        }
+
     def defaults(self) -> dict:
         import dataclasses
 
@@ -237,6 +259,7 @@ def _health_routes(app: FastAPI, svc: Services) -> None:
         if svc.pool is not None:
             body["workers"] = svc.pool.describe()
             body["worker"] = body["workers"][0] if body["workers"] else None
+        body.update(svc.models_view())
         return JSONResponse(body, status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"})
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics", operation_id="metrics")

@@ -187,7 +187,7 @@ def request_bodies() -> tuple[dict, dict]:
             schema = dict(inp.schema or {"type": "string"})
             json_props[name] = {**schema, "description": inp.description}
             form_props[name] = {"type": "string", "description": inp.description + " (JSON text)"} \
-                if inp.schema else {**schema, "description": inp.description}
+                if inp.kind == "object" else {**schema, "description": inp.description}
     json_props.update(spec_props)
     form_props.update({k: _not_null(v) for k, v in spec_props.items()})
     required = [name for name, inp in INPUTS.items() if inp.required]

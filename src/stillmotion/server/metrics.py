@@ -62,6 +62,16 @@ class StoreCollector:
                 gpu.add_metric([str(w["device"])], w["gpu_memory_bytes"])
         if gpu.samples:
             yield gpu
+        view = self.svc.models_view()
+        loaded = GaugeMetricFamily("stillmotion_model_loaded", "1 for each served model a worker holds in memory",
+                                   labels=["model", "default"])
+        for m in view["models"]:
+            loaded.add_metric([m["name"], "true" if m["default"] else "false"], 1 if m["loaded"] else 0)
+        yield loaded
+        yield CounterMetricFamily("stillmotion_model_swaps", "Models loaded after a worker's first (LRU swaps)",
+                                  value=view["swaps"])
+        yield CounterMetricFamily("stillmotion_model_swap_seconds", "Seconds spent unloading and loading models",
+                                  value=view["swap_seconds"])
 
 
 def make_registry(svc) -> CollectorRegistry:

@@ -10,12 +10,17 @@ from pathlib import Path
 from typing import Optional
 
 from ..engine.config import EngineConfig
+from ..jobs.store import AFFINITY_PASSES, AFFINITY_WAIT_S
 
 
 @dataclass
 class Settings:
     data_dir: Path = Path("stillmotion-data")
     engine: EngineConfig = field(default_factory=EngineConfig)  # model, device, threads, ... of every worker
+    models: tuple = ()  # further models served beside engine.model (the default); `serve --model A --model B`
+    loras: dict = field(default_factory=dict)  # served LoRA adapters: name -> a `stillmotion train --lora` folder
+    affinity_passes: int = AFFINITY_PASSES  # a queued job lets at most this many loaded-model jobs go first
+    affinity_wait: float = AFFINITY_WAIT_S  # ... and none once it has waited this many seconds
     warmup: bool = True
     workers: Optional[int] = None  # worker processes (None: one per visible GPU, one on a CPU)
     api_key: Optional[str] = None  # every /v1 call then needs Authorization: Bearer KEY
@@ -39,6 +44,22 @@ class Settings:
             self.api_key = os.environ.get("STILLMOTION_API_KEY") or None
         if self.webhook_secret is None:
             self.webhook_secret = os.environ.get("STILLMOTION_WEBHOOK_SECRET") or None
+        self.models = tuple(m for m in self.models if m != self.engine.model)
+        if len(set(self.models)) != len(self.models):
+            from ..errors import InvalidInput
+
+            raise InvalidInput("--model: each model once; the first one given is the default.")
+        self.loras = {str(k): Path(v).expanduser().absolute() for k, v in self.loras.items()}
+
+    @property
+    def served_models(self) -> list[str]:
+        """Every model this server runs; the first (engine.model) is a request's default."""
+        return [self.engine.model, *self.models]
+
+    @property
+    def engines(self) -> list[EngineConfig]:
+        """One EngineConfig per served model (the same settings, another model)."""
+        return [self.engine.replace(model=m) for m in self.served_models]
 
     @property
     def db_path(self) -> Path:
@@ -52,7 +73,11 @@ class Settings:
         """What a worker process is started with (JSON; jobs/worker.py reads it back). `device`: this
         worker's device, when the supervisor gives each its own GPU."""
         engine = self.engine.replace(device=device) if device else self.engine
-        return {"engine": engine.to_json(), "warmup": self.warmup, "poll": self.worker_poll}
+        out = {"engine": engine.to_json(), "warmup": self.warmup, "poll": self.worker_poll}
+        if self.models or self.loras:  # several models or adapters; one model alone keeps the plain worker
+            out.update(models=self.served_models, loras={k: str(v) for k, v in self.loras.items()},
+                       affinity={"max_passed": self.affinity_passes, "max_wait": self.affinity_wait})
+        return out
 
 
 def parse_ui_auth(value: Optional[str]) -> Optional[tuple[str, str]]:

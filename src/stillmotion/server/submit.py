@@ -39,6 +39,8 @@ class Submission:
     model: Optional[str] = None
     webhook: Optional[str] = None
     output_name: Optional[str] = None
+    lora: Optional[str] = None
+    lora_scale: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,10 @@ INPUTS: dict[str, Input] = {
     "image": Input("image", "the still image: a file (multipart), or base64, a data: URL or an http(s) URL (JSON)",
                    required=True),
     "end_image": Input("image", "optional: the image the video ends on (keyframes; the same forms as image)"),
-    "model": Input("text", "the model to run; must be the server's (leave it out for the server's model)"),
+    "model": Input("text", "the model to run: one the server serves (leave it out for its first, the default)"),
+    "lora": Input("text", "a LoRA adapter the server serves (`serve --lora NAME=FOLDER`), applied to this job only"),
+    "lora_scale": Input("number", "the LoRA's strength (with lora; default 1)",
+                        schema={"type": "number", "minimum": 0, "maximum": 4, "default": 1}),
     "webhook": Input("text", "an http(s) URL that gets the job (signed) when it ends"),
     "workflow": Input("object", "a ComfyUI API workflow (Workflow > Export (API)); its settings fill the spec, "
                       "the fields given beside it win", schema={"type": "object"}),
@@ -130,6 +135,11 @@ async def _form_submission(form) -> Submission:
             continue  # an empty form field means "default"
         elif INPUTS.get(key, _SPEC_FIELD).kind == "text":
             setattr(sub, key, value.strip())
+        elif INPUTS.get(key, _SPEC_FIELD).kind == "number":
+            try:
+                setattr(sub, key, float(value.strip()))
+            except ValueError:
+                raise InvalidInput(f"{key}: must be a number, got {value.strip()[:40]!r}.") from None
         else:
             sub.fields[key] = value.strip()
     return sub
@@ -158,6 +168,11 @@ def _parse_json(body: bytes) -> Submission:
         if v is not None and not isinstance(v, str):
             raise InvalidInput(f"{key}: must be a string.")
         setattr(sub, key, v)
+    for key in (k for k, i in INPUTS.items() if i.kind == "number"):
+        v = data.pop(key, None)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise InvalidInput(f"{key}: must be a number.")
+        setattr(sub, key, None if v is None else float(v))
     sub.fields = data
     return sub
 
@@ -186,9 +201,15 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
     if svc.draining:
         raise ServiceUnavailable("The server is shutting down and takes no new jobs; try again in a moment.",
                                  retry_after=10)
-    # 1. Model and spec
-    if sub.model and sub.model != model:
-        raise InvalidInput(f"model: this server runs {model!r}, got {sub.model!r}; leave model out or use it.")
+    # 1. Model, LoRA and spec
+    served = settings.served_models
+    if sub.model and sub.model not in served:
+        if len(served) == 1:
+            raise InvalidInput(f"model: this server runs {model!r}, got {sub.model!r}; leave model out or use it.")
+        raise InvalidInput(f"model: this server runs {', '.join(map(repr, served))}, got {sub.model!r}; "
+                           f"leave model out for {model!r} or name one of them.")
+    model = sub.model or model
+    lora = _check_lora(settings, sub, model)
     fields = sub.fields
     if "workflow" in fields:  # a ComfyUI API workflow: its settings, with the explicit fields over them
         from ..comfy import apply_workflow
@@ -217,14 +238,15 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
     fmt = _sniff_format(data)
     end = _read_end_image(sub, limit, public_only)
     # 3. Resolve the spec now, so the job shows its seed and sizes from the start
-    resolved = spec.resolve(svc.model_entry, pil.size)
+    resolved = spec.resolve(svc.entry(model), pil.size)
     if end is not None:
         from ..engine.keyframes import check_spec
 
         check_spec(resolved)
     request_hash = hashlib.sha256(
         hashlib.sha256(data).digest() + (hashlib.sha256(end).digest() if end is not None else b"")
-        + json.dumps([spec.model_dump(mode="json"), sub.model, sub.webhook], sort_keys=True).encode()
+        + json.dumps([spec.model_dump(mode="json"), sub.model, sub.webhook] + ([lora] if lora else []),
+                     sort_keys=True).encode()
     ).hexdigest()
     # 4. Keep the input under the job's folder, then queue the job
     job_id = new_job_id()
@@ -232,8 +254,8 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
     folder.mkdir(parents=True, exist_ok=True)
     name = f"input.{_EXT.get(fmt, 'img')}"
     (folder / name).write_bytes(data)
-    if batch is not None or sub.output_name:
-        (folder / RECORD_FILE).write_text(json.dumps({"batch": batch, "output_name": sub.output_name}))
+    if batch is not None or sub.output_name or lora:
+        (folder / RECORD_FILE).write_text(json.dumps({"batch": batch, "output_name": sub.output_name, **(lora or {})}))
     if end is not None:  # the worker finds it by name (jobs/worker.py END_IMAGE)
         (folder / f"{END_IMAGE}.{_EXT.get(_sniff_format(end), 'img')}").write_bytes(end)
     try:
@@ -268,6 +290,27 @@ def _read_end_image(sub: Submission, limit: int, public_only: bool) -> Optional[
             raise ImageTooLarge(f"The end image is {_mb(len(data))}, over the {_mb(limit)} upload limit (--max-upload-mb).")
     images.load_image(data, max_bytes=limit)
     return data
+
+
+def _check_lora(settings, sub: Submission, model: str) -> Optional[dict]:
+    """The job's LoRA and scale ({"lora", "lora_scale"}), or None; an unknown one is refused naming the served."""
+    if sub.lora is None:
+        if sub.lora_scale is not None:
+            raise InvalidInput("lora_scale: give it with lora (a served LoRA adapter).")
+        return None
+    served = settings.loras
+    if sub.lora not in served:
+        have = ", ".join(map(repr, served)) if served else "none (start it with --lora NAME=FOLDER)"
+        raise InvalidInput(f"lora: this server serves {have}; got {sub.lora!r}.")
+    scale = 1.0 if sub.lora_scale is None else sub.lora_scale
+    if not 0 <= scale <= 4:
+        raise InvalidInput(f"lora_scale: between 0 and 4, got {scale:g}.")
+    from ..models.lora import lora_record
+
+    base = (lora_record(served[sub.lora]) or {}).get("base")
+    if base in settings.served_models and base != model:
+        raise InvalidInput(f"lora: {sub.lora!r} was trained on {base!r}; send model={base!r} with it.")
+    return {"lora": sub.lora, "lora_scale": scale}
 
 
 def _check_output_name(name: str, fmt: str) -> None:

@@ -5,7 +5,10 @@ does, with source "ui") and then follows it in the store, feeding gr.Progress
 (denoising steps, then decoding). Cancel flags the session's running job in
 the store. The gallery lists recent jobs from the queue, API jobs included.
 The function behind Generate is also the UI's API endpoint `/generate`
-(gradio_client: `client.predict(..., api_name="/generate")`).
+(gradio_client: `client.predict(..., api_name="/generate")`). A server with a
+choice (several models, or LoRAs) shows a model and LoRA picker; its three
+inputs (model, lora, lora_scale) come last, after end_image, so calls made
+without them still work.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .views import iso
 
 PLAYABLE = ("mp4", "webm")
 PREVIEW_SIDE = 384
+NO_LORA = "none"
 
 
 class UI:
@@ -36,8 +40,8 @@ class UI:
 
     # ------------------------------------------------------------------ generate / cancel
     def generate(self, image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
-                 min_cfg, max_cfg, decode_chunk, fmt, end_image=None, request: gr.Request = None,
-                 progress=gr.Progress()):
+                 min_cfg, max_cfg, decode_chunk, fmt, end_image=None, model=None, lora=None, lora_scale=None,
+                 request: gr.Request = None, progress=gr.Progress()):
         if not image:
             raise gr.Error("Upload an image first.")
         fields = {
@@ -51,8 +55,11 @@ class UI:
         try:
             data = Path(image).read_bytes()
             end = dict(end_image=Path(end_image).read_bytes(), end_filename=Path(end_image).name) if end_image else {}
-            job, _ = submit(self.svc, Submission(image=data, filename=Path(image).name, fields=fields, **end),
-                            source="ui")
+            picks = dict(model=model or None, lora=None if lora in (None, "", NO_LORA) else lora)
+            if picks["lora"] is not None and lora_scale is not None:
+                picks["lora_scale"] = float(lora_scale)
+            job, _ = submit(self.svc, Submission(image=data, filename=Path(image).name, fields=fields, **end,
+                                                 **picks), source="ui")
         except StillmotionError as e:
             raise gr.Error(e.message) from None
         session = getattr(request, "session_hash", None) or job.id
@@ -166,6 +173,19 @@ def _int(v) -> Optional[int]:
     return int(round(float(v)))
 
 
+def _picker(svc) -> list:
+    """The model and LoRA picker, only when the server has a choice: [model, lora, lora_scale], else []."""
+    models, loras = svc.settings.served_models, sorted(svc.settings.loras)
+    if len(models) == 1 and not loras:
+        return []
+    with gr.Row():
+        model = gr.Dropdown(models, value=models[0], label="Model", visible=len(models) > 1, elem_id="sm-model")
+        lora = gr.Dropdown([NO_LORA, *loras], value=NO_LORA, label="LoRA", visible=bool(loras), elem_id="sm-lora")
+        scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="LoRA strength", visible=bool(loras),
+                          elem_id="sm-lora-scale")
+    return [model, lora, scale]
+
+
 def build_ui(svc) -> gr.Blocks:
     ui = UI(svc)
     d = svc.model_entry.defaults
@@ -191,6 +211,7 @@ def build_ui(svc) -> gr.Blocks:
                 steps = gr.Slider(1, 100, value=d.num_inference_steps, step=1, label="Denoising steps", elem_id="sm-steps")
                 motion = gr.Slider(1, 255, value=d.motion_bucket_id, step=1, label="Motion strength (motion_bucket_id)")
                 noise = gr.Slider(0.0, 1.0, value=d.noise_aug_strength, step=0.01, label="Noise augmentation")
+                picker = _picker(svc)
                 with gr.Accordion("Advanced settings", open=False):
                     with gr.Row():
                         width = gr.Number(label="Width (0: from the image)", value=0, precision=0, elem_id="sm-width")
@@ -215,7 +236,7 @@ def build_ui(svc) -> gr.Blocks:
             refresh = gr.Button("Refresh", size="sm")
 
         inputs = [image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
-                  min_cfg, max_cfg, decode_chunk, fmt, end_image]
+                  min_cfg, max_cfg, decode_chunk, fmt, end_image, *picker]
         for comp in (image, width, height, resize):
             comp.change(ui.preview, [image, width, height, resize], [crop, crop_note], show_progress="hidden",
                         api_name=False, concurrency_limit=None)
