@@ -77,18 +77,7 @@ def lora_record(folder) -> Optional[dict]:
 def apply_lora(pipe, folder, *, merge: bool = True):
     """Add the folder's LoRA adapters to pipe.unet and load their weights (merged into the UNet by default)."""
     _peft()
-    from safetensors import safe_open
-
-    folder = Path(folder)
-    record = lora_record(folder)
-    if record is None:
-        raise ModelUnavailable(f"{folder} is not a LoRA folder: its stillmotion.json names no base and lora file.")
-    path = folder / record["lora"]
-    if not path.is_file():
-        raise ModelUnavailable(f"LoRA weights {path} are missing; retrain or copy the whole folder.")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        sd = {k: f.get_tensor(k) for k in f.keys()}
+    sd, meta, path = _read_lora(folder)
     rank = int(meta.get("rank", 0)) or _rank_from(sd)
     alpha = float(meta.get("alpha", rank))
     targets = json.loads(meta["targets"]) if "targets" in meta else DEFAULT_TARGETS
@@ -97,7 +86,8 @@ def apply_lora(pipe, folder, *, merge: bool = True):
     dtype = next(unet.parameters()).dtype
     expected = lora_state_dict(unet)
     if set(sd) != set(expected) or any(sd[k].shape != expected[k].shape for k in sd):
-        raise ModelUnavailable(f"LoRA weights {path} do not fit this base model: retrain them on {record['base']}.")
+        raise ModelUnavailable(f"LoRA weights {path} do not fit this base model: retrain them on "
+                               f"{lora_record(folder)['base']}.")
     unet.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=False)
     unet.requires_grad_(False)
     if merge:
