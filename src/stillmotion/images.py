@@ -195,6 +195,21 @@ def _icc_to_srgb(im: Image.Image, icc: bytes | None, mode: str) -> Image.Image |
 # --------------------------------------------------------------------------- sizing
 
 
+def open_input(image, source: str | None = None) -> tuple[Image.Image, dict]:
+    """An input image (path, URL, bytes or PIL image) -> (RGB PIL image, what a sidecar records of it:
+    source, sha256 of the bytes and size). `source` names where bytes came from."""
+    if isinstance(image, Image.Image):
+        pil, info = image.convert("RGB"), {}
+    else:
+        from .sources import sha256_of
+
+        data, where = read_source_bytes(image)
+        pil = load_image(data)
+        info = {"source": source or where, "sha256": sha256_of(data)}
+    info["size"] = list(pil.size)
+    return pil, info
+
+
 def crop_box(image_size: tuple[int, int], width: int, height: int, resize: str) -> dict:
     """What prepare() will do to an image of `image_size`, in source pixels for
     "crop" ({"mode": "crop", "box": (l, t, r, b)}) and output pixels for "pad"

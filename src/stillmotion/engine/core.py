@@ -213,21 +213,12 @@ class Engine:
         or a list of them: keyframes after the first) makes the video end on it (keyframes.py);
         `end_source` names where its bytes came from (one name, or a list).
         """
-        from PIL import Image
-
-        from .. import images, sources
+        from .. import images
 
         with self._lock:
             t0 = time.perf_counter()
             # 1. Load and check the image
-            input_info: dict[str, Any] = {}
-            if isinstance(image, Image.Image):
-                pil = image.convert("RGB")
-            else:
-                data, where = sources.read_source_bytes(image)
-                pil = images.load_image(data)
-                input_info = {"source": source or where, "sha256": sources.sha256_of(data)}
-            input_info["size"] = list(pil.size)
+            pil, input_info = images.open_input(image, source)
             ends: list = []  # the end image, or the keyframes after the first (keyframes.py)
             if end_image is not None:
                 from .keyframes import load_end_images

@@ -46,9 +46,7 @@ MAX_KEYFRAMES = 32
 def load_end_images(end_image, end_source=None) -> tuple[list, object]:
     """The end image (or the keyframes after the first), loaded like the first image -> (PIL images,
     what the sidecar's "input" records: {source, sha256, size}, or a list of them for several)."""
-    from PIL import Image
-
-    from .. import images, sources
+    from .. import images
 
     many = isinstance(end_image, (list, tuple))
     items = list(end_image) if many else [end_image]
@@ -59,14 +57,7 @@ def load_end_images(end_image, end_source=None) -> tuple[list, object]:
         raise InvalidInput(f"keyframes: at most {MAX_KEYFRAMES + 1} images, got {len(items) + 1}.")
     pils, infos = [], []
     for item, name in zip(items, names + [None] * (len(items) - len(names))):
-        info: dict = {}
-        if isinstance(item, Image.Image):
-            pil = item.convert("RGB")
-        else:
-            data, where = sources.read_source_bytes(item)
-            pil = images.load_image(data)
-            info = {"source": name or where, "sha256": sources.sha256_of(data)}
-        info["size"] = list(pil.size)
+        pil, info = images.open_input(item, name)
         pils.append(pil)
         infos.append(info)
     return pils, (infos if many and len(infos) > 1 else infos[0])
