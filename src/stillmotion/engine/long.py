@@ -106,6 +106,43 @@ def blend_seam(old: np.ndarray, new: np.ndarray, interp) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------
+SEED_RULE = "segment 0: seed; segment k: sha256('stillmotion-segment:{seed}:{k}')[:4]"
+
+
+class _Chain:
+    """What chained segments share: cancel and progress per segment, the segment seeds, summed stage
+    timings and one RunRecord that collects every segment's fallbacks and keeps the last one's plan."""
+
+    def __init__(self, spec: GenerationSpec, count: int):
+        self.spec, self.count = spec, count
+        self.run = RunRecord(segments=[])
+        self.sums = {"encode": 0.0, "denoise": 0.0, "decode": 0.0}
+        self.seconds: list[float] = []
+
+    def sample(self, sample: SampleFn, k: int, cond, report: ProgressFn, cancel: CancelFn, spec_changes: dict,
+               **kwargs) -> tuple[np.ndarray, int, RunRecord]:
+        """Segment k sampled from `cond` -> (its frames, its seed, its RunRecord)."""
+        if cancel():
+            raise Cancelled()
+        lo, hi = 0.98 * k / self.count, 0.98 * (k + 1) / self.count
+        report(Progress("segment", k, self.count, lo, f"segment {k + 1}/{self.count}"))
+        seed = segment_seed(self.spec.seed, k)
+        t0 = time.perf_counter()
+        frames, seg = sample(cond, self.spec.update(seed=seed, **spec_changes), report, cancel, (lo, hi), **kwargs)
+        self.seconds.append(round(time.perf_counter() - t0, 4))
+        for key in self.sums:
+            self.sums[key] += float(seg.timings.get(key, 0.0))
+        run = self.run
+        run.fallbacks.extend(seg.fallbacks)
+        run.memory, run.speed, run.decode_chunk_size = seg.memory, seg.speed, seg.decode_chunk_size
+        return frames, seed, seg
+
+    def finish(self) -> RunRecord:
+        self.run.timings = {key: round(v, 4) for key, v in self.sums.items()}
+        self.run.timings["segments"] = self.seconds
+        return self.run
+
+
 def generate_long(sample: SampleFn, image, spec: GenerationSpec, report: ProgressFn, cancel: CancelFn
                   ) -> tuple[np.ndarray, float, RunRecord]:
     """Chained segments for spec.duration / spec.segments -> (frames, fps, what the chain did).
@@ -121,9 +158,7 @@ def generate_long(sample: SampleFn, image, spec: GenerationSpec, report: Progres
     n, overlap, count, total = p["frames_per_segment"], p["overlap"], p["segments"], p["target_frames"]
     step = n - overlap
     interp = FlowInterpolator()
-    run = RunRecord(segments=[])
-    sums = {"encode": 0.0, "denoise": 0.0, "decode": 0.0}
-    seg_seconds: list[float] = []
+    chain = _Chain(spec, count)
     out: np.ndarray | None = None
     ref = None
     first_raw = last_raw = last_matched = None
@@ -131,19 +166,7 @@ def generate_long(sample: SampleFn, image, spec: GenerationSpec, report: Progres
 
     for k in range(count):
         # 2. Sample segment k from the current conditioning frame
-        if cancel():
-            raise Cancelled()
-        lo, hi = 0.98 * k / count, 0.98 * (k + 1) / count
-        report(Progress("segment", k, count, lo, f"segment {k + 1}/{count}"))
-        seed = segment_seed(spec.seed, k)
-        seg_spec = spec.update(seed=seed, duration=None, segments=None)
-        t0 = time.perf_counter()
-        raw, seg = sample(cond, seg_spec, report, cancel, (lo, hi))
-        seg_seconds.append(round(time.perf_counter() - t0, 4))
-        for key in sums:
-            sums[key] += float(seg.timings.get(key, 0.0))
-        run.fallbacks.extend(seg.fallbacks)
-        run.memory, run.speed, run.decode_chunk_size = seg.memory, seg.speed, seg.decode_chunk_size
+        raw, seed, _ = chain.sample(sample, k, cond, report, cancel, {"duration": None, "segments": None})
 
         # 3. Hold the colours to the first segment's
         if k == 0:
@@ -160,7 +183,7 @@ def generate_long(sample: SampleFn, image, spec: GenerationSpec, report: Progres
         else:
             seam = blend_seam(out[seam_at : seam_at + overlap], frames[:overlap], interp) if overlap else frames[:0]
             out = np.concatenate([out[:seam_at], seam, frames[overlap:]], axis=0)
-        run.segments.append({
+        chain.run.segments.append({
             "index": k,
             "seed": seed,
             "frames": int(len(raw)),
@@ -175,12 +198,11 @@ def generate_long(sample: SampleFn, image, spec: GenerationSpec, report: Progres
 
     assert out is not None
     out = out[:total]
-    run.timings = {key: round(v, 4) for key, v in sums.items()}
-    run.timings["segments"] = seg_seconds
+    run = chain.finish()
     run.long = {
         **p,
         "frames": int(len(out)),
-        "seed_rule": "segment 0: seed; segment k: sha256('stillmotion-segment:{seed}:{k}')[:4]",
+        "seed_rule": SEED_RULE,
         "colour_match": "lab-mean-std",
         "seam_blend": "flow",
         "colour_drift_raw": quality.colour_drift(first_raw, last_raw),  # first vs last segment as sampled (delta E of mean Lab)
@@ -200,32 +222,18 @@ def generate_keyframes(sample: SampleFn, image, keyframes: list, spec: Generatio
     on it, and the frame is kept once (segment k+1's, whose first frame is set to the keyframe's
     latent). Anchored on real images at both ends, segments need no colour matching or seam morphing.
     Seeds as for long videos: segment 0 the spec's seed, segment k one derived from it."""
-    n, count = spec.num_frames, len(keyframes)
-    run = RunRecord(segments=[])
-    sums = {"encode": 0.0, "denoise": 0.0, "decode": 0.0}
-    seg_seconds: list[float] = []
+    count = len(keyframes)
+    chain = _Chain(spec, count)
     out: np.ndarray | None = None
     starts = [image, *keyframes[:-1]]
     for k in range(count):
-        if cancel():
-            raise Cancelled()
-        lo, hi = 0.98 * k / count, 0.98 * (k + 1) / count
-        report(Progress("segment", k, count, lo, f"segment {k + 1}/{count}"))
-        seed = segment_seed(spec.seed, k)
-        t0 = time.perf_counter()
-        frames, seg = sample(starts[k], spec.update(seed=seed), report, cancel, (lo, hi), end_image=keyframes[k])
-        seg_seconds.append(round(time.perf_counter() - t0, 4))
-        for key in sums:
-            sums[key] += float(seg.timings.get(key, 0.0))
-        run.fallbacks.extend(seg.fallbacks)
-        run.memory, run.speed, run.decode_chunk_size, run.keyframes = seg.memory, seg.speed, seg.decode_chunk_size, seg.keyframes
+        frames, seed, seg = chain.sample(sample, k, starts[k], report, cancel, {}, end_image=keyframes[k])
+        chain.run.keyframes = seg.keyframes
         seam_at = 0 if out is None else len(out) - 1
         out = frames if out is None else np.concatenate([out[:-1], frames], axis=0)
-        run.segments.append({"index": k, "seed": seed, "frames": int(len(frames)), "seam_at": seam_at,
+        chain.run.segments.append({"index": k, "seed": seed, "frames": int(len(frames)), "seam_at": seam_at,
                              "conditioned_on": ["image" if k == 0 else f"keyframe {k}", f"keyframe {k + 1}"]})
     assert out is not None
-    run.timings = {key: round(v, 4) for key, v in sums.items()}
-    run.timings["segments"] = seg_seconds
-    run.keyframes = {**(run.keyframes or {}), "pairs": count, "frames": int(len(out)),
-                     "seed_rule": "segment 0: seed; segment k: sha256('stillmotion-segment:{seed}:{k}')[:4]"}
+    run = chain.finish()
+    run.keyframes = {**(run.keyframes or {}), "pairs": count, "frames": int(len(out)), "seed_rule": SEED_RULE}
     return out, float(spec.fps), run
