@@ -122,17 +122,24 @@ def _ae_attn(rest: str) -> str:
     return f"{names.get(mod, mod)}.{p}"
 
 
+def _ae_shared_rename(k: str, side: str, temporal: bool) -> str | None:
+    """The parts the VAE's encoder and decoder name alike (conv_in/out, norm_out, the mid block) -> key under `side.`."""
+    for a, b in {"conv_in.": "conv_in.", "conv_out.": "conv_out.", "norm_out.": "conv_norm_out."}.items():
+        if k.startswith(a):
+            return f"{side}." + b + k[len(a):]
+    if m := re.match(r"mid\.block_(\d)\.(.+)", k):
+        return f"{side}.mid_block.resnets.{int(m.group(1)) - 1}.{_ae_resnet(m.group(2), temporal)}"
+    if m := re.match(r"mid\.attn_1\.(.+)", k):
+        return f"{side}.mid_block.attentions.0.{_ae_attn(m.group(1))}"
+    return None
+
+
 def _decoder_rename(k: str, levels: int, temporal: bool) -> str | None:
     """k without the `first_stage_model.decoder.` prefix -> key under the diffusers `decoder.`."""
     if k.startswith("conv_out.time_mix_conv."):
         return "decoder.time_conv_out." + k[len("conv_out.time_mix_conv."):] if temporal else None
-    for a, b in {"conv_in.": "conv_in.", "conv_out.": "conv_out.", "norm_out.": "conv_norm_out."}.items():
-        if k.startswith(a):
-            return "decoder." + b + k[len(a):]
-    if m := re.match(r"mid\.block_(\d)\.(.+)", k):
-        return f"decoder.mid_block.resnets.{int(m.group(1)) - 1}.{_ae_resnet(m.group(2), temporal)}"
-    if m := re.match(r"mid\.attn_1\.(.+)", k):
-        return f"decoder.mid_block.attentions.0.{_ae_attn(m.group(1))}"
+    if shared := _ae_shared_rename(k, "decoder", temporal):
+        return shared
     if m := re.match(r"up\.(\d+)\.block\.(\d+)\.(.+)", k):
         return f"decoder.up_blocks.{levels - 1 - int(m.group(1))}.resnets.{m.group(2)}.{_ae_resnet(m.group(3), temporal)}"
     if m := re.match(r"up\.(\d+)\.upsample\.(.+)", k):
@@ -142,13 +149,8 @@ def _decoder_rename(k: str, levels: int, temporal: bool) -> str | None:
 
 def _encoder_rename(k: str) -> str | None:
     """k without the `...encoder.` prefix -> key under the diffusers `encoder.`."""
-    for a, b in {"conv_in.": "conv_in.", "conv_out.": "conv_out.", "norm_out.": "conv_norm_out."}.items():
-        if k.startswith(a):
-            return "encoder." + b + k[len(a):]
-    if m := re.match(r"mid\.block_(\d)\.(.+)", k):
-        return f"encoder.mid_block.resnets.{int(m.group(1)) - 1}.{_ae_resnet(m.group(2), False)}"
-    if m := re.match(r"mid\.attn_1\.(.+)", k):
-        return f"encoder.mid_block.attentions.0.{_ae_attn(m.group(1))}"
+    if shared := _ae_shared_rename(k, "encoder", False):
+        return shared
     if m := re.match(r"down\.(\d+)\.block\.(\d+)\.(.+)", k):
         return f"encoder.down_blocks.{m.group(1)}.resnets.{m.group(2)}.{_ae_resnet(m.group(3), False)}"
     if m := re.match(r"down\.(\d+)\.downsample\.(.+)", k):
