@@ -99,11 +99,8 @@ class BatchRunner:
                     if following is not None:
                         self.emit("not_run", following.index, error="cancelled")
                     break
-                except StillmotionError as e:
-                    self.emit("failed", item.index, error=e.message, seconds=round(time.perf_counter() - t0, 3))
                 except Exception as e:  # noqa: BLE001 - one item's bug must not end the batch
-                    self.emit("failed", item.index, error=f"internal error: {type(e).__name__}: {e}",
-                              seconds=round(time.perf_counter() - t0, 3))
+                    self.emit("failed", item.index, error=item_error(e), seconds=round(time.perf_counter() - t0, 3))
                 else:
                     # 3. Hand the frames to the writer; wait for the previous video first (bounded memory)
                     self._finish(pending)
@@ -219,6 +216,11 @@ def _release_memory() -> None:
 def save_result(result, item: Item) -> None:
     """Video and NAME.json, atomically (the writer keeps run-dependent keys out of the video's bytes)."""
     result.save(item.output, format=result.spec.format)
+
+
+def item_error(e: Exception) -> str:
+    """What a failed batch item records: a stillmotion error's message, or an unexpected error's type and text."""
+    return e.message if isinstance(e, StillmotionError) else f"internal error: {type(e).__name__}: {e}"
 
 
 def remove_stale_temps(items) -> int:

@@ -121,7 +121,7 @@ def batch_on_server(server: str, api_key: Optional[str], plan, *, concurrency: i
     sidecars (with the batch key a local run records) and report as a local batch. Returns the Controller."""
     from .. import images, sources
     from ..batch.control import Controller
-    from ..batch.run import remove_stale_temps
+    from ..batch.run import item_error, remove_stale_temps
 
     todo = plan.to_run
     for item in todo:
@@ -169,11 +169,8 @@ def batch_on_server(server: str, api_key: Optional[str], plan, *, concurrency: i
             _fetch(client, job, item.output, item.sidecar, patch)
         except Cancelled:
             ctl.handle("not_run", item.index, error="cancelled")
-        except StillmotionError as e:
-            ctl.handle("failed", item.index, error=e.message, seconds=round(time.perf_counter() - t0, 3))
         except Exception as e:  # noqa: BLE001 - one item's bug must not end the batch
-            ctl.handle("failed", item.index, error=f"internal error: {type(e).__name__}: {e}",
-                       seconds=round(time.perf_counter() - t0, 3))
+            ctl.handle("failed", item.index, error=item_error(e), seconds=round(time.perf_counter() - t0, 3))
         else:
             ctl.handle("done", item.index, seconds=round(time.perf_counter() - t0, 3))
 

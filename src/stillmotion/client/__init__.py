@@ -15,8 +15,8 @@
 - resume an interrupted download with a Range request, and write the file whole or not at all;
 - raise the errors of stillmotion.errors from the server's error codes (InvalidInput for 422, ...).
 
-The request building and answer reading are shared (common.py); the two classes (sync.py, aio.py) only
-do the I/O.
+The request building, answer reading and retry state (when to retry, resume or give up) are shared
+(common.py); the two classes (sync.py, aio.py) only do the I/O.
 """
 
 from .aio import AsyncClient

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import time
-import uuid
 from pathlib import Path
 from typing import Optional, Union
 
 import httpx
 
-from .. import errors
 from .common import (
-    _Again, _backoff, check, _CONNECTION_ERRORS, _finish_part, ImageArg, OnEvent,
-    _part_path, retry_after, RETRY_STATUSES, server_from_env, SpecArg, SSEParser, submit_request, TERMINAL,
-    _unreachable,
+    _Again, auth_headers, check, _CONNECTION_ERRORS, _Download, _EventStream, ImageArg, is_last, list_params,
+    OnEvent, _Retrying, server_from_env, SpecArg, submit_request,
 )
 
 
@@ -26,11 +21,9 @@ class AsyncClient:
     def __init__(self, base_url: Optional[str] = None, api_key: Optional[str] = None, *, timeout: float = 60.0,
                  retries: int = 5, busy_for: float = 900.0, http: Optional[httpx.AsyncClient] = None):
         self.base_url = server_from_env(base_url)
-        api_key = api_key if api_key is not None else os.environ.get("STILLMOTION_API_KEY") or None
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.retries = retries  # tries after a dropped connection
         self.busy_for = busy_for  # seconds to keep retrying 503/429 (after each Retry-After) before giving up
-        self.http = http or httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.http = http or httpx.AsyncClient(base_url=self.base_url, headers=auth_headers(api_key), timeout=timeout)
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -42,34 +35,29 @@ class AsyncClient:
         await self.http.aclose()
 
     async def _request(self, method: str, url: str, **kw) -> httpx.Response:
-        busy_until, failures = time.monotonic() + self.busy_for, 0
+        tries = _Retrying(self.base_url, self.retries, self.busy_for)
         while True:
             try:
                 r = await self.http.request(method, url, **kw)
             except _CONNECTION_ERRORS as e:
-                failures += 1
-                if failures > self.retries:
-                    raise _unreachable(self.base_url, e) from None
-                await asyncio.sleep(_backoff(failures - 1))
+                await asyncio.sleep(tries.dropped(e))
                 continue
-            if r.status_code in RETRY_STATUSES and time.monotonic() + retry_after(r) < busy_until:
-                await asyncio.sleep(retry_after(r))
-                continue
-            return check(r)
+            if (wait := tries.busy(r)) is None:
+                return check(r)
+            await asyncio.sleep(wait)
 
     async def submit(self, image: ImageArg, spec: SpecArg = None, *, idempotency_key: Optional[str] = None,
                      model: Optional[str] = None, webhook: Optional[str] = None, inputs: Optional[dict] = None,
                      **fields) -> dict:
-        kw = submit_request(image, spec, fields, model=model, webhook=webhook, inputs=inputs)
-        headers = {"Idempotency-Key": idempotency_key or f"sm-{uuid.uuid4().hex}"}
-        return (await self._request("POST", "/v1/videos", headers=headers, **kw)).json()
+        kw = submit_request(image, spec, fields, model=model, webhook=webhook, inputs=inputs,
+                            idempotency_key=idempotency_key)
+        return (await self._request("POST", "/v1/videos", **kw)).json()
 
     async def get(self, job_id: str) -> dict:
         return (await self._request("GET", f"/v1/videos/{job_id}")).json()
 
     async def list(self, *, status: Optional[str] = None, limit: int = 20, cursor: Optional[str] = None) -> dict:
-        params = {k: v for k, v in (("status", status), ("limit", limit), ("cursor", cursor)) if v is not None}
-        return (await self._request("GET", "/v1/videos", params=params)).json()
+        return (await self._request("GET", "/v1/videos", params=list_params(status, limit, cursor))).json()
 
     async def cancel(self, job_id: str) -> dict:
         return (await self._request("POST", f"/v1/videos/{job_id}/cancel")).json()
@@ -79,69 +67,46 @@ class AsyncClient:
 
     async def wait(self, job_id: str, *, on_event: Optional[OnEvent] = None, reconnect_for: float = 300.0) -> dict:
         """Follow the job's event stream (reconnecting with Last-Event-ID) until it ends; the final job."""
-        last_id: Optional[str] = None
-        failing_since: Optional[float] = None
-        attempt = 0
+        stream = _EventStream(job_id, reconnect_for)
         while True:
-            headers = {"Accept": "text/event-stream", **({"Last-Event-ID": last_id} if last_id else {})}
             try:
-                async with self.http.stream("GET", f"/v1/videos/{job_id}/events", headers=headers,
+                async with self.http.stream("GET", stream.url, headers=stream.headers(),
                                             timeout=httpx.Timeout(30.0, read=60.0)) as r:
-                    if r.status_code in RETRY_STATUSES:
-                        raise _Again(retry_after(r))
+                    stream.opened(r)
                     if r.status_code >= 400:
                         await r.aread()
                         check(r)
-                    failing_since, attempt = None, 0
-                    parser = SSEParser()
+                    stream.connected()
                     async for line in r.aiter_lines():
-                        got = parser.feed(line)
-                        if got is None:
+                        if (got := stream.event(line)) is None:
                             continue
-                        eid, name, data = got
-                        last_id = eid or last_id
-                        job = json.loads(data)
+                        name, job = got
                         if on_event is not None:
                             on_event(name, job)
-                        if name in TERMINAL or name == "deleted":
+                        if is_last(name):
                             return job
             except httpx.ReadTimeout:
                 continue
             except (_Again, httpx.TransportError) as e:
-                now = time.monotonic()
-                failing_since = failing_since or now
-                if now - failing_since > reconnect_for:
-                    raise errors.ServiceUnavailable(f"Lost the event stream of job {job_id} for over "
-                                                    f"{reconnect_for:g} s; the job may still run on the server.")
-                await asyncio.sleep(e.seconds if isinstance(e, _Again) else _backoff(attempt))
-                attempt += 1
+                await asyncio.sleep(stream.lost(e))
 
     async def download(self, job_id: str, path: Union[str, os.PathLike], *, variant: str = "video") -> Path:
-        path = Path(path)
-        part = _part_path(path, job_id, variant)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        dl = _Download(path, job_id, variant, self.retries)
         for attempt in range(self.retries + 1):
-            have = part.stat().st_size if part.exists() else 0
-            headers = {"Range": f"bytes={have}-"} if have else {}
             try:
-                async with self.http.stream("GET", f"/v1/videos/{job_id}/content", params={"variant": variant},
-                                            headers=headers) as r:
-                    if r.status_code == 416 and have:
-                        return _finish_part(part, path, r, have)
-                    if r.status_code in RETRY_STATUSES and attempt < self.retries:
-                        await asyncio.sleep(retry_after(r))
+                async with self.http.stream("GET", dl.url, params=dl.params, headers=dl.headers()) as r:
+                    if dl.already_whole(r):
+                        return dl.finish(r)
+                    if (wait := dl.busy(r, attempt)) is not None:
+                        await asyncio.sleep(wait)
                         continue
                     if r.status_code >= 400:
                         await r.aread()
                         check(r)
-                    with open(part, "ab" if r.status_code == 206 else "wb") as f:
+                    with dl.open(r) as f:
                         async for chunk in r.aiter_bytes():
                             f.write(chunk)
-                    return _finish_part(part, path, r, None)
+                    return dl.finish(r)
             except httpx.TransportError:
-                if attempt == self.retries:
-                    raise errors.ServiceUnavailable(f"The download of job {job_id} kept breaking off; run it again "
-                                                    "to resume it.") from None
-                await asyncio.sleep(_backoff(attempt))
-        raise errors.ServiceUnavailable(f"The server stayed busy; the download of job {job_id} did not finish.")
-
+                await asyncio.sleep(dl.broke(attempt))
+        raise dl.stayed_busy()

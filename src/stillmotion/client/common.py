@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -40,13 +42,16 @@ def _spec_fields(spec: SpecArg, fields: dict) -> dict:
 
 
 def submit_request(image: ImageArg, spec: SpecArg, fields: dict, *, model: Optional[str] = None,
-                   webhook: Optional[str] = None, inputs: Optional[dict] = None) -> dict:
+                   webhook: Optional[str] = None, inputs: Optional[dict] = None,
+                   idempotency_key: Optional[str] = None) -> dict:
     """httpx request keywords for POST /v1/videos: multipart with the file's bytes, or JSON with an image URL.
-    `inputs`: the request's other inputs (server/submit.INPUTS: workflow, batch, ...)."""
+    `inputs`: the request's other inputs (server/submit.INPUTS: workflow, batch, ...). Without
+    `idempotency_key` a fresh one is sent, so the client's retries never queue the video twice."""
+    headers = {"Idempotency-Key": idempotency_key or f"sm-{uuid.uuid4().hex}"}
     data = _spec_fields(spec, fields)
     extra = {k: v for k, v in (("model", model), ("webhook", webhook), *(inputs or {}).items()) if v is not None}
     if isinstance(image, str) and image.lower().startswith(("http://", "https://", "data:")):
-        return {"json": {"image": image, **data, **extra}}
+        return {"json": {"image": image, **data, **extra}, "headers": headers}
     if isinstance(image, bytes):  # a `name` attribute, if any, is what the sidecar records as its source
         content, name = bytes(image), getattr(image, "name", None) or "image"
     else:
@@ -55,7 +60,7 @@ def submit_request(image: ImageArg, spec: SpecArg, fields: dict, *, model: Optio
             raise errors.InvalidInput(f"{path}: no such image file.")
         content, name = path.read_bytes(), path.name
     form = {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in {**data, **extra}.items()}
-    return {"files": {"image": (name, content, "application/octet-stream")}, "data": form}
+    return {"files": {"image": (name, content, "application/octet-stream")}, "data": form, "headers": headers}
 
 
 def _error_classes() -> tuple[dict[str, type], dict[int, type]]:
@@ -139,8 +144,14 @@ class SSEParser:
         return None
 
 
-def _part_path(path: Path, job_id: str, variant: str) -> Path:
-    return path.with_name(f".{path.name}.{job_id}.{variant}.part")
+def auth_headers(api_key: Optional[str]) -> dict:
+    """The Authorization header for `api_key` (default: STILLMOTION_API_KEY); none without a key."""
+    api_key = api_key if api_key is not None else os.environ.get("STILLMOTION_API_KEY") or None
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def list_params(status: Optional[str], limit: int, cursor: Optional[str]) -> dict:
+    return {k: v for k, v in (("status", status), ("limit", limit), ("cursor", cursor)) if v is not None}
 
 
 def _backoff(attempt: int) -> float:
@@ -154,7 +165,30 @@ def _unreachable(base_url: str, e: Exception) -> errors.ServiceUnavailable:
     return errors.ServiceUnavailable(f"Cannot reach {base_url} ({type(e).__name__}: {e}); is the server running?")
 
 
-# --------------------------------------------------------------------------- sync
+# --------------------------------------------------------------------------- retry state, without the I/O
+# Client and AsyncClient run the same loops; these hold what the loops decide, so the two only send and sleep.
+
+
+class _Retrying:
+    """One API call's retries: after a dropped connection (up to `retries` times), and after Retry-After while
+    the server is busy (503/429, up to `busy_for` s)."""
+
+    def __init__(self, base_url: str, retries: int, busy_for: float):
+        self.base_url, self.retries = base_url, retries
+        self.busy_until, self.failures = time.monotonic() + busy_for, 0
+
+    def dropped(self, e: Exception) -> float:
+        """Seconds to wait before the next try; ServiceUnavailable once the tries are spent."""
+        self.failures += 1
+        if self.failures > self.retries:
+            raise _unreachable(self.base_url, e) from None
+        return _backoff(self.failures - 1)
+
+    def busy(self, r: httpx.Response) -> Optional[float]:
+        """Seconds to wait before the next try, or None: `r` is the answer."""
+        if r.status_code in RETRY_STATUSES and time.monotonic() + retry_after(r) < self.busy_until:
+            return retry_after(r)
+        return None
 
 
 class _Again(Exception):
@@ -162,19 +196,108 @@ class _Again(Exception):
         self.seconds = seconds
 
 
-def _finish_part(part: Path, path: Path, r: httpx.Response, have: Optional[int]) -> Path:
-    """Check the part is the whole file (Content-Range / Content-Length), then rename it to `path`."""
-    total = None
-    cr = r.headers.get("content-range", "")
-    if "/" in cr and cr.rsplit("/", 1)[1].isdigit():
-        total = int(cr.rsplit("/", 1)[1])
-    elif r.status_code == 200 and r.headers.get("content-length", "").isdigit():
-        total = int(r.headers["content-length"])
-    size = part.stat().st_size
-    if total is not None and size != total:
-        if size > total:
-            part.unlink()
-        raise errors.ServiceUnavailable(f"The download of {path.name} stopped at {size} of {total} bytes; "
-                                        "run it again to resume it.")
-    os.replace(part, path)
-    return path
+class _EventStream:
+    """Following one job's event stream across reconnects: the Last-Event-ID to resume from, the SSE parser,
+    and the clock that gives up after `reconnect_for` s without a working stream."""
+
+    def __init__(self, job_id: str, reconnect_for: float):
+        self.job_id, self.reconnect_for = job_id, reconnect_for
+        self.url = f"/v1/videos/{job_id}/events"
+        self.last_id: Optional[str] = None
+        self.failing_since: Optional[float] = None
+        self.attempt = 0
+        self.parser = SSEParser()
+
+    def headers(self) -> dict:
+        return {"Accept": "text/event-stream", **({"Last-Event-ID": self.last_id} if self.last_id else {})}
+
+    def opened(self, r: httpx.Response) -> None:
+        """A connection answered: _Again when the server is busy; else a fresh parse begins."""
+        if r.status_code in RETRY_STATUSES:
+            raise _Again(retry_after(r))
+        self.parser = SSEParser()
+
+    def connected(self) -> None:
+        """The stream is up (its answer checked): the give-up clock stops."""
+        self.failing_since, self.attempt = None, 0
+
+    def event(self, line: str) -> Optional[tuple[str, dict]]:
+        """(event name, job) when `line` completes an event."""
+        got = self.parser.feed(line)
+        if got is None:
+            return None
+        eid, name, data = got
+        self.last_id = eid or self.last_id
+        return name, json.loads(data)
+
+    def lost(self, e: Exception) -> float:
+        """The stream broke (or the server was busy): seconds to wait before reconnecting; ServiceUnavailable
+        once it has failed for over `reconnect_for` s."""
+        now = time.monotonic()
+        self.failing_since = self.failing_since or now
+        if now - self.failing_since > self.reconnect_for:
+            raise errors.ServiceUnavailable(f"Lost the event stream of job {self.job_id} for over "
+                                            f"{self.reconnect_for:g} s; the job may still run on the server.")
+        wait = e.seconds if isinstance(e, _Again) else _backoff(self.attempt)
+        self.attempt += 1
+        return wait
+
+
+def is_last(name: str) -> bool:
+    """Whether event `name` is a job's last one."""
+    return name in TERMINAL or name == "deleted"
+
+
+class _Download:
+    """One file of a job into `path`, whole or not at all, through a `.part` file that a Range request resumes
+    (also in a later call)."""
+
+    def __init__(self, path: Union[str, os.PathLike], job_id: str, variant: str, retries: int):
+        self.path, self.job_id, self.retries = Path(path), job_id, retries
+        self.url, self.params = f"/v1/videos/{job_id}/content", {"variant": variant}
+        self.part = self.path.with_name(f".{self.path.name}.{job_id}.{variant}.part")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.have = 0
+
+    def headers(self) -> dict:
+        """The next try's headers: a Range for what the part already has."""
+        self.have = self.part.stat().st_size if self.part.exists() else 0
+        return {"Range": f"bytes={self.have}-"} if self.have else {}
+
+    def already_whole(self, r: httpx.Response) -> bool:
+        return r.status_code == 416 and bool(self.have)  # the part is all there is
+
+    def busy(self, r: httpx.Response, attempt: int) -> Optional[float]:
+        """Seconds to wait before the next try while the server is busy and tries are left, else None."""
+        return retry_after(r) if r.status_code in RETRY_STATUSES and attempt < self.retries else None
+
+    def open(self, r: httpx.Response):
+        """The part, to append the answer to (206) or to write from the start."""
+        return open(self.part, "ab" if r.status_code == 206 else "wb")
+
+    def broke(self, attempt: int) -> float:
+        """The connection broke off: seconds to wait before resuming; ServiceUnavailable on the last try."""
+        if attempt == self.retries:
+            raise errors.ServiceUnavailable(f"The download of job {self.job_id} kept breaking off; run it again "
+                                            "to resume it.") from None
+        return _backoff(attempt)
+
+    def stayed_busy(self) -> errors.ServiceUnavailable:
+        return errors.ServiceUnavailable(f"The server stayed busy; the download of job {self.job_id} did not finish.")
+
+    def finish(self, r: httpx.Response) -> Path:
+        """Check the part is the whole file (Content-Range / Content-Length), then rename it to `path`."""
+        total = None
+        cr = r.headers.get("content-range", "")
+        if "/" in cr and cr.rsplit("/", 1)[1].isdigit():
+            total = int(cr.rsplit("/", 1)[1])
+        elif r.status_code == 200 and r.headers.get("content-length", "").isdigit():
+            total = int(r.headers["content-length"])
+        size = self.part.stat().st_size
+        if total is not None and size != total:
+            if size > total:
+                self.part.unlink()
+            raise errors.ServiceUnavailable(f"The download of {self.path.name} stopped at {size} of {total} bytes; "
+                                            "run it again to resume it.")
+        os.replace(self.part, self.path)
+        return self.path

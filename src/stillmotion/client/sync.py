@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
@@ -13,8 +11,8 @@ import httpx
 
 from .. import errors
 from .common import (
-    _Again, _backoff, check, _CONNECTION_ERRORS, _finish_part, ImageArg, OnEvent, _part_path, retry_after,
-    RETRY_STATUSES, server_from_env, SpecArg, SSEParser, submit_request, TERMINAL, _unreachable,
+    _Again, auth_headers, check, _CONNECTION_ERRORS, _Download, _EventStream, ImageArg, is_last, list_params,
+    OnEvent, _Retrying, server_from_env, SpecArg, submit_request, _unreachable,
 )
 
 
@@ -24,11 +22,9 @@ class Client:
     def __init__(self, base_url: Optional[str] = None, api_key: Optional[str] = None, *, timeout: float = 60.0,
                  retries: int = 5, busy_for: float = 900.0, http: Optional[httpx.Client] = None):
         self.base_url = server_from_env(base_url)
-        api_key = api_key if api_key is not None else os.environ.get("STILLMOTION_API_KEY") or None
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.retries = retries  # tries after a dropped connection
         self.busy_for = busy_for  # seconds to keep retrying 503/429 (after each Retry-After) before giving up
-        self.http = http or httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.http = http or httpx.Client(base_url=self.base_url, headers=auth_headers(api_key), timeout=timeout)
 
     def __enter__(self) -> "Client":
         return self
@@ -42,20 +38,16 @@ class Client:
     def _request(self, method: str, url: str, **kw) -> httpx.Response:
         """One call: retried after Retry-After while the server is busy (503/429, up to `busy_for` s), and
         after a dropped connection (up to `retries` times)."""
-        busy_until, failures = time.monotonic() + self.busy_for, 0
+        tries = _Retrying(self.base_url, self.retries, self.busy_for)
         while True:
             try:
                 r = self.http.request(method, url, **kw)
             except _CONNECTION_ERRORS as e:
-                failures += 1
-                if failures > self.retries:
-                    raise _unreachable(self.base_url, e) from None
-                time.sleep(_backoff(failures - 1))
+                time.sleep(tries.dropped(e))
                 continue
-            if r.status_code in RETRY_STATUSES and time.monotonic() + retry_after(r) < busy_until:
-                time.sleep(retry_after(r))
-                continue
-            return check(r)
+            if (wait := tries.busy(r)) is None:
+                return check(r)
+            time.sleep(wait)
 
     # the API -----------------------------------------------------------------
     def submit(self, image: ImageArg, spec: SpecArg = None, *, idempotency_key: Optional[str] = None,
@@ -64,17 +56,16 @@ class Client:
         """Queue a video: `image` a path, bytes, or an http(s) URL the server fetches; `spec` a GenerationSpec
         or a dict of its fields (or give fields as keywords); `inputs` other inputs of the request. Returns the
         job. Without `idempotency_key` a fresh one is sent, so the retries inside never queue it twice."""
-        kw = submit_request(image, spec, fields, model=model, webhook=webhook, inputs=inputs)
-        headers = {"Idempotency-Key": idempotency_key or f"sm-{uuid.uuid4().hex}"}
-        return self._request("POST", "/v1/videos", headers=headers, **kw).json()
+        kw = submit_request(image, spec, fields, model=model, webhook=webhook, inputs=inputs,
+                            idempotency_key=idempotency_key)
+        return self._request("POST", "/v1/videos", **kw).json()
 
     def get(self, job_id: str) -> dict:
         return self._request("GET", f"/v1/videos/{job_id}").json()
 
     def list(self, *, status: Optional[str] = None, limit: int = 20, cursor: Optional[str] = None) -> dict:
         """One page of jobs, newest first: {"data": [...], "has_more", "next_cursor"}."""
-        params = {k: v for k, v in (("status", status), ("limit", limit), ("cursor", cursor)) if v is not None}
-        return self._request("GET", "/v1/videos", params=params).json()
+        return self._request("GET", "/v1/videos", params=list_params(status, limit, cursor)).json()
 
     def cancel(self, job_id: str) -> dict:
         return self._request("POST", f"/v1/videos/{job_id}/cancel").json()
@@ -87,40 +78,28 @@ class Client:
         try:
             return self.http.get("/readyz").json()
         except (httpx.TransportError, ValueError) as e:
-            raise errors.ServiceUnavailable(f"Cannot reach {self.base_url} ({type(e).__name__}); "
-                                            "is the server running?") from None
+            raise _unreachable(self.base_url, e) from None
 
     def events(self, job_id: str, *, reconnect_for: float = 300.0,
                should_cancel: Optional[Callable[[], bool]] = None) -> Iterator[tuple[str, dict]]:
         """(event name, job) for each event of the job until its last one, reconnecting with Last-Event-ID.
         `should_cancel`: checked about every second; when it says yes the job is canceled on the server
         (the stream then ends with its `canceled` event)."""
-        last_id: Optional[str] = None
-        failing_since: Optional[float] = None
+        stream = _EventStream(job_id, reconnect_for)
         canceled = False
-        attempt = 0
+        read = 1.0 if should_cancel is not None else 60.0
         while True:
-            headers = {"Accept": "text/event-stream"}
-            if last_id is not None:
-                headers["Last-Event-ID"] = last_id
-            read = 1.0 if should_cancel is not None else 60.0
             try:
-                with self.http.stream("GET", f"/v1/videos/{job_id}/events", headers=headers,
+                with self.http.stream("GET", stream.url, headers=stream.headers(),
                                       timeout=httpx.Timeout(30.0, read=read)) as r:
-                    if r.status_code in RETRY_STATUSES:
-                        raise _Again(retry_after(r))
+                    stream.opened(r)
                     check(r)
-                    failing_since, attempt = None, 0
-                    parser = SSEParser()
+                    stream.connected()
                     for line in r.iter_lines():
-                        got = parser.feed(line)
-                        if got is None:
+                        if (got := stream.event(line)) is None:
                             continue
-                        eid, name, data = got
-                        last_id = eid or last_id
-                        job = json.loads(data)
-                        yield name, job
-                        if name in TERMINAL or name == "deleted":
+                        yield got
+                        if is_last(got[0]):
                             return
                         if should_cancel is not None and not canceled and should_cancel():
                             canceled = True
@@ -131,13 +110,7 @@ class Client:
                     self._cancel_quietly(job_id)
                 continue  # quiet stream: resume where it was
             except (_Again, httpx.TransportError) as e:
-                now = time.monotonic()
-                failing_since = failing_since or now
-                if now - failing_since > reconnect_for:
-                    raise errors.ServiceUnavailable(f"Lost the event stream of job {job_id} for over "
-                                                    f"{reconnect_for:g} s; the job may still run on the server.")
-                time.sleep(e.seconds if isinstance(e, _Again) else _backoff(attempt))
-                attempt += 1
+                time.sleep(stream.lost(e))
 
     def _cancel_quietly(self, job_id: str) -> None:
         try:
@@ -157,28 +130,20 @@ class Client:
     def download(self, job_id: str, path: Union[str, os.PathLike], *, variant: str = "video") -> Path:
         """The job's video (or variant="sidecar": its JSON sidecar) to `path`, whole or not at all: an interrupted
         download resumes with a Range request (also in a later call)."""
-        path = Path(path)
-        part = _part_path(path, job_id, variant)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        dl = _Download(path, job_id, variant, self.retries)
         for attempt in range(self.retries + 1):
-            have = part.stat().st_size if part.exists() else 0
-            headers = {"Range": f"bytes={have}-"} if have else {}
             try:
-                with self.http.stream("GET", f"/v1/videos/{job_id}/content", params={"variant": variant},
-                                      headers=headers) as r:
-                    if r.status_code == 416 and have:  # the part is all there is
-                        return _finish_part(part, path, r, have)
-                    if r.status_code in RETRY_STATUSES and attempt < self.retries:
-                        time.sleep(retry_after(r))
+                with self.http.stream("GET", dl.url, params=dl.params, headers=dl.headers()) as r:
+                    if dl.already_whole(r):
+                        return dl.finish(r)
+                    if (wait := dl.busy(r, attempt)) is not None:
+                        time.sleep(wait)
                         continue
                     check(r)
-                    with open(part, "ab" if r.status_code == 206 else "wb") as f:
+                    with dl.open(r) as f:
                         for chunk in r.iter_bytes():
                             f.write(chunk)
-                    return _finish_part(part, path, r, None)
+                    return dl.finish(r)
             except httpx.TransportError:
-                if attempt == self.retries:
-                    raise errors.ServiceUnavailable(f"The download of job {job_id} kept breaking off; run it again "
-                                                    "to resume it.") from None
-                time.sleep(_backoff(attempt))
-        raise errors.ServiceUnavailable(f"The server stayed busy; the download of job {job_id} did not finish.")
+                time.sleep(dl.broke(attempt))
+        raise dl.stayed_busy()
