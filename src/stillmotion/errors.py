@@ -15,7 +15,8 @@
     ├── OutOfMemory                  exit 4, HTTP 507   out of memory after every fallback
     ├── ServiceUnavailable           exit 1, HTTP 503   the server is draining: try again after `retry_after` s
     │   └── QueueFull                exit 1, HTTP 503   the job queue is at --max-queue
-    └── Cancelled                    exit 130, HTTP 409 the run was cancelled between steps
+    ├── Cancelled                    exit 130, HTTP 409 the run was cancelled between steps
+    └── RayMissing                   exit 2, HTTP 500   --ray without Ray installed (the `ray` extra)
 
 Every message is one sentence (or two) that says what was wrong and what to do.
 Library errors (torch OOM, PyAV, PIL, sqlite) are converted to these at the
@@ -129,6 +130,11 @@ class Cancelled(StillmotionError):
 
     def __init__(self, message: str = "Cancelled; no output was written."):
         super().__init__(message)
+
+
+class RayMissing(StillmotionError):
+    exit_code = 2  # a usage problem: the flag needs an extra
+    code = "ray_missing"
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -12,16 +12,9 @@ nothing else in stillmotion imports Ray. Ray is an optional extra:
 
 from __future__ import annotations
 
-from ..errors import StillmotionError
+from ..errors import RayMissing  # in errors.py, so every error code is known without importing this package
 
 EXTRA_HINT = "pip install 'stillmotion[ray]'"
-
-
-class RayMissing(StillmotionError):
-    """Ray is not installed."""
-
-    exit_code = 2  # a usage problem: the flag needs an extra
-    code = "ray_missing"
 
 
 def require_ray():
