@@ -166,8 +166,10 @@ class BatchRunner:
             spec = loaded.spec.update(decode_chunk_size=1)
             how = "decode_chunk_size=1"
             if engine.device != "cpu" and engine.config.offload == "none":
+                from ..engine.device import free_memory
+
                 self.engine = engine = None
-                _release_memory()
+                free_memory()
                 self.config = self.config.replace(offload="model")  # kept for the rest of this runner's items
                 how += ", offload=model"
             self.emit("retry", item.index, error=f"{oom} Retrying with {how}.")
@@ -201,16 +203,6 @@ class _Inline:
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         pass
-
-
-def _release_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def save_result(result, item: Item) -> None:

@@ -111,8 +111,7 @@ def generate(image, output, from_sidecar, comfyui_dir, end_image, keyframes, ser
     if server:  # the same run on a stillmotion server; its video and sidecar are written here
         if end_data is not None or workflow is not None:
             raise InvalidInput("--end-image, --keyframes and ComfyUI workflows are not sent with --server yet; run them here.")
-        return generate_on_server(server, api_key, data, where, spec, out, model=model, quiet=quiet,
-                                  as_json=as_json, show=show)
+        return generate_on_server(server, api_key, data, where, spec, out, model=model, as_json=as_json, show=show)
     from ..engine import Engine
 
     progress, on_progress, update = rich_progress(enabled=show)

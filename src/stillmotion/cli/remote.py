@@ -68,7 +68,7 @@ def _final(job: dict) -> dict:
 
 # --------------------------------------------------------------------------- generate
 def generate_on_server(server: str, api_key: Optional[str], data: bytes, where: Optional[str], spec, out: Path, *,
-                       model: Optional[str], quiet: bool, as_json: bool, show: bool) -> None:
+                       model: Optional[str], as_json: bool, show: bool) -> None:
     """`stillmotion generate ... --server URL`: one job on the server, its video and sidecar written to `out`."""
     from ..video.metadata import sidecar_path
     from .options import CancelOnSigint, rich_progress

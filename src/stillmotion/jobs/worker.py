@@ -91,14 +91,8 @@ class JobWorker:
 
     # ------------------------------------------------------------------
     def load(self) -> None:
-        from ..engine import Engine
-
         self.store.worker_state(self.worker_id, "loading", pid=os.getpid(), model=self.models[0])
-        if len(self.models) == 1 and not self.loras:
-            self.engine = Engine(self.config.replace(progress=False))  # no progress bars in a server's log
-            self.engines[self.models[0]] = self.engine
-        else:
-            self.use_model(self.models[0])
+        self.use_model(self.models[0])
         t = time.perf_counter()
         if self.warmup:
             self._warmup()
@@ -128,33 +122,37 @@ class JobWorker:
         """The Engine for `name`: resident already (now the most recently used), or loaded, after
         dropping the least recently used ones it does not fit beside."""
         from ..engine import Engine
+        from ..engine.device import free_memory
 
         if name in self.engines:
             moved = name != self.current
             self.engines.move_to_end(name)
             self.engine = self.engines[name]
-            if moved and self.info:
-                self.info.update(self.model_info())
-                self.store.worker_state(self.worker_id, "ready", info=self.info)
+            if moved:
+                self._publish()
             return self.engine
         t = time.perf_counter()
-        cfg = self.config.replace(model=name, progress=False)
+        cfg = self.config.replace(model=name, progress=False)  # no progress bars in a server's log
         while self.engines and (not fits_beside(cfg, list(self.engines.values()))
                                 or (self.max_resident is not None and len(self.engines) >= self.max_resident)):
             old, _ = self.engines.popitem(last=False)
             log.info("unloading %s to make room for %s", old, name)
             self.engine = None
-            _free_memory()
+            free_memory()
         swap = bool(self.info) or self.swaps > 0 or bool(self.engines)
         engine = Engine(cfg)
         self.engines[name] = self.engine = engine
         if swap:
             self.swaps += 1
             self.swap_seconds += time.perf_counter() - t
+        self._publish()
+        return engine
+
+    def _publish(self) -> None:
+        """Tell the store which models are resident now (once the worker is ready)."""
         if self.info:
             self.info.update(self.model_info())
             self.store.worker_state(self.worker_id, "ready", info=self.info)
-        return engine
 
     def _lora(self, engine, name: Optional[str], scale: float) -> None:
         """Wrap the engine's UNet with the LoRA `name` at `scale` for one job (the adapter's tensors are read
@@ -260,7 +258,11 @@ class JobWorker:
             if should_cancel():
                 raise Cancelled()
             if lora is not None:  # the sidecar names the adapter beside the base model, with its hashes
-                result.metadata.setdefault("model", {})["lora"] = _lora_describe(lora, self.loras[lora], scale)
+                from ..models.local import describe_lora
+
+                described = describe_lora(self.loras[lora])
+                result.metadata.setdefault("model", {})["lora"] = {"name": lora, "path": described["path"],
+                                                                   "scale": scale, "weights": described["weights"]}
             if record.get("batch") is not None:  # recorded as a local batch records it, so its resume works
                 result.metadata["batch"] = record["batch"]
             # the name a client asked for (its local name, which the video's metadata records), else the job id
@@ -315,24 +317,6 @@ def _weight_bytes(pipe) -> int:
         if hasattr(comp, "parameters"):
             total += sum(p.numel() * p.element_size() for p in comp.parameters())
     return total
-
-
-def _free_memory() -> None:
-    import gc
-
-    gc.collect()
-    if "torch" in sys.modules:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
-def _lora_describe(name: str, folder: Path, scale: float) -> dict:
-    from ..models.hashes import cached_sha256
-
-    files = sorted(folder.glob("*.safetensors"))
-    return {"name": name, "path": str(folder), "scale": scale, "weights": {p.name: cached_sha256(p) for p in files}}
 
 
 def _output_record(artifact, folder: Path) -> dict:

@@ -40,10 +40,11 @@ class LocalModel:
             "commit": self.commit,
             "variant": self.variant,
             "weights": self.weight_hashes(),
-            **({"lora": self.lora_describe()} if self.lora else {}),
+            **({"lora": describe_lora(self.lora)} if self.lora else {}),
             **({"single_file": self.single_file} if self.single_file else {}),
         }
 
-    def lora_describe(self) -> dict:
-        files = sorted(p for p in self.lora.glob("*.safetensors"))
-        return {"path": str(self.lora), "weights": {p.name: cached_sha256(p) for p in files}}
+
+def describe_lora(folder: Path) -> dict:
+    """What a run records of a LoRA folder: its path and the sha256 of each adapter file."""
+    return {"path": str(folder), "weights": {p.name: cached_sha256(p) for p in sorted(folder.glob("*.safetensors"))}}

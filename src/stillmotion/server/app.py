@@ -39,13 +39,11 @@ class Services:
 
     def __init__(self, settings: Settings, store: Optional[JobStore] = None, pool: Optional[WorkerPool] = None,
                  webhooks: bool = True):
-        from ..models.registry import entry_for
-
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store: JobStore = store if store is not None else SQLiteJobStore(settings.db_path)
-        self.model_entry = entry_for(settings.engine.model)
-        self.model_entries = {settings.engine.model: self.model_entry}
+        self.model_entries: dict = {}
+        self.entry(settings.engine.model)  # read now: a default model that is not one fails at start
         self.pool: Optional[WorkerPool] = pool
         self.send_webhooks = webhooks
         self.webhooks = None
@@ -143,6 +141,11 @@ class Services:
         recent = self.store.recent_durations()
         return int(min(300, max(1, round(statistics.median(recent)) if recent else 5)))
 
+    @property
+    def model_entry(self):
+        """The registry entry of the default model."""
+        return self.entry(self.settings.engine.model)
+
     def entry(self, model: str):
         """The registry entry (defaults) of a served model."""
         if model not in self.model_entries:
@@ -151,9 +154,9 @@ class Services:
             self.model_entries[model] = entry_for(model)
         return self.model_entries[model]
 
-    def models_view(self) -> dict:
-        """/readyz's view of the served models: which are loaded where, and the swaps so far."""
-        workers = self.pool.describe() if self.pool is not None else []
+    def models_view(self, workers: list[dict]) -> dict:
+        """/readyz's view of the served models, from the pool's `workers` (describe()): which are loaded
+        where, and the swaps so far."""
         loaded = {m for w in workers for m in (w.get("loaded") or [w.get("model")] if w.get("alive") else [])}
         served = self.settings.served_models
         return {
@@ -256,10 +259,11 @@ def _health_routes(app: FastAPI, svc: Services) -> None:
     def readyz():
         ok, why = svc.ready()
         body = {"status": "ready" if ok else "unavailable", "detail": why, "model": svc.settings.engine.model}
+        workers = svc.pool.describe() if svc.pool is not None else []
         if svc.pool is not None:
-            body["workers"] = svc.pool.describe()
-            body["worker"] = body["workers"][0] if body["workers"] else None
-        body.update(svc.models_view())
+            body["workers"] = workers
+            body["worker"] = workers[0] if workers else None
+        body.update(svc.models_view(workers))
         return JSONResponse(body, status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"})
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics", operation_id="metrics")

@@ -62,7 +62,7 @@ class StoreCollector:
                 gpu.add_metric([str(w["device"])], w["gpu_memory_bytes"])
         if gpu.samples:
             yield gpu
-        view = self.svc.models_view()
+        view = self.svc.models_view(workers)
         loaded = GaugeMetricFamily("stillmotion_model_loaded", "1 for each served model a worker holds in memory",
                                    labels=["model", "default"])
         for m in view["models"]:

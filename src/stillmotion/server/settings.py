@@ -57,11 +57,6 @@ class Settings:
         return [self.engine.model, *self.models]
 
     @property
-    def engines(self) -> list[EngineConfig]:
-        """One EngineConfig per served model (the same settings, another model)."""
-        return [self.engine.replace(model=m) for m in self.served_models]
-
-    @property
     def db_path(self) -> Path:
         return self.data_dir / "jobs.sqlite3"
 

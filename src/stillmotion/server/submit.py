@@ -153,16 +153,12 @@ def _parse_json(body: bytes) -> Submission:
     if not isinstance(data, dict):
         raise InvalidInput("The JSON body must be an object: {\"image\": \"<base64 or URL>\", \"seed\": 42, ...}.")
     sub = Submission()
-    img = data.pop("image", None)
-    if img is not None:
-        if not isinstance(img, str):
-            raise InvalidInput("image: must be a base64 string, a data: URL or an http(s) URL.")
-        _image_text(sub, img)
-    end = data.pop("end_image", None)
-    if end is not None:
-        if not isinstance(end, str):
-            raise InvalidInput("end_image: must be a base64 string, a data: URL or an http(s) URL.")
-        _image_text(sub, end, "end_image")
+    for key in (k for k, i in INPUTS.items() if i.kind == "image"):
+        v = data.pop(key, None)
+        if v is not None and not isinstance(v, str):
+            raise InvalidInput(f"{key}: must be a base64 string, a data: URL or an http(s) URL.")
+        if v is not None:
+            _image_text(sub, v, key)
     for key in (k for k, i in INPUTS.items() if i.kind == "text"):
         v = data.pop(key, None)
         if v is not None and not isinstance(v, str):
@@ -228,15 +224,11 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
     if sub.image is None and sub.image_url is None:
         raise InvalidInput("image: missing; send an image file (multipart) or base64 / an http(s) URL (JSON).")
     limit = settings.max_upload_bytes
-    if sub.image is None:
-        data, where = sources.read_source_bytes(sub.image_url, max_bytes=limit, public_only=public_only)
-    else:
-        data, where = sub.image, sub.filename
-        if len(data) > limit:
-            raise ImageTooLarge(f"The image is {_mb(len(data))}, over the {_mb(limit)} upload limit (--max-upload-mb).")
-    pil = images.load_image(data, max_bytes=limit)
+    data, where, pil = _read_image(sub.image, sub.image_url, sub.filename, limit, public_only)
     fmt = _sniff_format(data)
-    end = _read_end_image(sub, limit, public_only)
+    end = None
+    if sub.end_image is not None or sub.end_image_url is not None:
+        end, _, _ = _read_image(sub.end_image, sub.end_image_url, None, limit, public_only, "end image")
     # 3. Resolve the spec now, so the job shows its seed and sizes from the start
     resolved = spec.resolve(svc.entry(model), pil.size)
     if end is not None:
@@ -278,18 +270,17 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
     return job, created
 
 
-def _read_end_image(sub: Submission, limit: int, public_only: bool) -> Optional[bytes]:
-    """The end image's bytes (keyframes), read and checked like the image; None when not given."""
-    if sub.end_image is None and sub.end_image_url is None:
-        return None
-    if sub.end_image is None:
-        data, _ = sources.read_source_bytes(sub.end_image_url, max_bytes=limit, public_only=public_only)
+def _read_image(blob: Optional[bytes], url: Optional[str], filename: Optional[str], limit: int, public_only: bool,
+                what: str = "image"):
+    """(bytes, where they came from, decoded image): fetched from `url` or the upload `blob`, held to the upload
+    limit and decoded (refuses non-images, bombs, truncation)."""
+    if blob is None:
+        data, where = sources.read_source_bytes(url, max_bytes=limit, public_only=public_only)
     else:
-        data = sub.end_image
+        data, where = blob, filename
         if len(data) > limit:
-            raise ImageTooLarge(f"The end image is {_mb(len(data))}, over the {_mb(limit)} upload limit (--max-upload-mb).")
-    images.load_image(data, max_bytes=limit)
-    return data
+            raise ImageTooLarge(f"The {what} is {_mb(len(data))}, over the {_mb(limit)} upload limit (--max-upload-mb).")
+    return data, where, images.load_image(data, max_bytes=limit)
 
 
 def _check_lora(settings, sub: Submission, model: str) -> Optional[dict]:
