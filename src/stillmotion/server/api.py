@@ -26,7 +26,7 @@ from ..jobs.types import Job
 from ..jobs.worker import job_dir
 from .contract import IDEMPOTENCY_KEY_PATTERN
 from .submit import parse_request, submit
-from .views import check_job_id, job_view
+from .views import check_job_id, job_view, JobStatus
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.I)
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
@@ -96,7 +96,7 @@ def _prefer_wait(prefer: Optional[str], cap: float) -> float:
 @router.get("/videos", summary="List jobs, newest first", operation_id="list_videos")
 def list_videos(
     request: Request,
-    status: Optional[Literal["queued", "running", "succeeded", "failed", "canceled"]] = None,
+    status: Optional[JobStatus] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Optional[str] = None,
     source: Optional[str] = None,

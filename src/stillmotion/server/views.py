@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import NotFound, StillmotionError, Unauthorized
+from ..jobs.store import STATES
 from ..jobs.types import Job
 from ..spec import GenerationSpec
 
@@ -96,7 +97,7 @@ def error_json(status: int, code: str, message: str, headers: Optional[dict] = N
 
 # --------------------------------------------------------------------------- the bodies, as the contract declares them
 # (server/contract.py puts these in /openapi.json; job_view() above builds the job body)
-JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
+JobStatus = Literal[STATES]
 
 
 class JobProgress(BaseModel):
