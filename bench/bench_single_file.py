@@ -37,14 +37,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 import comfy_reference as R  # noqa: E402
 
-PREFIX = {
-    "unet": "model.diffusion_model.",
-    "decoder": "first_stage_model.decoder.",
-    "encoder": "conditioner.embedders.3.encoder.encoder.",
-    "quant_conv": "conditioner.embedders.3.encoder.quant_conv.",
-    "clip": "conditioner.embedders.0.open_clip.model.visual.",
-}
-
 
 def reference_modules(device="meta") -> dict:
     """SVD-XT's components as the original code builds them (meta: names and shapes only)."""
@@ -62,7 +54,6 @@ def random_tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
     """Deterministic per key; norms near 1, weights ~ N(0, 1/fan_in) so activations stay sane."""
     g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
     r = torch.randn(shape, generator=g)
-    name = key.rsplit(".", 2)
     if key.endswith("mix_factor"):
         t = r
     elif len(shape) == 1 and any(s in key for s in ("norm", "ln_", "in_layers.0", "out_layers.0")):
@@ -71,7 +62,6 @@ def random_tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
         t = 0.2 * r
     else:
         t = r / max(1, int(torch.tensor(shape[1:]).prod())) ** 0.5
-    del name
     return t.to(torch.float16)
 
 
@@ -81,7 +71,7 @@ def build_file(path: Path) -> dict:
     items = []
     for comp, m in reference_modules().items():
         for k, v in m.state_dict().items():
-            key = PREFIX[comp] + k
+            key = R.SGM_PREFIXES[comp] + k
             items.append((key, tuple(v.shape), (lambda key=key, shape=tuple(v.shape): random_tensor(key, shape))))
     for k, shape in R.LEFTOVERS.items():
         items.append((k, tuple(shape), (lambda k=k, shape=tuple(shape): random_tensor(k, shape))))
@@ -118,7 +108,7 @@ def load_reference(name: str, module: torch.nn.Module, src: Path) -> torch.nn.Mo
     from safetensors import safe_open
 
     with safe_open(str(src), framework="pt") as f:
-        sd = {k: f.get_tensor(PREFIX[name] + k).float() for k in module.state_dict()}
+        sd = {k: f.get_tensor(R.SGM_PREFIXES[name] + k).float() for k in module.state_dict()}
     module.load_state_dict(sd, assign=True)
     return module.eval()
 

@@ -186,6 +186,15 @@ LEFTOVERS = {  # keys the released files carry that SVD does not use (text tower
 }
 
 
+SGM_PREFIXES = {  # each reference module's key prefix in the SGM single file
+    "unet": "model.diffusion_model.",
+    "decoder": "first_stage_model.decoder.",
+    "encoder": "conditioner.embedders.3.encoder.encoder.",
+    "quant_conv": "conditioner.embedders.3.encoder.quant_conv.",
+    "clip": "conditioner.embedders.0.open_clip.model.visual.",
+}
+
+
 def sgm_parts(seed=0, widths_unet=(64, 128), vae_widths=(32, 64), clip_width=160, temporal=True, leftovers=True):
     """Reference modules with random weights and their SGM single-file state dict."""
     gen = torch.Generator().manual_seed(seed)
@@ -200,16 +209,9 @@ def sgm_parts(seed=0, widths_unet=(64, 128), vae_widths=(32, 64), clip_width=160
         _randomize(m, gen)
         m.eval()
     sd = {}
-    prefixes = {
-        "unet": "model.diffusion_model.",
-        "decoder": "first_stage_model.decoder.",
-        "encoder": "conditioner.embedders.3.encoder.encoder.",
-        "quant_conv": "conditioner.embedders.3.encoder.quant_conv.",
-        "clip": "conditioner.embedders.0.open_clip.model.visual.",
-    }
     for name, m in parts.items():
         for k, v in m.state_dict().items():
-            sd[prefixes[name] + k] = v.detach().clone().contiguous()
+            sd[SGM_PREFIXES[name] + k] = v.detach().clone().contiguous()
     if leftovers:
         for k, shape in LEFTOVERS.items():
             sd[k] = torch.randn(shape, generator=gen)

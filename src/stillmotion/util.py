@@ -144,8 +144,3 @@ def torch_dtype(name: str):
         return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
     except KeyError:
         raise InvalidInput(f"dtype must be fp16, bf16 or fp32, got {name!r}") from None
-
-
-def dtype_name(dtype) -> str:
-    """torch.float16 -> 'fp16' (the inverse of torch_dtype)."""
-    return {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(str(dtype).replace("torch.", ""), str(dtype))

@@ -49,6 +49,24 @@ def list_models(as_json, comfyui_dir):
     click.echo(f"\nHugging Face cache: {hub_cache_dir()}   stillmotion cache: {cache_root()}")
 
 
+# one row of `models list --json`, in its key order; each kind of row overrides what it knows
+_ROW = {
+    "name": "",
+    "kind": "video",
+    "repo_id": None,
+    "revision": None,
+    "variant": None,
+    "gated": False,
+    "builtin": False,
+    "description": "",
+    "approx_size_gb": 0.0,
+    "status": "not downloaded",
+    "commit": None,
+    "path": None,
+    "size_bytes": 0,
+}
+
+
 def model_rows() -> list[dict]:
     """One dict per registry model, then per other SVD pipeline found in the HF cache."""
     from ..models.hub import cached_snapshot, entry_missing, missing_files
@@ -59,6 +77,7 @@ def model_rows() -> list[dict]:
     rows = []
     for entry in REGISTRY.values():
         row = {
+            **_ROW,
             "name": entry.name,
             "kind": entry.kind,
             "repo_id": entry.repo_id,
@@ -68,10 +87,6 @@ def model_rows() -> list[dict]:
             "builtin": entry.builtin,
             "description": entry.description,
             "approx_size_gb": entry.approx_size_gb,
-            "status": "not downloaded",
-            "commit": None,
-            "path": None,
-            "size_bytes": 0,
         }
         if entry.builtin and entry.name != "tiny":  # shipped inside the package (demo)
             from ..models.resolve import resolve
@@ -112,15 +127,10 @@ def model_rows() -> list[dict]:
                 continue
             rows.append(
                 {
+                    **_ROW,
                     "name": repo_id,
-                    "kind": "video",
                     "repo_id": repo_id,
-                    "revision": None,
-                    "variant": None,
-                    "gated": False,
-                    "builtin": False,
                     "description": "hub model in the cache",
-                    "approx_size_gb": 0.0,
                     "status": "partial" if all(missing_files(snap, v) for v in (None, "fp16")) else "cached",
                     "commit": snap.name,
                     "path": str(snap),
@@ -140,26 +150,17 @@ def checkpoint_rows(comfyui_dir: Path) -> list[dict]:
         raise InvalidInput(f"{comfyui_dir} has no models/checkpoints/ folder: point --comfyui-dir at the ComfyUI folder.")
     rows = []
     for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".safetensors", ".ckpt", ".pt")):
+        kind = "video"
         try:
-            what = inspect_file(f).label if f.suffix.lower() == ".safetensors" else "pickle: convert to .safetensors"
+            if f.suffix.lower() == ".safetensors":
+                what = inspect_file(f).label
+            else:
+                what, kind = "pickle: convert to .safetensors", "other"
         except StillmotionError:
-            what = "not SVD"
+            what, kind = "not SVD", "other"
         rows.append(
-            {
-                "name": f.name,
-                "kind": "video" if what != "not SVD" and not what.startswith("pickle") else "other",
-                "repo_id": None,
-                "revision": None,
-                "variant": None,
-                "gated": False,
-                "builtin": False,
-                "description": what,
-                "approx_size_gb": 0.0,
-                "status": "single file",
-                "commit": None,
-                "path": str(f),
-                "size_bytes": f.stat().st_size,
-            }
+            {**_ROW, "name": f.name, "kind": kind, "description": what, "status": "single file", "path": str(f),
+             "size_bytes": f.stat().st_size}
         )
     return rows
 
@@ -214,7 +215,7 @@ def convert(file, out):
     info = inspect_file(file)
     t = time.perf_counter()
     with atomic_path(out) as tmp:
-        run_convert(file, tmp)  # with its manifest: `stillmotion models verify DIR` checks it
+        run_convert(file, tmp, info=info)  # with its manifest: `stillmotion models verify DIR` checks it
     click.echo(f"{file.name}: {info.label} (frames from {info.frames_from}) -> {out} in {time.perf_counter() - t:.1f} s")
 
 

@@ -94,7 +94,7 @@ def weight_relpaths(folder: Path) -> list[str]:
 
 def build_manifest(folder: Path, **meta) -> dict:
     """sha256 and size of every weight file in a folder (and, in the hub cache, a check against the blob name)."""
-    files = {}
+    digests = {}
     for rel in weight_relpaths(folder):
         path = folder / rel
         digest = sha256_file(path)
@@ -105,25 +105,34 @@ def build_manifest(folder: Path, **meta) -> dict:
                 f"run `stillmotion models download {meta.get('name') or 'NAME'} --force`."
             )
         remember_sha256(path, digest)
-        files[rel] = {"sha256": digest, "size": path.stat().st_size}
+        digests[rel] = digest
+    return manifest_from(folder, digests, **meta)
+
+
+def manifest_from(folder: Path, digests: dict[str, str], **meta) -> dict:
+    """A manifest from digests already taken (relative path -> sha256), with each file's size on disk."""
     return {
         "format": 1,
         **meta,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "files": files,
+        "files": {rel: {"sha256": d, "size": (folder / rel).stat().st_size} for rel, d in digests.items()},
     }
 
 
-def write_manifest(folder: Path, target: Path, **meta) -> Path:
-    """Hash every weight file of a folder and record it at `target` (atomic write)."""
-    atomic_write(target, json.dumps(build_manifest(Path(folder), **meta), indent=2, sort_keys=True))
+def write_manifest(folder: Path, target: Path, *, digests: dict[str, str] | None = None, **meta) -> Path:
+    """Record the sha256 and size of every weight file of a folder at `target` (atomic write): hashed here,
+    or `digests` taken while the files were written, so a 4 GB folder is not read back just to hash it."""
+    folder = Path(folder)
+    manifest = build_manifest(folder, **meta) if digests is None else manifest_from(folder, digests, **meta)
+    atomic_write(target, json.dumps(manifest, indent=2, sort_keys=True))
     return target
 
 
-def write_folder_manifest(folder: str | os.PathLike, name: str | None = None) -> Path:
-    """Manifest for a diffusers folder saved with save_pretrained (tiny, local models, fine-tunes)."""
+def write_folder_manifest(folder: str | os.PathLike, name: str | None = None, *,
+                          digests: dict[str, str] | None = None) -> Path:
+    """Manifest for a diffusers folder saved with save_pretrained (tiny, local models, fine-tunes, conversions)."""
     folder = Path(folder)
-    return write_manifest(folder, folder_manifest_path(folder), name=name or str(folder), source="local")
+    return write_manifest(folder, folder_manifest_path(folder), digests=digests, name=name or str(folder), source="local")
 
 
 def read_manifest(path: Path) -> dict | None:

@@ -77,16 +77,13 @@ def lora_record(folder) -> Optional[dict]:
 def apply_lora(pipe, folder, *, merge: bool = True):
     """Add the folder's LoRA adapters to pipe.unet and load their weights (merged into the UNet by default)."""
     _peft()
-    sd, meta, path = _read_lora(folder)
-    rank = int(meta.get("rank", 0)) or _rank_from(sd)
-    alpha = float(meta.get("alpha", rank))
-    targets = json.loads(meta["targets"]) if "targets" in meta else DEFAULT_TARGETS
+    adapter = read_adapter(folder)
     unet = pipe.unet
-    add_lora(unet, rank, alpha, targets)
+    add_lora(unet, adapter["rank"], adapter["alpha"], adapter["targets"])
     dtype = next(unet.parameters()).dtype
-    expected = lora_state_dict(unet)
-    if set(sd) != set(expected) or any(sd[k].shape != expected[k].shape for k in sd):
-        raise ModelUnavailable(f"LoRA weights {path} do not fit this base model: retrain them on "
+    sd = adapter["state"]
+    if not _fits(sd, lora_state_dict(unet)):
+        raise ModelUnavailable(f"LoRA weights {adapter['path']} do not fit this base model: retrain them on "
                                f"{lora_record(folder)['base']}.")
     unet.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=False)
     unet.requires_grad_(False)
@@ -97,6 +94,11 @@ def apply_lora(pipe, folder, *, merge: bool = True):
             if isinstance(m, BaseTunerLayer):
                 m.merge()
     return pipe
+
+
+def _fits(sd: dict, expected: dict) -> bool:
+    """Whether adapter tensors are exactly the ones peft injected: the same names with the same shapes."""
+    return set(sd) == set(expected) and all(sd[k].shape == expected[k].shape for k in sd)
 
 
 def _rank_from(sd: dict) -> int:
@@ -145,7 +147,7 @@ def attach_adapter(unet, adapter: dict, scale: float = 1.0) -> None:
     inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
     expected = lora_state_dict(unet)
     sd = adapter["state"]
-    if set(sd) != set(expected) or any(sd[k].shape != expected[k].shape for k in sd):
+    if not _fits(sd, expected):
         detach_adapters(unet)
         raise ModelUnavailable(f"LoRA weights {adapter['path']} do not fit this base model: retrain them on it.")
     ref = next(iter(expected.values()))

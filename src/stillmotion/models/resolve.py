@@ -12,13 +12,14 @@ import dataclasses
 from pathlib import Path
 
 from ..errors import InvalidInput, ModelUnavailable
-from .hashes import folder_manifest_path, write_folder_manifest
+from ..util import atomic_path
+from .hashes import cached_sha256, folder_manifest_path, remember_sha256, write_folder_manifest
 from .hub import resolve_hub
 from .local import LocalModel
 from .lora import lora_record
-from .paths import DEMO_FOLDER
+from .paths import DEMO_FOLDER, cache_root
 from .registry import ModelEntry, entry_for, read_local_defaults
-from .single_file import looks_like_single_file
+from .single_file import convert, inspect_file, looks_like_single_file, refuse_pickle
 from .tiny import ensure_tiny
 
 
@@ -65,11 +66,6 @@ def resolve_single_file(path: Path) -> LocalModel:
     later runs find it there and pay only the file's cached sha256. The public entry point for other
     modules too (a ComfyUI workflow's ckpt_name resolves through here).
     """
-    from ..util import atomic_path
-    from .hashes import cached_sha256, remember_sha256
-    from .paths import cache_root
-    from .single_file import convert, inspect_file, refuse_pickle
-
     path = Path(path).expanduser()
     refuse_pickle(path)
     if not path.is_file():
@@ -79,7 +75,7 @@ def resolve_single_file(path: Path) -> LocalModel:
     folder = cache_root() / "single-file" / digest
     if not (folder / "model_index.json").is_file():
         with atomic_path(folder) as tmp:
-            converted = convert(path, tmp, sha256=digest)  # writes the folder's manifest too
+            converted = convert(path, tmp, sha256=digest, info=info)  # writes the folder's manifest too
         for rel, d in converted.digests.items():  # the sidecar's weight hashes, without reading 4 GB again
             remember_sha256(folder / rel, d)
     entry = ModelEntry(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import ModelUnavailable
+from .small_svd import unet_block_types
 
 UNET = "model.diffusion_model."
 DECODER = "first_stage_model.decoder."
@@ -34,6 +35,9 @@ IGNORED_PREFIXES = (
     "conditioner.embedders.3.encoder.post_quant_conv.",
     "first_stage_model.loss.",
 )
+
+
+_CLIP_LAYER = re.compile(re.escape(CLIP) + r"transformer\.resblocks\.(\d+)\.")
 
 
 def _shape(path, shapes, key, what) -> tuple[int, ...]:
@@ -79,7 +83,8 @@ def unet_config_from(path: Path, shapes: dict) -> dict:
             if has != level_attn:
                 raise unfit(path, f"input_blocks.{i} differs from its level in having attention")
             if has:
-                depths.append(sum(1 for k in keys if re.fullmatch(re.escape(pre) + r"1\.transformer_blocks\.\d+\.norm1\.weight", k)))
+                block_norm = re.compile(re.escape(pre) + r"1\.transformer_blocks\.\d+\.norm1\.weight")
+                depths.append(sum(1 for k in keys if block_norm.fullmatch(k)))
             count += 1
         i += 1
     widths.append(width)
@@ -93,8 +98,7 @@ def unet_config_from(path: Path, shapes: dict) -> dict:
     if not ctx_keys:
         raise unfit(path, "the UNet has no cross-attention")
     context = shapes[ctx_keys[0]][1][1]
-    down = tuple("CrossAttnDownBlockSpatioTemporal" if a else "DownBlockSpatioTemporal" for a in attention)
-    up = tuple("CrossAttnUpBlockSpatioTemporal" if a else "UpBlockSpatioTemporal" for a in reversed(attention))
+    down, up = unet_block_types(attention)
     return {
         "sample_size": 96,
         "in_channels": in_ch,
@@ -120,9 +124,11 @@ def vae_config_from(path: Path, shapes: dict, kind: str) -> dict:
     keys = set(shapes)
     enc = encoder_prefix(keys) + "encoder."
     in_ch = _shape(path, shapes, enc + "conv_in.weight", "VAE encoder input")[1]
-    levels = sorted({int(m.group(1)) for k in keys if (m := re.match(re.escape(enc) + r"down\.(\d+)\.", k))})
+    level = re.compile(re.escape(enc) + r"down\.(\d+)\.")
+    levels = sorted({int(m.group(1)) for k in keys if (m := level.match(k))})
     widths = [_shape(path, shapes, f"{enc}down.{i}.block.0.conv1.weight", "VAE encoder block")[0] for i in levels]
-    layers = len({m.group(1) for k in keys if (m := re.match(re.escape(enc) + r"down\.0\.block\.(\d+)\.", k))})
+    block = re.compile(re.escape(enc) + r"down\.0\.block\.(\d+)\.")
+    layers = len({m.group(1) for k in keys if (m := block.match(k))})
     latent = _shape(path, shapes, DECODER + "conv_in.weight", "VAE decoder input")[1]
     out_ch = _shape(path, shapes, DECODER + "conv_out.weight", "VAE decoder output")[0]
     z = _shape(path, shapes, enc + "conv_out.weight", "VAE encoder output")[0]
@@ -160,7 +166,7 @@ def clip_config_from(path: Path, shapes: dict) -> dict:
     side = math.isqrt(positions - 1)
     if side * side != positions - 1:
         raise unfit(path, f"{positions} image-encoder positions are not a square grid plus a class token")
-    layers = len({m.group(1) for k in keys if (m := re.match(re.escape(CLIP) + r"transformer\.resblocks\.(\d+)\.", k))})
+    layers = len({m.group(1) for k in keys if (m := _CLIP_LAYER.match(k))})
     inter = _shape(path, shapes, CLIP + "transformer.resblocks.0.mlp.c_fc.weight", "image encoder MLP")[0]
     proj = _shape(path, shapes, CLIP + "proj", "image encoder projection")
     heads = hidden // CLIP_HEAD_DIM if hidden % CLIP_HEAD_DIM == 0 else max(1, hidden // 64)

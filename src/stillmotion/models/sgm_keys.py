@@ -30,14 +30,13 @@ from .sgm_configs import (
 )
 
 
-def _ignored(key: str, keys: set[str]) -> bool:
+def _ignored(key: str, enc_prefix: str) -> bool:
     if key.startswith(IGNORED_PREFIXES):
         return True
     if key.startswith(OPEN_CLIP) and not key.startswith(CLIP):  # OpenCLIP text-tower leftovers
         return True
-    if key.startswith(("first_stage_model.encoder.", "first_stage_model.quant_conv.")) and any(
-        k.startswith(ENCODER_COND + "encoder.") for k in keys
-    ):  # the same encoder twice: the conditioning one is what SVD encodes with
+    if key.startswith(("first_stage_model.encoder.", "first_stage_model.quant_conv.")) and enc_prefix == ENCODER_COND:
+        # the same encoder twice: the conditioning one is what SVD encodes with
         return True
     return False
 
@@ -210,12 +209,17 @@ class Component:
     plan: dict = field(default_factory=dict)  # target key -> (source key | None, transform)
 
 
+def vae_class(kind: str) -> str:
+    """The diffusers VAE class for a file's decoder kind ("temporal" | "image": decoded frame by frame)."""
+    return "AutoencoderKLTemporalDecoder" if kind == "temporal" else "AutoencoderKL"
+
+
 def plan_conversion(info, keys: Iterable[str]) -> list[Component]:
     """Where every tensor of the file goes (info: a single_file.FileInfo); raises ModelUnavailable naming keys it cannot place."""
     keys = set(keys)
     unet = Component("unet", "UNetSpatioTemporalConditionModel", "diffusers", info.unet_config)
     temporal = info.vae == "temporal"
-    vae = Component("vae", "AutoencoderKLTemporalDecoder" if temporal else "AutoencoderKL", "diffusers", info.vae_config)
+    vae = Component("vae", vae_class(info.vae), "diffusers", info.vae_config)
     enc = Component("image_encoder", "CLIPVisionModelWithProjection", "transformers", info.clip_config)
     levels = len(info.vae_config["block_out_channels"])
     enc_prefix = encoder_prefix(keys)
@@ -237,7 +241,7 @@ def plan_conversion(info, keys: Iterable[str]) -> list[Component]:
             targets = [(vae, "post_quant_conv." + key.rsplit(".", 1)[1], _identity)]
         elif key.startswith(CLIP):
             targets = [(enc, t, f) for t, f in _clip_rename(key[len(CLIP):])]
-        elif _ignored(key, keys):
+        elif _ignored(key, enc_prefix):
             continue
         if not targets:
             unknown.append(key)

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelUnavailable
+from ..util import torch_dtype
 from .safetensors_stream import TensorReader, stream_save
 from .sgm_configs import CLIP, DECODER, ENCODER_COND, ENCODER_FIRST, EXPECTED, UNET, clip_config_from, unet_config_from, vae_config_from
-from .sgm_keys import Component, check_plan, plan_conversion
+from .sgm_keys import Component, check_plan, plan_conversion, vae_class
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 
@@ -82,7 +83,6 @@ class FileInfo:
     unet_config: dict
     vae_config: dict
     clip_config: dict
-    metadata: dict = field(default_factory=dict)
     digests: dict = field(default_factory=dict)  # after convert(): relative path -> sha256 of each weight file
 
     @property
@@ -129,7 +129,6 @@ def inspect_shapes(path: Path, shapes: dict, meta: dict) -> FileInfo:
         unet_config=unet_config,
         vae_config=vae_config,
         clip_config=clip_config,
-        metadata=dict(meta),
     )
 
 
@@ -155,20 +154,22 @@ def _frames(path: Path, meta: dict) -> tuple[int, str]:
 
 
 # --------------------------------------------------------------------------- convert
-def convert(src: str | Path, out: str | Path, *, sha256: str | None = None, dtype: str = "fp16") -> FileInfo:
-    """Write a diffusers StableVideoDiffusionPipeline folder at `out` (which must not exist yet or is replaced)."""
-    import torch
+def convert(src: str | Path, out: str | Path, *, sha256: str | None = None, dtype: str = "fp16",
+            info: FileInfo | None = None) -> FileInfo:
+    """Write a diffusers StableVideoDiffusionPipeline folder at `out` (which must not exist yet or is replaced).
 
-    from .hashes import cached_sha256
+    `info` is the file's inspect_file() when the caller has it already (the header is read once either way).
+    """
+    from .hashes import cached_sha256, write_folder_manifest
 
     src = Path(src).expanduser()
-    info = inspect_file(src)
-    shapes, _meta = read_header(src)
+    shapes, meta = read_header(src)
+    info = info or inspect_shapes(src, shapes, meta)
     comps = plan_conversion(info, shapes)
     expected = check_plan(info, comps, shapes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch_dtype = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    weights_dtype = torch_dtype(dtype)
     digests = {}
     with TensorReader(src) as f:
         for comp in comps:
@@ -179,8 +180,8 @@ def convert(src: str | Path, out: str | Path, *, sha256: str | None = None, dtyp
             items = []
             for k, shape in expected[comp.name].items():
                 source, fn = comp.plan[k]
-                items.append((k, shape, _loader(f, source, fn, shape, torch_dtype)))
-            digests[f"{comp.name}/{fname}"] = stream_save(folder / fname, items, torch_dtype, metadata={"format": "pt"})
+                items.append((k, shape, _loader(f, source, fn, shape, weights_dtype)))
+            digests[f"{comp.name}/{fname}"] = stream_save(folder / fname, items, weights_dtype, metadata={"format": "pt"})
     _write_pipeline_files(out, info)
     # stillmotion.json: the frame count as the model's default (registry.read_local_defaults reads it; the
     # other defaults are SVD's), and where the folder came from
@@ -196,23 +197,10 @@ def convert(src: str | Path, out: str | Path, *, sha256: str | None = None, dtyp
         "vae": info.vae,
     }
     (out / "stillmotion.json").write_text(json.dumps(record, indent=2))
-    _write_manifest(out, digests, src.name)
+    # the manifest `models verify` checks, from the digests taken while writing (no 4 GB read back)
+    write_folder_manifest(out, src.name, digests=digests)
     info.digests = digests
     return info
-
-
-def _write_manifest(out: Path, digests: dict[str, str], name: str) -> None:
-    """The folder manifest `models verify` checks (hashes.build_manifest's format), from the digests
-    taken while writing, so a 4 GB folder is not read back just to hash it."""
-    from datetime import datetime, timezone
-
-    from ..util import atomic_write
-    from .hashes import folder_manifest_path
-
-    files = {rel: {"sha256": d, "size": (out / rel).stat().st_size} for rel, d in sorted(digests.items())}
-    manifest = {"format": 1, "name": name, "source": "local",
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "files": files}
-    atomic_write(folder_manifest_path(out), json.dumps(manifest, indent=2, sort_keys=True))
 
 
 def _loader(f, source, fn, shape, dtype):
@@ -258,6 +246,6 @@ def _write_pipeline_files(out: Path, info: FileInfo) -> None:
         "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
         "scheduler": ["diffusers", "EulerDiscreteScheduler"],
         "unet": ["diffusers", "UNetSpatioTemporalConditionModel"],
-        "vae": ["diffusers", "AutoencoderKLTemporalDecoder" if info.vae == "temporal" else "AutoencoderKL"],
+        "vae": ["diffusers", vae_class(info.vae)],
     }
     (out / "model_index.json").write_text(json.dumps(index, indent=2))

@@ -8,6 +8,13 @@ same on every machine.
 from __future__ import annotations
 
 
+def unet_block_types(attention) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The video UNet's down and up block types from whether each down level has cross-attention (up mirrors down)."""
+    down = tuple("CrossAttnDownBlockSpatioTemporal" if a else "DownBlockSpatioTemporal" for a in attention)
+    up = tuple("CrossAttnUpBlockSpatioTemporal" if a else "UpBlockSpatioTemporal" for a in reversed(attention))
+    return down, up
+
+
 def small_unet(
     *,
     widths: tuple[int, int, int, int],
@@ -25,8 +32,7 @@ def small_unet(
     """
     from diffusers import UNetSpatioTemporalConditionModel
 
-    down = tuple("CrossAttnDownBlockSpatioTemporal" if a else "DownBlockSpatioTemporal" for a in attention)
-    up = tuple("CrossAttnUpBlockSpatioTemporal" if a else "UpBlockSpatioTemporal" for a in reversed(attention))
+    down, up = unet_block_types(attention)
     return UNetSpatioTemporalConditionModel(
         sample_size=sample_size,
         in_channels=8,
