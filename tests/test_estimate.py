@@ -50,6 +50,16 @@ def test_fast_mode_costs_fewer_flops():
     assert fast["flops"]["unet_cached_step"] < fast["flops"]["unet_step"]
 
 
+def test_bf16_counts_the_same_flops_as_fp32(tmp_path, monkeypatch):
+    monkeypatch.setenv("STILLMOTION_CACHE", str(tmp_path))  # counted afresh, not read from an fp16 run's profiles
+    args = ("--frames", "4", "--width", "64", "--height", "64", "--speed", "fast")
+    bf16 = _est(*args, "--dtype", "bf16")
+    fp32 = _est(*args, "--dtype", "fp32")
+    assert bf16["flops"]["per_video"] == fp32["flops"]["per_video"] > 0
+    assert bf16["flops"]["unet_cached_step"] == fp32["flops"]["unet_cached_step"] > 0
+    assert all(g["fits"] and g["seconds"] > 0 for g in bf16["gpus"])
+
+
 def test_each_card_names_where_its_efficiency_comes_from():
     from stillmotion.engine import timing
 

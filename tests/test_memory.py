@@ -220,3 +220,24 @@ def test_max_memory_plans_a_smaller_decode_chunk(tiny_engine, tiny_shape, image_
     mem = r.metadata["memory"]
     assert mem["planned"] and mem["fits"]
     assert r.metadata["decode_chunk_size"] < 8 and mem["estimate_bytes"] * M.SAFETY <= mem["budget_bytes"]
+
+
+def test_an_image_decoder_checkpoint_is_planned(tmp_path, image_file):
+    """A single-file checkpoint with a per-frame image decoder (AutoencoderKL: no num_frames) plans and estimates."""
+    from safetensors.torch import save_file
+
+    import comfy_reference as R
+    from conftest import run_cli
+    from stillmotion import Engine
+
+    _parts, sd = R.sgm_parts(seed=1, temporal=False)
+    f = tmp_path / "svd_image_decoder.safetensors"
+    save_file(sd, str(f))
+    code, out, err = run_cli("estimate", "--model", str(f), "--width", "64", "--height", "64", "--frames", "4",
+                             "--max-memory", "1GB")
+    assert code == 0, err
+    assert "planned peak memory" in out and "--max-memory 1GB: fits" in out
+    r = Engine(str(f), device="cpu", max_memory="1GB").generate(
+        str(image_file), GenerationSpec(seed=1, num_frames=4, width=64, height=64, num_inference_steps=1))
+    assert r.frames.shape == (4, 64, 64, 3)
+    assert r.metadata["memory"]["planned"] and r.metadata["memory"]["fits"]

@@ -99,6 +99,11 @@ class GenerationSpec(BaseModel):
         return self
 
     # ------------------------------------------------------------------
+    @property
+    def effective_conditioning_fps(self) -> Optional[int]:
+        """The fps the model is conditioned on: conditioning_fps where given, else the playback fps."""
+        return self.conditioning_fps or self.fps
+
     @classmethod
     def build(cls, **fields) -> "GenerationSpec":
         """Validate user input; raise InvalidInput with one line per bad field."""

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
+from typing import Optional, get_args
 
 import click
 
+from ..engine.config import Offload
 from ..models.registry import DEFAULT_MODEL
 from ..util import DTYPE_NAMES
 
@@ -81,7 +82,7 @@ def _flops(n: float) -> str:
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp16", show_default=True)
 @click.option("--max-cfg", type=float, default=None, help="max guidance; <= 1 turns classifier-free guidance off")
 @click.option("--decode-chunk", type=int, default=None, help="frames the VAE decodes at once (default: all)")
-@click.option("--offload", type=click.Choice(["none", "model", "sequential"]), default=None)
+@click.option("--offload", type=click.Choice(get_args(Offload)), default=None)
 @click.option("--forward-chunking", is_flag=True)
 @click.option("--max-memory", default=None, metavar="SIZE", help="also plan for this budget, e.g. 8GB")
 @click.option("--price-per-hour", type=float, default=None, help="USD per GPU hour for every card (default: data/gpus.json)")

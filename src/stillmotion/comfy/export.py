@@ -64,7 +64,7 @@ def export_workflow(record: dict) -> tuple[dict, list[str]]:
         "3": {"class_type": CONDITIONING, "inputs": {
             "clip_vision": ["1", 1], "init_image": ["2", 0], "vae": ["1", 2],
             "width": spec.width, "height": spec.height, "video_frames": spec.num_frames,
-            "motion_bucket_id": spec.motion_bucket_id, "fps": spec.conditioning_fps or spec.fps,
+            "motion_bucket_id": spec.motion_bucket_id, "fps": spec.effective_conditioning_fps,
             "augmentation_level": spec.noise_aug_strength}, "_meta": {"title": "SVD_img2vid_Conditioning"}},
         "4": {"class_type": GUIDANCE, "inputs": {"model": ["1", 0], "min_cfg": spec.min_guidance_scale},
               "_meta": {"title": "VideoLinearCFGGuidance"}},

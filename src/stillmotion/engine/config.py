@@ -23,7 +23,6 @@ Offload = Literal["none", "model", "sequential"]
 DType = Literal["fp16", "bf16", "fp32"]
 MemoryMode = Literal["auto", "none"]
 Attention = Literal["sdpa", "math"]
-OFFLOAD_MODES: tuple[str, ...] = ("none", "model", "sequential")
 
 
 class EngineConfig(BaseModel):

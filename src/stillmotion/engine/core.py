@@ -399,7 +399,7 @@ class Engine:
                         num_inference_steps=steps,
                         min_guidance_scale=spec.min_guidance_scale,
                         max_guidance_scale=spec.max_guidance_scale,
-                        fps=spec.conditioning_fps or spec.fps,
+                        fps=spec.effective_conditioning_fps,
                         motion_bucket_id=spec.motion_bucket_id,
                         noise_aug_strength=spec.noise_aug_strength,
                         generator=generator,
@@ -427,6 +427,8 @@ class Engine:
         """diffusers' decode_latents, chunk by chunk with progress and cancel; then to uint8."""
         import torch
 
+        from .shapes import decode_kwargs
+
         pipe = self.pipe
         vae = pipe.vae
         latents = latents.to(vae.dtype).flatten(0, 1)
@@ -438,9 +440,7 @@ class Engine:
                 if cancel():
                     raise Cancelled()
                 part = latents[i : i + chunk]
-                # the temporal decoder takes num_frames; a per-frame AutoencoderKL (image-decoder checkpoints) does not
-                kw = {} if type(vae).__name__ == "AutoencoderKL" else {"num_frames": part.shape[0]}
-                out.append(vae.decode(part, **kw).sample)
+                out.append(vae.decode(part, **decode_kwargs(vae, part.shape[0])).sample)
                 done = min(n, i + chunk)
                 report(Progress("decode", done, n, span[0] + (span[1] - span[0]) * done / n, f"decoded {done}/{n} frames"))
             frames = torch.cat(out, dim=0)

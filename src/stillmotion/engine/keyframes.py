@@ -131,9 +131,8 @@ def denoise(pipe, image, end_image, spec, generator, *, on_step_end: Optional[Ca
     dtype = start.embeddings.dtype
 
     # 2. Added time ids (the pipeline conditions on fps - 1), timesteps, initial noise
-    fps = getattr(spec, "conditioning_fps", None) or spec.fps
-    added_time_ids = pipe._get_add_time_ids(fps - 1, spec.motion_bucket_id, spec.noise_aug_strength,
-                                            dtype, 1, 1, cfg).to(device)
+    added_time_ids = pipe._get_add_time_ids(spec.effective_conditioning_fps - 1, spec.motion_bucket_id,
+                                            spec.noise_aug_strength, dtype, 1, 1, cfg).to(device)
     scheduler = pipe.scheduler
     timesteps, _ = retrieve_timesteps(scheduler, steps, device, None, None)
     sigmas = scheduler.sigmas.to(torch.float32)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .dryrun import DryRun
-from .shapes import ModelShape, quiet_diffusers, vae_upcast
+from .shapes import ModelShape, decode_kwargs, quiet_diffusers, vae_upcast
 
 
 @dataclass
@@ -48,7 +48,7 @@ def profile_stages(shape: ModelShape, frames: int, height: int, width: int, *, d
         key = f"{stage}|{frames}|{height}|{width}|{int(cfg)}|{param}" + ("|keyframe" if kf else "")
         if key not in cache.entries:
             with quiet_diffusers():
-                cache.put(key, _STAGES[stage](shape, frames, height, width, cfg, param, **({"keyframe": True} if kf else {})))
+                cache.put(key, _STAGES[stage](shape, frames, height, width, cfg, param, keyframe=kf))
         working[stage], flops[stage] = cache.entries[key]
     return StageProfile(working, flops)
 
@@ -190,7 +190,7 @@ def _denoise_stage(shape: ModelShape, frames, height, width, cfg, forward_chunki
         set_forward_chunking(unet, False)
 
 
-def _decode_stage(shape: ModelShape, frames, height, width, cfg, chunk):
+def _decode_stage(shape: ModelShape, frames, height, width, cfg, chunk, keyframe: bool = False):
     import torch
 
     vae = shape.vae
@@ -200,7 +200,7 @@ def _decode_stage(shape: ModelShape, frames, height, width, cfg, chunk):
         out = []
         for i in range(0, frames, chunk):
             part = lat[i : i + chunk]
-            out.append(vae.decode(part, num_frames=part.shape[0]).sample)
+            out.append(vae.decode(part, **decode_kwargs(vae, part.shape[0])).sample)
         video = torch.cat(out, dim=0)
         del out
         video = video.reshape(-1, frames, *video.shape[1:]).permute(0, 2, 1, 3, 4).float()
@@ -217,14 +217,12 @@ def _count_unet_steps(shape: ModelShape, frames: int, height: int, width: int, c
 
     from .speed import DeepCache
 
-    b = 2 if cfg else 1
-    dt = {2: torch.float16, 4: torch.float32}[shape.dtype_bytes]
-    unet = shape.unet
-    lat_c = shape.vae.config.latent_channels
-    args = (torch.empty(b, frames, 2 * lat_c, height // 8, width // 8, dtype=dt, device="meta"),
-            torch.empty((), device="meta"))
-    kw = dict(encoder_hidden_states=torch.empty(b, 1, shape.image_encoder.config.projection_dim, dtype=dt, device="meta"),
-              added_time_ids=torch.empty(b, 3, dtype=dt, device="meta"), return_dict=False)
+    dt, unet = _dtype(shape), shape.unet
+    emb, image_latents, latents = _persistent(shape, frames, height, width, cfg)
+    inp = torch.cat([torch.cat([latents] * 2) if cfg else latents, image_latents], dim=2)  # as _denoise_stage feeds it
+    args = (inp, torch.empty((), dtype=torch.float32, device="meta"))
+    kw = dict(encoder_hidden_states=emb, added_time_ids=torch.empty(inp.shape[0], 3, dtype=dt, device="meta"),
+              return_dict=False)
     out = []
     with DeepCache(unet, max(2, interval or 2)):
         for _ in range(2):  # step 0 is full, step 1 is cached

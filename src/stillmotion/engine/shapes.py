@@ -35,6 +35,12 @@ def vae_upcast(shape: ModelShape) -> bool:
     return shape.dtype_bytes == 2 and bool(getattr(shape.vae.config, "force_upcast", False))
 
 
+def decode_kwargs(vae, n: int) -> dict:
+    """What `vae.decode` takes besides the latents for `n` frames (the engine's and the dry run's decode)."""
+    # the temporal decoder takes num_frames; a per-frame AutoencoderKL (image-decoder checkpoints) does not
+    return {} if type(vae).__name__ == "AutoencoderKL" else {"num_frames": n}
+
+
 def _meta_build(cls, config):
     import torch
 
@@ -76,7 +82,7 @@ def _shape(unet, vae, enc, dtype, name) -> ModelShape:
 def model_shape(name_or_path: str, dtype_name: str = "fp16") -> ModelShape:
     """ModelShape for a registry name or a local diffusers folder, without loading any weights."""
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers import CLIPVisionConfig
 
     from ..util import torch_dtype
 
@@ -88,29 +94,20 @@ def model_shape(name_or_path: str, dtype_name: str = "fp16") -> ModelShape:
         return _shape(c["unet"], c["vae"], c["image_encoder"], dtype, "tiny")
     if name_or_path in ("svd", "svd-xt", "svd-xt-1-1"):
         unet_cfg, vae_cfg, clip_cfg = svd_configs(25 if name_or_path != "svd" else 14)
-        return _shape(
-            _meta_build(UNetSpatioTemporalConditionModel, unet_cfg),
-            _meta_build(AutoencoderKLTemporalDecoder, vae_cfg),
-            _meta_build(CLIPVisionModelWithProjection, CLIPVisionConfig(**clip_cfg)),
-            dtype,
-            name_or_path,
-        )
+        return _configs_shape(unet_cfg, AutoencoderKLTemporalDecoder, vae_cfg, CLIPVisionConfig(**clip_cfg), dtype,
+                              name_or_path)
     from pathlib import Path
 
     p = Path(name_or_path).expanduser()
-    if p.suffix.lower() == ".safetensors" and p.is_file():  # a single-file checkpoint: configs from its header
-        from diffusers import AutoencoderKL
+    import diffusers
 
+    if p.suffix.lower() == ".safetensors" and p.is_file():  # a single-file checkpoint: configs from its header
+        from ..models.sgm_keys import vae_class
         from ..models.single_file import inspect_file
 
         info = inspect_file(p)
-        return _shape(
-            _meta_build(UNetSpatioTemporalConditionModel, info.unet_config),
-            _meta_build(AutoencoderKLTemporalDecoder if info.vae == "temporal" else AutoencoderKL, info.vae_config),
-            _meta_build(CLIPVisionModelWithProjection, CLIPVisionConfig(**info.clip_config)),
-            dtype,
-            str(p),
-        )
+        return _configs_shape(info.unet_config, getattr(diffusers, vae_class(info.vae)), info.vae_config,
+                              CLIPVisionConfig(**info.clip_config), dtype, str(p))
     if not (p / "model_index.json").is_file():
         from ..errors import ModelUnavailable
 
@@ -119,16 +116,22 @@ def model_shape(name_or_path: str, dtype_name: str = "fp16") -> ModelShape:
         )
     unet_cfg = UNetSpatioTemporalConditionModel.load_config(p / "unet")
     vae_cfg = AutoencoderKLTemporalDecoder.load_config(p / "vae")
-    import diffusers
-
     vae_cls = getattr(diffusers, vae_cfg.get("_class_name") or "", AutoencoderKLTemporalDecoder)  # or AutoencoderKL
     clip_cfg = CLIPVisionConfig.from_pretrained(p / "image_encoder")
+    return _configs_shape(unet_cfg, vae_cls, vae_cfg, clip_cfg, dtype, str(p))
+
+
+def _configs_shape(unet_cfg, vae_cls, vae_cfg, clip_cfg, dtype, name: str) -> ModelShape:
+    """ModelShape built from an SVD UNet config, a VAE class and config, and a CLIPVisionConfig."""
+    from diffusers import UNetSpatioTemporalConditionModel
+    from transformers import CLIPVisionModelWithProjection
+
     return _shape(
         _meta_build(UNetSpatioTemporalConditionModel, unet_cfg),
         _meta_build(vae_cls, vae_cfg),
         _meta_build(CLIPVisionModelWithProjection, clip_cfg),
         dtype,
-        str(p),
+        name,
     )
 
 
