@@ -203,6 +203,23 @@ def test_batch_server_makes_the_local_batch_byte_for_byte_and_resumes(server, tm
     assert code == 0 and json.loads((remote / "batch-report.json").read_text())["counts"]["skipped"] == 3
 
 
+def test_batch_server_refuses_a_manifest_with_end_images_before_sending_anything(server, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    for name in ("a.png", "z.png"):
+        Image.fromarray(rng.integers(0, 255, (72, 96, 3), dtype=np.uint8)).save(tmp_path / name)
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("image,end_image,output\na.png,z.png,k.mp4\na.png,,p.mp4\n")
+    before = len(jobs_on(server))
+    code, out, err = run_cli("batch", str(manifest), str(tmp_path / "out"), "--server", server.url, "--api-key", KEY,
+                             "--seed", "5", "--frames", "4", "--width", "64", "--height", "64", "--steps", "2")
+    assert code == 2, err + out
+    assert "the end_image column (keyframes) is not sent with --server yet; run this batch here, without --server." \
+        in err
+    assert not (tmp_path / "out").exists() and len(jobs_on(server)) == before
+
+
 def test_client_is_in_the_package_facade():
     import stillmotion
 

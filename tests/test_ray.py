@@ -305,6 +305,29 @@ def test_ray_data_batch_is_byte_identical_to_plain_batch(ray_cluster, one_torch_
     assert len(again.skipped) == 12 and not again.to_run
 
 
+def test_ray_data_batch_makes_a_manifests_keyframe_videos_as_the_plain_batch(ray_cluster, one_torch_thread, tmp_path):
+    import json
+
+    from conftest import run_cli
+    from ray import serve
+
+    serve.shutdown()
+    for k, name in enumerate(("a.png", "z.png")):
+        Image.fromarray(np.random.default_rng(k).integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(tmp_path / name)
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("image,end_image,output\na.png,z.png,k.mp4\na.png,,p.mp4\n")
+    args = ["--model", "tiny", "--device", "cpu", "--width", "64", "--height", "64", "--frames", "3", "--steps", "2",
+            "-q"]
+    code, _, err = run_cli("batch", str(manifest), str(tmp_path / "plain"), *args)
+    assert code == 0, err
+    code, _, err = run_cli("batch", str(manifest), str(tmp_path / "ray"), *args, "--ray", "--actors", "1")
+    assert code == 0, err
+    assert _hashes(tmp_path / "ray") == _hashes(tmp_path / "plain") and len(_hashes(tmp_path / "plain")) == 2
+    keyed = json.loads((tmp_path / "ray" / "k.json").read_text())
+    assert keyed["input"]["end_image"]["source"] == str(tmp_path / "z.png") and "keyframes" in keyed
+    assert "end_image" not in json.loads((tmp_path / "ray" / "p.json").read_text())["input"]
+
+
 def test_interrupted_ray_batch_driver_resumes_on_rerun(ray_cluster, one_torch_thread, tmp_path):
     """The driver of `batch --ray` killed (SIGKILL) mid-batch: the same command again makes only what is
     missing, and every video equals the plain batch's."""

@@ -19,7 +19,7 @@ from PIL import Image, ImageColor, ImageFile, ImageOps
 
 from .errors import ImageTooLarge, InvalidImage, InvalidInput
 from .util import one_line, show
-from .sources import DEFAULT_MAX_BYTES, ImageSource, read_source_bytes
+from .sources import DEFAULT_MAX_BYTES, ImageSource, read_source_bytes, sha256_of
 
 DEFAULT_MAX_PIXELS = 64_000_000
 MIN_SIDE = 16
@@ -201,8 +201,6 @@ def open_input(image, source: str | None = None) -> tuple[Image.Image, dict]:
     if isinstance(image, Image.Image):
         pil, info = image.convert("RGB"), {}
     else:
-        from .sources import sha256_of
-
         data, where = read_source_bytes(image)
         pil = load_image(data)
         info = {"source": source or where, "sha256": sha256_of(data)}

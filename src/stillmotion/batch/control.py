@@ -12,16 +12,18 @@ and at the end), so a killed batch still leaves a report of what was done.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import queue
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from ..engine.config import EngineConfig
 from ..errors import StillmotionError
-from ..util import atomic_write
+from ..util import atomic_write, first_line
 from .plan import BatchPlan
 from .run import BatchRunner, remove_stale_temps
 
@@ -128,8 +130,6 @@ class Controller:
             }
 
     def write_report(self) -> None:
-        import json
-
         self._last_report = time.perf_counter()
         try:
             atomic_write(self.plan.report_path, json.dumps(self.report(), indent=2) + "\n")
@@ -159,7 +159,6 @@ def expected_seconds(plan: BatchPlan, config: EngineConfig, devices: Optional[li
     from ..engine import timing
     from ..engine.shapes import model_shape
     from ..models.registry import entry_for
-    from ..util import first_line
 
     here = timing.card_for_device(device_name(devices[0]))
     card = here or timing.reference_card()
@@ -177,7 +176,7 @@ def expected_seconds(plan: BatchPlan, config: EngineConfig, devices: Optional[li
         frames, steps = spec.num_frames or d.num_frames, spec.num_inference_steps or d.num_inference_steps
         w, h = spec.width or d.landscape[0], spec.height or d.landscape[1]
         cfg = (spec.max_guidance_scale if spec.max_guidance_scale is not None else d.max_guidance_scale) > 1
-        keyframe = bool(getattr(item, "end_source", None))  # an end_image column: two UNet passes per step
+        keyframe = bool(item.end_source)  # an end_image column: two UNet passes per step
         job = (frames, h, w, steps, spec.speed, spec.cache_interval, cfg, spec.decode_chunk_size, keyframe)
         if job not in seconds:
             flops = timing.video_flops(shape, frames, h, w, steps, speed=spec.speed, cfg=cfg,
@@ -194,8 +193,6 @@ def expected_seconds(plan: BatchPlan, config: EngineConfig, devices: Optional[li
 
 def measured_seconds(plan: BatchPlan) -> Optional[float]:
     """Mean seconds per item of the `done` items in an earlier report for the same model, if any."""
-    import json
-
     try:
         report = json.loads(plan.report_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -225,21 +222,31 @@ def run_batch(plan: BatchPlan, config: EngineConfig, *, devices: Optional[list[s
     all (e.g. the model does not load).
     """
     devices = list(devices or [config.device])
-    ctl = Controller(plan, devices=devices, max_failures=max_failures, on_event=on_event)
     todo = plan.to_run
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(todo)
-    try:
+    with controlled(plan, devices=devices, max_failures=max_failures, on_event=on_event,
+                    should_cancel=should_cancel) as ctl:
         if todo:
             if len(devices) == 1:
                 _run_here(ctl, todo, config.replace(device=device_name(devices[0])), should_cancel, engine, pipeline)
             else:
                 _run_processes(ctl, todo, config, devices, should_cancel, pipeline)
-    finally:
-        ctl.finish(cancelled=should_cancel())
     if ctl.fatal is not None:
         raise ctl.fatal
     return ctl
+
+
+@contextlib.contextmanager
+def controlled(plan: BatchPlan, *, devices: list[str], max_failures: Optional[int], on_event: Optional[EventFn],
+               should_cancel: Callable[[], bool]) -> Iterator[Controller]:
+    """The Controller of one run of `plan`, for every way of running it (here, --server, --ray): the output
+    folder made and a killed run's temp files removed before, the run closed (report written) however it ends."""
+    ctl = Controller(plan, devices=devices, max_failures=max_failures, on_event=on_event)
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(plan.to_run)
+    try:
+        yield ctl
+    finally:
+        ctl.finish(cancelled=should_cancel())
 
 
 def _run_here(ctl: Controller, todo, config: EngineConfig, should_cancel, engine, pipeline) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import InvalidInput
-from ..spec import MAX_SEED, GenerationSpec
+from ..spec import MAX_SEED, SPEC_FIELDS, GenerationSpec, cli_flag
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 MAX_ERRORS_SHOWN = 20
@@ -38,11 +38,10 @@ class Row:
 
 def _field_aliases() -> dict[str, str]:
     """Manifest columns may use spec names (num_frames) or flag names (frames, steps, decode-chunk)."""
-    from ..spec import SPEC_FIELDS, cli_flag
-
-    aliases = {name: name for name in SPEC_FIELDS}
+    aliases: dict[str, str] = {}
     for name in SPEC_FIELDS:
         bare = cli_flag(GenerationSpec, name).lstrip("-")
+        aliases[name] = name
         aliases[bare] = name
         aliases[bare.replace("-", "_")] = name
     return aliases
@@ -107,6 +106,11 @@ def read_manifest(path: Path, base: GenerationSpec, model: Optional[str] = None)
             continue
         for k, v in cells.items():
             overrides[aliases[k]] = v
+        out_fmt = None  # the format the row's output name says (clip.gif: gif)
+        if output is not None:
+            from ..video import format_from_path
+
+            out_fmt = format_from_path(str(output))
         if workflow is not None:  # the workflow's settings under the row's fields and the command's flags
             from ..comfy import apply_workflow
 
@@ -115,11 +119,8 @@ def read_manifest(path: Path, base: GenerationSpec, model: Optional[str] = None)
             except InvalidInput as e:
                 errors.append(f"line {line}: {e.message}")
                 continue
-            if output is not None:
-                from ..video import format_from_path
-
-                if format_from_path(str(output)):
-                    wf_fields.pop("format", None)  # the row's output name says the format
+            if out_fmt:
+                wf_fields.pop("format", None)  # the row's output name says the format
             overrides = {**{k: v for k, v in wf_fields.items() if k not in base_fields}, **overrides}
         try:
             checked = GenerationSpec.build(**{**base_fields, **overrides})
@@ -132,9 +133,6 @@ def read_manifest(path: Path, base: GenerationSpec, model: Optional[str] = None)
             errors.append(f"line {line}: seed must be 0..{MAX_SEED} in a batch, got {overrides['seed']}")
             continue
         if output is not None:
-            from ..video import format_from_path
-
-            out_fmt = format_from_path(str(output))
             if out_fmt and "format" in overrides and overrides["format"] != out_fmt:
                 errors.append(f"line {line}: output {output!r} does not match format {overrides['format']!r}")
                 continue

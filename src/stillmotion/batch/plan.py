@@ -169,7 +169,7 @@ def plan_batch(
             output = _output_path(out_dir, row, fmt, item_seed if variants > 1 else None)
             items.append(Item(index=len(items), key=row.key, source=row.source, output=output,
                               sidecar=_sidecar(output), seed=item_seed, variant=v, requested=requested, line=row.line,
-                              end_source=getattr(row, "end_image", None)))
+                              end_source=row.end_image))
 
     # 3. Clashes, before any work
     check_clashes(items)

@@ -20,14 +20,16 @@ in the parent process.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ..engine.config import EngineConfig
 from ..errors import Cancelled, InvalidInput, OutOfMemory, StillmotionError
 from ..spec import GenerationSpec
+from ..util import remove
 from .plan import Item
 
 Emit = Callable[..., None]
@@ -128,24 +130,17 @@ class BatchRunner:
     # ------------------------------------------------------------------
     def _load(self, item: Item) -> Loaded:
         """Read, decode and size the image (in the loader thread)."""
-        from .. import images, sources
+        from .. import images
 
         t = time.perf_counter()
-        data, where = sources.read_source_bytes(item.source)
-        try:
-            pil = images.load_image(data)
-        except InvalidInput as e:  # name the file, not "the image data"
-            raise type(e)(e.message.replace("The image data", f"The image {item.key}", 1)) from None
+        with naming_image(item.key):
+            pil, info = images.open_input(item.source)
         spec = item.spec.resolve(self.entry, pil.size)  # not via the engine: it may be rebuilt meanwhile
         prepared = images.prepare(pil, spec.width, spec.height, spec.resize)
-        info = {"source": where or item.source, "sha256": sources.sha256_of(data), "size": list(pil.size)}
         end = None
-        if getattr(item, "end_source", None):
-            end_data, end_where = sources.read_source_bytes(item.end_source)
-            end_pil = images.load_image(end_data)
+        if item.end_source:
+            end_pil, info["end_image"] = images.open_input(item.end_source)
             end = images.prepare(end_pil, spec.width, spec.height, spec.resize)
-            info["end_image"] = {"source": end_where or item.end_source, "sha256": sources.sha256_of(end_data),
-                                 "size": list(end_pil.size)}
         seconds = time.perf_counter() - t
         self.hidden["load"] += seconds
         return Loaded(image=prepared, spec=spec, input=info, seconds=seconds, end_image=end)
@@ -215,24 +210,21 @@ def item_error(e: Exception) -> str:
     return e.message if isinstance(e, StillmotionError) else f"internal error: {type(e).__name__}: {e}"
 
 
-def remove_stale_temps(items) -> int:
-    """Temp files a killed run left beside our outputs (util.temp_name: `.cat.mp4.tmp-1a2b3c4d`); returns how
-    many went."""
-    import shutil
+@contextlib.contextmanager
+def naming_image(key: str) -> Iterator[None]:
+    """An image error in the block names the batch item (`The image a/cat.jpg ...`), not "The image data"."""
+    try:
+        yield
+    except InvalidInput as e:
+        raise type(e)(e.message.replace("The image data", f"The image {key}", 1)) from None
 
-    removed = 0
+
+def remove_stale_temps(items) -> None:
+    """Remove the temp files a killed run left beside our outputs (util.temp_name: `.cat.mp4.tmp-1a2b3c4d`)."""
     for item in items:
         for target in (item.output, item.sidecar):
             folder = target.parent
             if not folder.is_dir():
                 continue
             for stale in folder.glob(f".{target.name}.tmp-*"):
-                try:
-                    if stale.is_dir() and not stale.is_symlink():
-                        shutil.rmtree(stale)
-                    else:
-                        stale.unlink()
-                    removed += 1
-                except OSError:
-                    pass
-    return removed
+                remove(stale)

@@ -43,6 +43,7 @@ def generate(image, output, from_sidecar, comfyui_dir, end_image, keyframes, ser
     given = pop_spec_fields(kwargs)
     fields = dict(given)
     model = kwargs.pop("model")
+    ends = None if end_image is None else [end_image]  # the end image, or the keyframes after the first
 
     # 1. Spec: from a ComfyUI workflow or a sidecar (flags override either), or from flags alone
     workflow = _read_workflow(from_sidecar) if from_sidecar else None
@@ -66,11 +67,9 @@ def generate(image, output, from_sidecar, comfyui_dir, end_image, keyframes, ser
                 raise InvalidInput(f"{from_sidecar} does not name its input image: pass IMAGE too.")
         recorded = (record.get("input") or {}).get("keyframes") or [(record.get("input") or {}).get("end_image")]
         if end_image is None and keyframes is None and recorded[0]:  # a keyframe video: its end image(s) too
-            end_image = [r.get("source") for r in recorded]
-            if not all(end_image):
+            ends = [r.get("source") for r in recorded]
+            if not all(ends):
                 raise InvalidInput(f"{from_sidecar} does not name its end image: pass --end-image too.")
-            end_image = end_image if len(end_image) > 1 else end_image[0]
-    ends = end_image
     if keyframes is not None:
         if image is not None or end_image is not None:
             raise InvalidInput("--keyframes names every image, first to last: leave out IMAGE and --end-image.")
@@ -99,12 +98,10 @@ def generate(image, output, from_sidecar, comfyui_dir, end_image, keyframes, ser
         from ..engine.keyframes import check_spec
 
         check_spec(spec, keyframes is not None)
-        read = [sources.read_source_bytes(e) for e in (ends if isinstance(ends, list) else [ends])]
+        read = [sources.read_source_bytes(e) for e in ends]
         for d, _ in read:
             images.load_image(d)
         end_data, end_where = [d for d, _ in read], [w for _, w in read]
-        if not isinstance(ends, list):
-            end_data, end_where = end_data[0], end_where[0]
 
     # 3. Load, generate, write
     show = not quiet and not as_json and sys.stderr.isatty()

@@ -120,65 +120,64 @@ def batch_on_server(server: str, api_key: Optional[str], plan, *, concurrency: i
     """Run a BatchPlan's pending items as jobs on the server, `concurrency` at a time; the same outputs,
     sidecars (with the batch key a local run records) and report as a local batch. Returns the Controller."""
     from .. import images, sources
-    from ..batch.control import Controller
-    from ..batch.run import item_error, remove_stale_temps
+    from ..batch.control import controlled
+    from ..batch.run import item_error, naming_image
 
     todo = plan.to_run
     for item in todo:
         _unsupported_format(item.format)
-    ctl = Controller(plan, devices=[server], max_failures=max_failures, on_event=on_event)
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(todo)
-    pending = iter(todo)
-    lock = threading.Lock()
+        if item.end_source:
+            raise InvalidInput(f"{plan.source}: the end_image column (keyframes) is not sent with --server yet; "
+                               "run this batch here, without --server.")
+    with controlled(plan, devices=[server], max_failures=max_failures, on_event=on_event,
+                    should_cancel=should_cancel) as ctl:
+        pending = iter(todo)
+        lock = threading.Lock()
 
-    def next_item():
-        with lock:
-            if ctl.stop.is_set() or should_cancel():
-                return None
-            return next(pending, None)
+        def next_item():
+            with lock:
+                if ctl.stop.is_set() or should_cancel():
+                    return None
+                return next(pending, None)
 
-    def run_one(client, item) -> None:
-        t0 = time.perf_counter()
-        ctl.handle("start", item.index)
-        try:
-            data, where = sources.read_source_bytes(item.source)
+        def run_one(client, item) -> None:
+            t0 = time.perf_counter()
+            ctl.handle("start", item.index)
             try:
-                images.load_image(data)
-            except InvalidInput as e:  # name the file, as a local batch does
-                raise type(e)(e.message.replace("The image data", f"The image {item.key}", 1)) from None
-            batch = {"key": item.key, "variant": item.variant, "requested": item.requested}
-            image = _named(data, where or item.source)
-            # the same item (bytes, request) has the same key: a batch killed while it waited finds its job again
-            key = "batch-" + hashlib.sha256(data + json.dumps([batch, image.name], sort_keys=True).encode()).hexdigest()
-            inputs = {"batch": batch, "output_name": item.output.name}
-            job = client.submit(image, item.requested, model=plan.model, inputs=inputs, idempotency_key=key)
-            if job["status"] in ("failed", "canceled"):  # that earlier job ended badly: this run tries again
-                job = client.submit(image, item.requested, model=plan.model, inputs=inputs)
+                data, where = sources.read_source_bytes(item.source)
+                with naming_image(item.key):  # name the file, as a local batch does
+                    images.load_image(data)
+                batch = {"key": item.key, "variant": item.variant, "requested": item.requested}
+                image = _named(data, where or item.source)
+                # the same item (bytes, request) has the same key: a batch killed while it waited finds its job again
+                key = "batch-" + hashlib.sha256(data + json.dumps([batch, image.name], sort_keys=True).encode()).hexdigest()
+                inputs = {"batch": batch, "output_name": item.output.name}
+                job = client.submit(image, item.requested, model=plan.model, inputs=inputs, idempotency_key=key)
+                if job["status"] in ("failed", "canceled"):  # that earlier job ended badly: this run tries again
+                    job = client.submit(image, item.requested, model=plan.model, inputs=inputs)
 
-            def on_job_event(name: str, job: dict) -> None:
-                p = job.get("progress") or {}
-                if name == "progress":
-                    ctl.handle("progress", item.index, stage=p.get("stage"), step=p.get("step"), total=p.get("total"))
+                def on_job_event(name: str, job: dict) -> None:
+                    p = job.get("progress") or {}
+                    if name == "progress":
+                        ctl.handle("progress", item.index, stage=p.get("stage"), step=p.get("step"), total=p.get("total"))
 
-            job = _final(client.wait(job["id"], on_event=on_job_event, should_cancel=should_cancel))
+                job = _final(client.wait(job["id"], on_event=on_job_event, should_cancel=should_cancel))
 
-            def patch(record: dict) -> None:
-                record.setdefault("input", {})["source"] = where or item.source
+                def patch(record: dict) -> None:
+                    record.setdefault("input", {})["source"] = where or item.source
 
-            _fetch(client, job, item.output, item.sidecar, patch)
-        except Cancelled:
-            ctl.handle("not_run", item.index, error="cancelled")
-        except Exception as e:  # noqa: BLE001 - one item's bug must not end the batch
-            ctl.handle("failed", item.index, error=item_error(e), seconds=round(time.perf_counter() - t0, 3))
-        else:
-            ctl.handle("done", item.index, seconds=round(time.perf_counter() - t0, 3))
+                _fetch(client, job, item.output, item.sidecar, patch)
+            except Cancelled:
+                ctl.handle("not_run", item.index, error="cancelled")
+            except Exception as e:  # noqa: BLE001 - one item's bug must not end the batch
+                ctl.handle("failed", item.index, error=item_error(e), seconds=round(time.perf_counter() - t0, 3))
+            else:
+                ctl.handle("done", item.index, seconds=round(time.perf_counter() - t0, 3))
 
-    def worker(client) -> None:
-        while (item := next_item()) is not None:
-            run_one(client, item)
+        def worker(client) -> None:
+            while (item := next_item()) is not None:
+                run_one(client, item)
 
-    try:
         with _client(server, api_key) as client:
             threads = [threading.Thread(target=worker, args=(client,), daemon=True, name=f"batch-server-{n}")
                        for n in range(max(1, concurrency))]
@@ -187,8 +186,6 @@ def batch_on_server(server: str, api_key: Optional[str], plan, *, concurrency: i
             for t in threads:
                 while t.is_alive():
                     t.join(0.2)
-    finally:
-        ctl.finish(cancelled=should_cancel())
     return ctl
 
 

@@ -2,8 +2,8 @@
 
     1. plan on the driver    plan_batch(): the same inputs, names, seeds, clash
                              checks and resume rules as the one-machine batch
-    2. a dataset of items    one row per item to make (index, source, output,
-                             seed, requested spec), in plan order
+    2. a dataset of items    one row per item to make (the Item: source, end
+                             image, output, seed, requested spec), in plan order
     3. map_batches           an actor pool; each actor loads the Engine once (from
                              the driver's EngineConfig, as JSON) and runs its rows
                              through batch's own BatchRunner (pipelined load /
@@ -19,6 +19,7 @@ again; output files appear whole or not at all, so a re-run resumes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Callable, Optional
@@ -28,21 +29,20 @@ from . import require_ray
 
 
 def item_rows(items) -> list[dict]:
-    """One dataset row per item; `requested` travels as JSON so Arrow never retypes a spec field."""
-    return [{"index": i.index, "key": i.key, "source": i.source, "output": str(i.output), "sidecar": str(i.sidecar),
-             "seed": i.seed, "variant": i.variant, "requested": json.dumps(i.requested),
-             "line": -1 if i.line is None else i.line} for i in items]
+    """One dataset row per item: every field of the Item, as JSON, so Arrow never retypes one (a spec field,
+    a missing end image) and a field added to Item travels without a change here."""
+    return [{"item": json.dumps({**dataclasses.asdict(i), "output": str(i.output), "sidecar": str(i.sidecar)})}
+            for i in items]
 
 
 def _items_from_batch(batch: dict) -> list:
     from ..batch import Item
 
-    n = len(batch["index"])
-    return [Item(index=int(batch["index"][k]), key=str(batch["key"][k]), source=str(batch["source"][k]),
-                 output=Path(str(batch["output"][k])), sidecar=Path(str(batch["sidecar"][k])),
-                 seed=int(batch["seed"][k]), variant=int(batch["variant"][k]),
-                 requested=json.loads(batch["requested"][k]),
-                 line=None if int(batch["line"][k]) < 0 else int(batch["line"][k])) for k in range(n)]
+    items = []
+    for text in batch["item"]:
+        fields = json.loads(text)
+        items.append(Item(**{**fields, "output": Path(fields["output"]), "sidecar": Path(fields["sidecar"])}))
+    return items
 
 
 class ItemRunner:
@@ -102,8 +102,7 @@ def run_batch_ray(plan, config: EngineConfig, *, actors: Optional[int] = None,
     process to process on a busy machine even for the plain batch (measured on 2 cores).
     `address` joins an existing cluster ("auto", "ray://host:10001"); without one, Ray starts locally.
     """
-    from ..batch.control import Controller
-    from ..batch.run import remove_stale_temps
+    from ..batch.control import controlled
 
     ray = require_ray()
     if not ray.is_initialized():
@@ -119,44 +118,41 @@ def run_batch_ray(plan, config: EngineConfig, *, actors: Optional[int] = None,
     threads = config.threads or (None if gpus_per_actor else _plain_threads())
     config = config.replace(device=device, threads=threads)
 
-    ctl = Controller(plan, devices=[f"ray:{device}"] * actors, max_failures=max_failures, on_event=on_event)
     todo = plan.to_run
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(todo)
-    try:
-        if todo:
-            # 2. One row per item, in plan order
-            ds = ray.data.from_items(item_rows(todo), override_num_blocks=max(1, min(len(todo), 4 * actors)))
-            # 3. The actor pool: each actor loads the model once; a killed actor is restarted and its rows rerun
-            ds = ds.map_batches(
-                ItemRunner,
-                fn_constructor_kwargs={"config": config.to_json()},
-                batch_size=batch_size,
-                batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=actors),
-                num_gpus=gpus_per_actor,
-                num_cpus=cpus_per_actor,
-                max_restarts=-1,
-                max_task_retries=-1,
-            )
-            # 4. Rows come back as items finish: the Controller keeps status and the report
-            for row in ds.iter_rows():
-                index = int(row["index"])
-                ctl.handle("start", index)
-                data = {"error": row["error"] or None, "seconds": None if row["seconds"] < 0 else row["seconds"]}
-                ctl.handle(str(row["status"]), index, **data)
-                ctl.hidden["load"] += float(row["load_s"])
-                ctl.hidden["write"] += float(row["write_s"])
-                if ctl.stop.is_set() or should_cancel():
-                    break
-    except ray.exceptions.RayError as e:  # e.g. no actor could load the model: ours, on one line
-        from ..errors import StillmotionError
-        from ..util import last_line
+    with controlled(plan, devices=[f"ray:{device}"] * actors, max_failures=max_failures, on_event=on_event,
+                    should_cancel=should_cancel) as ctl:
+        try:
+            if todo:
+                # 2. One row per item, in plan order
+                ds = ray.data.from_items(item_rows(todo), override_num_blocks=max(1, min(len(todo), 4 * actors)))
+                # 3. The actor pool: each actor loads the model once; a killed actor is restarted and its rows rerun
+                ds = ds.map_batches(
+                    ItemRunner,
+                    fn_constructor_kwargs={"config": config.to_json()},
+                    batch_size=batch_size,
+                    batch_format="numpy",
+                    compute=ray.data.ActorPoolStrategy(size=actors),
+                    num_gpus=gpus_per_actor,
+                    num_cpus=cpus_per_actor,
+                    max_restarts=-1,
+                    max_task_retries=-1,
+                )
+                # 4. Rows come back as items finish: the Controller keeps status and the report
+                for row in ds.iter_rows():
+                    index = int(row["index"])
+                    ctl.handle("start", index)
+                    data = {"error": row["error"] or None, "seconds": None if row["seconds"] < 0 else row["seconds"]}
+                    ctl.handle(str(row["status"]), index, **data)
+                    ctl.hidden["load"] += float(row["load_s"])
+                    ctl.hidden["write"] += float(row["write_s"])
+                    if ctl.stop.is_set() or should_cancel():
+                        break
+        except ray.exceptions.RayError as e:  # e.g. no actor could load the model: ours, on one line
+            from ..errors import StillmotionError
+            from ..util import last_line
 
-        ctl.fatal = StillmotionError(f"The Ray batch stopped: {last_line(e, 300)}; "
-                                     f"finished videos are kept, re-run to resume.")
-    finally:
-        ctl.finish(cancelled=should_cancel())
+            ctl.fatal = StillmotionError(f"The Ray batch stopped: {last_line(e, 300)}; "
+                                         f"finished videos are kept, re-run to resume.")
     if ctl.fatal is not None:
         raise ctl.fatal
     return ctl
