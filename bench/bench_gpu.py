@@ -106,14 +106,13 @@ def main() -> None:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
 
-    from bench_speed import plot, test_image  # noqa: E402  (same folder)
+    from bench_speed import difference, plot, test_image  # noqa: E402  (same folder)
     from stillmotion import Engine, GenerationSpec
     from stillmotion.engine import memory as M
     from stillmotion.engine import timing
     from stillmotion.engine.config import EngineConfig
     from stillmotion.engine.profile import unet_step_flops
     from stillmotion.engine.shapes import model_shape
-    from stillmotion.engine.speed import difference
 
     shape = model_shape(model, "fp16" if cuda else "fp32")
     full_flops, cached_flops = unet_step_flops(shape, a.frames, a.height, a.width, True, 3)

@@ -149,14 +149,15 @@ def cost(repeats: int, width: int, size: int, frames: int, steps: int) -> dict:
 def estimate(model: str = "svd-xt") -> dict:
     """`stillmotion estimate` for `model` at its defaults, without and with an end image (counted FLOPs, planned peak)."""
     from stillmotion.cli.estimate import run_estimate
-    from stillmotion.models.registry import entry_for
+    from stillmotion.engine.config import EngineConfig
+    from stillmotion.models.resolve import entry_for
+    from stillmotion.spec import GenerationSpec
 
-    d = entry_for(model).defaults
-    out = {"model": model, "frames": d.num_frames, "size": f"{d.landscape[0]}x{d.landscape[1]}",
-           "steps": d.num_inference_steps, "dtype": "fp16", "source": "counted (dry run), `stillmotion estimate`"}
+    spec = GenerationSpec().resolve(entry_for(model))  # the model's defaults at its landscape size
+    out = {"model": model, "frames": spec.num_frames, "size": f"{spec.width}x{spec.height}",
+           "steps": spec.num_inference_steps, "dtype": "fp16", "source": "counted (dry run), `stillmotion estimate`"}
     for kind, kf in (("plain", False), ("keyframe", True)):
-        r = run_estimate(model, d.num_frames, d.landscape[0], d.landscape[1], d.num_inference_steps, "exact", 3, "fp16",
-                         d.max_guidance_scale > 1, None, None, False, None, None, keyframe=kf)
+        r = run_estimate(spec, EngineConfig(model=model, dtype="fp16"), keyframe=kf)
         out[kind] = {"tflop_per_video": round(r["flops"]["per_video"] / 1e12, 1),
                      "unet_passes_per_step": r["flops"]["unet_passes_per_step"],
                      "peak_bytes": r["plan"]["peak_bytes"], "stages_bytes": r["plan"]["stages"]}

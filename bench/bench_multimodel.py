@@ -47,9 +47,11 @@ def _image(path: Path, seed: int) -> None:
 def run_queue(models: list[str], order: list[str], *, passes: int, resident: int, frames: int, steps: int,
               threads: int) -> dict:
     from stillmotion.engine.config import EngineConfig
+    from stillmotion.jobs import worker as worker_module
+    from stillmotion.jobs.layout import job_dir
     from stillmotion.jobs.store import AFFINITY_WAIT_S, SQLiteJobStore
-    from stillmotion.jobs.worker import JobWorker, job_dir
-    from stillmotion.models.registry import entry_for
+    from stillmotion.jobs.worker import JobWorker
+    from stillmotion.models.resolve import entry_for
     from stillmotion.spec import GenerationSpec
 
     data = Path(tempfile.mkdtemp(prefix="bench-multimodel-"))
@@ -62,9 +64,11 @@ def run_queue(models: list[str], order: list[str], *, passes: int, resident: int
         spec = GenerationSpec(width=64, height=64, num_frames=frames, num_inference_steps=steps, seed=i)
         store.create(spec.resolve(entry_for(model), (64, 64)).model_dump(mode="json"), job_id=job_id, model=model,
                      input_name="input.png")
+    # on a CPU with no --max-memory the worker keeps CPU_MAX_RESIDENT pipelines (jobs/worker.fits_beside): set here,
+    # 1 stands for a GPU that holds one SVD pipeline, the case that swaps
+    worker_module.CPU_MAX_RESIDENT = resident
     worker = JobWorker(data, "bench", EngineConfig.build(model=models[0], device="cpu", threads=threads), store,
-                       warmup=False, models=models, affinity={"max_passed": passes, "max_wait": AFFINITY_WAIT_S},
-                       max_resident=resident)
+                       warmup=False, models=models, affinity={"max_passed": passes, "max_wait": AFFINITY_WAIT_S})
     t0 = time.perf_counter()
     worker.load()
     ran = []

@@ -36,8 +36,8 @@ def start_server(args, data_dir: Path):
     cmd = [sys.executable, "-c", "from stillmotion.cli import main; main()", "serve", "--no-ui", "--model", args.model,
            "--device", args.device, "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
            "--max-queue", "1000", "--log-level", "warning"]
-    if args.cpu_threads:
-        cmd += ["--cpu-threads", str(args.cpu_threads)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     log = open(data_dir / "server.log", "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -118,7 +118,7 @@ def main():
     p.add_argument("--frames", type=int, default=4)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--jobs-per-level", type=int, default=16, help="jobs run at each concurrency level")
-    p.add_argument("--cpu-threads", type=int, default=None, help="passed to serve --cpu-threads")
+    p.add_argument("--threads", type=int, default=None, help="passed to serve --threads (torch CPU threads per worker)")
     p.add_argument("--out", default="bench/results/server.json")
     args = p.parse_args()
     small = {"width": args.size, "height": args.size, "num_frames": args.frames, "num_inference_steps": args.steps}

@@ -34,13 +34,14 @@ def midsize_folder(width: int) -> Path:
     from diffusers import StableVideoDiffusionPipeline
 
     from stillmotion.models.paths import cache_root
-    from stillmotion.models.registry import REGISTRY, write_local_defaults
+    from stillmotion.models.folder_info import write_folder_info
+    from stillmotion.models.registry import REGISTRY
     from stillmotion.models.tiny import tiny_components
 
     folder = cache_root() / f"bench-midsize-w{width}"
     if not (folder / "model_index.json").is_file():
         StableVideoDiffusionPipeline(**tiny_components(seed=0, width=width)).save_pretrained(folder, safe_serialization=True)
-        write_local_defaults(folder, REGISTRY["tiny"].defaults)
+        write_folder_info(folder, REGISTRY["tiny"].defaults)
     return folder
 
 
@@ -51,6 +52,16 @@ def test_image(size: int):
     yy, xx = np.mgrid[0:size, 0:size]
     arr = np.stack([xx * 255 / size, yy * 255 / size, 128 + 60 * np.sin(xx / 9.0)], -1)
     return Image.fromarray(arr.clip(0, 255).astype("uint8"))
+
+
+def difference(a, b) -> dict:
+    """Max abs difference and PSNR (dB) between two frame stacks (uint8, or float 0..255)."""
+    import numpy as np
+
+    from stillmotion.metrics import psnr
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return {"max_abs": float(np.max(np.abs(a - b))) if a.size else 0.0, "psnr_db": psnr(a, b)}
 
 
 def run_one(mode: str, a) -> dict:
@@ -123,8 +134,6 @@ def main() -> None:
     import tempfile
 
     import numpy as np
-
-    from stillmotion.engine.speed import difference
 
     midsize_folder(a.width)  # build once, outside the timed processes
     a.tmp = tempfile.mkdtemp(prefix="bench-speed-")

@@ -71,14 +71,14 @@ def _demo_base(folder: Path) -> None:
     import torch
     from diffusers import StableVideoDiffusionPipeline
 
-    from stillmotion.models.registry import write_local_defaults
+    from stillmotion.models.folder_info import write_folder_info
     from stillmotion.train.demo import DEMO_DEFAULTS, demo_components
     from stillmotion.train.linear_vae import Proxy, build_linear_vae
 
     torch.manual_seed(0)
     comps = demo_components(0, vae=build_linear_vae(Proxy()))
     StableVideoDiffusionPipeline(**comps).save_pretrained(folder, safe_serialization=True)
-    write_local_defaults(folder, DEMO_DEFAULTS)
+    write_folder_info(folder, DEMO_DEFAULTS)
 
 
 def bench_metrics(n: int) -> dict:

@@ -15,7 +15,6 @@ train_record.json: the command, the machine and the time each stage took.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -44,7 +43,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from safetensors.torch import load_file, save_file
 
-    from stillmotion.models.registry import write_local_defaults
+    from stillmotion.models.folder_info import read_folder_info, write_folder_info
     from stillmotion.train.demo import DEMO_DEFAULTS, DemoClips, demo_components
     from stillmotion.train.linear_vae import Proxy, build_linear_vae, train_proxy
     from stillmotion.train.trainer import TrainConfig, train
@@ -82,7 +81,7 @@ def main(argv=None) -> int:
     comps = demo_components(args.seed, vae=vae)
     base = work / "base"
     diffusers.StableVideoDiffusionPipeline(**comps).save_pretrained(base, safe_serialization=True)
-    write_local_defaults(base, DEMO_DEFAULTS)
+    write_folder_info(base, DEMO_DEFAULTS)
     cfg = TrainConfig(
         base=str(base),
         output=str(work / "model"),
@@ -111,11 +110,10 @@ def main(argv=None) -> int:
     out.mkdir(parents=True)
     pipe = diffusers.StableVideoDiffusionPipeline.from_pretrained(work / "model", torch_dtype=torch.float16)
     pipe.save_pretrained(out, safe_serialization=True)  # fp16 files; the Engine upcasts on a CPU
-    meta = json.loads((work / "model" / "stillmotion.json").read_text())
-    meta["defaults"] = dataclasses.asdict(DEMO_DEFAULTS)
-    meta["trained"]["base"] = meta["trained"]["config"]["base"] = "(built by scripts/train_demo.py)"
-    meta["trained"]["config"]["output"] = str(out)
-    (out / "stillmotion.json").write_text(json.dumps(meta, indent=2))
+    trained = read_folder_info(work / "model")["trained"]
+    trained["base"] = trained["config"]["base"] = "(built by scripts/train_demo.py)"
+    trained["config"]["output"] = str(out)
+    write_folder_info(out, DEMO_DEFAULTS, trained=trained)
     shutil.copy(work / "model" / "loss.png", out / "loss.png")
     record["unet"]["train_seconds_total"] = summary.get("train_seconds_total")
     record["metrics"] = measure(out)

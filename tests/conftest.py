@@ -26,11 +26,56 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_IMAGE = REPO / "examples" / "harbour.jpg"
 
 
+# --- parallel runs (pytest-xdist, --dist loadgroup in pyproject's addopts) ---
+# Tests that share an expensive process run on one xdist worker: the Ray cluster, the session's
+# live server, and each module that starts its own server. Everything else spreads over both workers.
+SERVER_MODULES = {"test_api_contract", "test_client", "test_multimodel"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if item.get_closest_marker("ray"):
+            group = "ray"
+        elif "live_server" in item.fixturenames:
+            group = "live_server"
+        elif module in SERVER_MODULES:
+            group = module
+        else:
+            continue
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def tiny_engine():
-    from stillmotion import Engine
+    return cached_engine("tiny", device="cpu")
 
-    return Engine("tiny", device="cpu")
+
+@pytest.fixture(scope="session")
+def demo_engine():
+    return cached_engine("demo", device="cpu")
+
+
+_ENGINES: dict = {}  # per test process (each xdist worker has its own)
+CACHEABLE = ("tiny", "demo")  # built-in models: their folders never change during a session
+
+
+def cached_engine(config=None, **settings):
+    """`Engine(config, **settings)`, built once per EngineConfig for the built-in models (the in-process
+    CLI runs below build many engines with the same settings; a load is ~0.3 s and more on a busy machine)."""
+    from stillmotion.engine import EngineConfig
+    from stillmotion.engine.core import Engine
+
+    if not isinstance(config, EngineConfig):
+        config = EngineConfig.build(**({"model": config} if config else {}), **settings)
+    elif settings:
+        config = config.replace(**settings)
+    if config.model not in CACHEABLE:
+        return Engine(config)
+    key = config.model_dump_json()
+    if key not in _ENGINES:
+        _ENGINES[key] = Engine(config)
+    return _ENGINES[key]
 
 
 @pytest.fixture()
@@ -51,11 +96,16 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     import contextlib
     import io
 
+    from unittest import mock
+
+    import stillmotion.engine
     from stillmotion.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    # the CLI's `from ..engine import Engine` gets the per-process cache of built-in engines
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+            mock.patch.object(stillmotion.engine, "Engine", cached_engine, create=True):
         try:
             main(list(args))
         except SystemExit as e:
@@ -98,7 +148,7 @@ class ServeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log = open(self.data_dir / f"server-{self.port}.log", "ab")
         cmd = [sys.executable, "-c", "from stillmotion.cli import main; main()", "serve", "--model", "tiny",
-               "--device", "cpu", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(data_dir), "--cpu-threads", "1", *args]
+               "--device", "cpu", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(data_dir), "--threads", "1", *args]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 240.0) -> dict:
@@ -131,6 +181,44 @@ class ServeProcess:
                 self.proc.wait()
         self.log.close()
         return self.proc.returncode
+
+
+# --- one local Ray cluster for the session (tests/test_ray.py, tests/test_remote_inputs.py) ---
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1, with the standard AWS variables pointing at it for this process and
+    everything it starts (the Ray cluster's workers inherit them: start it before Ray)."""
+    moto_server = pytest.importorskip("moto.server", reason="needs moto's server: pip install 'moto[server]'")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                            "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_REGION": "us-east-1",
+                            "AWS_EC2_METADATA_DISABLED": "true"}.items():
+            mp.setenv(name, value)
+        try:
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server):
+    """One local Ray cluster (2 CPUs) for every Ray test: starting one costs ~15 s."""
+    ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'stillmotion[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, namespace="stillmotion", log_to_driver=False)
+    yield
+    from ray import serve
+
+    from stillmotion.ray.store import get_store_actor
+
+    serve.shutdown()
+    try:
+        ray.kill(get_store_actor(), no_restart=True)  # the detached store actor (its SQLite file stays)
+    except ValueError:
+        pass
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -272,4 +272,5 @@ def test_out_of_memory_is_retried_with_lower_memory_settings(tmp_path, tiny_engi
     plan = plan_batch(tmp_path / "in", tmp_path / "out", model="tiny", fields=SPEC)
     assert run_batch(plan, TINY, engine=tiny_engine).count("done") == 1
     assert calls == [None, 1]
-    assert "retried with decode_chunk_size=1" in read_sidecar(tmp_path / "out" / "big.json")["fallbacks"][-1]
+    fallback = read_sidecar(tmp_path / "out" / "big.json")["fallbacks"][-1]
+    assert fallback["stage"] == "batch" and fallback["to"] == "decode_chunk_size=1" and "simulated" in fallback["error"]

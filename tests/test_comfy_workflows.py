@@ -387,10 +387,9 @@ def test_api_accepts_a_workflow_object_explicit_fields_win(tmp_path, image_file)
 
     from fastapi.testclient import TestClient
 
-    from stillmotion.engine.config import EngineConfig
-    from stillmotion.server import Settings, create_app
+    from no_workers import app_without_workers
 
-    app = create_app(Settings(engine=EngineConfig(model="tiny"), data_dir=tmp_path / "data", start_worker=False, ui=False))
+    app = app_without_workers(data_dir=tmp_path / "data", ui=False)
     img64 = base64.b64encode(image_file.read_bytes()).decode()
     with TestClient(app) as c:
         r = c.post("/v1/videos", json={"image": img64, "workflow": tiny_workflow(), "seed": 5})
@@ -430,3 +429,19 @@ def test_batch_manifest_workflow_column_and_jsonl_object(tmp_path, image_file):
     jsonl.write_text(json.dumps({"image": "a.png", "workflow": svd_workflow(**{"5.denoise": 0.5})}) + "\n")
     with pytest.raises(InvalidInput, match=r"line 1: .*node 5 KSampler.denoise"):
         plan_batch(jsonl, tmp_path / "out3", model="tiny")
+
+
+def test_export_loads_the_model_the_record_names_else_the_default_and_says_so():
+    from stillmotion.comfy import export_workflow
+    from stillmotion.comfy.checkpoints import CHECKPOINT_FOR_MODEL
+    from stillmotion.models.registry import DEFAULT_MODEL
+    from stillmotion.spec import GenerationSpec
+
+    spec = GenerationSpec.build(width=64, height=64, num_frames=2, num_inference_steps=1, fps=7, motion_bucket_id=127,
+                                noise_aug_strength=0.02, min_guidance_scale=1.0, max_guidance_scale=3.0, seed=1)
+    record = {"spec": spec.model_dump(mode="json"), "model": {"name": "svd"}}
+    prompt, notes = export_workflow(record)
+    assert prompt["1"]["inputs"]["ckpt_name"] == "svd.safetensors" and not notes
+    prompt, notes = export_workflow({"spec": record["spec"]})
+    assert prompt["1"]["inputs"]["ckpt_name"] == CHECKPOINT_FOR_MODEL[DEFAULT_MODEL]
+    assert any("names no model" in n for n in notes)

@@ -58,13 +58,6 @@ def _flowers():
 IMAGES = {"sunset": _sunset, "room": _room, "flowers": _flowers}
 
 
-@pytest.fixture(scope="module")
-def demo_engine():
-    from stillmotion import Engine
-
-    return Engine("demo", device="cpu")
-
-
 def _metrics(engine, image, seed=0):
     from stillmotion import GenerationSpec
     from stillmotion.metrics import motion_metrics
@@ -98,14 +91,15 @@ def test_demo_moves_on_unseen_images(demo_engine, tiny_engine, record_property):
 
 def test_demo_ships_small_with_its_defaults():
     from stillmotion.models.resolve import resolve
-    from stillmotion.models.registry import REGISTRY, read_local_defaults
+    from stillmotion.models.folder_info import folder_defaults
+    from stillmotion.models.registry import REGISTRY
     from stillmotion.train.demo import DEMO_DEFAULTS
 
     local = resolve("demo")
     assert local.source == "builtin"
     size = sum(p.stat().st_size for p in local.weight_files())
     assert size <= 25 * 1024 * 1024
-    assert REGISTRY["demo"].defaults == DEMO_DEFAULTS == read_local_defaults(local.path)
+    assert REGISTRY["demo"].defaults == DEMO_DEFAULTS == folder_defaults(local.path)
     assert (local.path / "README.md").is_file() and (local.path / "train_record.json").is_file()
 
 

@@ -128,3 +128,33 @@ def test_unknown_model_is_a_clear_error():
 
     with pytest.raises(ModelUnavailable, match="Unknown model 'svd-mega'"):
         Engine("svd-mega", device="cpu")
+
+
+def test_encode_is_timed_by_hooks_that_are_taken_off(tiny_engine, image_file):
+    enc = tiny_engine.pipe.image_encoder
+    r = tiny_engine.generate(str(image_file), GenerationSpec(seed=1, **SMALL))
+    assert r.metadata["timings"]["encode"] > 0
+    assert not enc._forward_pre_hooks and not enc._forward_hooks  # nothing left on the module
+    assert "_encode_image" not in vars(tiny_engine.pipe)  # diffusers' method is not patched
+
+
+def test_retry_on_oom_steps_down_and_records_each_step():
+    from stillmotion import OutOfMemory
+    from stillmotion.engine.memory import MemoryPlan, retry_on_oom
+
+    def attempt(plan):
+        if plan.decode_chunk_size > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return "ok"
+
+    spec = GenerationSpec(seed=1, num_frames=4, width=64, height=64)
+    applied, fallbacks = [], []
+    result, plan = retry_on_oom("decoding", MemoryPlan(4), attempt, apply_plan=applied.append, spec=spec,
+                                device="cpu", fallbacks=fallbacks)
+    assert result == "ok" and plan == MemoryPlan(1)
+    assert applied == [MemoryPlan(4), MemoryPlan(2), MemoryPlan(1)]
+    assert [(f["stage"], f["from"], f["to"]) for f in fallbacks] == [
+        ("decoding", "decode chunk 4", "decode chunk 2"), ("decoding", "decode chunk 2", "decode chunk 1")]
+    with pytest.raises(OutOfMemory, match="while decoding 4 frames at 64x64 on cpu: try --offload model"):
+        retry_on_oom("decoding", MemoryPlan(4), attempt, apply_plan=applied.append, spec=spec, device="cpu",
+                     fallbacks=[], step_down=False)

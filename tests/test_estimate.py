@@ -95,3 +95,62 @@ def test_batch_dry_run_and_estimate_give_the_same_seconds(tmp_path):
     per_video = {g["gpu"]: g["seconds"] for g in _est("--frames", "4", "--width", "64", "--height", "64",
                                                       "--steps", "3")["gpus"]}
     assert seconds == pytest.approx(3 * per_video[card.name])
+
+
+def test_estimate_plans_the_built_in_demo():
+    r = _est_model("demo")
+    assert (r["model"], r["frames"], r["width"], r["height"], r["steps"]) == ("demo", 8, 128, 64, 6)  # its defaults
+    assert r["plan"]["peak_bytes"] > r["weights_bytes"] > 0
+
+
+def _est_model(model, *args):
+    code, out, err = run_cli("estimate", "--model", model, "--json", *args)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_estimate_flags_are_generates(monkeypatch):
+    """estimate's settings are generate's flags, made from the same GenerationSpec and EngineConfig fields."""
+    from stillmotion.cli.estimate import estimate_command
+    from stillmotion.cli.generate import generate
+
+    theirs = {p.name: p for p in generate.params}
+    own = {"price_per_hour", "keyframe", "as_json"}
+    for p in estimate_command.params:
+        if p.name not in own:
+            assert p.name in theirs and p.opts == theirs[p.name].opts and p.help == theirs[p.name].help, p.name
+    assert {"attention", "max_memory", "decode_chunk_size", "cache_interval"} <= {p.name for p in estimate_command.params}
+
+
+def test_math_attention_raises_the_planned_peak_in_estimate_and_batch_dry_run(tmp_path, monkeypatch):
+    """--attention reaches the dry run of both planners (8 frames at 256x256, decoded one by one: the denoise
+    stage, where math attention holds its score matrix, is the peak)."""
+    from PIL import Image
+
+    from stillmotion.batch import expected_seconds, plan_batch
+    from stillmotion.engine import timing
+    from stillmotion.engine.config import EngineConfig
+
+    args = ("--frames", "8", "--width", "256", "--height", "256", "--decode-chunk", "1", "--steps", "2")
+    fused, plain = (_est(*args, "--attention", a) for a in ("sdpa", "math"))
+    assert plain["attention"] == "math" and plain["plan"]["peak_bytes"] > fused["plan"]["peak_bytes"]
+    assert plain["flops"]["per_video"] > 0 and fused["plan"]["stages"]["decode"] == plain["plan"]["stages"]["decode"]
+
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (80, 64), (40, 90, 120)).save(tmp_path / "in" / "img.png")
+    fields = {"num_frames": 8, "width": 256, "height": 256, "num_inference_steps": 2, "decode_chunk_size": 1}
+    plan = plan_batch(tmp_path / "in", tmp_path / "out", model="tiny", fields=fields)
+    planned = {}
+    time_on = timing.Workload.time_on
+
+    def spy(self, card, shape, flops):
+        t = time_on(self, card, shape, flops)
+        planned[self.config.attention] = t.plan.peak_bytes
+        return t
+
+    monkeypatch.setattr(timing.Workload, "time_on", spy)
+    for a in ("sdpa", "math"):
+        seconds, _ = expected_seconds(plan, EngineConfig(model="tiny", device="cpu", attention=a))
+        assert seconds > 0
+    assert planned["math"] > planned["sdpa"]
+    assert planned == {"sdpa": fused["plan"]["peak_bytes"], "math": plain["plan"]["peak_bytes"]}

@@ -112,10 +112,57 @@ def test_both_stores_have_every_jobstore_method():
     from stillmotion.jobs.types import STORE_METHODS, JobStore
     from stillmotion.ray.store import RayJobStore
 
+    assert {"claim", "claim_preferring", "finish", "close"} <= STORE_METHODS  # read off the Protocol
     for cls in (SQLiteJobStore, RayJobStore):
         for name in STORE_METHODS:
-            want = inspect.signature(getattr(JobStore, name))
-            assert inspect.signature(getattr(cls, name)).parameters.keys() == want.parameters.keys(), (cls, name)
+            want = [(p.name, p.kind, p.default) for p in inspect.signature(getattr(JobStore, name)).parameters.values()]
+            got = [(p.name, p.kind, p.default) for p in inspect.signature(getattr(cls, name)).parameters.values()]
+            assert got == want, (cls, name)  # names, keyword-only marks and defaults
+    assert RayJobStore.claim_preferring.__doc__ == JobStore.claim_preferring.__doc__
+
+
+def test_ray_store_runs_every_call_in_the_store_actor(tmp_path, monkeypatch):
+    """RayJobStore's methods (made from the Protocol) send each call to the actor; its errors come back unchanged."""
+    from types import SimpleNamespace
+
+    ray = pytest.importorskip("ray")
+    from stillmotion.ray.store import RayJobStore, StoreActor
+
+    actor = StoreActor.__new__(StoreActor)  # the actor's class without Ray (and without its webhook thread)
+    actor.store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    calls = []
+
+    def remote(method, args, kwargs):
+        calls.append(method)
+        return actor.call(method, args, kwargs)
+
+    monkeypatch.setattr(ray, "get", lambda ref: ref)
+    store = RayJobStore(SimpleNamespace(call=SimpleNamespace(remote=remote)))
+    older, _ = store.create(SPEC, model="b")
+    newer, _ = store.create(SPEC, model="a")
+    assert store.claim_preferring("w", "a", default_model="a").id == newer.id  # affinity, in the actor's store
+    assert store.get(older.id).passed == 1 and store.counts()["running"] == 1
+    assert calls == ["create", "create", "claim_preferring", "get", "counts"]
+    with pytest.raises(NotFound):
+        store.get("vid_missing")
+    with pytest.raises(TypeError):  # keyword-only, as on SQLiteJobStore: refused before the actor is asked
+        store.claim_preferring("w", "a", "a")
+    assert len(calls) == 6
+    assert actor.call("_conn")[0] == "err"  # the actor runs JobStore methods only
+
+
+class OnlyTheProtocol:
+    """A store that has the JobStore methods and nothing else."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def __getattr__(self, name):
+        from stillmotion.jobs.types import STORE_METHODS
+
+        if name not in STORE_METHODS:
+            raise AttributeError(f"{name} is not a JobStore method")
+        return getattr(self._store, name)
 
 
 # --------------------------------------------------------------------------- the worker's job loop
@@ -130,13 +177,26 @@ def worker(tmp_path, tiny_engine):
 
 
 def _queue(worker, image_file, spec=SPEC):
-    from stillmotion.jobs.worker import job_dir
+    from stillmotion.jobs.layout import job_dir
 
     job, _ = worker.store.create(spec, input_name="input.png")
     folder = job_dir(worker.data_dir, job.id)
     folder.mkdir(parents=True)
     (folder / "input.png").write_bytes(image_file.read_bytes())
     return job, folder
+
+
+def test_the_worker_uses_only_jobstore_methods(tmp_path, tiny_engine, image_file):
+    """Several models (the claim with affinity) and a whole job, on a store that is just the Protocol."""
+    from stillmotion.engine.config import EngineConfig
+    from stillmotion.jobs.worker import JobWorker
+
+    w = JobWorker(tmp_path, "w-test", EngineConfig(model="tiny", device="cpu"),
+                  OnlyTheProtocol(SQLiteJobStore(tmp_path / "jobs.sqlite3")), models=["tiny", "demo"])
+    w.engines["tiny"] = w.engine = tiny_engine  # resident already: nothing loads
+    job, _ = _queue(w, image_file)
+    w.run_job(w.claim_next())
+    assert w.store.get(job.id).status == "succeeded"
 
 
 def test_worker_runs_a_job_to_a_video(worker, image_file):

@@ -64,14 +64,13 @@ def test_end_image_changes_the_video_and_no_end_image_changes_nothing(tiny_engin
     assert np.array_equal(tiny_engine.generate(str(image_file), spec, end_image=str(end_file)).frames, keyed.frames)
 
 
-def test_demo_model_ends_on_the_end_image():
+def test_demo_model_ends_on_the_end_image(demo_engine):
     """On a scene it never saw, filmed with a camera it never learned (a pan left), the keyframe video's
     first frame is the first image and its last frame is far closer to the end image than a plain video's."""
-    from stillmotion import Engine
     from stillmotion.metrics import coherence_psnr, psnr
     from stillmotion.train.synthetic import Camera, film, make_scene
 
-    engine = Engine("demo", device="cpu")
+    engine = demo_engine
     clip = film(make_scene(np.random.default_rng(99), 128), 64, 64, 4, Camera((-3.0, 0.0), 0.0))
     first, last = Image.fromarray(clip[0]), Image.fromarray(clip[-1])
     spec = GenerationSpec(seed=3, width=64, height=64, num_frames=4, num_inference_steps=4)
@@ -255,3 +254,14 @@ def test_estimate_counts_the_extra_unet_passes():
     p, k = json.loads(plain), json.loads(keyed)
     assert k["flops"]["unet_passes_per_step"] == 2 and p["flops"]["unet_passes_per_step"] == 1
     assert k["flops"]["per_video"] - p["flops"]["per_video"] >= 3 * p["flops"]["unet_step"]
+
+
+def test_a_scheduler_keyframes_cannot_use_is_refused_in_one_line():
+    from types import SimpleNamespace
+
+    from stillmotion.engine import keyframes
+
+    pipe = SimpleNamespace(scheduler=SimpleNamespace(config=SimpleNamespace(prediction_type="sample")))
+    with pytest.raises(InvalidInput, match="leave out the end image") as e:
+        keyframes.denoise(pipe, None, None, GenerationSpec(seed=1, **SMALL), None)
+    assert "\n" not in e.value.message

@@ -25,6 +25,16 @@ LAYERS = {
 }
 
 
+# inside a package, its modules' order bottom to top, as docs/architecture.md draws it: a module imports only
+# modules of its own sub-layer or an earlier one; every module of the package has a place here
+SUB_LAYERS = {
+    "stillmotion.models": (
+        ("registry",), ("paths", "folder_info"), ("hashes",), ("local", "lora", "small_svd", "tiny_wan"), ("hub", "tiny"),
+        ("safetensors_stream", "sgm_configs"), ("sgm_keys",), ("single_file",), ("resolve",), ("verify",),
+    ),
+}
+
+
 def layer_of(module: str) -> int:
     best = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
     return LAYERS[best]
@@ -58,6 +68,26 @@ def test_no_module_imports_a_layer_above_its_own():
     upward = [f"{m} (layer {layer_of(m)}) imports {d} (layer {layer_of(d)})"
               for m, deps in sorted(import_graph().items()) for d in sorted(deps) if layer_of(d) > layer_of(m)]
     assert not upward, "\n".join(upward)
+
+
+def sub_layer(module: str):
+    """(package, index of the module's sub-layer) inside a package of SUB_LAYERS; None for other modules."""
+    package, _, name = module.rpartition(".")
+    order = SUB_LAYERS.get(package)
+    if order is None:
+        return None
+    return package, next((i for i, group in enumerate(order) if name in group), None)
+
+
+def test_inside_a_package_no_module_imports_a_later_sub_layer():
+    graph = import_graph()
+    placed = {m: sub_layer(m) for m in graph if sub_layer(m) is not None}
+    unplaced = sorted(m for m, (_, i) in placed.items() if i is None)
+    assert not unplaced, f"give these a place in SUB_LAYERS and in docs/architecture.md: {unplaced}"
+    later = [f"{m} (sub-layer {placed[m][1]}) imports {d} (sub-layer {placed[d][1]})"
+             for m in sorted(placed) for d in sorted(graph[m])
+             if d in placed and placed[d][0] == placed[m][0] and placed[d][1] > placed[m][1]]
+    assert not later, "\n".join(later)
 
 
 def test_no_import_circles():
@@ -97,5 +127,7 @@ def test_no_import_circles():
 
 def test_the_checker_sees_imports():
     graph = import_graph()
+    assert "stillmotion.models.single_file" in graph["stillmotion.models.resolve"]
+    assert sub_layer("stillmotion.models.registry") < sub_layer("stillmotion.models.resolve")
     assert "stillmotion.engine.core" in graph["stillmotion.cli.generate"] or "stillmotion.engine" in graph["stillmotion.cli.generate"]
     assert layer_of("stillmotion.engine.core") == 3 and layer_of("stillmotion.cli.generate") == 8

@@ -574,3 +574,52 @@ def test_unknown_model_in_python_raises_model_unavailable(env):
     with pytest.raises(ModelCorrupted):
         flip_byte(env / "sm" / "tiny-v1" / "image_encoder" / "model.safetensors")
         verify("tiny")
+
+
+# --------------------------------------------------------------------------- the entry of a --model value
+def test_each_model_value_has_an_entry_that_says_what_it_is(env, tiny_src):
+    from stillmotion.models.resolve import entry_for
+
+    assert {n: entry_for(n).source for n in ("svd", "svd-xt", "rife", "tiny", "demo")} == {
+        "svd": "registry", "svd-xt": "registry", "rife": "registry", "tiny": "builtin", "demo": "builtin"}
+    assert entry_for("tiny").builtin and not entry_for("svd-xt").builtin
+    local = entry_for(str(tiny_src))
+    assert (local.source, local.repo_id, local.defaults.num_frames) == ("local", None, 8)  # from its stillmotion.json
+    hub = entry_for("someone/their-svd")
+    assert (hub.source, hub.repo_id, hub.defaults.num_frames) == ("hub", "someone/their-svd", 25)
+    with pytest.raises(ModelUnavailable, match="Unknown model"):
+        entry_for("svd-xxl")
+
+
+def test_model_shape_dispatches_on_the_entry_and_says_what_to_run_for_a_hub_model(env, tiny_src):
+    from stillmotion.engine.shapes import model_shape
+    from stillmotion.models.resolve import entry_for
+
+    assert model_shape(entry_for(str(tiny_src)), "fp32").weights_total == model_shape("tiny", "fp32").weights_total
+    with pytest.raises(ModelUnavailable, match="models download someone/their-svd"):
+        model_shape("someone/their-svd")
+    from stillmotion.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="frame-interpolation model"):
+        model_shape("rife")
+
+
+def test_folder_info_has_one_schema_written_whole_and_reads_old_files(tmp_path):
+    import dataclasses
+
+    from stillmotion.models.folder_info import FOLDER_INFO_FILE, folder_defaults, read_folder_info, write_folder_info
+    from stillmotion.models.lora import lora_record
+    from stillmotion.models.registry import REGISTRY, ModelDefaults
+
+    tiny = REGISTRY["tiny"].defaults
+    write_folder_info(tmp_path, tiny, trained={"steps": 2}, base="tiny", lora="lora.safetensors")
+    assert [p.name for p in tmp_path.iterdir()] == [FOLDER_INFO_FILE]  # no temp file left
+    info = read_folder_info(tmp_path)
+    assert info == {"defaults": json.loads(json.dumps(dataclasses.asdict(tiny))), "trained": {"steps": 2},
+                    "base": "tiny", "lora": "lora.safetensors"}
+    assert folder_defaults(tmp_path) == tiny and lora_record(tmp_path)["base"] == "tiny"
+    (tmp_path / FOLDER_INFO_FILE).write_text('{"defaults": {"num_frames": 14}}')  # as single-file conversions wrote it
+    assert folder_defaults(tmp_path) == ModelDefaults(num_frames=14) and lora_record(tmp_path) is None
+    for bad in ("[1, 2]", "not json"):
+        (tmp_path / FOLDER_INFO_FILE).write_text(bad)
+        assert read_folder_info(tmp_path) == {} and folder_defaults(tmp_path) == ModelDefaults()

@@ -124,9 +124,7 @@ def test_unknown_model_or_lora_is_refused_naming_what_is_served(multi, image_fil
 def test_ui_shows_the_picker_only_when_there_is_a_choice(multi, image_file, tmp_path):
     from fastapi.testclient import TestClient
     from gradio_client import Client, handle_file
-
-    from stillmotion.engine.config import EngineConfig
-    from stillmotion.server import Settings, create_app
+    from no_workers import app_without_workers
 
     c = Client(multi.url + "/", verbose=False, download_files=str(tmp_path))
     params = [p["parameter_name"] for p in c.view_api(print_info=False, return_format="dict")
@@ -140,7 +138,7 @@ def test_ui_shows_the_picker_only_when_there_is_a_choice(multi, image_file, tmp_
     assert jobs[0]["model"] == "demo"
 
     # one model and no LoRA: no picker, the endpoint's inputs as before
-    app = create_app(Settings(engine=EngineConfig(model="tiny"), data_dir=tmp_path / "one", start_worker=False))
+    app = app_without_workers(data_dir=tmp_path / "one")
     with TestClient(app) as tc:
         config = tc.get("/config").json()
     ids = {comp.get("props", {}).get("elem_id") for comp in config["components"]}

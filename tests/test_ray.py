@@ -1,7 +1,7 @@
 """stillmotion on Ray (tiny model, a local Ray cluster with 2 CPUs): Serve and Data.
 
 Marked `ray` (Ray start-up is slow): `pytest -m "not ray"` runs everything else.
-One Ray cluster serves the whole module.
+One Ray cluster (conftest.ray_cluster) serves the whole session.
 """
 
 from __future__ import annotations
@@ -22,27 +22,6 @@ httpx = pytest.importorskip("httpx")
 pytestmark = pytest.mark.ray
 
 FIELDS = {"width": "64", "height": "64", "num_frames": "2", "num_inference_steps": "2"}
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, namespace="stillmotion", log_to_driver=False)
-    yield
-    from ray import serve
-
-    serve.shutdown()
-    kill_store()
-    ray.shutdown()
-
-
-def kill_store() -> None:
-    """Stop the detached store actor (the SQLite file stays)."""
-    from stillmotion.ray.store import get_store_actor
-
-    try:
-        ray.kill(get_store_actor(), no_restart=True)
-    except ValueError:
-        pass
 
 
 def _free_port() -> int:
@@ -123,8 +102,8 @@ def _check_once(client, ids) -> list[dict]:
     return [store.get(i) for i in ids]
 
 
-def test_serve_two_replicas_runs_20_http_jobs_once(ray_server):
-    ids = _submit(ray_server.client, 20, first_seed=100)
+def test_serve_two_replicas_runs_http_jobs_once(ray_server):
+    ids = _submit(ray_server.client, 6, first_seed=100)
     rows = _check_once(ray_server.client, ids)
     assert all(r.attempts == 1 for r in rows)
     assert len({r.worker for r in rows}) == 2  # both replicas took jobs
@@ -138,7 +117,7 @@ def test_serve_two_replicas_runs_20_http_jobs_once(ray_server):
 def test_killed_replica_jobs_are_retried_elsewhere_and_finish_once(ray_server):
     from stillmotion.ray.store import RayJobStore
 
-    ids = _submit(ray_server.client, 20, first_seed=200)
+    ids = _submit(ray_server.client, 6, first_seed=200)
     # wait until a model replica is running one of them, then kill that replica's actor
     store, deadline = RayJobStore(), time.time() + 60
     while not (running := [j for j in store.list(status="running") if j.id in ids]):
@@ -153,18 +132,12 @@ def test_killed_replica_jobs_are_retried_elsewhere_and_finish_once(ray_server):
     assert rerun.attempts == 2 and rerun.worker != running[0].worker  # ran again, elsewhere
 
 
-# The one-machine API tests whose meaning does not depend on having a single worker
-# (cancel-while-queued, /readyz's worker block and worker death are one-machine specifics).
-API_TESTS = ["test_multipart_submit_follow_sse_fetch_content", "test_json_base64_with_prefer_wait",
-             "test_idempotency_key_returns_the_same_job", "test_delete_removes_job_and_files",
-             "test_pagination_with_cursor"]
-
-
-@pytest.mark.parametrize("name", API_TESTS)
-def test_server_api_tests_pass_against_ray(ray_server, image_file, name):
+def test_server_api_test_passes_against_ray(ray_server, image_file):
+    """The one-machine API test that covers the most of the path (multipart submit, SSE to the end,
+    content) passes on Ray Serve too: the app is the same code, only the store and the workers differ."""
     import test_server_api
 
-    getattr(test_server_api, name)(ray_server, image_file)
+    test_server_api.test_multipart_submit_follow_sse_fetch_content(ray_server, image_file)
 
 
 # The web UI inside the Ray deployment: the same page and endpoint, jobs in the cluster's queue
@@ -277,7 +250,7 @@ def test_ray_data_batch_is_byte_identical_to_plain_batch(ray_cluster, one_torch_
     from conftest import run_cli
     from stillmotion.batch import plan_batch
 
-    images = _tree(tmp_path / "images", 12)
+    images = _tree(tmp_path / "images", 6)  # two of them in nested folders
     fast = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 2}
     t = time.perf_counter()
     code, _, err = run_cli("batch", str(images), str(tmp_path / "plain"), "--recursive", "--model", "tiny",
@@ -292,7 +265,7 @@ def test_ray_data_batch_is_byte_identical_to_plain_batch(ray_cluster, one_torch_
     assert code == 0, err
     print(f"ray batch: {time.perf_counter() - t:.1f}s")
     plain, viaray = _hashes(tmp_path / "plain"), _hashes(tmp_path / "ray")
-    assert len(plain) == 12 and viaray == plain
+    assert len(plain) == 6 and viaray == plain
 
     report = json.loads((tmp_path / "ray" / "batch-report.json").read_text())
     want = json.loads((tmp_path / "plain" / "batch-report.json").read_text())
@@ -302,7 +275,7 @@ def test_ray_data_batch_is_byte_identical_to_plain_batch(ray_cluster, one_torch_
 
     # resume: the same command again makes nothing
     again = plan_batch(images, tmp_path / "ray", model="tiny", fields=fast, recursive=True)
-    assert len(again.skipped) == 12 and not again.to_run
+    assert len(again.skipped) == 6 and not again.to_run
 
 
 def test_ray_data_batch_makes_a_manifests_keyframe_videos_as_the_plain_batch(ray_cluster, one_torch_thread, tmp_path):

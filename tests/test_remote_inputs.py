@@ -19,7 +19,6 @@ from PIL import Image
 from stillmotion.batch import plan_batch
 
 pytest.importorskip("pyarrow.fs", reason="remote inputs need pyarrow: pip install 'stillmotion[ray]'")
-moto_server = pytest.importorskip("moto.server", reason="needs moto's server: pip install 'moto[server]'")
 
 FAST = ["--model", "tiny", "--device", "cpu", "--width", "64", "--height", "64", "--frames", "2", "--steps", "2", "-q"]
 SPEC = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 2}
@@ -44,32 +43,21 @@ def _tree() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """A moto S3 server with the tree under s3://bucket/images, the same tree on local disk, and the
-    standard AWS variables pointing at the server (arrow, boto3 and Ray's workers read them)."""
+def s3(s3_server, tmp_path_factory):
+    """The tree under s3://bucket/images on the session's moto S3 server (conftest.s3_server, which also
+    sets the AWS_* variables that arrow, boto3 and Ray's workers read), and the same tree on local disk."""
     import boto3
 
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
     local = tmp_path_factory.mktemp("local") / "images"
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                            "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_REGION": "us-east-1",
-                            "AWS_EC2_METADATA_DISABLED": "true"}.items():
-            mp.setenv(name, value)
-        client = boto3.client("s3")
-        client.create_bucket(Bucket="bucket")
-        for key, data in _tree().items():
-            client.put_object(Bucket="bucket", Key=f"images/{key}", Body=data)
-            (local / key).parent.mkdir(parents=True, exist_ok=True)
-            (local / key).write_bytes(data)
-        client.put_object(Bucket="bucket", Key="texts/readme.txt", Body=b"no images here")
-        client.put_object(Bucket="bucket", Key="empty/", Body=b"")  # a folder marker, as S3 consoles make
-        try:
-            yield type("S3", (), {"local": local, "uri": "s3://bucket/images"})
-        finally:
-            server.stop()
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="bucket")
+    for key, data in _tree().items():
+        client.put_object(Bucket="bucket", Key=f"images/{key}", Body=data)
+        (local / key).parent.mkdir(parents=True, exist_ok=True)
+        (local / key).write_bytes(data)
+    client.put_object(Bucket="bucket", Key="texts/readme.txt", Body=b"no images here")
+    client.put_object(Bucket="bucket", Key="empty/", Body=b"")  # a folder marker, as S3 consoles make
+    return type("S3", (), {"local": local, "uri": "s3://bucket/images"})
 
 
 def _videos(out: Path) -> dict[str, Path]:
@@ -156,15 +144,6 @@ def test_manifest_rows_may_name_s3_objects(s3, tmp_path):
     code, _, err = run_cli("batch", str(manifest), str(tmp_path / "out"), *FAST)
     assert code == 0, err
     assert _stream(tmp_path / "out" / "dog.mp4")[1]["spec"]["fps"] == 5
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(s3):
-    """A local Ray cluster started after `s3` set AWS_*: its workers inherit the driver's environment."""
-    ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'stillmotion[ray]'")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.ray

@@ -110,14 +110,48 @@ def test_gradio_client_calls_the_ui_endpoint(live_server, image_file, tmp_path):
 def test_ui_auth_requires_login(tmp_path):
     from fastapi.testclient import TestClient
 
-    from stillmotion.engine.config import EngineConfig
-    from stillmotion.server import Settings, create_app
+    from no_workers import app_without_workers
 
-    app = create_app(Settings(engine=EngineConfig(model="tiny"), data_dir=tmp_path / "d", start_worker=False,
-                              ui_auth=("ann", "pw")))
+    app = app_without_workers(data_dir=tmp_path / "d", ui_auth=("ann", "pw"))
     with TestClient(app) as c:
         assert c.get("/config").status_code == 401
         assert c.post("/login", data={"username": "ann", "password": "nope"}).status_code >= 400
         assert c.post("/login", data={"username": "ann", "password": "pw"}).status_code == 200
         assert c.get("/config").status_code == 200
         assert c.get("/v1/videos").status_code == 200  # the API has its own key (none here)
+
+
+def test_every_numeric_control_takes_the_range_of_its_request_field(tmp_path):
+    """The UI offers what the API takes: each slider's and number box's range is its field's (GenerationSpec, or
+    INPUTS for lora_scale), read here from the same JSON schema the OpenAPI contract shows."""
+    from fastapi.testclient import TestClient
+    from no_workers import app_without_workers
+
+    from stillmotion.server.submit import INPUTS
+    from stillmotion.server.ui import CONTROLS, UNSET
+    from stillmotion.spec import GenerationSpec
+
+    spec = GenerationSpec.model_json_schema()["properties"]
+
+    def bounds(field):
+        schema = spec.get(field) or INPUTS[field].schema
+        schema = {**schema, **next((s for s in schema.get("anyOf", ()) if "minimum" in s), {})}
+        return schema["minimum"], schema["maximum"]
+
+    # two models and a LoRA: the picker and its strength slider show (the folder is not read to build the page)
+    app = app_without_workers(data_dir=tmp_path / "d", models=("demo",), loras={"wave": tmp_path / "lora"})
+    with TestClient(app) as c:
+        components = c.get("/config").json()["components"]
+    seen = {}
+    for comp in components:
+        if comp.get("type") not in ("slider", "number"):
+            continue
+        props = comp["props"]
+        field = CONTROLS[props["elem_id"]]  # every numeric control sets a request field
+        lo, hi = bounds(field)
+        assert props["maximum"] == hi, field
+        # width, height and decode chunk also take UNSET (0, below their range): the field left out
+        assert props["minimum"] == lo or (props["minimum"] == UNSET < lo and spec[field]["default"] is None), field
+        seen[field] = (props["minimum"], props["maximum"])
+    assert set(seen) == set(CONTROLS.values())
+    assert seen["motion_bucket_id"] == (1, 1023) and seen["max_guidance_scale"] == (0, 30)  # were 255 and 10

@@ -243,3 +243,16 @@ def test_frame_count_comes_from_the_metadata_or_the_file_name(reference, name, m
     shapes, _ = read_header(reference[2])
     info = inspect_shapes(Path(name), shapes, metadata)
     assert (info.num_frames, info.frames_from) == (frames, source)
+
+
+def test_a_single_files_entry_and_its_converted_folder_say_what_it_is(reference):
+    from stillmotion.engine.shapes import model_shape
+    from stillmotion.models.folder_info import folder_defaults, read_folder_info
+    from stillmotion.models.resolve import entry_for
+
+    _parts, _sd, f, out, info = reference
+    entry = entry_for(str(f))
+    assert (entry.source, entry.defaults.num_frames) == ("single-file", info.num_frames)
+    assert folder_defaults(out) == entry.defaults  # the folder's stillmotion.json: the same defaults ...
+    assert read_folder_info(out)["single_file"]["model"] == info.model  # ... and where it came from
+    assert model_shape(entry, "fp32").weights_total == model_shape(str(out), "fp32").weights_total

@@ -70,3 +70,34 @@ def test_explicit_values_win_and_seed_is_kept():
 def test_importing_the_cli_does_not_import_torch():
     code = "import sys, stillmotion, stillmotion.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_with_no_image_the_size_is_the_models_landscape_and_cfg_follows_the_max_guidance():
+    s = GenerationSpec().resolve(REGISTRY["svd-xt"])
+    assert (s.width, s.height) == (1024, 576) and s.uses_cfg
+    demo = GenerationSpec().resolve(REGISTRY["demo"])  # max guidance 1.0: no classifier-free guidance
+    assert (demo.width, demo.height) == (128, 64) and not demo.uses_cfg
+    assert GenerationSpec(width=512).resolve(REGISTRY["svd-xt"]).height == 256  # the other side by the landscape aspect
+    assert not GenerationSpec().uses_cfg  # unresolved: not known here
+
+
+def test_one_formatter_for_spec_engine_and_request_errors():
+    from types import SimpleNamespace
+
+    from stillmotion.engine.config import EngineConfig
+    from stillmotion.spec import format_validation_error
+
+    with pytest.raises(InvalidInput) as e:
+        EngineConfig.build(attention="flash", threads=0)
+    assert str(e.value) == ("Invalid engine setting: --threads: Input should be greater than or equal to 1 (got 0); "
+                            "--attention: Input should be 'sdpa' or 'math' (got 'flash')")
+
+    request = SimpleNamespace(errors=lambda: [  # as FastAPI's RequestValidationError gives them: with where they were
+        {"type": "greater_than_equal", "loc": ("query", "limit"), "msg": "Input should be greater than or equal to 1",
+         "input": "0"},
+        {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+    assert format_validation_error(request, "request") == (
+        "Invalid request: limit: Input should be greater than or equal to 1 (got '0'); Field required")
+    with pytest.raises(InvalidInput) as e:
+        GenerationSpec.build(resize="x" * 500)
+    assert len(str(e.value)) < 200  # a long value is cut

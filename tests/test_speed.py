@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from stillmotion import GenerationSpec
-from stillmotion.engine.speed import DeepCache, difference
+from stillmotion.engine.speed import DeepCache
+from stillmotion.metrics import psnr
 
 SMALL = dict(width=64, height=64, num_frames=4, num_inference_steps=4, seed=11)
 
@@ -57,9 +58,33 @@ def test_fast_mode_runs_and_its_difference_is_measured(tiny_engine, image_file):
     fast = tiny_engine.generate(str(image_file), GenerationSpec(speed="fast", cache_interval=2, **SMALL))
     assert fast.metadata["speed"] == {"mode": "fast", "interval": 2, "full_steps": 2, "cached_steps": 2}
     assert fast.frames.shape == exact.frames.shape and fast.frames.dtype == np.uint8
-    d = difference(exact.frames, fast.frames)
-    assert d["max_abs"] > 0 and np.isfinite(d["psnr_db"]) and d["psnr_db"] > 5
-    assert difference(exact.frames, exact.frames) == {"max_abs": 0.0, "psnr_db": float("inf")}
+    assert not np.array_equal(fast.frames, exact.frames)
+    assert np.isfinite(psnr(exact.frames, fast.frames)) and psnr(exact.frames, fast.frames) > 5
+    assert psnr(exact.frames, exact.frames) == float("inf")
     # the UNet is left unwrapped after a fast run
     again = tiny_engine.generate(str(image_file), GenerationSpec(**SMALL))
     assert np.array_equal(again.frames, exact.frames)
+
+
+def test_bad_cache_settings_are_refused_in_one_line(tiny_engine):
+    from types import SimpleNamespace
+
+    import pytest
+
+    from stillmotion import InvalidInput
+
+    with pytest.raises(InvalidInput, match="--cache-interval"):
+        DeepCache(tiny_engine.pipe.unet, 0)
+    one_level = SimpleNamespace(down_blocks=[object()], up_blocks=[object(), object()])
+    with pytest.raises(InvalidInput, match="use --speed exact"):
+        DeepCache(one_level, 2).attach()
+
+
+def test_compile_time_is_counted_once_per_shape():
+    from stillmotion.engine.speed import first_compile_seconds
+
+    spec = GenerationSpec(**SMALL)
+    seen: set = set()
+    assert first_compile_seconds(spec, [5.0, 1.0, 1.2, 0.8], seen) == 4.0  # first step over the median
+    assert first_compile_seconds(spec, [5.0, 1.0], seen) is None  # this shape compiled already
+    assert first_compile_seconds(spec.update(num_frames=8), [5.0], set()) is None  # one step: nothing to compare

@@ -250,3 +250,27 @@ def test_linear_vae_is_exactly_its_proxy():
         z = proxy.encode(x)
         assert torch.allclose(vae.encode(x).latent_dist.mode(), z, atol=1e-3)
         assert torch.allclose(vae.decode(z, num_frames=4).sample, proxy.decode(z), atol=1e-3)
+
+
+def test_saved_folder_info_is_one_schema(trained):
+    from stillmotion.models.folder_info import FOLDER_INFO_FILE, folder_defaults, read_folder_info
+
+    cfg, _ = trained
+    out = Path(cfg.output)
+    info = read_folder_info(out)
+    assert {"defaults", "trained"} <= set(info) and info["trained"]["base"] == "tiny"
+    d = folder_defaults(out)
+    assert (d.num_frames, d.fps, d.square) == (8, 8, (64, 64))
+    assert not [p for p in out.iterdir() if p.name.startswith(f".{FOLDER_INFO_FILE}")]  # no temp file left
+
+
+def test_a_base_that_does_not_load_is_model_unavailable(tmp_path, clips):
+    from stillmotion.errors import ModelUnavailable
+    from stillmotion.train.trainer import train
+
+    base = tmp_path / "broken"
+    base.mkdir()
+    (base / "model_index.json").write_text(json.dumps({"_class_name": "StableVideoDiffusionPipeline",
+                                                       "unet": ["diffusers", "UNetSpatioTemporalConditionModel"]}))
+    with pytest.raises(ModelUnavailable, match="Could not load base model"):
+        train(_cfg(tmp_path, clips, base=str(base)), log=_quiet, progress=False)

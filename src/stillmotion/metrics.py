@@ -26,7 +26,8 @@ _DIS_PRESET = 1  # cv2.DISOPTICAL_FLOW_PRESET_FAST
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """PSNR in dB of two uint8 (or 0..255 float) images; `mask` (H, W) bool picks the pixels."""
+    """PSNR in dB of two uint8 (or 0..255 float) images or frame stacks (inf when equal); `mask`
+    (H, W) bool picks the pixels. The one PSNR: video/quality.py and the benchmarks use it."""
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     if a.shape != b.shape:
@@ -34,8 +35,12 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     d = (a - b) ** 2
     if mask is not None:
         d = d[mask]
-    mse = float(d.mean()) if d.size else 0.0
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
+    return psnr_of_mse(float(d.mean()) if d.size else 0.0)
+
+
+def psnr_of_mse(mse: float) -> float:
+    """PSNR in dB of a mean squared error on the 0..255 scale (inf for 0)."""
+    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
 
 
 def _grey(frame: np.ndarray) -> np.ndarray:
@@ -93,8 +98,7 @@ def coherence_psnr(frames) -> float:
         d = (pred.astype(np.float64) - frames[t].astype(np.float64)) ** 2
         se += float(d[inside].sum())
         n += int(inside.sum()) * 3
-    mse = se / max(1, n)
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
+    return psnr_of_mse(se / max(1, n))
 
 
 def frame0_psnr(frames, image) -> float:

@@ -10,7 +10,7 @@ runs and what the sidecar records; feeding it back reproduces the video.
 from __future__ import annotations
 
 import secrets
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -100,6 +100,12 @@ class GenerationSpec(BaseModel):
 
     # ------------------------------------------------------------------
     @property
+    def uses_cfg(self) -> bool:
+        """Classifier-free guidance (the UNet runs on a batch of two): on when the max guidance is above 1.
+        Of a resolved spec: None (the model's default, not known here) counts as off."""
+        return self.max_guidance_scale is not None and self.max_guidance_scale > 1
+
+    @property
     def effective_conditioning_fps(self) -> Optional[int]:
         """The fps the model is conditioned on: conditioning_fps where given, else the playback fps."""
         return self.conditioning_fps or self.fps
@@ -119,7 +125,8 @@ class GenerationSpec(BaseModel):
         return GenerationSpec.build(**data)
 
     def resolve(self, entry, image_size: Optional[tuple[int, int]] = None) -> "GenerationSpec":
-        """Every None filled from the model entry; size from the image's aspect; a concrete seed."""
+        """Every None filled from the model entry (registry.ModelEntry); size from the image's aspect (no image: the
+        model's landscape size, as `estimate` and `batch --dry-run` plan); a concrete seed."""
         d = entry.defaults
         data = self.model_dump()
         for name in (
@@ -166,21 +173,35 @@ def _round64(v: float) -> int:
     return int(min(2048, max(64, round(v / 64) * 64)))
 
 
-def format_validation_error(e: ValidationError) -> str:
+# where FastAPI puts a request's field, which the message leaves out
+_REQUEST_PARTS = ("body", "query", "path", "header", "cookie")
+
+
+def format_validation_error(e, what: str = "spec", name: Optional[Callable[[str], str]] = None) -> str:
+    """One line for a pydantic ValidationError (or FastAPI's RequestValidationError): "Invalid <what>: <field>:
+    <message> (got <value>); ...". `name` turns a field's dotted location into what the user typed (e.g. a flag)."""
     parts = []
     for err in e.errors():
-        loc = ".".join(str(x) for x in err.get("loc", ())) or "spec"
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x not in _REQUEST_PARTS)
+        loc = name(loc) if name and loc else loc
         msg = err.get("msg", "invalid")
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         if err.get("type") == "extra_forbidden":
             msg = "unknown field"
         given = err.get("input")
-        if loc in msg or err.get("type") == "extra_forbidden" or isinstance(given, dict):
-            parts.append(f"{loc}: {msg}" if loc not in msg else msg)
+        if not loc or loc in msg:  # the whole input's error, or a message that names its field
+            parts.append(msg)
+        elif err.get("type") in ("extra_forbidden", "missing") or isinstance(given, (dict, list)):
+            parts.append(f"{loc}: {msg}")
         else:
-            parts.append(f"{loc}: {msg} (got {given!r})")
-    return "Invalid spec: " + "; ".join(parts)
+            parts.append(f"{loc}: {msg} (got {_short(given)})")
+    return f"Invalid {what}: " + "; ".join(parts)
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 SPEC_FIELDS = tuple(GenerationSpec.model_fields)

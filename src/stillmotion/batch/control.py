@@ -157,35 +157,24 @@ def expected_seconds(plan: BatchPlan, config: EngineConfig, devices: Optional[li
     if per is not None:
         return per * len(todo) / len(devices), f"measured {per:.1f} s/item in the last run here"
     from ..engine import timing
-    from ..engine.shapes import model_shape
-    from ..models.registry import entry_for
+    from ..models.resolve import entry_for
 
     here = timing.card_for_device(device_name(devices[0]))
     card = here or timing.reference_card()
     notice("counting FLOPs on the model's shapes (no GPU, no weights; about 30 s for SVD-XT the first time, "
            "cached after)...")
     try:
-        shape = model_shape(config.model, config.dtype or "fp16")
+        shape = timing.workload_shape(config)
+        entry = entry_for(config.model)
     except StillmotionError as e:
         return None, f"no estimate: {first_line(e)}"
-    d = entry_for(config.model).defaults
-    seconds: dict[tuple, float] = {}  # one count per distinct job
+    seconds: dict[tuple, float] = {}  # one count per distinct workload
     total = 0.0
-    for item in todo:
-        spec = item.spec
-        frames, steps = spec.num_frames or d.num_frames, spec.num_inference_steps or d.num_inference_steps
-        w, h = spec.width or d.landscape[0], spec.height or d.landscape[1]
-        cfg = (spec.max_guidance_scale if spec.max_guidance_scale is not None else d.max_guidance_scale) > 1
-        keyframe = bool(item.end_source)  # an end_image column: two UNet passes per step
-        job = (frames, h, w, steps, spec.speed, spec.cache_interval, cfg, spec.decode_chunk_size, keyframe)
-        if job not in seconds:
-            flops = timing.video_flops(shape, frames, h, w, steps, speed=spec.speed, cfg=cfg,
-                                       cache_interval=spec.cache_interval, decode_chunk=spec.decode_chunk_size,
-                                       forward_chunking=config.forward_chunking, keyframe=keyframe)
-            seconds[job] = timing.time_on(card, shape, flops["per_video"], frames, h, w, steps, cfg=cfg, keyframe=keyframe,
-                                          user_chunk=spec.decode_chunk_size, user_offload=config.offload,
-                                          user_forward_chunking=config.forward_chunking or None).seconds
-        total += seconds[job]
+    for item in todo:  # planned as `stillmotion estimate` plans one video: the model's landscape size unless given
+        job = timing.Workload(item.spec.resolve(entry), config, keyframe=bool(item.end_source))
+        if job.key not in seconds:
+            seconds[job.key] = job.time_on(card, shape, job.flops(shape)["per_video"]).seconds
+        total += seconds[job.key]
     where = f"this machine's {card.name}" if here else f"one {card.name}, not this machine's device"
     return total / len(devices), (f"estimated for {where}: counted FLOPs at the card's {card.basis} efficiency on "
                                   f"SVD-XT; `stillmotion estimate` shows other cards")

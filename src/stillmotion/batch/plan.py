@@ -122,7 +122,7 @@ def plan_batch(
 ) -> BatchPlan:
     """Inputs -> items with seeds and outputs; raises InvalidInput before any work when something is wrong."""
     from .. import remote
-    from ..models.registry import entry_for
+    from ..models.resolve import entry_for
 
     remote_uri = str(source).strip() if remote.is_remote(source) else None
     source = remote_uri or Path(source).expanduser()

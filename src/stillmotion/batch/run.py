@@ -129,21 +129,17 @@ class BatchRunner:
 
     # ------------------------------------------------------------------
     def _load(self, item: Item) -> Loaded:
-        """Read, decode and size the image (in the loader thread)."""
-        from .. import images
+        """Read, decode and size the image (in the loader thread): the engine's own steps 1-3, on the
+        model entry rather than the engine (it may be rebuilt meanwhile) and without its lock."""
+        from ..engine.core import prepare_inputs
 
         t = time.perf_counter()
         with naming_image(item.key):
-            pil, info = images.open_input(item.source)
-        spec = item.spec.resolve(self.entry, pil.size)  # not via the engine: it may be rebuilt meanwhile
-        prepared = images.prepare(pil, spec.width, spec.height, spec.resize)
-        end = None
-        if item.end_source:
-            end_pil, info["end_image"] = images.open_input(item.end_source)
-            end = images.prepare(end_pil, spec.width, spec.height, spec.resize)
+            prepared, spec, info, ends = prepare_inputs(self.entry, item.source, item.spec,
+                                                        end_image=item.end_source or None)
         seconds = time.perf_counter() - t
         self.hidden["load"] += seconds
-        return Loaded(image=prepared, spec=spec, input=info, seconds=seconds, end_image=end)
+        return Loaded(image=prepared, spec=spec, input=info, seconds=seconds, end_image=ends[0] if ends else None)
 
     def _generate(self, item: Item, loaded: Loaded):
         def on_progress(p):
@@ -170,7 +166,8 @@ class BatchRunner:
             self.emit("retry", item.index, error=f"{oom} Retrying with {how}.")
             result = self._engine().generate(loaded.image, spec, on_progress=on_progress, should_cancel=self.should_cancel,
                                              end_image=loaded.end_image)
-            result.metadata.setdefault("fallbacks", []).append(f"batch: out of memory, retried with {how}")
+            # recorded like the engine's own step-downs (RunRecord.fallbacks)
+            result.metadata.setdefault("fallbacks", []).append({"stage": "batch", "error": oom[:200], "to": how})
         result.metadata["input"] = loaded.input
         result.metadata.setdefault("timings", {})["prepare"] = round(loaded.seconds, 4)
         result.metadata["batch"] = {"key": item.key, "variant": item.variant, "requested": item.requested}

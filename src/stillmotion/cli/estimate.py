@@ -13,47 +13,40 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional, get_args
+from typing import Optional
 
 import click
 
-from ..engine.config import Offload
-from ..models.registry import DEFAULT_MODEL
-from ..util import DTYPE_NAMES
+from ..engine.timing import PLAN_ENGINE_FIELDS, PLAN_SPEC_FIELDS
+from .options import engine_config_from, engine_options, pop_spec_fields, spec_options
 
 
-def run_estimate(model: str, frames: int, width: int, height: int, steps: int, speed: str, cache_interval: int,
-                 dtype: str, cfg: bool, decode_chunk: Optional[int], offload: Optional[str],
-                 forward_chunking: bool, max_memory: Optional[str], price: Optional[float], keyframe: bool = False) -> dict:
-    from ..engine import memory as M
+def run_estimate(spec, config, *, keyframe: bool = False, price: Optional[float] = None) -> dict:
+    """Memory, FLOPs and per-card time and cost of one video: a resolved GenerationSpec under an EngineConfig
+    (its max_memory: also plan for that budget), planned as the Engine plans it (engine/timing.Workload)."""
     from ..engine import timing
-    from ..engine.shapes import model_shape
-    from ..util import parse_size
 
-    shape = model_shape(model, dtype)
-    fixed = dict(user_chunk=decode_chunk, user_offload=offload, user_forward_chunking=forward_chunking or None)
-    given = M.MemoryPlan(min(decode_chunk or frames, frames), forward_chunking, offload or "none")
-    est = M.estimate_peak(shape, frames, height, width, given, cfg=cfg, keyframe=keyframe)
-    flops = timing.video_flops(shape, frames, height, width, steps, speed=speed, cache_interval=cache_interval,
-                               cfg=cfg, decode_chunk=given.decode_chunk_size, forward_chunking=given.forward_chunking,
-                               keyframe=keyframe)
+    shape = timing.workload_shape(config)
+    job = timing.Workload(spec, config, keyframe)
+    est = job.peak(shape)
+    flops = job.flops(shape)
     out = {
-        "model": model, "frames": frames, "width": width, "height": height, "steps": steps, "speed": speed,
-        "cache_interval": cache_interval if speed == "fast" else None, "dtype": dtype, "keyframe": keyframe,
+        "model": config.model, "frames": spec.num_frames, "width": spec.width, "height": spec.height,
+        "steps": spec.num_inference_steps, "speed": spec.speed,
+        "cache_interval": spec.cache_interval if spec.speed == "fast" else None, "dtype": config.dtype or "fp16",
+        "attention": config.attention, "keyframe": keyframe,
         "weights_bytes": shape.weights_total,
-        "plan": est.to_dict() | {"label": given.label()},
+        "plan": est.to_dict() | {"label": job.given.label()},
         "flops": flops | {"source": "counted (dry run)"},
         "memory_source": "estimated (dry run of the model code on shapes; checked against measured CPU peaks in tests)",
     }
-    if max_memory is not None:
-        budget = parse_size(max_memory)
-        best, _ = M.choose_plan(shape, frames, height, width, budget, cfg=cfg, keyframe=keyframe, **fixed)
-        out["budget"] = {"bytes": budget, "fits": best.fits, "plan": best.plan.to_dict(), "label": best.plan.label(),
-                         "peak_bytes": best.peak_bytes}
+    if config.max_memory is not None:
+        best = job.plan(shape, config.max_memory)
+        out["budget"] = {"bytes": config.max_memory, "fits": best.fits, "plan": best.plan.to_dict(),
+                         "label": best.plan.label(), "peak_bytes": best.peak_bytes}
     rows = []
     for card in timing.cards():
-        t = timing.time_on(card, shape, flops["per_video"], frames, height, width, steps, cfg=cfg, keyframe=keyframe,
-                           **fixed)
+        t = job.time_on(card, shape, flops["per_video"])
         rate = price if price is not None else card.price_per_hour
         rows.append({
             "gpu": card.name, "memory_gb": card.memory_gb, "fits": t.fits, "plan": t.plan.plan.label(),
@@ -72,45 +65,36 @@ def _flops(n: float) -> str:
 
 
 @click.command("estimate")
-@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="svd, svd-xt, svd-xt-1-1, tiny, a local folder or a single-file checkpoint (.safetensors)")
-@click.option("--frames", type=int, default=None, help="frames (model default: SVD 14, XT 25)")
-@click.option("--width", type=int, default=None, help="width (default: the model's landscape size)")
-@click.option("--height", type=int, default=None, help="height (default: the model's landscape size)")
-@click.option("--steps", type=int, default=None, help="denoising steps (default 25)")
-@click.option("--speed", type=click.Choice(["exact", "fast"]), default="exact", show_default=True)
-@click.option("--cache-interval", type=click.IntRange(2, 10), default=3, show_default=True, help="fast mode interval")
-@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp16", show_default=True)
-@click.option("--max-cfg", type=float, default=None, help="max guidance; <= 1 turns classifier-free guidance off")
-@click.option("--decode-chunk", type=int, default=None, help="frames the VAE decodes at once (default: all)")
-@click.option("--offload", type=click.Choice(get_args(Offload)), default=None)
-@click.option("--forward-chunking", is_flag=True)
-@click.option("--max-memory", default=None, metavar="SIZE", help="also plan for this budget, e.g. 8GB")
+@spec_options(fields=PLAN_SPEC_FIELDS)
+@engine_options(fields=PLAN_ENGINE_FIELDS)
 @click.option("--price-per-hour", type=float, default=None, help="USD per GPU hour for every card (default: data/gpus.json)")
 @click.option("--keyframe", is_flag=True, help="a run with an end image (generate --end-image): two UNet passes per step")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def estimate_command(model, frames, width, height, steps, speed, cache_interval, dtype, max_cfg, decode_chunk, offload,
-             forward_chunking, max_memory, price_per_hour, keyframe, as_json):
-    """Plan memory, time and cost of one video before running anything."""
-    from ..models.registry import entry_for
+def estimate_command(price_per_hour, keyframe, as_json, **kwargs):
+    """Plan memory, time and cost of one video before running anything.
+
+    The settings are generate's (the model's defaults where not given, its landscape size with no image); with
+    --max-memory, also the plan for that budget.
+    """
+    from ..models.resolve import entry_for
+    from ..spec import GenerationSpec
     from ..util import fmt_bytes
 
-    d = entry_for(model).defaults
-    frames = frames or d.num_frames
-    width = width or d.landscape[0]
-    height = height or d.landscape[1]
-    steps = steps or d.num_inference_steps
-    cfg = (max_cfg if max_cfg is not None else d.max_guidance_scale) > 1
+    max_memory = kwargs.get("max_memory")  # as typed, for the report
+    spec = GenerationSpec.build(**pop_spec_fields(kwargs))
+    config = engine_config_from(kwargs)
+    spec = spec.resolve(entry_for(config.model))
     if not as_json and sys.stderr.isatty():
         click.echo("counting memory and FLOPs on the model's shapes (no GPU, no weights; about 30 s for SVD-XT "
                    "the first time, cached after)...", err=True)
-    r = run_estimate(model, frames, width, height, steps, speed, cache_interval, dtype, cfg, decode_chunk, offload,
-                     forward_chunking, max_memory, price_per_hour, keyframe)
+    r = run_estimate(spec, config, keyframe=keyframe, price=price_per_hour)
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return
     p = r["plan"]
-    click.echo(f"{model}: {frames} frames at {width}x{height}, {steps} steps, {speed}"
-               + (f" (cache interval {cache_interval})" if speed == "fast" else "") + f", {dtype}"
+    click.echo(f"{r['model']}: {r['frames']} frames at {r['width']}x{r['height']}, {r['steps']} steps, {r['speed']}"
+               + (f" (cache interval {r['cache_interval']})" if r["speed"] == "fast" else "") + f", {r['dtype']}"
+               + (f", {r['attention']} attention" if r["attention"] != "sdpa" else "")
                + (", with an end image (2 UNet passes per step)" if keyframe else ""))
     click.echo(f"planned peak memory ({p['label']}): {fmt_bytes(p['peak_bytes'])}  [estimated]")
     click.echo("  " + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in p["stages"].items())

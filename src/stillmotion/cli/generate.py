@@ -18,7 +18,7 @@ from .remote import generate_on_server, server_options
 @click.option("-o", "--output", type=click.Path(dir_okay=True), default=None, help="output file (default: IMAGE's name + format, here)")
 @spec_options
 @engine_options
-@click.option("--from", "from_sidecar", type=click.Path(), default=None,
+@click.option("--from", "from_file", type=click.Path(), default=None,
               help="reproduce a video from its sidecar NAME.json, or run a ComfyUI API workflow (.json, or a ComfyUI output carrying one)")
 @click.option("--comfyui-dir", type=click.Path(file_okay=False), default=None,
               help="ComfyUI's folder: a workflow's ckpt_name is looked up in its models/checkpoints [env: STILLMOTION_COMFYUI_DIR]")
@@ -27,7 +27,7 @@ from .remote import generate_on_server, server_options
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="print one machine-readable JSON line with the result")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def generate(image, output, from_sidecar, comfyui_dir, end_image, keyframes, server, api_key, as_json, quiet, **kwargs):
+def generate(image, output, from_file, comfyui_dir, end_image, keyframes, server, api_key, as_json, quiet, **kwargs):
     """Turn IMAGE (a path or an http(s) URL) into a video.
 
     \b
@@ -45,15 +45,15 @@ def generate(image, output, from_sidecar, comfyui_dir, end_image, keyframes, ser
     model = kwargs.pop("model")
     ends = None if end_image is None else [end_image]  # the end image, or the keyframes after the first
 
-    # 1. Spec: from a ComfyUI workflow or a sidecar (flags override either), or from flags alone
-    workflow = _read_workflow(from_sidecar) if from_sidecar else None
+    # 1. Spec: from a ComfyUI workflow or a sidecar (--from; flags override either), or from flags alone
+    workflow = _read_workflow(from_file) if from_file else None
+    sidecar = from_file if from_file and workflow is None else None  # --from names one of our sidecars (or videos)
     if workflow is not None:
-        fields, model, image, workflow = _from_workflow(workflow, from_sidecar, given, model, image, comfyui_dir)
-        from_sidecar = None
-    if from_sidecar:
+        fields, model, image, workflow = _from_workflow(workflow, from_file, given, model, image, comfyui_dir)
+    if sidecar:
         from ..video import read_sidecar
 
-        record = read_sidecar(from_sidecar)
+        record = read_sidecar(sidecar)
         base = dict(record.get("spec", {}))
         if base.get("decode_chunk_size") is None and record.get("decode_chunk_size"):
             # the temporal decoder mixes frames within a chunk: reuse the chunk that ran
@@ -64,12 +64,12 @@ def generate(image, output, from_sidecar, comfyui_dir, end_image, keyframes, ser
         if image is None:
             image = (record.get("input") or {}).get("source")
             if not image:
-                raise InvalidInput(f"{from_sidecar} does not name its input image: pass IMAGE too.")
+                raise InvalidInput(f"{sidecar} does not name its input image: pass IMAGE too.")
         recorded = (record.get("input") or {}).get("keyframes") or [(record.get("input") or {}).get("end_image")]
         if end_image is None and keyframes is None and recorded[0]:  # a keyframe video: its end image(s) too
             ends = [r.get("source") for r in recorded]
             if not all(ends):
-                raise InvalidInput(f"{from_sidecar} does not name its end image: pass --end-image too.")
+                raise InvalidInput(f"{sidecar} does not name its end image: pass --end-image too.")
     if keyframes is not None:
         if image is not None or end_image is not None:
             raise InvalidInput("--keyframes names every image, first to last: leave out IMAGE and --end-image.")
@@ -123,7 +123,7 @@ def generate(image, output, from_sidecar, comfyui_dir, end_image, keyframes, ser
         artifact = result.save(out)
         update(completed=1.0, stage="done", detail="")
 
-    if from_sidecar:
+    if sidecar:
         _check_reproduced(record, result)
     summary = {
         "output": str(artifact.path),

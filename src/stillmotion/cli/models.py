@@ -233,8 +233,7 @@ def download(name, force, quiet):
     RIFE v4.26 weights and checks that it loads. tiny is built from code;
     --force rebuilds it.
     """
-    from ..models.registry import entry_for
-    from ..models.resolve import resolve
+    from ..models.resolve import entry_for, resolve
 
     entry = entry_for(name)
     if entry.builtin:
@@ -281,7 +280,7 @@ def verify(name, online, as_json, write_manifest):
     Exits 3 and names each truncated, altered or missing file with the command
     that repairs it.
     """
-    from ..models.registry import entry_for
+    from ..models.resolve import entry_for
     from ..models.verify import verify as run_verify
 
     if write_manifest:

@@ -62,11 +62,14 @@ def _add_options(f, fields):
     return f
 
 
-def spec_options(f):
-    """Add every GenerationSpec field as a flag; they arrive in kwargs under their spec names (None: not given)."""
+def spec_options(f=None, *, fields=None):
+    """Add every GenerationSpec field (or those named in `fields`) as a flag; they arrive in kwargs under their
+    spec names (None: not given). `@spec_options` or `@spec_options(fields=...)`."""
     from ..spec import GenerationSpec
 
-    return _add_options(f, _field_options(GenerationSpec))
+    if f is None:
+        return functools.partial(spec_options, fields=fields)
+    return _add_options(f, _field_options(GenerationSpec, fields))
 
 
 def pop_spec_fields(kwargs: dict) -> dict:
@@ -84,11 +87,14 @@ def engine_flags() -> tuple[str, ...]:
     return tuple(n for n, f in EngineConfig.model_fields.items() if "x-flag" in (f.json_schema_extra or {}))
 
 
-def engine_options(f):
-    """Add every EngineConfig setting that has a flag (--model, --device, --offload, ...)."""
+def engine_options(f=None, *, fields=None):
+    """Add every EngineConfig setting that has a flag (--model, --device, --offload, ...), or those of them named in
+    `fields`. `@engine_options` or `@engine_options(fields=...)`."""
     from ..engine.config import EngineConfig
 
-    return _add_options(f, _field_options(EngineConfig, engine_flags()))
+    if f is None:
+        return functools.partial(engine_options, fields=fields)
+    return _add_options(f, _field_options(EngineConfig, [n for n in engine_flags() if fields is None or n in fields]))
 
 
 def engine_config_from(kwargs: dict, **overrides):

@@ -7,7 +7,13 @@ import threading
 
 import click
 
+from ..server.settings import Settings
 from .options import engine_config_from, engine_options
+
+
+def _default(name: str):
+    """A Settings field's default: the flags show and pass Settings' own (one place for every default)."""
+    return Settings.__dataclass_fields__[name].default
 
 
 def _several_models(f):
@@ -44,22 +50,24 @@ def _lora(ctx, param, values):
 @click.option("--lora", "loras", multiple=True, metavar="NAME=FOLDER", callback=_lora,
               help="serve a LoRA adapter (a `stillmotion train --lora` folder); requests pick it with lora=NAME. "
                    "Repeatable")
-@click.option("--affinity-passes", default=None, type=click.IntRange(0),
+@click.option("--affinity-passes", default=_default("affinity_passes"), show_default=True, type=click.IntRange(0),
               help="several models: a queued job lets at most this many jobs for the loaded model go first "
-                   "(0: strict submission order) [default: 4]")
-@click.option("--affinity-wait", default=None, type=click.FloatRange(0),
-              help="several models: ... and none once it has waited this many seconds [default: 60]")
+                   "(0: strict submission order)")
+@click.option("--affinity-wait", default=_default("affinity_wait"), show_default=True, type=click.FloatRange(0),
+              help="several models: ... and none once it has waited this many seconds")
 @click.option("--host", default="0.0.0.0", show_default=True, help="address to listen on")
 @click.option("--port", default=7860, show_default=True, type=int, help="port (UI at /, API at /v1)")
-@click.option("--data-dir", default="./stillmotion-data", show_default=True, type=click.Path(file_okay=False),
+@click.option("--data-dir", default=str(_default("data_dir")), show_default=True, type=click.Path(file_okay=False),
               help="job queue (SQLite), uploads and outputs")
 @click.option("--api-key", default=None, envvar="STILLMOTION_API_KEY",
               help="require `Authorization: Bearer KEY` on /v1 (env STILLMOTION_API_KEY)")
 @click.option("--ui-auth", default=None, metavar="USER:PASS", help="password-protect the web UI")
 @click.option("--no-ui", is_flag=True, help="serve the API only")
-@click.option("--max-queue", default=100, show_default=True, type=click.IntRange(1), help="queued+running jobs before 503")
-@click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(0.01), help="largest upload")
-@click.option("--drain-timeout", default=60.0, show_default=True, type=click.FloatRange(0),
+@click.option("--max-queue", default=_default("max_queue"), show_default=True, type=click.IntRange(1),
+              help="queued+running jobs before 503")
+@click.option("--max-upload-mb", default=_default("max_upload_mb"), show_default=True, type=click.FloatRange(0.01),
+              help="largest upload")
+@click.option("--drain-timeout", default=_default("drain_timeout"), show_default=True, type=click.FloatRange(0),
               help="seconds SIGTERM waits for the running job before stopping")
 @click.option("--webhook-secret", default=None, envvar="STILLMOTION_WEBHOOK_SECRET",
               help="HMAC key for webhook signatures (default: one kept in the data dir)")
@@ -69,7 +77,6 @@ def _lora(ctx, param, values):
               help="delete finished jobs and their videos this many days after they finish (default: keep)")
 @click.option("--workers", default=None, type=click.IntRange(1),
               help="worker processes (default: one per visible GPU, one on a CPU)")
-@click.option("--cpu-threads", default=None, type=click.IntRange(1), hidden=True, help="the older name of --threads")
 @click.option("--no-warmup", is_flag=True, help="skip the warm-up generation before /readyz turns ready")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
@@ -79,7 +86,7 @@ def _lora(ctx, param, values):
 @click.option("--min-replicas", type=click.IntRange(0), default=1, show_default=True, help="with --ray: autoscaling floor")
 @click.option("--max-replicas", type=click.IntRange(1), default=1, show_default=True, help="with --ray: autoscaling ceiling")
 def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_mb, drain_timeout,
-          webhook_secret, allow_private_urls, keep_days, workers, cpu_threads, no_warmup, log_level, use_ray, ray_address, replicas, min_replicas, max_replicas, loras, affinity_passes, affinity_wait, **kwargs):
+          webhook_secret, allow_private_urls, keep_days, workers, no_warmup, log_level, use_ray, ray_address, replicas, min_replicas, max_replicas, loras, affinity_passes, affinity_wait, **kwargs):
     """Run the web UI (/) and the HTTP API (/v1) on one SQLite job queue.
 
     \b
@@ -91,16 +98,13 @@ def serve(host, port, data_dir, api_key, ui_auth, no_ui, max_queue, max_upload_m
     import uvicorn
 
     from ..server.app import create_app
-    from ..server.settings import Settings, parse_ui_auth
+    from ..server.settings import parse_ui_auth
 
-    if cpu_threads is not None and kwargs.get("threads") is None:
-        kwargs["threads"] = cpu_threads
     models = list(dict.fromkeys(kwargs.pop("model", None) or ()))
     engine = engine_config_from(kwargs, **({"model": models[0]} if models else {}))
-    affinity = {k: v for k, v in (("affinity_passes", affinity_passes), ("affinity_wait", affinity_wait)) if v is not None}
     settings = Settings(
-        data_dir=data_dir, engine=engine, models=tuple(models[1:]), loras=loras, **affinity,
-        warmup=not no_warmup, workers=workers,
+        data_dir=data_dir, engine=engine, models=tuple(models[1:]), loras=loras, affinity_passes=affinity_passes,
+        affinity_wait=affinity_wait, warmup=not no_warmup, workers=workers,
         api_key=api_key, ui=not no_ui, ui_auth=parse_ui_auth(ui_auth), max_queue=max_queue,
         max_upload_mb=max_upload_mb, drain_timeout=drain_timeout, webhook_secret=webhook_secret, keep_days=keep_days,
         allow_private_urls=allow_private_urls,

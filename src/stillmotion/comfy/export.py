@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 from ..errors import InvalidInput
+from ..models.registry import DEFAULT_MODEL
 from ..spec import SPEC_FIELDS, GenerationSpec
 from .checkpoints import CHECKPOINT_FOR_MODEL
 from .graph import CONDITIONING, DECODE, GUIDANCE, LOAD_IMAGE, LOADER, NODE_FIELDS, VHS_FOR_FORMAT
@@ -19,11 +21,13 @@ def export_workflow(record: dict) -> tuple[dict, list[str]]:
     if missing or spec.seed < 0:
         raise InvalidInput("The sidecar's spec is not resolved (no " + ", ".join(missing or ["seed"]) + "); "
                            "pass a sidecar that stillmotion wrote beside a video.")
-    model = record.get("model") or {}
-    ckpt = _ckpt_name(model)
+    notes: list[str] = []
+    ckpt = _ckpt_name(record.get("model") or {})
+    if ckpt is None:  # the model a run with no --model uses
+        ckpt = _ckpt_name({"name": DEFAULT_MODEL})
+        notes.append(f"the record names no model: node 1 loads {DEFAULT_MODEL}'s checkpoint, {ckpt}")
     source = (record.get("input") or {}).get("source") or "input.png"
     image = Path(str(source).split("?")[0]).name or "input.png"
-    notes: list[str] = []
 
     extra = {}
     defaults = GenerationSpec()
@@ -78,8 +82,9 @@ def export_workflow(record: dict) -> tuple[dict, list[str]]:
     return prompt, notes
 
 
-def _ckpt_name(model: dict) -> str:
-    name = str(model.get("name") or "svd-xt")
+def _ckpt_name(model: dict) -> Optional[str]:
+    """ComfyUI's ckpt_name for the model a sidecar records (LocalModel.describe()); None when it names none."""
+    name = str(model.get("name") or "")
     if name in CHECKPOINT_FOR_MODEL:
         return CHECKPOINT_FOR_MODEL[name]
     for key in ("file", "path", "single_file"):
@@ -90,7 +95,7 @@ def _ckpt_name(model: dict) -> str:
             return Path(value["path"]).name
     if name.lower().endswith(".safetensors"):
         return Path(name).name
-    return name
+    return name or None
 
 
 def write_workflow(prompt: dict, out: str | Path) -> Path:

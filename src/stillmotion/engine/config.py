@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import InvalidInput
 from ..models.registry import DEFAULT_MODEL
+from ..spec import format_validation_error
 
 Offload = Literal["none", "model", "sequential"]
 DType = Literal["fp16", "bf16", "fp32"]
@@ -71,7 +72,7 @@ class EngineConfig(BaseModel):
         try:
             return cls(**{k: v for k, v in fields.items() if v is not None})
         except ValidationError as e:
-            raise InvalidInput(_one_line(e)) from None
+            raise InvalidInput(format_validation_error(e, "engine setting", _flag)) from None
 
     def replace(self, **fields: Any) -> "EngineConfig":
         """A copy with some settings changed (validated)."""
@@ -89,10 +90,7 @@ class EngineConfig(BaseModel):
         return None if self.device == "auto" else self.device
 
 
-def _one_line(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors():
-        name = ".".join(str(x) for x in err.get("loc", ())) or "engine"
-        flag = (EngineConfig.model_fields[name].json_schema_extra or {}).get("x-flag") if name in EngineConfig.model_fields else None
-        parts.append(f"{flag or name} {err.get('input')!r}: {err.get('msg', 'invalid')}")
-    return "Invalid engine setting: " + "; ".join(parts)
+def _flag(name: str) -> str:
+    """A setting as the user names it: its flag where it has one."""
+    field = EngineConfig.model_fields.get(name)
+    return (field.json_schema_extra or {}).get("x-flag", name) if field else name

@@ -9,25 +9,25 @@ post-processing and the record that goes into every sidecar.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import warnings
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
-from ..errors import Cancelled, ModelUnavailable, OutOfMemory, StillmotionError, is_out_of_memory
+from ..errors import Cancelled, ModelUnavailable, OutOfMemory, is_out_of_memory
 from ..spec import GenerationSpec
 from ..util import first_line, fmt_bytes
 from .config import EngineConfig
-from .device import free_memory, pick_device, pick_dtype
+from .device import pick_device, pick_dtype
+from .memory import retry_on_oom
 from .provenance import run_metadata
 from .types import CancelFn, GenerationResult, Progress, ProgressFn, RunRecord
 
 log = logging.getLogger("stillmotion.engine")
-
-T = TypeVar("T")
 
 
 class Engine:
@@ -102,11 +102,11 @@ class Engine:
         from .memory import MemoryPlan
         from .speed import apply_exact, compile_pipe
 
-        cfg = self.config
+        conf = self.config
         self.pipe = pipe
-        self._apply_plan(MemoryPlan(cfg.decode_chunk_size or 1, cfg.forward_chunking, cfg.offload))
-        self.speed_settings = apply_exact(pipe, self.device, self.dtype, cfg.attention)
-        if cfg.compile:
+        self._apply_plan(MemoryPlan(conf.decode_chunk_size or 1, conf.forward_chunking, conf.offload))
+        self.speed_settings = apply_exact(pipe, self.device, self.dtype, conf.attention)
+        if conf.compile:
             self.speed_settings["compile"] = compile_pipe(pipe)
         return pipe
 
@@ -139,14 +139,14 @@ class Engine:
         """
         from . import memory
 
-        cfg = self.config
+        conf = self.config
         frames = spec.num_frames
-        chunk = spec.decode_chunk_size or cfg.decode_chunk_size
-        given = memory.MemoryPlan(min(chunk or frames, frames), cfg.forward_chunking, cfg.offload)
-        budget = cfg.max_memory
-        if cfg.memory == "none" or (budget is None and self.device == "cpu"):
-            why = "--memory none" if cfg.memory == "none" else "CPU with no --max-memory: nothing to plan for"
-            return given, {"mode": cfg.memory, "plan": given.to_dict(), "label": given.label(), "planned": False, "why": why}
+        chunk = spec.decode_chunk_size or conf.decode_chunk_size
+        given = memory.MemoryPlan(min(chunk or frames, frames), conf.forward_chunking, conf.offload)
+        budget = conf.max_memory
+        if conf.memory == "none" or (budget is None and self.device == "cpu"):
+            why = "--memory none" if conf.memory == "none" else "CPU with no --max-memory: nothing to plan for"
+            return given, {"mode": conf.memory, "plan": given.to_dict(), "label": given.label(), "planned": False, "why": why}
         budget = memory.device_budget(self.device) if budget is None else budget
         if budget is None:  # e.g. MPS: no reliable free-memory figure
             return given, {"mode": "auto", "plan": given.to_dict(), "label": given.label(), "planned": False,
@@ -157,10 +157,11 @@ class Engine:
 
             self._shape = model_shape_from_modules(self.pipe.unet, self.pipe.vae, self.pipe.image_encoder,
                                                    self.dtype, self.entry.name)
-            set_attention(self._shape.unet, cfg.attention)  # the dry run counts the kernel that runs
+            set_attention(self._shape.unet, conf.attention)  # the dry run counts the kernel that runs
+        guided = spec.uses_cfg  # classifier-free guidance: the UNet runs on a batch of two
         est = memory.choose_plan(
-            self._shape, frames, spec.height, spec.width, budget, device=self.device, cfg=spec.max_guidance_scale > 1,
-            user_chunk=chunk, user_offload=cfg.offload, user_forward_chunking=cfg.forward_chunking, keyframe=keyframe,
+            self._shape, frames, spec.height, spec.width, budget, device=self.device, cfg=guided,
+            user_chunk=chunk, user_offload=conf.offload, user_forward_chunking=conf.forward_chunking, keyframe=keyframe,
         )[0]
         rec = {"mode": "auto", "plan": est.plan.to_dict(), "label": est.plan.label(), "planned": True,
                "estimate_bytes": est.peak_bytes, "budget_bytes": budget, "fits": est.fits}
@@ -177,24 +178,21 @@ class Engine:
         return self.entry.name
 
     def describe(self) -> dict:
-        cfg = self.config
+        conf = self.config
         return {
             "model": self.local.describe(),
             "device": self.device,
             "dtype": str(self.dtype).replace("torch.", ""),
-            "offload": cfg.offload,
-            "forward_chunking": cfg.forward_chunking,
-            "memory_mode": cfg.memory,
-            "max_memory_bytes": cfg.max_memory,
+            "offload": conf.offload,
+            "forward_chunking": conf.forward_chunking,
+            "memory_mode": conf.memory,
+            "max_memory_bytes": conf.max_memory,
             "speed_settings": dict(getattr(self, "speed_settings", {})),
         }
 
     # ------------------------------------------------------------------
     def resolve_spec(self, spec: Optional[GenerationSpec], image_size=None) -> GenerationSpec:
-        spec = spec if spec is not None else GenerationSpec()
-        if isinstance(spec, dict):
-            spec = GenerationSpec.build(**spec)
-        return spec.resolve(self.entry, image_size)
+        return resolve_spec(self.entry, spec, image_size)
 
     def generate(
         self,
@@ -213,31 +211,14 @@ class Engine:
         or a list of them: keyframes after the first) makes the video end on it (keyframes.py);
         `end_source` names where its bytes came from (one name, or a list).
         """
-        from .. import images
-
         with self._lock:
             t0 = time.perf_counter()
-            # 1. Load and check the image
-            pil, input_info = images.open_input(image, source)
-            ends: list = []  # the end image, or the keyframes after the first (keyframes.py)
-            if end_image is not None:
-                from .keyframes import load_end_images
-
-                ends, end_info = load_end_images(end_image, end_source)
-                input_info["end_image" if len(ends) == 1 else "keyframes"] = end_info
-
-            # 2. Resolve the spec: model defaults, size from the aspect, a seed
-            spec = self.resolve_spec(spec, pil.size)
-
-            # 3. Fit the image to the target size
-            prepared = images.prepare(pil, spec.width, spec.height, spec.resize)
+            # 1-3. Load and check the image(s), resolve the spec, fit the image(s) to the target size
+            prepared, spec, input_info, ends = prepare_inputs(self.entry, image, spec, end_image, source, end_source)
             if ends:
-                from .keyframes import check_spec
+                from .keyframes import loop_ends
 
-                check_spec(spec, isinstance(end_image, (list, tuple)))
-                ends = [images.prepare(e, spec.width, spec.height, spec.resize) for e in ends]
-                if spec.loop == "blend":  # a keyframe loop: one more segment, back to the first image
-                    ends.append(prepared)
+                ends = loop_ends(ends, prepared, spec)
             prepare_seconds = round(time.perf_counter() - t0, 4)
 
             report = on_progress or (lambda p: None)
@@ -262,9 +243,10 @@ class Engine:
 
             # 5. Post-process: interpolation and loops multiply/shape playback, never the conditioning
             post_spec = spec
-            if ends and spec.loop == "blend":  # the keyframe loop ends on the first frame: drop the repeat
-                frames, post_spec = frames[:-1], spec.update(loop="none")
-                run.keyframes = {**(run.keyframes or {}), "loop": "keyframe (last segment back to the first image)"}
+            if ends:
+                from .keyframes import close_loop
+
+                frames, post_spec = close_loop(frames, spec, run)
             if post_spec.interpolate > 1 or post_spec.interpolate_fps is not None or post_spec.loop != "none":
                 from ..video.postprocess import apply as postprocess
 
@@ -286,7 +268,7 @@ class Engine:
 
         Runs under a memory plan (see memory.py); an out-of-memory error steps the plan down
         (smaller decode chunk, forward chunking, model offload, sequential offload) and retries
-        the stage that failed, recording each step in the RunRecord's fallbacks.
+        the stage that failed, recording each step in the RunRecord's fallbacks (memory.retry_on_oom).
         """
         lo, hi = progress_span
         denoise_share = 0.85  # decoding is weighted like a few denoising steps in the progress bar
@@ -301,13 +283,15 @@ class Engine:
         report(Progress("encode", 0, spec.num_inference_steps, lo, f"memory plan: {plan.label()}"))
 
         # 2. Denoise (the whole stage is retried after an out-of-memory)
-        latents, plan = self._retry_on_oom("denoising", plan, spec, run, lambda p: self._denoise(
+        retry = functools.partial(retry_on_oom, apply_plan=self._apply_plan, spec=spec, device=self.device,
+                                  fallbacks=run.fallbacks, step_down=self.config.memory != "none")
+        latents, plan = retry("denoising", plan, lambda p: self._denoise(
             image, spec, report, cancel, run, (lo, hi), denoise_share, end_image))
 
         # 3. Decode (only decoding is retried)
         t = time.perf_counter()
         decode_span = (lo + (hi - lo) * denoise_share, hi)
-        video, plan = self._retry_on_oom("decoding", plan, spec, run, lambda p: self.decode(
+        video, plan = retry("decoding", plan, lambda p: self.decode(
             latents, spec.num_frames, p.decode_chunk_size, report, cancel, decode_span))
         run.decode_chunk_size = plan.decode_chunk_size
         run.timings["decode"] = round(time.perf_counter() - t, 4)
@@ -315,39 +299,12 @@ class Engine:
             run.memory["final_plan"] = plan.to_dict()
         return video, run
 
-    def _retry_on_oom(self, stage: str, plan, spec: GenerationSpec, run: RunRecord, attempt: Callable[[Any], T]):
-        """attempt(plan) under `plan`; after an out-of-memory, the next plan down (recorded) until one
-        succeeds -> (its result, the plan it ran with). Raises OutOfMemory when no plan is left."""
-        from .memory import next_plan_down
-
-        while True:
-            self._apply_plan(plan)
-            try:
-                return attempt(plan), plan
-            except StillmotionError:
-                raise
-            except Exception as e:  # noqa: BLE001 - converted at the boundary
-                if not is_out_of_memory(e):
-                    raise
-                error = first_line(e)[:200]
-            free_memory()
-            nxt = None if self.config.memory == "none" else next_plan_down(plan, spec.num_frames, self.device, stage)
-            if nxt is None:
-                raise OutOfMemory(
-                    f"Out of memory while {stage} {spec.num_frames} frames at {spec.width}x{spec.height} on "
-                    f"{self.device}: try --offload model, a smaller --decode-chunk (e.g. 2), fewer --frames or a "
-                    "smaller size.") from None
-            run.fallbacks.append({"stage": stage, "error": error, "from": plan.label(),
-                                  "to": nxt.label(), "plan": nxt.to_dict()})
-            log.warning("out of memory while %s with %s; retrying with %s", stage, plan.label(), nxt.label())
-            plan = nxt
-
     def _denoise(self, image, spec: GenerationSpec, report: ProgressFn, cancel: CancelFn, run: RunRecord,
                  span: tuple[float, float], denoise_share: float, end_image=None):
         """diffusers' denoising loop (output_type="latent") with progress, cancel, timings and the speed mode."""
         import torch
 
-        from .speed import deepcache_for
+        from .speed import deepcache_for, first_compile_seconds
 
         pipe = self.pipe
         lo, hi = span
@@ -365,20 +322,10 @@ class Engine:
             return kwargs
 
         generator = torch.Generator("cpu").manual_seed(spec.seed)
-        encode_time = [0.0]
-        orig_encode = pipe._encode_image
-
-        def timed_encode(*a, **k):
-            t = time.perf_counter()
-            try:
-                return orig_encode(*a, **k)
-            finally:
-                encode_time[0] += time.perf_counter() - t
-
         report(Progress("encode", 0, steps, lo, "encoding the image"))
         cache = deepcache_for(spec, pipe.unet)
         t = time.perf_counter()
-        pipe._encode_image = timed_encode
+        encoder = _ForwardTimer(pipe.image_encoder)  # the image encoding's seconds, for the timings
         try:
             with torch.inference_mode():
                 if cache is not None:
@@ -409,22 +356,23 @@ class Engine:
         finally:
             if cache is not None:
                 cache.detach()
-            del pipe._encode_image
-        run.timings["encode"] = round(encode_time[0], 4)
-        run.timings["denoise"] = round(time.perf_counter() - t - encode_time[0], 4)
+            encoder.remove()
+        run.timings["encode"] = round(encoder.seconds, 4)
+        run.timings["denoise"] = round(time.perf_counter() - t - encoder.seconds, 4)
         run.timings["step_seconds"] = [round(s, 4) for s in step_times]
         run.speed = {"mode": "fast", **cache.stats()} if cache is not None else {"mode": "exact"}
-        key = (spec.num_frames, spec.height, spec.width, spec.speed)
-        if self.config.compile and key not in self._compiled_shapes and len(step_times) > 1:
-            # the first call of a new shape compiles: its extra time over a typical step
-            rest = sorted(step_times[1:])
-            run.timings["compile"] = round(max(0.0, step_times[0] - rest[len(rest) // 2]), 4)
-            self._compiled_shapes.add(key)
+        if self.config.compile:
+            compiled = first_compile_seconds(spec, step_times, self._compiled_shapes)
+            if compiled is not None:
+                run.timings["compile"] = compiled
         return latents
 
     def decode(self, latents, num_frames: int, chunk: int, report: ProgressFn, cancel: CancelFn,
                span: tuple[float, float]) -> np.ndarray:
-        """diffusers' decode_latents, chunk by chunk with progress and cancel; then to uint8."""
+        """diffusers' decode_latents, chunk by chunk with progress and cancel; then to uint8.
+
+        Not `pipe.decode_latents`: that decodes every chunk in one call, with no place between chunks to
+        report progress or stop; the operations here are its own, so the frames are the same bytes."""
         import torch
 
         from .shapes import decode_kwargs
@@ -447,3 +395,61 @@ class Engine:
             frames = frames.reshape(-1, num_frames, *frames.shape[1:]).permute(0, 2, 1, 3, 4).float()
             video = pipe.video_processor.postprocess_video(video=frames, output_type="np")[0]
         return np.clip(np.round(np.asarray(video) * 255.0), 0, 255).astype(np.uint8)
+
+
+class _ForwardTimer:
+    """Seconds spent in a module's forward calls, through forward hooks; `remove()` takes them off."""
+
+    def __init__(self, module):
+        self.seconds = 0.0
+        self._start = 0.0
+        self._hooks = [module.register_forward_pre_hook(self._before), module.register_forward_hook(self._after)]
+
+    def _before(self, *_):
+        self._start = time.perf_counter()
+
+    def _after(self, *_):
+        self.seconds += time.perf_counter() - self._start
+
+    def remove(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+
+# ----------------------------------------------------------------------------
+def resolve_spec(entry, spec: Optional[GenerationSpec], image_size=None) -> GenerationSpec:
+    """A spec (or a dict of its fields, or None) resolved for a model entry: defaults, size from the aspect, a seed."""
+    spec = spec if spec is not None else GenerationSpec()
+    if isinstance(spec, dict):
+        spec = GenerationSpec.build(**spec)
+    return spec.resolve(entry, image_size)
+
+
+def prepare_inputs(entry, image, spec: Optional[GenerationSpec], end_image=None, source: Optional[str] = None,
+                   end_source=None) -> tuple[Any, GenerationSpec, dict, list]:
+    """Steps 1-3 of a run, for `Engine.generate` and batch's loader thread (no engine lock needed):
+    open and check the image (and the end image or keyframes), resolve the spec for `entry`, fit the
+    images to its size -> (prepared image, resolved spec, what the sidecar's "input" records,
+    prepared end images: [] without `end_image`)."""
+    from .. import images
+
+    # 1. Load and check the image(s)
+    pil, input_info = images.open_input(image, source)
+    ends: list = []  # the end image, or the keyframes after the first (keyframes.py)
+    if end_image is not None:
+        from .keyframes import load_end_images
+
+        ends, end_info = load_end_images(end_image, end_source)
+        input_info["end_image" if len(ends) == 1 else "keyframes"] = end_info
+
+    # 2. Resolve the spec: model defaults, size from the aspect, a seed
+    spec = resolve_spec(entry, spec, pil.size)
+
+    # 3. Fit the image(s) to the target size
+    prepared = images.prepare(pil, spec.width, spec.height, spec.resize)
+    if ends:
+        from .keyframes import check_spec
+
+        check_spec(spec, isinstance(end_image, (list, tuple)))
+        ends = [images.prepare(e, spec.width, spec.height, spec.resize) for e in ends]
+    return prepared, spec, input_info, ends

@@ -5,7 +5,9 @@ dispatch mode that counts the bytes of every tensor created and watches when
 each storage is freed (the peak of live bytes is the call's working memory),
 and counts matmul/convolution FLOPs with torch's own formulas. Attention is
 counted as a fused kernel (PyTorch SDPA: output only, no N x N score matrix),
-which is what SDPA runs on CUDA and on the CPU for these shapes.
+which is what SDPA runs on CUDA and on the CPU for these shapes; a UNet set to
+`--attention math` (engine/speed.set_attention, as shapes.model_shape does)
+builds its score matrices, and they are counted like any other tensor.
 """
 
 from __future__ import annotations

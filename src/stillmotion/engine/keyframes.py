@@ -27,9 +27,10 @@ Each step costs two UNet passes (with CFG, each on a batch of two), so a
 keyframe video costs about twice a plain one at the same steps; the memory
 planner counts the second conditioning held through denoising.
 
-Everything else is diffusers' StableVideoDiffusionPipeline's own code: the
-image encoders (`_encode_image`, `_encode_vae_image`), the added time ids,
-`prepare_latents`, CFG batching, the VAE upcast in fp16.
+Everything else is what diffusers' StableVideoDiffusionPipeline does: its CLIP
+image encoding (`_encode_image`, private: tests/test_diffusers_api.py checks it),
+`prepare_latents`, and, written out here on public calls, the VAE latents of the
+noise-augmented image, the added time ids, CFG batching and the VAE upcast in fp16.
 """
 
 from __future__ import annotations
@@ -75,6 +76,20 @@ def check_spec(spec, keyframes: bool = False) -> None:
         raise InvalidInput(f"An end image needs at least 3 frames (first, in between, last), got --frames {spec.num_frames}.")
 
 
+def loop_ends(ends: list, image, spec) -> list:
+    """The images to sample towards: with --loop blend, one more segment, back to the first image."""
+    return [*ends, image] if spec.loop == "blend" else ends
+
+
+def close_loop(frames, spec, run):
+    """After a keyframe loop (--loop blend), which ends on the first frame: drop the repeat; the loop is
+    done, so post-processing runs with loop "none" -> (frames, the spec for post-processing)."""
+    if spec.loop != "blend":
+        return frames, spec
+    run.keyframes = {**(run.keyframes or {}), "loop": "keyframe (last segment back to the first image)"}
+    return frames[:-1], spec.update(loop="none")
+
+
 def describe(spec) -> dict:
     """What the sidecar records about the sampler."""
     return {"method": METHOD, "paper": PAPER, "unet_passes_per_step": 2, "guidance": "svd-linspace",
@@ -97,8 +112,9 @@ class _Conditioning:
         upcast = vae.dtype == torch.float16 and vae.config.force_upcast
         if upcast:
             vae.to(dtype=torch.float32)
-        latents = pipe._encode_vae_image(noisy, device=device, num_videos_per_prompt=1,
-                                         do_classifier_free_guidance=cfg)
+        latents = vae.encode(noisy.to(device=device, dtype=vae.dtype)).latent_dist.mode()
+        if cfg:  # the unconditional half: zeros, as the pipeline batches it
+            latents = torch.cat([torch.zeros_like(latents), latents])
         clean = vae.encode(pixels.to(vae.dtype)).latent_dist.mode() * vae.config.scaling_factor
         if upcast:
             vae.to(dtype=torch.float16)
@@ -114,16 +130,17 @@ def denoise(pipe, image, end_image, spec, generator, *, on_step_end: Optional[Ca
     cancel); `cache` is the fast mode's DeepCache, kept apart for each direction of time.
     """
     import torch
-    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
-        _append_dims,
-        retrieve_timesteps,
-    )
+    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import retrieve_timesteps
     from diffusers.utils.torch_utils import randn_tensor
 
+    scheduler = pipe.scheduler
+    prediction = scheduler.config.prediction_type
+    if prediction not in ("v_prediction", "epsilon"):
+        raise InvalidInput(f"An end image needs a scheduler predicting v or epsilon; this model's predicts "
+                           f"{prediction!r}: leave out the end image.")
     num_frames, steps = spec.num_frames, spec.num_inference_steps
-    device = pipe._execution_device
-    pipe._guidance_scale = spec.max_guidance_scale
-    cfg = pipe.do_classifier_free_guidance
+    device = pipe._execution_device  # where the weights run (differs from pipe.device under CPU offload)
+    cfg = spec.uses_cfg  # as the pipeline decides classifier-free guidance
 
     # 1. Encode both images (noise for the first image, then the last, from the run's generator)
     start = _Conditioning(pipe, image, spec, generator, device, cfg, num_frames)
@@ -131,9 +148,9 @@ def denoise(pipe, image, end_image, spec, generator, *, on_step_end: Optional[Ca
     dtype = start.embeddings.dtype
 
     # 2. Added time ids (the pipeline conditions on fps - 1), timesteps, initial noise
-    added_time_ids = pipe._get_add_time_ids(spec.effective_conditioning_fps - 1, spec.motion_bucket_id,
-                                            spec.noise_aug_strength, dtype, 1, 1, cfg).to(device)
-    scheduler = pipe.scheduler
+    ids = torch.tensor([[spec.effective_conditioning_fps - 1, spec.motion_bucket_id, spec.noise_aug_strength]],
+                       dtype=dtype)
+    added_time_ids = (torch.cat([ids, ids]) if cfg else ids).to(device)
     timesteps, _ = retrieve_timesteps(scheduler, steps, device, None, None)
     sigmas = scheduler.sigmas.to(torch.float32)
     latents = pipe.prepare_latents(1, num_frames, pipe.unet.config.in_channels, spec.height, spec.width, dtype,
@@ -141,10 +158,8 @@ def denoise(pipe, image, end_image, spec, generator, *, on_step_end: Optional[Ca
 
     # 3. Guidance per frame, as the pipeline sets it (also in the flipped pass: frames near the
     #    conditioning image get the low end)
-    guidance = torch.linspace(spec.min_guidance_scale, spec.max_guidance_scale, num_frames).unsqueeze(0)
-    guidance = _append_dims(guidance.to(device, dtype), latents.ndim)
-    pipe._guidance_scale = guidance
-    prediction = scheduler.config.prediction_type
+    guidance = torch.linspace(spec.min_guidance_scale, spec.max_guidance_scale, num_frames)
+    guidance = guidance.to(device, dtype).view(1, num_frames, 1, 1, 1)  # (1, T) broadcast over (1, T, C, h, w)
 
     passes = _CachePerDirection(cache)
 
@@ -162,9 +177,7 @@ def denoise(pipe, image, end_image, spec, generator, *, on_step_end: Optional[Ca
         out, x = out.to(torch.float32), x.to(torch.float32)
         if prediction == "v_prediction":
             return out * (-sigma / (sigma**2 + 1) ** 0.5) + x / (sigma**2 + 1)
-        if prediction == "epsilon":
-            return x - sigma * out
-        raise ValueError(f"keyframes: unsupported scheduler prediction_type {prediction!r}")
+        return x - sigma * out  # epsilon
 
     def euler(x, x0, sigma, nxt):
         return (x0 + (x.to(torch.float32) - x0) / sigma * nxt).to(dtype)

@@ -20,10 +20,13 @@ score matrix that slicing would cut, so slicing saves nothing.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Any, Callable, Optional, TypeVar
 
-from ..util import fmt_bytes
+from ..errors import OutOfMemory, StillmotionError, is_out_of_memory
+from ..util import first_line, fmt_bytes
+from .device import free_memory
 from .profile import profile_stages
 from .shapes import ModelShape, vae_upcast
 
@@ -31,6 +34,9 @@ SAFETY = 1.10  # caching allocator slack and fragmentation on a GPU
 CONTEXT_BYTES = 0  # mem_get_info() already excludes the CUDA context
 
 OFFLOAD_ORDER = ("none", "model", "sequential")
+
+log = logging.getLogger("stillmotion.engine")
+T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------
@@ -166,6 +172,35 @@ def next_plan_down(current: MemoryPlan, frames: int, device: str, stage: str) ->
     if current.decode_chunk_size > 1:
         return MemoryPlan(max(1, current.decode_chunk_size // 2), current.forward_chunking, current.offload)
     return None
+
+
+def retry_on_oom(stage: str, plan: MemoryPlan, attempt: Callable[[MemoryPlan], T], *,
+                 apply_plan: Callable[[MemoryPlan], Any], spec, device: str, fallbacks: list,
+                 step_down: bool = True) -> tuple[T, MemoryPlan]:
+    """attempt(plan) after apply_plan(plan); after an out-of-memory, the next plan down (appended to
+    `fallbacks`) until one succeeds -> (its result, the plan it ran with). Raises OutOfMemory when no
+    plan is left, or at once when `step_down` is False (--memory none)."""
+    while True:
+        apply_plan(plan)
+        try:
+            return attempt(plan), plan
+        except StillmotionError:
+            raise
+        except Exception as e:  # noqa: BLE001 - converted at the boundary
+            if not is_out_of_memory(e):
+                raise
+            error = first_line(e)[:200]
+        free_memory()
+        nxt = next_plan_down(plan, spec.num_frames, device, stage) if step_down else None
+        if nxt is None:
+            raise OutOfMemory(
+                f"Out of memory while {stage} {spec.num_frames} frames at {spec.width}x{spec.height} on "
+                f"{device}: try --offload model, a smaller --decode-chunk (e.g. 2), fewer --frames or a "
+                "smaller size.") from None
+        fallbacks.append({"stage": stage, "error": error, "from": plan.label(),
+                          "to": nxt.label(), "plan": nxt.to_dict()})
+        log.warning("out of memory while %s with %s; retrying with %s", stage, plan.label(), nxt.label())
+        plan = nxt
 
 
 # ----------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """Model shapes: a model's components on PyTorch's `meta` device, without weights.
 
 The planner and `stillmotion estimate` count memory and FLOPs on these
-(dryrun.py, profile.py): the components are built from their configs (a
-registry name's published SVD configs, a local diffusers folder's, or a loaded
-pipeline's), so the counts follow the real model code.
+(dryrun.py, profile.py): the components are built from their configs, so the
+counts follow the real model code. `model_shape(entry)` takes them from what
+the model entry says it is (models/registry.Source): a registry model's
+published configs, a single-file checkpoint's header, else the folder the
+model resolves to without a download (a built-in, a local folder, a cached hub
+snapshot); `model_shape_from_modules` from a loaded pipeline.
 """
 
 from __future__ import annotations
@@ -78,47 +81,54 @@ def _shape(unet, vae, enc, dtype, name) -> ModelShape:
     return ModelShape(unet, vae, enc, weights, largest, size, name)
 
 
+def model_shape(model, dtype_name: str = "fp16", attention: str = "sdpa") -> ModelShape:
+    """ModelShape of a model entry (or a --model value), without loading weights, with `attention`'s kernel
+    (engine/speed.set_attention) so that the dry run counts the kernel that runs. Shared: do not change it."""
+    if isinstance(model, str):
+        from ..models.resolve import entry_for
+
+        model = entry_for(model)
+    return _entry_shape(model, dtype_name, attention)
+
+
 @functools.lru_cache(maxsize=8)
-def model_shape(name_or_path: str, dtype_name: str = "fp16") -> ModelShape:
-    """ModelShape for a registry name or a local diffusers folder, without loading any weights."""
-    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+def _entry_shape(entry, dtype_name: str, attention: str) -> ModelShape:
+    import diffusers
     from transformers import CLIPVisionConfig
 
     from ..util import torch_dtype
+    from .speed import set_attention
 
     dtype = torch_dtype(dtype_name)
-    if name_or_path == "tiny":
-        from ..models.tiny import tiny_components
-
-        c = tiny_components()  # small enough to build for real; _shape moves it to meta
-        return _shape(c["unet"], c["vae"], c["image_encoder"], dtype, "tiny")
-    if name_or_path in ("svd", "svd-xt", "svd-xt-1-1"):
-        unet_cfg, vae_cfg, clip_cfg = svd_configs(25 if name_or_path != "svd" else 14)
-        return _configs_shape(unet_cfg, AutoencoderKLTemporalDecoder, vae_cfg, CLIPVisionConfig(**clip_cfg), dtype,
-                              name_or_path)
-    from pathlib import Path
-
-    p = Path(name_or_path).expanduser()
-    import diffusers
-
-    if p.suffix.lower() == ".safetensors" and p.is_file():  # a single-file checkpoint: configs from its header
+    if entry.source == "registry" and entry.kind == "video":  # published configs: nothing to download
+        unet_cfg, vae_cfg, clip_cfg = svd_configs(entry.defaults.num_frames)
+        shape = _configs_shape(unet_cfg, diffusers.AutoencoderKLTemporalDecoder, vae_cfg, CLIPVisionConfig(**clip_cfg),
+                               dtype, entry.name)
+    elif entry.source == "single-file":  # configs from the file's header
         from ..models.sgm_keys import vae_class
         from ..models.single_file import inspect_file
 
-        info = inspect_file(p)
-        return _configs_shape(info.unet_config, getattr(diffusers, vae_class(info.vae)), info.vae_config,
-                              CLIPVisionConfig(**info.clip_config), dtype, str(p))
-    if not (p / "model_index.json").is_file():
-        from ..errors import ModelUnavailable
+        info = inspect_file(entry.name)
+        shape = _configs_shape(info.unet_config, getattr(diffusers, vae_class(info.vae)), info.vae_config,
+                               CLIPVisionConfig(**info.clip_config), dtype, entry.name)
+    else:  # a built-in, a local folder or a hub snapshot: the configs of the folder it resolves to, not downloading
+        from ..models.resolve import resolve
 
-        raise ModelUnavailable(
-            f"Cannot plan for {name_or_path!r}: use svd, svd-xt, svd-xt-1-1, tiny or a local diffusers folder."
-        )
-    unet_cfg = UNetSpatioTemporalConditionModel.load_config(p / "unet")
-    vae_cfg = AutoencoderKLTemporalDecoder.load_config(p / "vae")
-    vae_cls = getattr(diffusers, vae_cfg.get("_class_name") or "", AutoencoderKLTemporalDecoder)  # or AutoencoderKL
-    clip_cfg = CLIPVisionConfig.from_pretrained(p / "image_encoder")
-    return _configs_shape(unet_cfg, vae_cls, vae_cfg, clip_cfg, dtype, str(p))
+        shape = _folder_shape(resolve(entry.name, download=False, progress=False).path, dtype, entry.name)
+    set_attention(shape.unet, attention)
+    return shape
+
+
+def _folder_shape(folder, dtype, name: str) -> ModelShape:
+    """ModelShape from the component configs of a diffusers folder."""
+    import diffusers
+    from transformers import CLIPVisionConfig
+
+    unet_cfg = diffusers.UNetSpatioTemporalConditionModel.load_config(folder / "unet")
+    vae_cfg = diffusers.AutoencoderKLTemporalDecoder.load_config(folder / "vae")
+    vae_cls = getattr(diffusers, vae_cfg.get("_class_name") or "", diffusers.AutoencoderKLTemporalDecoder)  # or AutoencoderKL
+    return _configs_shape(unet_cfg, vae_cls, vae_cfg, CLIPVisionConfig.from_pretrained(folder / "image_encoder"), dtype,
+                          name)
 
 
 def _configs_shape(unet_cfg, vae_cls, vae_cfg, clip_cfg, dtype, name: str) -> ModelShape:

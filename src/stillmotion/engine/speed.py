@@ -28,6 +28,8 @@ import logging
 import os
 from typing import Optional
 
+from ..errors import InvalidInput
+
 log = logging.getLogger("stillmotion.engine")
 
 
@@ -87,7 +89,7 @@ def compile_pipe(pipe) -> dict:
 
     The blocks are compiled one by one (not the whole UNet) so that fast mode can still
     choose, per step, which blocks run. Compilation happens at the first call; the engine
-    reports that first step's extra time as `compile` in the timings.
+    reports that first step's extra time as `compile` in the timings (first_compile_seconds).
     """
     import torch
 
@@ -107,6 +109,17 @@ def compile_pipe(pipe) -> dict:
             "torch": torch.__version__}
 
 
+def first_compile_seconds(spec, step_times: list[float], compiled: set) -> Optional[float]:
+    """--compile: the first run of a new shape compiles; its first step's extra time over a typical
+    step, once per shape (`compiled` holds the shapes seen) -> seconds, or None."""
+    key = (spec.num_frames, spec.height, spec.width, spec.speed)
+    if key in compiled or len(step_times) < 2:
+        return None
+    compiled.add(key)
+    rest = sorted(step_times[1:])
+    return round(max(0.0, step_times[0] - rest[len(rest) // 2]), 4)
+
+
 # ----------------------------------------------------------------------------
 class DeepCache:
     """Reuse the UNet's deep features for `interval - 1` steps out of every `interval`.
@@ -117,7 +130,7 @@ class DeepCache:
 
     def __init__(self, unet, interval: int):
         if interval < 1:
-            raise ValueError(f"cache interval must be >= 1, got {interval}")
+            raise InvalidInput(f"--cache-interval must be 1 or more, got {interval}; use e.g. --cache-interval 3.")
         self.unet = unet
         self.interval = interval
         self.step = 0
@@ -141,7 +154,8 @@ class DeepCache:
         unet = self.unet
         downs, ups = list(unet.down_blocks), list(unet.up_blocks)
         if len(downs) < 2 or len(ups) < 2:
-            raise ValueError("DeepCache needs a UNet with at least two levels")
+            raise InvalidInput(f"--speed fast needs a UNet with at least two levels, this model's has "
+                               f"{min(len(downs), len(ups))}; use --speed exact.")
         self.reset()
         self._hook = unet.register_forward_pre_hook(self._before_unet)
         self._wrap(downs[0], self._shallow_down(downs[0]))
@@ -244,17 +258,3 @@ def deepcache_for(spec, unet) -> Optional[DeepCache]:
     if getattr(spec, "speed", "exact") != "fast":
         return None
     return DeepCache(unet, spec.cache_interval)
-
-
-# ----------------------------------------------------------------------------
-def difference(a, b) -> dict:
-    """max abs difference and PSNR (dB) between two uint8 (or float 0..255) frame stacks."""
-    import numpy as np
-
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"frame stacks differ in shape: {a.shape} vs {b.shape}")
-    mse = float(np.mean((a - b) ** 2))
-    psnr = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-    return {"max_abs": float(np.max(np.abs(a - b))) if a.size else 0.0, "psnr_db": psnr}

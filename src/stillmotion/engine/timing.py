@@ -1,6 +1,8 @@
 """Seconds per video on a card: counted FLOPs over what that card reaches on this job.
 
-The one time estimator, for `stillmotion estimate` and `batch --dry-run`. A
+The one time estimator, for `stillmotion estimate` and `batch --dry-run`, which
+both plan a `Workload` (a resolved spec under an EngineConfig, as the Engine
+would run it) on `workload_shape(config)`. A
 run's FLOPs are counted by the dry run (profile.py); a card's efficiency is
 the fraction of its fp16 peak that a published measurement of the reference
 job (SVD-XT, 576x1024, 25 frames, 25 steps) implies:
@@ -19,12 +21,16 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ..util import GiB
-from .memory import MemoryPlan, PeakEstimate, choose_plan
+from .memory import MemoryPlan, PeakEstimate, choose_plan, estimate_peak
 from .profile import profile_stages, unet_step_flops
-from .shapes import ModelShape
+from .shapes import ModelShape, model_shape
+
+if TYPE_CHECKING:
+    from ..spec import GenerationSpec
+    from .config import EngineConfig
 
 RESERVE_BYTES = GiB  # CUDA context, cuBLAS/cuDNN workspaces: not available to tensors
 
@@ -163,3 +169,72 @@ def offload_seconds(shape: ModelShape, plan: MemoryPlan, steps: int, pcie_gbps: 
     else:
         return 0.0
     return moved / (pcie_gbps * 1e9)
+
+
+# ----------------------------------------------------------------------------
+# the spec fields and engine settings a plan depends on (`stillmotion estimate` takes these as flags)
+PLAN_SPEC_FIELDS = ("num_frames", "num_inference_steps", "max_guidance_scale", "width", "height", "decode_chunk_size",
+                    "speed", "cache_interval")
+PLAN_ENGINE_FIELDS = ("model", "dtype", "offload", "forward_chunking", "max_memory", "attention")
+
+
+def workload_shape(config: "EngineConfig") -> ModelShape:
+    """The shape a run under `config` is planned on: its model at its dtype (unset: fp16, a GPU's) with its
+    attention kernel."""
+    return model_shape(config.model, config.dtype or "fp16", config.attention)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One video as the Engine runs it: a resolved spec under an EngineConfig (keyframe: with an end image).
+    The planner's and the time estimator's inputs, taken the one way the Engine takes them."""
+
+    spec: "GenerationSpec"
+    config: "EngineConfig"
+    keyframe: bool = False
+
+    @property
+    def key(self) -> tuple:
+        """What the plan of this workload depends on beside the config (equal keys: equal plans and times)."""
+        return (*(getattr(self.spec, n) for n in PLAN_SPEC_FIELDS), self.keyframe)
+
+    @property
+    def decode_chunk(self) -> Optional[int]:
+        """The decode chunk the user chose: the spec's, else the engine's; None lets the planner choose."""
+        return self.spec.decode_chunk_size or self.config.decode_chunk_size
+
+    @property
+    def given(self) -> MemoryPlan:
+        """The memory plan the settings name (what runs with --memory none)."""
+        frames = self.spec.num_frames
+        return MemoryPlan(min(self.decode_chunk or frames, frames), self.config.forward_chunking, self.config.offload)
+
+    @property
+    def fixed(self) -> dict:
+        """What the user chose, which the planner keeps (memory.candidate_plans' keywords)."""
+        return {"user_chunk": self.decode_chunk, "user_offload": self.config.offload,
+                "user_forward_chunking": self.config.forward_chunking}
+
+    def peak(self, shape: ModelShape) -> PeakEstimate:
+        """Peak memory on a GPU under the given plan."""
+        s = self.spec
+        return estimate_peak(shape, s.num_frames, s.height, s.width, self.given, cfg=s.uses_cfg, keyframe=self.keyframe)
+
+    def plan(self, shape: ModelShape, budget_bytes: int, device: str = "cuda") -> PeakEstimate:
+        """The fastest plan that fits the budget, keeping what the user chose; else the leanest (fits=False)."""
+        s = self.spec
+        return choose_plan(shape, s.num_frames, s.height, s.width, budget_bytes, device=device, cfg=s.uses_cfg,
+                           keyframe=self.keyframe, **self.fixed)[0]
+
+    def flops(self, shape: ModelShape) -> dict:
+        """video_flops() of this workload under its given plan."""
+        s = self.spec
+        return video_flops(shape, s.num_frames, s.height, s.width, s.num_inference_steps, speed=s.speed,
+                           cache_interval=s.cache_interval, cfg=s.uses_cfg, decode_chunk=self.given.decode_chunk_size,
+                           forward_chunking=self.config.forward_chunking, keyframe=self.keyframe)
+
+    def time_on(self, card: Card, shape: ModelShape, flops: float) -> CardTime:
+        """Seconds for this workload (of `flops`) on `card`, under the fastest plan that fits the card."""
+        s = self.spec
+        return time_on(card, shape, flops, s.num_frames, s.height, s.width, s.num_inference_steps, cfg=s.uses_cfg,
+                       keyframe=self.keyframe, **self.fixed)

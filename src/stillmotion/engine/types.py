@@ -32,8 +32,9 @@ class RunRecord:
     """What one sampling run (or a chain of them) did, as the sidecar records it.
 
     `timings` are seconds per stage ("plan", "encode", "denoise", "decode", "step_seconds", ...);
-    `memory` is the plan chosen and why; `fallbacks` every out-of-memory step-down; `speed` the
-    speed mode's settings and cache statistics; `segments`/`long` are set by long-video chaining.
+    `memory` is the plan chosen and why; `fallbacks` every out-of-memory step-down (memory.retry_on_oom;
+    batch adds its own retry, stage "batch"); `speed` the speed mode's settings and cache statistics;
+    `segments`/`long` are set by long-video chaining.
     """
 
     timings: dict[str, Any] = field(default_factory=dict)

@@ -2,6 +2,7 @@
 
     types.Job              a job as the store hands it out; JobStore and WorkerPool, the queue's seams
     store.SQLiteJobStore   one file, shared by the API, the UI and the worker
+    layout.job_dir         a job's folder: what the API writes there, the worker reads and writes
     worker.JobWorker       loads the Engine once, claims jobs in order, runs them
     events.job_events      Server-Sent Events for one job, by polling the store
 """

@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ..errors import Conflict, InvalidInput, NotFound, QueueFull
-from .types import Job
+from .types import AFFINITY_PASSES, AFFINITY_WAIT_S, Job
 
 STATES = ("queued", "running", "succeeded", "failed", "canceled")
 TERMINAL = ("succeeded", "failed", "canceled")
 MAX_ATTEMPTS = 2  # the first run and one retry after a worker died
-AFFINITY_PASSES = 4  # a queued job lets at most this many jobs for the loaded model go before it
-AFFINITY_WAIT_S = 60.0  # ... and none once it has waited this long
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

@@ -9,8 +9,12 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
+
+AFFINITY_PASSES = 4  # a queued job lets at most this many jobs for the loaded model go before it
+AFFINITY_WAIT_S = 60.0  # ... and none once it has waited this long
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,11 @@ class JobStore(Protocol):
 
     # worker side
     def claim(self, worker: str) -> Optional[Job]: ...
+    def claim_preferring(self, worker: str, prefer: Optional[str] = None, *, default_model: Optional[str] = None,
+                         max_wait: float = AFFINITY_WAIT_S, max_passed: int = AFFINITY_PASSES) -> Optional[Job]:
+        """claim() with affinity for the model `prefer` (the worker's loaded one), bounded by max_wait and
+        max_passed; jobs with no model are `default_model`'s."""
+        ...
     def progress(self, job_id: str, worker: str, *, fraction: float, stage: str, step: int, total: int,
                  message: str = "") -> bool: ...
     def cancel_requested(self, job_id: str) -> bool: ...
@@ -114,4 +123,5 @@ class WorkerPool(Protocol):
 
 
 STORE_METHODS: frozenset[str] = frozenset(
-    name for name in vars(JobStore) if not name.startswith("_") and callable(getattr(JobStore, name)))
+    name for name, member in vars(JobStore).items() if not name.startswith("_") and inspect.isfunction(member))
+"""The JobStore's methods, read off the Protocol: what RayJobStore forwards and its store actor runs."""

@@ -3,8 +3,10 @@
     python -m stillmotion.jobs.worker --data-dir DIR --worker-id ID --config JSON
 
 The config is server.Settings.worker_config(): the EngineConfig as JSON, the
-served models and LoRAs, the queue's affinity bounds, whether to warm up and
-how often to poll.
+served models and LoRAs, the queue's affinity bounds and whether to warm up.
+A job's files are where jobs/layout.py says; run_job() reads a job
+(read_inputs), runs it (generate: model, LoRA, progress, cancel), writes its
+video and sidecar (write_outputs) and records how it ended.
 
 Several models (`serve --model A --model B`): the worker keeps an Engine per
 model, least recently used first. A model loads beside the resident ones when
@@ -37,30 +39,40 @@ import sys
 import threading
 import time
 import traceback
-import zipfile
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from collections import OrderedDict
-
 from ..engine.config import EngineConfig
 from ..errors import Cancelled, ModelUnavailable, StillmotionError
-from ..util import atomic_path
+from ..spec import GenerationSpec
+from .layout import find_end_image, job_dir, output_record, read_record
 from .store import SQLiteJobStore
 from .types import Job, JobStore
 
-END_IMAGE = "end_image"  # a job's end image (keyframes) is kept as end_image.<ext> beside its input
-RECORD_FILE = "record.json"  # sidecar keys the request gave (the `batch` of `stillmotion batch --server`)
 log = logging.getLogger("stillmotion.worker")
 
 PROGRESS_INTERVAL = 0.1  # seconds between progress writes (a stage change always writes)
 HEARTBEAT_INTERVAL = 1.0
+IDLE_POLL_S = 0.1  # an idle worker looks at the queue this often (the API also wakes it through stdin)
 CPU_MAX_RESIDENT = 2  # pipelines kept loaded on a CPU with no --max-memory (no budget to plan against)
 ACTIVATION_SHARE = 0.25  # of the budget kept free for a run's activations when pipelines stay resident
 
 
-def job_dir(data_dir: Path, job_id: str) -> Path:
-    return Path(data_dir) / "jobs" / job_id
+@dataclass(frozen=True)
+class JobInputs:
+    """What one job runs, read from its row and its folder (jobs/layout.py)."""
+
+    spec: GenerationSpec
+    image: Path
+    end_image: Optional[Path]  # keyframes
+    model: str
+    lora: Optional[str]
+    lora_scale: float
+    batch: Optional[dict]  # recorded in the sidecar as a local batch records it
+    output_name: Optional[str]  # the video's file name (default: the job id)
 
 
 class JobWorker:
@@ -68,15 +80,14 @@ class JobWorker:
     (a Ray replica passes the store actor's RayJobStore)."""
 
     def __init__(self, data_dir: Path, worker_id: str, config: EngineConfig, store: Optional[JobStore] = None, *,
-                 warmup: bool = True, poll: float = 0.1, models: Optional[list] = None, loras: Optional[dict] = None,
-                 affinity: Optional[dict] = None, max_resident: Optional[int] = None):
+                 warmup: bool = True, models: Optional[list] = None, loras: Optional[dict] = None,
+                 affinity: Optional[dict] = None):
         self.data_dir = Path(data_dir)
         self.worker_id = worker_id
         self.config = config
         self.models: list[str] = list(models or [config.model])  # the served models; the first is the default
         self.loras: dict[str, Path] = {k: Path(v) for k, v in (loras or {}).items()}
         self.affinity: dict = dict(affinity or {})  # store.claim's max_wait / max_passed
-        self.max_resident = max_resident  # a cap on resident pipelines beside fits_beside (bench: 1, a full GPU)
         self.engines: OrderedDict = OrderedDict()  # model -> Engine, least recently used first
         self.swaps = 0  # models loaded after the first one
         self.swap_seconds = 0.0
@@ -87,7 +98,6 @@ class JobWorker:
         self.engine = None
         self.info: dict = {}
         self.warmup = warmup
-        self.poll = float(poll)
 
     # ------------------------------------------------------------------
     def load(self) -> None:
@@ -133,8 +143,7 @@ class JobWorker:
             return self.engine
         t = time.perf_counter()
         cfg = self.config.replace(model=name, progress=False)  # no progress bars in a server's log
-        while self.engines and (not fits_beside(cfg, list(self.engines.values()))
-                                or (self.max_resident is not None and len(self.engines) >= self.max_resident)):
+        while self.engines and not fits_beside(cfg, list(self.engines.values())):
             old, _ = self.engines.popitem(last=False)
             log.info("unloading %s to make room for %s", old, name)
             self.engine = None
@@ -154,25 +163,28 @@ class JobWorker:
             self.info.update(self.model_info())
             self.store.worker_state(self.worker_id, "ready", info=self.info)
 
-    def _lora(self, engine, name: Optional[str], scale: float) -> None:
-        """Wrap the engine's UNet with the LoRA `name` at `scale` for one job (the adapter's tensors are read
-        once and kept), or put the base layers back (None). Never merged: the base weights never change."""
+    @contextmanager
+    def lora(self, engine, name: Optional[str], scale: float):
+        """The LoRA `name` at `scale` on the engine's UNet for the block (the adapter's tensors are read once and
+        kept), the base layers back after it. Never merged: the base weights never change. None: the base."""
+        if name is None:
+            yield
+            return
         from ..models.lora import attach_adapter, detach_adapters, read_adapter
 
         unet = engine.pipe.unet
-        if name is None:
-            detach_adapters(unet)
-            return
         if name not in self._adapters:
             self._adapters[name] = read_adapter(self.loras[name])
         detach_adapters(unet)
         attach_adapter(unet, self._adapters[name], scale)
+        try:
+            yield
+        finally:
+            detach_adapters(unet)
 
     def _warmup(self) -> None:
         """One throw-away generation at the smallest size, so the first job is not slow."""
         from PIL import Image
-
-        from ..spec import GenerationSpec
 
         spec = GenerationSpec(width=64, height=64, num_frames=2, num_inference_steps=1, seed=0)
         self.engine.generate(Image.new("RGB", (64, 64), (128, 128, 128)), spec)
@@ -183,13 +195,14 @@ class JobWorker:
             self.wake.clear()  # before claiming, so a job queued meanwhile is not missed
             job = self.claim_next()
             if job is None:
-                self.wake.wait(self.poll)
+                self.wake.wait(IDLE_POLL_S)
                 continue
             self.run_job(job)
         self.store.worker_state(self.worker_id, "stopped")
 
     def claim_next(self) -> Optional[Job]:
-        """The next job: several models prefer the one in use, within the store's bounds (jobs/store.py claim_preferring)."""
+        """The next job (JobStore.claim); several models prefer the one in use, within the queue's bounds
+        (JobStore.claim_preferring)."""
         if len(self.models) > 1:
             return self.store.claim_preferring(self.worker_id, self.current, default_model=self.models[0],
                                                **self.affinity)
@@ -212,82 +225,108 @@ class JobWorker:
                 log.exception("heartbeat failed")
             time.sleep(HEARTBEAT_INTERVAL)
 
-    # ------------------------------------------------------------------
+    # ------------------------------------------------------------------ one job
     def run_job(self, job: Job) -> None:
-        from ..spec import GenerationSpec
-
-        job_id, me = job.id, self.worker_id
-        folder = job_dir(self.data_dir, job_id)
-        last = {"t": 0.0, "stage": None, "cancel": False}
-
-        def on_progress(p) -> None:
-            now = time.monotonic()
-            if p.stage != last["stage"] or now - last["t"] >= PROGRESS_INTERVAL or p.step == p.total:
-                last.update(t=now, stage=p.stage)
-                if self.store.progress(job_id, me, fraction=p.fraction, stage=p.stage, step=p.step,
-                                       total=p.total, message=p.message):
-                    last["cancel"] = True
-
-        def should_cancel() -> bool:
-            if not last["cancel"] and time.monotonic() - last["t"] >= PROGRESS_INTERVAL:
-                last["t"] = time.monotonic()
-                last["cancel"] = self.store.cancel_requested(job_id)
-            return last["cancel"]
-
+        """Run one claimed job: read it (read_inputs), run it on its model and LoRA (generate), write its files
+        (write_outputs), record how it ended (finish)."""
+        folder = job_dir(self.data_dir, job.id)
         t0 = time.perf_counter()
         try:
-            spec = GenerationSpec.build(**job.spec)
-            image = folder / job.input_name
-            end = next(iter(sorted(folder.glob(END_IMAGE + ".*"))), None)  # keyframes (server/submit.py)
-            record = json.loads((folder / RECORD_FILE).read_text()) if (folder / RECORD_FILE).is_file() else {}
-            lora, scale = record.get("lora"), float(record.get("lora_scale", 1.0))
-            model = job.model or self.models[0]
-            if (len(self.models) > 1 and model not in self.models) or (lora is not None and lora not in self.loras):
-                # queued before a restart with other --model/--lora flags
-                raise ModelUnavailable(f"This server no longer serves {lora if lora else model!r} (it serves "
-                                       f"{', '.join(self.models + list(self.loras))}); submit the job again.")
-            engine = self.use_model(model) if len(self.models) > 1 else self.engine
-            if lora is not None:
-                self._lora(engine, lora, scale)
-            try:
-                result = engine.generate(image, spec, on_progress=on_progress, should_cancel=should_cancel,
-                                         source=job.input_source or None, end_image=end)
-            finally:
-                if lora is not None:
-                    self._lora(engine, None, 1.0)
-            if should_cancel():
-                raise Cancelled()
-            if lora is not None:  # the sidecar names the adapter beside the base model, with its hashes
-                from ..models.local import describe_lora
+            inputs = self.read_inputs(job, folder)
+            result = self.generate(job, inputs)
+            output = self.write_outputs(result, inputs, folder, job.id)
+        except Exception as e:  # noqa: BLE001 - the job fails (or was canceled), the worker lives on
+            status, error = _ending(job.id, e)
+            self.finish(job.id, folder, status, error=error)
+        else:
+            self.finish(job.id, folder, "succeeded", output=output, spec=result.spec.model_dump(mode="json"),
+                        timings=dict(result.timings, run=round(time.perf_counter() - t0, 4)))
 
-                described = describe_lora(self.loras[lora])
-                result.metadata.setdefault("model", {})["lora"] = {"name": lora, "path": described["path"],
-                                                                   "scale": scale, "weights": described["weights"]}
-            if record.get("batch") is not None:  # recorded as a local batch records it, so its resume works
-                result.metadata["batch"] = record["batch"]
-            # the name a client asked for (its local name, which the video's metadata records), else the job id
-            name = record.get("output_name") or f"{job_id}.{result.spec.format}"
-            artifact = result.save(folder / name)
-            output = _output_record(artifact, folder)
-            timings = dict(result.timings, run=round(time.perf_counter() - t0, 4))
-            ok = self.store.finish(job_id, me, "succeeded", output=output, timings=timings,
-                                   spec=result.spec.model_dump(mode="json"))
-        except Cancelled:
-            ok = self.store.finish(job_id, me, "canceled", error={
-                "code": Cancelled.code, "message": "Canceled while running; no output was written."})
-        except StillmotionError as e:
-            ok = self.store.finish(job_id, me, "failed", error=e.to_dict())
-        except Exception as e:  # noqa: BLE001 - the job fails, the worker lives on
-            log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-            ok = self.store.finish(job_id, me, "failed", error={
-                "code": "internal_error",
-                "message": f"Generation failed with an unexpected {type(e).__name__}: {str(e)[:300]}; see the server log."})
-        if not ok:  # deleted (or recovered) meanwhile: leave nothing behind for a job that is gone
-            log.info("job %s changed under the worker; its result was dropped", job_id)
-            try:
-                self.store.get(job_id)
-            except StillmotionError:
-                shutil.rmtree(folder, ignore_errors=True)
+    def read_inputs(self, job: Job, folder: Path) -> JobInputs:
+        """The job's spec, files and model and LoRA; ModelUnavailable for a model or LoRA this worker does not
+        serve (a job queued before a restart with other --model/--lora flags)."""
+        spec = GenerationSpec.build(**job.spec)
+        record = read_record(folder)
+        model, lora = job.model or self.models[0], record.get("lora")
+        if (len(self.models) > 1 and model not in self.models) or (lora is not None and lora not in self.loras):
+            raise ModelUnavailable(f"This server no longer serves {lora if lora else model!r} (it serves "
+                                   f"{', '.join(self.models + list(self.loras))}); submit the job again.")
+        return JobInputs(spec=spec, image=folder / job.input_name, end_image=find_end_image(folder), model=model,
+                         lora=lora, lora_scale=float(record.get("lora_scale", 1.0)), batch=record.get("batch"),
+                         output_name=record.get("output_name"))
+
+    def generate(self, job: Job, inputs: JobInputs):
+        """The GenerationResult of the job on its model's Engine, its LoRA on for this run only; Cancelled when a
+        cancel was asked (progress goes to the store as it runs)."""
+        engine = self.use_model(inputs.model) if len(self.models) > 1 else self.engine
+        watch = ProgressWriter(self.store, job.id, self.worker_id)
+        with self.lora(engine, inputs.lora, inputs.lora_scale):
+            result = engine.generate(inputs.image, inputs.spec, on_progress=watch.report, should_cancel=watch.cancelled,
+                                     source=job.input_source or None, end_image=inputs.end_image)
+        if watch.cancelled():
+            raise Cancelled()
+        return result
+
+    def write_outputs(self, result, inputs: JobInputs, folder: Path, job_id: str) -> dict:
+        """The video and its sidecar in the job's folder; returns the job's output record. The sidecar names the
+        LoRA beside the base model (with its hashes) and the request's batch key, as a local run records them."""
+        if inputs.lora is not None:
+            from ..models.local import describe_lora
+
+            described = describe_lora(self.loras[inputs.lora])
+            result.metadata.setdefault("model", {})["lora"] = {
+                "name": inputs.lora, "path": described["path"], "scale": inputs.lora_scale,
+                "weights": described["weights"]}
+        if inputs.batch is not None:  # recorded as a local batch records it, so its resume works
+            result.metadata["batch"] = inputs.batch
+        # the name a client asked for (its local name, which the video's metadata records), else the job id
+        artifact = result.save(folder / (inputs.output_name or f"{job_id}.{result.spec.format}"))
+        return output_record(artifact, folder)
+
+    def finish(self, job_id: str, folder: Path, status: str, **fields) -> None:
+        """Record how the job ended (store.finish); a job deleted (or recovered) meanwhile leaves nothing behind."""
+        if self.store.finish(job_id, self.worker_id, status, **fields):
+            return
+        log.info("job %s changed under the worker; its result was dropped", job_id)
+        try:
+            self.store.get(job_id)
+        except StillmotionError:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+class ProgressWriter:
+    """One running job's progress, written to the store at most every PROGRESS_INTERVAL (always on a stage change
+    and the last step), and its cancel flag, read back as often (a progress write also answers it)."""
+
+    def __init__(self, store: JobStore, job_id: str, worker: str):
+        self.store, self.job_id, self.worker = store, job_id, worker
+        self.last, self.stage, self.cancel = 0.0, None, False
+
+    def report(self, p) -> None:
+        now = time.monotonic()
+        if p.stage != self.stage or now - self.last >= PROGRESS_INTERVAL or p.step == p.total:
+            self.last, self.stage = now, p.stage
+            if self.store.progress(self.job_id, self.worker, fraction=p.fraction, stage=p.stage, step=p.step,
+                                   total=p.total, message=p.message):
+                self.cancel = True
+
+    def cancelled(self) -> bool:
+        if not self.cancel and time.monotonic() - self.last >= PROGRESS_INTERVAL:
+            self.last = time.monotonic()
+            self.cancel = self.store.cancel_requested(self.job_id)
+        return self.cancel
+
+
+def _ending(job_id: str, e: Exception) -> tuple[str, dict]:
+    """(status, error) of a job that raised `e`: canceled, or failed with our error's code and message (an
+    unexpected one is logged with its traceback)."""
+    if isinstance(e, Cancelled):
+        return "canceled", {"code": Cancelled.code, "message": "Canceled while running; no output was written."}
+    if isinstance(e, StillmotionError):
+        return "failed", e.to_dict()
+    log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+    return "failed", {"code": "internal_error", "message": f"Generation failed with an unexpected "
+                      f"{type(e).__name__}: {str(e)[:300]}; see the server log."}
 
 
 def fits_beside(config: EngineConfig, resident: list) -> bool:
@@ -319,23 +358,6 @@ def _weight_bytes(pipe) -> int:
     return total
 
 
-def _output_record(artifact, folder: Path) -> dict:
-    path = Path(artifact.path)
-    name = path.name
-    if artifact.format == "png":  # a folder of frames is served as one zip
-        zpath = folder / f"{path.name}.zip"
-        with atomic_path(zpath) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
-            for f in sorted(path.iterdir()):
-                z.write(f, f.name)
-        name = zpath.name
-    d = artifact.to_dict()
-    d.pop("path", None)
-    d["file"] = name
-    d["sidecar"] = Path(artifact.sidecar).name if artifact.sidecar else None
-    d["bytes"] = (folder / name).stat().st_size
-    return d
-
-
 def _gpu_memory():
     if "torch" not in sys.modules:
         return None
@@ -361,13 +383,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m stillmotion.jobs.worker")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--worker-id", required=True)
-    p.add_argument("--config", default="{}", help="JSON: engine (an EngineConfig), warmup, poll")
+    p.add_argument("--config", default="{}", help="JSON: engine (an EngineConfig), warmup, models, loras, affinity")
     p.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (the API process died)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     cfg = json.loads(args.config)
     worker = JobWorker(Path(args.data_dir), args.worker_id, EngineConfig.from_json(cfg.get("engine") or {}),
-                       warmup=cfg.get("warmup", True), poll=cfg.get("poll", 0.1), models=cfg.get("models"),
+                       warmup=cfg.get("warmup", True), models=cfg.get("models"),
                        loras=cfg.get("loras"), affinity=cfg.get("affinity"))
     if args.watch_stdin:
         threading.Thread(target=_watch_parent, args=(worker.wake,), name="parent-watch", daemon=True).start()

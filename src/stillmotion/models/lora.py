@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import InvalidInput, ModelUnavailable
-from .registry import LOCAL_DEFAULTS_FILE
+from .folder_info import read_folder_info
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 ADAPTER = "default"
@@ -62,16 +62,8 @@ def lora_state_dict(unet) -> dict:
 
 def lora_record(folder) -> Optional[dict]:
     """The stillmotion.json of a LoRA folder (with "base" and "lora"), or None for any other folder."""
-    f = Path(folder) / LOCAL_DEFAULTS_FILE
-    if not f.is_file():
-        return None
-    try:
-        record = json.loads(f.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or not record.get("lora") or not record.get("base"):
-        return None
-    return record
+    record = read_folder_info(folder)
+    return record if record.get("lora") and record.get("base") else None
 
 
 def apply_lora(pipe, folder, *, merge: bool = True):

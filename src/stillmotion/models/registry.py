@@ -1,14 +1,24 @@
 """Known models: names -> hub repo, pinned revision, variant and per-model defaults.
 
 The defaults here are the only model-specific defaults in stillmotion: a
-GenerationSpec leaves a field as None to mean "the model's default".
+GenerationSpec leaves a field as None to mean "the model's default". The entry
+of any other --model value (a folder, a single file, a hub id) is made by
+resolve.entry_for().
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..errors import ModelUnavailable
+
+# Where a model comes from: how it resolves to a folder (resolve.py) and how its shapes are known without loading
+# it (engine/shapes.py): "registry" a name below, fetched from the hub, with published component configs;
+# "builtin" tiny (built from code into the cache) and demo (shipped in the package); "single-file" a .safetensors
+# checkpoint (configs from its header); "local" a diffusers folder (or a LoRA folder over a base); "hub" any other
+# hub id.
+Source = Literal["registry", "builtin", "single-file", "local", "hub"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,7 @@ class ModelEntry:
     revision: str = "main"
     variant: str | None = "fp16"
     gated: bool = False
-    builtin: bool = False
+    source: Source = "registry"
     description: str = ""
     approx_size_gb: float = 0.0
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
@@ -41,6 +51,10 @@ class ModelEntry:
     kind: str = "video"
     # single-file models: exactly these repo files are fetched and verified (no pipeline layout)
     files: tuple[str, ...] = ()
+
+    @property
+    def builtin(self) -> bool:
+        return self.source == "builtin"
 
 
 # Hub revisions: pinned to the commit that the project was tested against is
@@ -82,7 +96,7 @@ REGISTRY: dict[str, ModelEntry] = {
         name="tiny",
         repo_id=None,
         variant=None,
-        builtin=True,
+        source="builtin",
         description="built-in smoke-test model: SVD architecture at toy width, random weights (output is noise)",
         approx_size_gb=0.01,
         defaults=ModelDefaults(
@@ -97,7 +111,7 @@ REGISTRY: dict[str, ModelEntry] = {
         name="demo",
         repo_id=None,
         variant=None,
-        builtin=True,
+        source="builtin",
         description="built-in demo: SVD architecture trained here on procedural clips; pans right with a push-in (CPU, seconds)",
         approx_size_gb=0.02,
         defaults=ModelDefaults(  # train/demo.py and the shipped stillmotion.json use these (a test checks)
@@ -118,36 +132,6 @@ REGISTRY: dict[str, ModelEntry] = {
 DEFAULT_MODEL = "svd-xt"  # the one place the default model is named
 
 
-LOCAL_DEFAULTS_FILE = "stillmotion.json"
-
-
-def read_local_defaults(folder) -> ModelDefaults:
-    """Defaults a saved model carries in `stillmotion.json` (written by tiny, train); else SVD-XT's."""
-    import json
-    from pathlib import Path
-
-    f = Path(folder) / LOCAL_DEFAULTS_FILE
-    if not f.is_file():
-        return ModelDefaults()
-    try:
-        raw = json.loads(f.read_text()).get("defaults", {})
-    except (OSError, ValueError):
-        return ModelDefaults()
-    known = {k: v for k, v in raw.items() if k in ModelDefaults.__dataclass_fields__}
-    for k in ("landscape", "portrait", "square"):
-        if k in known:
-            known[k] = tuple(known[k])
-    return ModelDefaults(**known)
-
-
-def write_local_defaults(folder, defaults: ModelDefaults) -> None:
-    import dataclasses
-    import json
-    from pathlib import Path
-
-    (Path(folder) / LOCAL_DEFAULTS_FILE).write_text(json.dumps({"defaults": dataclasses.asdict(defaults)}, indent=2))
-
-
 def get_entry(name: str) -> ModelEntry:
     """The registry entry for a known name; raises ModelUnavailable otherwise."""
     try:
@@ -157,33 +141,3 @@ def get_entry(name: str) -> ModelEntry:
         raise ModelUnavailable(
             f"Unknown model {name!r}: use one of {known}, a local diffusers folder, or a hub id like org/name."
         ) from None
-
-
-def entry_for(name_or_path: str) -> ModelEntry:
-    """Registry entry for a name, or an ad-hoc entry for a local folder or hub id.
-
-    Ad-hoc entries take SVD-XT's defaults, except that the frame count is read
-    from the model's own config at load time when it differs.
-    """
-    if name_or_path in REGISTRY:
-        return REGISTRY[name_or_path]
-    from pathlib import Path
-
-    p = Path(name_or_path).expanduser()
-    from .single_file import looks_like_single_file
-
-    if looks_like_single_file(name_or_path):  # a single-file checkpoint: what it is, from its header
-        from .single_file import inspect_file
-
-        info = inspect_file(p)
-        return ModelEntry(
-            name=str(p), repo_id=None, variant=None, description=f"single file ({info.label})",
-            defaults=ModelDefaults(num_frames=info.num_frames),
-        )
-    if p.is_dir():
-        return ModelEntry(
-            name=str(p), repo_id=None, variant=None, description="local folder", defaults=read_local_defaults(p)
-        )
-    if "/" in name_or_path and not name_or_path.startswith((".", "/", "~")) and name_or_path.count("/") == 1:
-        return ModelEntry(name=name_or_path, repo_id=name_or_path, variant=None, description="hub model")
-    return get_entry(name_or_path)

@@ -1,9 +1,10 @@
-"""A model name to a LocalModel: built-in, a local diffusers folder, a LoRA folder, a single-file
-checkpoint (converted once into the cache, keyed by its sha256), or the hub cache.
+"""A --model value to its entry, and to a LocalModel: built-in, a local diffusers folder, a LoRA folder, a
+single-file checkpoint (converted once into the cache, keyed by its sha256), or the hub cache.
 
-`resolve(name_or_path)` returns a LocalModel whose `path` is a diffusers folder
-ready for `from_pretrained`. Hub downloads and offline mode live in hub.py,
-sha256 verification in verify.py.
+`entry_for(name_or_path)` says what a value is (registry.ModelEntry: its source and its defaults) without
+loading or downloading anything; `resolve(name_or_path)` returns a LocalModel whose `path` is a diffusers
+folder ready for `from_pretrained`. Hub downloads and offline mode live in hub.py, sha256 verification in
+verify.py.
 """
 
 from __future__ import annotations
@@ -13,14 +14,37 @@ from pathlib import Path
 
 from ..errors import InvalidInput, ModelUnavailable
 from ..util import atomic_path
+from .folder_info import folder_defaults
 from .hashes import cached_sha256, folder_manifest_path, remember_sha256, write_folder_manifest
 from .hub import resolve_hub
 from .local import LocalModel
 from .lora import lora_record
 from .paths import DEMO_FOLDER, cache_root
-from .registry import ModelEntry, entry_for, read_local_defaults
-from .single_file import convert, inspect_file, looks_like_single_file, refuse_pickle
+from .registry import REGISTRY, ModelDefaults, ModelEntry, get_entry
+from .single_file import FileInfo, convert, inspect_file, looks_like_single_file, refuse_pickle
 from .tiny import ensure_tiny
+
+
+def entry_for(name_or_path: str) -> ModelEntry:
+    """The entry of a --model value: a registry name's, or one made for a single-file checkpoint (its frame count
+    from its header), a local folder (the defaults of its stillmotion.json) or a hub id (SVD-XT's defaults; the
+    frame count is read from the model's config at load time when it differs). Front ends read defaults here."""
+    if name_or_path in REGISTRY:
+        return REGISTRY[name_or_path]
+    p = Path(name_or_path).expanduser()
+    if looks_like_single_file(name_or_path):
+        return _single_file_entry(p, inspect_file(p))
+    if p.is_dir():
+        return ModelEntry(name=str(p), repo_id=None, variant=None, source="local", description="local folder",
+                          defaults=folder_defaults(p))
+    if "/" in name_or_path and not name_or_path.startswith((".", "/", "~")) and name_or_path.count("/") == 1:
+        return ModelEntry(name=name_or_path, repo_id=name_or_path, variant=None, source="hub", description="hub model")
+    return get_entry(name_or_path)
+
+
+def _single_file_entry(path: Path, info: FileInfo) -> ModelEntry:
+    return ModelEntry(name=str(path), repo_id=None, variant=None, source="single-file",
+                      description=f"single file ({info.label})", defaults=ModelDefaults(num_frames=info.num_frames))
 
 
 def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) -> LocalModel:
@@ -33,7 +57,7 @@ def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) 
             f"{entry.name} is a frame-interpolation model, not a video model: choose a video model with --model "
             f"(svd, svd-xt, ...) and use {entry.name} with --interpolate 2 --interpolate-backend {entry.name}."
         )
-    if entry.builtin:
+    if entry.source == "builtin":
         if entry.name == "tiny":
             path = ensure_tiny()
             if not folder_manifest_path(path).is_file():  # built before manifests existed
@@ -42,7 +66,7 @@ def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) 
         if entry.name == "demo" and (DEMO_FOLDER / "model_index.json").is_file():
             return LocalModel(entry=entry, path=DEMO_FOLDER, source="builtin")
         raise ModelUnavailable(f"Built-in model {entry.name!r} is not available in this install.")
-    if entry.repo_id is None:
+    if entry.source == "local":
         path = Path(entry.name)
         record = lora_record(path)
         if record is not None:  # LoRA adapters over a base model: resolve the base, carry the folder
@@ -78,10 +102,7 @@ def resolve_single_file(path: Path) -> LocalModel:
             converted = convert(path, tmp, sha256=digest, info=info)  # writes the folder's manifest too
         for rel, d in converted.digests.items():  # the sidecar's weight hashes, without reading 4 GB again
             remember_sha256(folder / rel, d)
-    entry = ModelEntry(
-        name=str(path), repo_id=None, variant=None, description=f"single file ({info.label})",
-        defaults=read_local_defaults(folder),
-    )
+    entry = _single_file_entry(path, info)
     record = {"path": str(path.resolve()), "sha256": digest, "model": info.model, "label": info.label,
               "num_frames": info.num_frames, "frames_from": info.frames_from, "vae": info.vae}
     return LocalModel(entry=entry, path=folder, source="single-file", single_file=record)

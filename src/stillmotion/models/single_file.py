@@ -28,6 +28,8 @@ from pathlib import Path
 
 from ..errors import ModelUnavailable
 from ..util import torch_dtype
+from .folder_info import write_folder_info
+from .registry import ModelDefaults
 from .safetensors_stream import TensorReader, stream_save
 from .sgm_configs import CLIP, DECODER, ENCODER_COND, ENCODER_FIRST, EXPECTED, UNET, clip_config_from, unet_config_from, vae_config_from
 from .sgm_keys import Component, check_plan, plan_conversion, vae_class
@@ -183,10 +185,8 @@ def convert(src: str | Path, out: str | Path, *, sha256: str | None = None, dtyp
                 items.append((k, shape, _loader(f, source, fn, shape, weights_dtype)))
             digests[f"{comp.name}/{fname}"] = stream_save(folder / fname, items, weights_dtype, metadata={"format": "pt"})
     _write_pipeline_files(out, info)
-    # stillmotion.json: the frame count as the model's default (registry.read_local_defaults reads it; the
-    # other defaults are SVD's), and where the folder came from
-    record = {"defaults": {"num_frames": info.num_frames}}
-    record["single_file"] = {
+    # stillmotion.json: the frame count as the model's default (the others are SVD's), and where the folder came from
+    write_folder_info(out, ModelDefaults(num_frames=info.num_frames), single_file={
         "file": str(src.resolve()),
         "name": src.name,
         "sha256": sha256 or cached_sha256(src),
@@ -195,8 +195,7 @@ def convert(src: str | Path, out: str | Path, *, sha256: str | None = None, dtyp
         "num_frames": info.num_frames,
         "frames_from": info.frames_from,
         "vae": info.vae,
-    }
-    (out / "stillmotion.json").write_text(json.dumps(record, indent=2))
+    })
     # the manifest `models verify` checks, from the digests taken while writing (no 4 GB read back)
     write_folder_manifest(out, src.name, digests=digests)
     info.digests = digests

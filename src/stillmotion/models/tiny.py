@@ -18,9 +18,10 @@ import os
 from pathlib import Path
 
 from ..util import remove, temp_name
+from .folder_info import write_folder_info
 from .hashes import write_folder_manifest
 from .paths import cache_root
-from .registry import REGISTRY, write_local_defaults
+from .registry import REGISTRY
 from .small_svd import clip_feature_extractor, small_image_encoder, small_unet, svd_scheduler
 
 TINY_VERSION = "1"
@@ -73,7 +74,7 @@ def save_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
     folder = Path(folder)
     pipe = build_tiny_pipeline(seed)
     pipe.save_pretrained(folder, safe_serialization=True)
-    write_local_defaults(folder, REGISTRY["tiny"].defaults)
+    write_folder_info(folder, REGISTRY["tiny"].defaults)
     # sha256 + size of each weight file, for `stillmotion models verify`
     write_folder_manifest(folder, name="tiny")
     return folder

@@ -27,8 +27,8 @@ from .hashes import (
 )
 from .hub import cached_snapshot, entry_wants, hub_hashes, is_offline, snapshot_model
 from .local import LocalModel
-from .registry import ModelEntry, entry_for
-from .resolve import resolve
+from .registry import ModelEntry
+from .resolve import entry_for, resolve
 
 
 @dataclass

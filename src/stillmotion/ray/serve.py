@@ -64,7 +64,7 @@ class ModelWorker:
 
         replica = serve.get_replica_context().replica_id.unique_id
         self.worker = JobWorker(settings.data_dir, f"ray-{replica}", settings.engine, store=RayJobStore(),
-                                warmup=settings.warmup, poll=settings.worker_poll)
+                                warmup=settings.warmup)
         # beating while the model loads: a load slower than the store's STALE_AFTER_S (a real SVD on a
         # busy node) must not get the replica declared dead before it ever served
         self.beat = self.worker.start_heartbeat()
@@ -73,7 +73,7 @@ class ModelWorker:
     def run(self) -> Optional[str]:
         if self.worker.stop.is_set() or self._declared_dead():
             return None
-        job = self.worker.store.claim(self.worker.worker_id)
+        job = self.worker.claim_next()
         if job is None:
             return None
         self.worker.run_job(job)
@@ -217,7 +217,6 @@ def build_api(settings, min_replicas: int = 1):
     thread (the store actor sends webhooks once for the whole cluster)."""
     from ..server.app import create_app
 
-    settings.start_worker = False
     store = RayJobStore()
     return create_app(settings, store=store, pool=ReplicaPool(store, min_replicas), webhooks=False)
 
@@ -287,17 +286,15 @@ def shutdown() -> None:
 
 def app_builder(args: dict):
     """For config-driven deploys (`serve run stillmotion.ray.serve:app_builder model=svd-xt ...`, KubeRay's
-    serveConfigV2 `import_path`): args are EngineConfig fields (model, device, threads, ...; `cpu_threads`
-    too, as in `serve --cpu-threads`), Settings fields, and replicas / min_replicas / max_replicas /
-    gpus_per_replica. Creates the store actor if it is not there yet."""
+    serveConfigV2 `import_path`): args are EngineConfig fields (model, device, threads, ...), Settings
+    fields, and replicas / min_replicas / max_replicas / gpus_per_replica. Creates the store actor if it is not
+    there yet."""
     from ..engine.config import EngineConfig
     from ..server.settings import Settings
 
     args = dict(args or {})
     queue_dir = args.pop("queue_dir", None)
     engine = {k: args.pop(k) for k in list(args) if k in EngineConfig.model_fields}
-    if "cpu_threads" in args:
-        engine.setdefault("threads", args.pop("cpu_threads"))
     scaling = {k: _number(args.pop(k)) for k in ("replicas", "min_replicas", "max_replicas", "gpus_per_replica",
                                                   "cpus_per_replica", "ingress_replicas") if k in args}
     for k in ("max_queue", "webhook_max_attempts"):

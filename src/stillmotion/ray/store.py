@@ -30,11 +30,13 @@ stopped heartbeating (killed, node lost) so another replica runs them.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-from ..jobs.types import STORE_METHODS, Job
+from ..jobs.types import STORE_METHODS, JobStore
 from . import require_ray
 
 STORE_NAME = "stillmotion-store"
@@ -121,9 +123,35 @@ def get_store_actor():
     return ray.get_actor(STORE_NAME, namespace=NAMESPACE)
 
 
+def _forwarded(name: str):
+    """A RayJobStore method that runs JobStore.`name` in the store actor: the Protocol's name, docstring and
+    signature (inspect.signature follows __wrapped__), its arguments checked here as SQLiteJobStore would."""
+    proto = getattr(JobStore, name)
+    signature = inspect.signature(proto)
+
+    @functools.wraps(proto)
+    def method(self, *args, **kwargs):
+        signature.bind(self, *args, **kwargs)  # a wrong call raises TypeError here, not inside the actor
+        return self._call(name, *args, **kwargs)
+
+    method.__qualname__ = f"RayJobStore.{name}"
+    return method
+
+
+def _forwards_store_methods(cls):
+    """Give `cls` every JobStore method it does not define itself, each forwarded to the store actor
+    (jobs.types.STORE_METHODS: the Protocol is the one list of them)."""
+    for name in sorted(STORE_METHODS - set(vars(cls))):
+        setattr(cls, name, _forwarded(name))
+    return cls
+
+
+@_forwards_store_methods
 class RayJobStore:
     """The JobStore (jobs.types) whose every method runs in the store actor: `store.get(id)`,
     `store.claim(worker)`, ... Errors raised there (NotFound, QueueFull, ...) are raised here unchanged.
+    The methods are made from the JobStore Protocol when the class is created (_forwards_store_methods):
+    a method added to the Protocol is forwarded with no change here.
 
     Picklable (it carries only the actor's name), so it can be handed to replicas.
     """
@@ -150,80 +178,6 @@ class RayJobStore:
         if kind == "err":
             raise value
         return value
-
-    # API side
-    def create(self, spec: dict, *, job_id: Optional[str] = None, model: Optional[str] = None, source: str = "api",
-               input_name: Optional[str] = None, input_source: Optional[str] = None,
-               idempotency_key: Optional[str] = None, request_hash: Optional[str] = None,
-               webhook: Optional[str] = None, max_queue: Optional[int] = None) -> tuple[Job, bool]:
-        return self._call("create", spec, job_id=job_id, model=model, source=source, input_name=input_name,
-                          input_source=input_source, idempotency_key=idempotency_key, request_hash=request_hash,
-                          webhook=webhook, max_queue=max_queue)
-
-    def get(self, job_id: str) -> Job:
-        return self._call("get", job_id)
-
-    def list(self, *, status: Optional[str] = None, limit: int = 20, before_seq: Optional[int] = None,
-             source: Optional[str] = None) -> list[Job]:
-        return self._call("list", status=status, limit=limit, before_seq=before_seq, source=source)
-
-    def counts(self) -> dict[str, int]:
-        return self._call("counts")
-
-    def queue_position(self, job: Job) -> Optional[int]:
-        return self._call("queue_position", job)
-
-    def request_cancel(self, job_id: str) -> Job:
-        return self._call("request_cancel", job_id)
-
-    def delete(self, job_id: str) -> Job:
-        return self._call("delete", job_id)
-
-    def finished_before(self, cutoff: float, limit: int = 500) -> list[str]:
-        return self._call("finished_before", cutoff, limit)
-
-    # worker side
-    def claim(self, worker: str) -> Optional[Job]:
-        return self._call("claim", worker)
-
-    def progress(self, job_id: str, worker: str, *, fraction: float, stage: str, step: int, total: int,
-                 message: str = "") -> bool:
-        return self._call("progress", job_id, worker, fraction=fraction, stage=stage, step=step, total=total,
-                          message=message)
-
-    def cancel_requested(self, job_id: str) -> bool:
-        return self._call("cancel_requested", job_id)
-
-    def finish(self, job_id: str, worker: str, status: str, *, output: Optional[dict] = None,
-               error: Optional[dict] = None, timings: Optional[dict] = None, spec: Optional[dict] = None) -> bool:
-        return self._call("finish", job_id, worker, status, output=output, error=error, timings=timings, spec=spec)
-
-    def recover(self, worker: Optional[str] = None, *, reason: str, count_attempt: bool = True) -> list[str]:
-        return self._call("recover", worker, reason=reason, count_attempt=count_attempt)
-
-    # the workers table
-    def worker_state(self, worker: str, state: str, *, pid: Optional[int] = None, model: Optional[str] = None,
-                     info: Optional[dict] = None) -> None:
-        return self._call("worker_state", worker, state, pid=pid, model=model, info=info)
-
-    def workers(self) -> list[dict[str, Any]]:
-        return self._call("workers")
-
-    def forget_workers(self) -> None:
-        return self._call("forget_workers")
-
-    # webhooks and metrics
-    def webhooks_due(self, now: float, limit: int = 20) -> list[Job]:
-        return self._call("webhooks_due", now, limit)
-
-    def webhook_result(self, job_id: str, state: str, attempts: int, next_at: Optional[float]) -> None:
-        return self._call("webhook_result", job_id, state, attempts, next_at)
-
-    def finished_timings(self) -> list[tuple[float, Optional[dict]]]:
-        return self._call("finished_timings")
-
-    def recent_durations(self, n: int = 10) -> list[float]:
-        return self._call("recent_durations", n)
 
     def close(self) -> None:
         pass  # the actor keeps the file open for everyone

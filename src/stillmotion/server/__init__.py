@@ -9,10 +9,12 @@ Gradio UI mounted at /, both on the job queue in stillmotion.jobs.
 from .settings import Settings
 
 
-def create_app(settings=None):
+def create_app(settings=None, **hosts):
+    """server.app.create_app (imported when called: FastAPI and Gradio load only then); `hosts`: its store, pool
+    and webhooks."""
     from .app import create_app as _create
 
-    return _create(settings)
+    return _create(settings, **hosts)
 
 
 __all__ = ["Settings", "create_app"]

@@ -23,7 +23,7 @@ from ..errors import BadRequest, Conflict, InvalidInput, NotFound, Unauthorized
 from ..jobs.events import job_events, parse_last_event_id
 from ..jobs.store import TERMINAL
 from ..jobs.types import Job
-from ..jobs.worker import job_dir
+from ..jobs.layout import job_dir
 from .contract import IDEMPOTENCY_KEY_PATTERN
 from .submit import parse_request, submit
 from .views import check_job_id, job_view, JobStatus
@@ -151,8 +151,7 @@ def get_events(request: Request, job_id: str,
                                                               "resume after it")] = None):
     svc = get_svc(request)
     svc.store.get(check_job_id(job_id))  # 404 before the stream starts
-    gen = job_events(svc.store, job_id, lambda j: _view(svc, j), poll=svc.settings.sse_poll,
-                     last_event_id=parse_last_event_id(last_event_id))
+    gen = job_events(svc.store, job_id, lambda j: _view(svc, j), last_event_id=parse_last_event_id(last_event_id))
     return StreamingResponse(gen, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

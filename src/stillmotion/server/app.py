@@ -33,8 +33,9 @@ class Services:
     """What the routes and the UI share: settings, the store, the worker pool, the drain flag.
 
     The pool (a jobs.types.WorkerPool) runs the jobs: by default a Supervisor of
-    worker processes on this machine; `stillmotion serve --ray` passes its own
-    (model replicas reading the same store).
+    worker processes on this machine, made in start(); `stillmotion serve --ray`
+    passes its own (model replicas reading the same store), and so can a test
+    that wants an app without workers.
     """
 
     def __init__(self, settings: Settings, store: Optional[JobStore] = None, pool: Optional[WorkerPool] = None,
@@ -55,11 +56,10 @@ class Services:
         from .views import job_view
         from .webhooks import WebhookSender, load_or_create_secret
 
-        if self.pool is None and self.settings.start_worker:
+        if self.pool is None:  # worker processes on this machine
             self.lock_data_dir()
             self.pool = Supervisor(self.settings, self.store)
-        if self.pool is not None:
-            self.pool.start()
+        self.pool.start()
         if self.send_webhooks:
             secret = self.settings.webhook_secret or load_or_create_secret(self.settings.data_dir)
             self.webhooks = WebhookSender(self.store, secret, job_view, max_attempts=self.settings.webhook_max_attempts,
@@ -71,7 +71,7 @@ class Services:
     def sweep(self, now: Optional[float] = None) -> list[str]:
         """Delete finished jobs older than --keep-days, with their files; returns their ids."""
         from ..errors import NotFound
-        from ..jobs.worker import job_dir
+        from ..jobs.layout import job_dir
 
         cutoff = (time.time() if now is None else now) - self.settings.keep_days * 86400
         gone = []
@@ -133,7 +133,7 @@ class Services:
         if self.draining:
             return False, "draining: finishing the running job before shutting down"
         if self.pool is None:
-            return False, "no worker is running (start_worker is off)"
+            return False, "starting: no worker yet"
         return self.pool.ready()
 
     def retry_after(self) -> int:
@@ -149,7 +149,7 @@ class Services:
     def entry(self, model: str):
         """The registry entry (defaults) of a served model."""
         if model not in self.model_entries:
-            from ..models.registry import entry_for
+            from ..models.resolve import entry_for
 
             self.model_entries[model] = entry_for(model)
         return self.model_entries[model]
@@ -167,17 +167,13 @@ class Services:
             "swap_seconds": round(sum(float(w.get("swap_seconds") or 0) for w in workers), 3),
         }
 
-    def defaults(self) -> dict:
-        import dataclasses
-
-        return dataclasses.asdict(self.model_entry.defaults)
-
 
 def create_app(settings: Optional[Settings] = None, *, store: Optional[JobStore] = None,
                pool: Optional[WorkerPool] = None, webhooks: bool = True) -> FastAPI:
     """The app. `store`, `pool` and `webhooks` are for hosts that run the jobs elsewhere
-    (stillmotion.ray.serve): another JobStore, another WorkerPool, and no webhook
-    thread here when the host sends them once for all replicas."""
+    (stillmotion.ray.serve) or not at all (a test of the API alone): another JobStore,
+    another WorkerPool, and no webhook thread here when the host sends them once for
+    all replicas."""
     settings = settings or Settings()
     svc = Services(settings, store=store, pool=pool, webhooks=webhooks)
 
@@ -228,11 +224,9 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        parts = []
-        for err in exc.errors():
-            loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path", "header", "body"))
-            parts.append(f"{loc or 'request'}: {err.get('msg', 'invalid')}")
-        return error_json(422, "invalid_input", "Invalid request: " + "; ".join(parts))
+        from ..spec import format_validation_error
+
+        return error_json(422, "invalid_input", format_validation_error(exc, "request"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..engine.config import EngineConfig
-from ..jobs.store import AFFINITY_PASSES, AFFINITY_WAIT_S
+from ..jobs.types import AFFINITY_PASSES, AFFINITY_WAIT_S
 
 
 @dataclass
@@ -34,9 +34,6 @@ class Settings:
     keep_days: Optional[float] = None  # finished jobs and their files are deleted this long after finishing
     webhook_secret: Optional[str] = None
     webhook_max_attempts: int = 8
-    start_worker: bool = True
-    worker_poll: float = 0.1
-    sse_poll: float = 0.1
 
     def __post_init__(self):
         self.data_dir = Path(self.data_dir).expanduser().absolute()
@@ -68,7 +65,7 @@ class Settings:
         """What a worker process is started with (JSON; jobs/worker.py reads it back). `device`: this
         worker's device, when the supervisor gives each its own GPU."""
         engine = self.engine.replace(device=device) if device else self.engine
-        out = {"engine": engine.to_json(), "warmup": self.warmup, "poll": self.worker_poll}
+        out = {"engine": engine.to_json(), "warmup": self.warmup}
         if self.models or self.loras:  # several models or adapters; one model alone keeps the plain worker
             out.update(models=self.served_models, loras={k: str(v) for k, v in self.loras.items()},
                        affinity={"max_passed": self.affinity_passes, "max_wait": self.affinity_wait})

@@ -20,7 +20,7 @@ from .. import images, sources
 from ..errors import BadRequest, ImageTooLarge, InvalidImage, InvalidInput, QueueFull, ServiceUnavailable
 from ..jobs.store import new_job_id
 from ..jobs.types import Job
-from ..jobs.worker import END_IMAGE, RECORD_FILE, job_dir
+from ..jobs.layout import END_IMAGE, INPUT, job_dir, write_record
 from ..netguard import check_public_url
 from ..spec import GenerationSpec
 
@@ -244,11 +244,11 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
     job_id = new_job_id()
     folder = job_dir(settings.data_dir, job_id)
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"input.{_EXT.get(fmt, 'img')}"
+    name = f"{INPUT}.{_EXT.get(fmt, 'img')}"
     (folder / name).write_bytes(data)
     if batch is not None or sub.output_name or lora:
-        (folder / RECORD_FILE).write_text(json.dumps({"batch": batch, "output_name": sub.output_name, **(lora or {})}))
-    if end is not None:  # the worker finds it by name (jobs/worker.py END_IMAGE)
+        write_record(folder, {"batch": batch, "output_name": sub.output_name, **(lora or {})})
+    if end is not None:  # the worker finds it by name (jobs/layout.py)
         (folder / f"{END_IMAGE}.{_EXT.get(_sniff_format(end), 'img')}").write_bytes(end)
     try:
         job, created = store.create(
@@ -293,9 +293,10 @@ def _check_lora(settings, sub: Submission, model: str) -> Optional[dict]:
     if sub.lora not in served:
         have = ", ".join(map(repr, served)) if served else "none (start it with --lora NAME=FOLDER)"
         raise InvalidInput(f"lora: this server serves {have}; got {sub.lora!r}.")
-    scale = 1.0 if sub.lora_scale is None else sub.lora_scale
-    if not 0 <= scale <= 4:
-        raise InvalidInput(f"lora_scale: between 0 and 4, got {scale:g}.")
+    bounds = INPUTS["lora_scale"].schema
+    scale = float(bounds["default"]) if sub.lora_scale is None else sub.lora_scale
+    if not bounds["minimum"] <= scale <= bounds["maximum"]:
+        raise InvalidInput(f"lora_scale: between {bounds['minimum']:g} and {bounds['maximum']:g}, got {scale:g}.")
     from ..models.lora import lora_record
 
     base = (lora_record(served[sub.lora]) or {}).get("base")

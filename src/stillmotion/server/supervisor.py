@@ -83,15 +83,6 @@ class Supervisor:
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
 
-    # ------------------------------------------------------------------ the first worker, for callers that know one
-    @property
-    def proc(self):
-        return self.slots[0].proc
-
-    @property
-    def worker_id(self):
-        return self.slots[0].worker_id
-
     @property
     def restarts(self) -> int:
         return sum(s.restarts for s in self.slots)

@@ -8,11 +8,13 @@ The function behind Generate is also the UI's API endpoint `/generate`
 (gradio_client: `client.predict(..., api_name="/generate")`). A server with a
 choice (several models, or LoRAs) shows a model and LoRA picker; its three
 inputs (model, lora, lora_scale) come last, after end_image, so calls made
-without them still work.
+without them still work. Every numeric control takes the range its request
+field takes (CONTROLS: read from GenerationSpec's schema and submit.INPUTS).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from pathlib import Path
@@ -23,13 +25,23 @@ import gradio as gr
 from ..errors import Conflict, NotFound, StillmotionError
 from ..jobs.store import TERMINAL
 from ..jobs.types import Job
-from ..jobs.worker import job_dir
-from .submit import Submission, submit
+from ..jobs.layout import job_dir
+from .submit import INPUTS, Submission, submit
 from .views import iso
 
 PLAYABLE = ("mp4", "webm")
 PREVIEW_SIDE = 384
 NO_LORA = "none"
+
+# Every numeric control (by elem_id) and the request field it sets. Its range is that field's, read from
+# GenerationSpec's JSON schema (or server/submit.INPUTS), so the UI offers exactly what the API takes.
+CONTROLS = {
+    "sm-seed": "seed", "sm-fps": "fps", "sm-frames": "num_frames", "sm-steps": "num_inference_steps",
+    "sm-motion": "motion_bucket_id", "sm-noise": "noise_aug_strength", "sm-width": "width", "sm-height": "height",
+    "sm-min-cfg": "min_guidance_scale", "sm-max-cfg": "max_guidance_scale", "sm-decode-chunk": "decode_chunk_size",
+    "sm-lora-scale": "lora_scale",
+}
+UNSET = 0  # width, height and decode chunk at 0: the field left out (from the image; all frames at once)
 
 
 class UI:
@@ -167,6 +179,31 @@ class UI:
         return items, rows[:20]
 
 
+@functools.cache
+def _spec_schema() -> dict:
+    from ..spec import GenerationSpec
+
+    return GenerationSpec.model_json_schema()["properties"]
+
+
+def field_bounds(name: str) -> dict:
+    """A request field's JSON-schema bounds (minimum, maximum, multipleOf): GenerationSpec's, else INPUTS'."""
+    schema = _spec_schema().get(name) or INPUTS[name].schema
+    return {**schema, **next((s for s in schema.get("anyOf", ()) if s.get("type") != "null"), {})}
+
+
+def _slider(elem_id: str, value, label: str, step: float, **kw) -> gr.Slider:
+    b = field_bounds(CONTROLS[elem_id])
+    return gr.Slider(b["minimum"], b["maximum"], value=value, step=step, label=label, elem_id=elem_id, **kw)
+
+
+def _number(elem_id: str, value, label: str, unset: bool = False) -> gr.Number:
+    """A whole-number box with its field's range; `unset`: UNSET (below the range) also goes, meaning "left out"."""
+    b = field_bounds(CONTROLS[elem_id])
+    return gr.Number(label=label, value=value, precision=0, minimum=UNSET if unset else b["minimum"],
+                     maximum=b["maximum"], step=b.get("multipleOf", 1), elem_id=elem_id)
+
+
 def _int(v) -> Optional[int]:
     if v is None or v == "":
         return None
@@ -181,8 +218,8 @@ def _picker(svc) -> list:
     with gr.Row():
         model = gr.Dropdown(models, value=models[0], label="Model", visible=len(models) > 1, elem_id="sm-model")
         lora = gr.Dropdown([NO_LORA, *loras], value=NO_LORA, label="LoRA", visible=bool(loras), elem_id="sm-lora")
-        scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="LoRA strength", visible=bool(loras),
-                          elem_id="sm-lora-scale")
+        scale = _slider("sm-lora-scale", field_bounds("lora_scale")["default"], "LoRA strength", 0.05,
+                        visible=bool(loras))
     return [model, lora, scale]
 
 
@@ -204,23 +241,23 @@ def build_ui(svc) -> gr.Blocks:
                 crop = gr.Image(label="What the model will see", interactive=False, height=240, elem_id="sm-crop")
                 crop_note = gr.Markdown(elem_id="sm-crop-note")
                 with gr.Row():
-                    seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=2**32 - 1)
+                    seed = _number("sm-seed", 0, "Seed (-1: random)")
                     random_seed = gr.Checkbox(label="Random seed (the one used is shown)", value=True)
-                fps = gr.Slider(6, 30, value=min(30, max(6, d.fps)), step=1, label="FPS")
-                frames = gr.Slider(2, 64, value=d.num_frames, step=1, label="Frames", elem_id="sm-frames")
-                steps = gr.Slider(1, 100, value=d.num_inference_steps, step=1, label="Denoising steps", elem_id="sm-steps")
-                motion = gr.Slider(1, 255, value=d.motion_bucket_id, step=1, label="Motion strength (motion_bucket_id)")
-                noise = gr.Slider(0.0, 1.0, value=d.noise_aug_strength, step=0.01, label="Noise augmentation")
+                fps = _slider("sm-fps", d.fps, "FPS", 1)
+                frames = _slider("sm-frames", d.num_frames, "Frames", 1)
+                steps = _slider("sm-steps", d.num_inference_steps, "Denoising steps", 1)
+                motion = _slider("sm-motion", d.motion_bucket_id, "Motion strength (motion_bucket_id)", 1)
+                noise = _slider("sm-noise", d.noise_aug_strength, "Noise augmentation", 0.01)
                 picker = _picker(svc)
                 with gr.Accordion("Advanced settings", open=False):
                     with gr.Row():
-                        width = gr.Number(label="Width (0: from the image)", value=0, precision=0, elem_id="sm-width")
-                        height = gr.Number(label="Height (0: from the image)", value=0, precision=0, elem_id="sm-height")
+                        width = _number("sm-width", UNSET, "Width (0: from the image)", unset=True)
+                        height = _number("sm-height", UNSET, "Height (0: from the image)", unset=True)
                     resize = gr.Radio(["crop", "pad", "stretch"], value="crop", label="Fit")
                     with gr.Row():
-                        min_cfg = gr.Slider(0.0, 10.0, value=d.min_guidance_scale, step=0.1, label="Min guidance")
-                        max_cfg = gr.Slider(0.0, 10.0, value=d.max_guidance_scale, step=0.1, label="Max guidance")
-                    decode_chunk = gr.Number(label="Decode chunk (0: all frames at once)", value=0, precision=0)
+                        min_cfg = _slider("sm-min-cfg", d.min_guidance_scale, "Min guidance", 0.1)
+                        max_cfg = _slider("sm-max-cfg", d.max_guidance_scale, "Max guidance", 0.1)
+                    decode_chunk = _number("sm-decode-chunk", UNSET, "Decode chunk (0: all frames at once)", unset=True)
                     fmt = gr.Radio(list(PLAYABLE), value="mp4", label="Format")
                 with gr.Row():
                     go = gr.Button("Generate", variant="primary", elem_id="sm-generate")

@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from ..errors import InvalidInput, StillmotionError
+from ..errors import InvalidInput, ModelUnavailable, StillmotionError
 from ..models.registry import DEFAULT_MODEL
 from ..util import first_line
 from .checkpoints import resume, save_checkpoint
@@ -213,7 +213,7 @@ def _load_base(cfg: TrainConfig):
         pipe = StableVideoDiffusionPipeline.from_pretrained(local.path, variant=local.variant, torch_dtype=torch.float32,
                                                             use_safetensors=True)
     except (OSError, ValueError) as e:
-        raise StillmotionError(f"Could not load base model {cfg.base!r} from {local.path}: {first_line(e)}") from None
+        raise ModelUnavailable(f"Could not load base model {cfg.base!r} from {local.path}: {first_line(e)}") from None
     pipe.set_progress_bar_config(disable=True)
     return local, pipe, _Shape(num_frames, width, height, fps)
 
@@ -360,25 +360,21 @@ class _swapped:
 # --------------------------------------------------------------------------- the result
 def save_result(pipe, unet, cfg: TrainConfig, local, out: Path, num_frames: int, width: int, height: int, fps: int) -> str:
     """Full: the whole pipeline as a diffusers folder. LoRA: lora.safetensors only. Both with stillmotion.json."""
-    from ..models.registry import LOCAL_DEFAULTS_FILE
+    from ..models.folder_info import write_folder_info
 
-    base_defaults = dataclasses.asdict(local.entry.defaults)
     aspect = width / height
     size_key = "square" if 1 / 1.1 <= aspect <= 1.1 else ("landscape" if aspect > 1 else "portrait")
-    defaults = dict(base_defaults, num_frames=num_frames, fps=fps)
-    defaults[size_key] = [width, height]
-    record = {"defaults": defaults, "trained": {"base": cfg.base, "steps": cfg.steps, "config": dataclasses.asdict(cfg)}}
+    defaults = dataclasses.replace(local.entry.defaults, num_frames=num_frames, fps=fps, **{size_key: (width, height)})
+    trained = {"base": cfg.base, "steps": cfg.steps, "config": dataclasses.asdict(cfg)}
     if cfg.lora_rank:
         from .lora import save_lora
 
         save_lora(unet, out / LORA_FILE)
-        record.update({"base": cfg.base if local.source != "local" else str(Path(local.path).resolve()),
-                       "lora": LORA_FILE})
-        saved = LORA_FILE
-    else:
-        unet.eval()
-        type(pipe)(vae=pipe.vae, image_encoder=pipe.image_encoder, unet=unet, scheduler=pipe.scheduler,
-                   feature_extractor=pipe.feature_extractor).save_pretrained(out, safe_serialization=True)
-        saved = "diffusers folder"
-    (out / LOCAL_DEFAULTS_FILE).write_text(json.dumps(record, indent=2))
-    return saved
+        base = cfg.base if local.source != "local" else str(Path(local.path).resolve())
+        write_folder_info(out, defaults, trained=trained, base=base, lora=LORA_FILE)
+        return LORA_FILE
+    unet.eval()
+    type(pipe)(vae=pipe.vae, image_encoder=pipe.image_encoder, unet=unet, scheduler=pipe.scheduler,
+               feature_extractor=pipe.feature_extractor).save_pretrained(out, safe_serialization=True)
+    write_folder_info(out, defaults, trained=trained)
+    return "diffusers folder"
