@@ -91,7 +91,8 @@ def _bad_inputs(tmp_path: Path, image_file: Path):
         ("file url", ["file:///etc/passwd"], 2, "http"),
         ("frames 0", [img, "--frames", "0"], 2, "num_frames"),
         ("steps 500", [img, "--steps", "500"], 2, "num_inference_steps"),
-        ("width 1000", [img, "--width", "1000"], 2, "multiple of 64"),
+        ("width 1000", [img, "--width", "1000"], 2, "multiple of 16"),
+        ("width 1008 on SVD", [img, "--width", "1008"], 2, "SVD sizes are multiples of 64"),
         ("motion 5000", [img, "--motion", "5000"], 2, "motion_bucket_id"),
         ("unknown model", [img, "--model", "svd-mega"], 3, "svd-mega"),
     ]

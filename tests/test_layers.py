@@ -16,7 +16,7 @@ LAYERS = {
     "stillmotion.models": 1,
     "stillmotion.images": 2, "stillmotion.sources": 2, "stillmotion.remote": 2, "stillmotion.video": 2,
     "stillmotion.comfy": 2,
-    "stillmotion.engine": 3,
+    "stillmotion.engine": 3, "stillmotion.families": 3,
     "stillmotion.train": 4,
     "stillmotion.jobs": 5, "stillmotion.batch": 5,
     "stillmotion.server": 6,

@@ -15,10 +15,10 @@ from stillmotion.models.registry import REGISTRY
     "fields, words",
     [
         ({"num_frames": 0}, "num_frames"),
-        ({"num_frames": 65}, "num_frames"),
+        ({"num_frames": 258}, "num_frames"),  # SVD's 64 is its family's rule (tests/test_wan.py)
         ({"num_inference_steps": 500}, "num_inference_steps"),
-        ({"width": 1000}, "width must be a multiple of 64"),
-        ({"height": 32}, "height must be a multiple of 64"),
+        ({"width": 1000}, "width must be a multiple of 16"),  # each family narrows it (tests/test_wan.py)
+        ({"height": 32}, "height must be a multiple of 16"),
         ({"motion_bucket_id": 5000}, "motion_bucket_id"),
         ({"fps": 0}, "fps"),
         ({"seed": 2**32}, "seed"),

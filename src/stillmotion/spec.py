@@ -23,8 +23,13 @@ Format = Literal["mp4", "webm", "gif", "webp", "png"]
 Speed = Literal["exact", "fast"]
 Loop = Literal["none", "pingpong", "blend"]
 InterpolateBackend = Literal["flow", "rife"]
-# what the _size validator checks, in the JSON schema too (the API contract shows it)
-_SIZE_SCHEMA = {"minimum": 64, "maximum": 2048, "multipleOf": 64}
+# what the _size validator checks, in the JSON schema too (the API contract shows it); each model family
+# narrows the multiple (SVD 64, Wan 16 or 32: families/*.py)
+_SIZE_SCHEMA = {"minimum": 64, "maximum": 2048, "multipleOf": 16}
+# `x-families`: the model families that take a field (families/); a field without it is every family's.
+# A family refuses a field it does not take (families/base.Family.check), and the UI shows only its own.
+SVD = {"x-families": ["svd"]}
+PROMPTED = {"x-families": ["wan"]}
 
 
 class GenerationSpec(BaseModel):
@@ -32,22 +37,25 @@ class GenerationSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    # --- diffusers' StableVideoDiffusionPipeline.__call__ knobs ---
-    num_frames: Optional[int] = Field(None, ge=1, le=64, description="frames the model generates", json_schema_extra={"x-flag": "--frames"})
+    # --- the image-to-video pipelines' knobs (diffusers' names) ---
+    num_frames: Optional[int] = Field(None, ge=1, le=257, description="frames the model generates (each family has its rule: SVD at most 64, Wan 4k+1)", json_schema_extra={"x-flag": "--frames"})
     num_inference_steps: Optional[int] = Field(None, ge=1, le=200, description="denoising steps", json_schema_extra={"x-flag": "--steps"})
-    min_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the first frame", json_schema_extra={"x-flag": "--min-cfg"})
-    max_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the last frame", json_schema_extra={"x-flag": "--max-cfg"})
+    min_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the first frame", json_schema_extra={"x-flag": "--min-cfg", **SVD})
+    max_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the last frame", json_schema_extra={"x-flag": "--max-cfg", **SVD})
     fps: Optional[int] = Field(None, ge=1, le=60, description="playback rate of the file; also the model's fps conditioning")
-    conditioning_fps: Optional[int] = Field(None, ge=1, le=60, description="the model's fps conditioning when it differs from the playback fps (None: the same as fps), as ComfyUI workflows set it")
-    motion_bucket_id: Optional[int] = Field(None, ge=1, le=1023, description="how much motion: higher moves more", json_schema_extra={"x-flag": "--motion"})
-    noise_aug_strength: Optional[float] = Field(None, ge=0.0, le=1.0, description="noise added to the conditioning image", json_schema_extra={"x-flag": "--noise-aug"})
-    decode_chunk_size: Optional[int] = Field(None, ge=1, le=64, description="frames the VAE decodes at once (None: as many as fit)", json_schema_extra={"x-flag": "--decode-chunk"})
+    conditioning_fps: Optional[int] = Field(None, ge=1, le=60, description="the model's fps conditioning when it differs from the playback fps (None: the same as fps), as ComfyUI workflows set it", json_schema_extra=SVD)
+    motion_bucket_id: Optional[int] = Field(None, ge=1, le=1023, description="how much motion: higher moves more", json_schema_extra={"x-flag": "--motion", **SVD})
+    noise_aug_strength: Optional[float] = Field(None, ge=0.0, le=1.0, description="noise added to the conditioning image", json_schema_extra={"x-flag": "--noise-aug", **SVD})
+    decode_chunk_size: Optional[int] = Field(None, ge=1, le=64, description="frames the VAE decodes at once (None: as many as fit)", json_schema_extra={"x-flag": "--decode-chunk", **SVD})
     seed: int = Field(-1, ge=-1, le=MAX_SEED, description="0..2^32-1, or -1 for a random seed (recorded)")
+    prompt: Optional[str] = Field(None, max_length=4000, description="what should happen in the video (Wan)", json_schema_extra=PROMPTED)
+    negative_prompt: Optional[str] = Field(None, max_length=4000, description="what should not (Wan; default: the model's own)", json_schema_extra=PROMPTED)
+    guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="classifier-free guidance for the prompt (Wan; <= 1 turns it off)", json_schema_extra={"x-flag": "--guidance", **PROMPTED})
 
     # --- ours ---
-    width: Optional[int] = Field(None, description="output width, a multiple of 64 in 64..2048; None: from the image's aspect",
+    width: Optional[int] = Field(None, description="output width, a multiple of 16 in 64..2048 (SVD: of 64; Wan 2.2 TI2V-5B: of 32); None: from the image's aspect",
                                  json_schema_extra=_SIZE_SCHEMA)
-    height: Optional[int] = Field(None, description="output height, a multiple of 64 in 64..2048; None: from the image's aspect",
+    height: Optional[int] = Field(None, description="output height, a multiple of 16 in 64..2048 (SVD: of 64; Wan 2.2 TI2V-5B: of 32); None: from the image's aspect",
                                   json_schema_extra=_SIZE_SCHEMA)
     resize: Resize = Field("crop", description="how the image meets the target size: crop, pad or stretch")
     format: Format = Field("mp4", description="mp4 (H.264), webm (VP9), gif, webp, or png (a folder of frames)")
@@ -71,8 +79,8 @@ class GenerationSpec(BaseModel):
     def _size(cls, v: Optional[int], info):
         if v is None:
             return v
-        if v < 64 or v > 2048 or v % 64:
-            raise ValueError(f"{info.field_name} must be a multiple of 64 between 64 and 2048, got {v}")
+        if v < 64 or v > 2048 or v % 16:
+            raise ValueError(f"{info.field_name} must be a multiple of 16 between 64 and 2048, got {v}")
         return v
 
     @field_validator("interpolate")
@@ -101,9 +109,10 @@ class GenerationSpec(BaseModel):
     # ------------------------------------------------------------------
     @property
     def uses_cfg(self) -> bool:
-        """Classifier-free guidance (the UNet runs on a batch of two): on when the max guidance is above 1.
-        Of a resolved spec: None (the model's default, not known here) counts as off."""
-        return self.max_guidance_scale is not None and self.max_guidance_scale > 1
+        """Classifier-free guidance (the denoiser runs on a batch of two): on when the guidance (SVD: the max
+        guidance) is above 1. Of a resolved spec: None (the model's default, not known here) counts as off."""
+        scale = self.max_guidance_scale if self.max_guidance_scale is not None else self.guidance_scale
+        return scale is not None and scale > 1
 
     @property
     def effective_conditioning_fps(self) -> Optional[int]:
@@ -129,39 +138,46 @@ class GenerationSpec(BaseModel):
         model's landscape size, as `estimate` and `batch --dry-run` plan); a concrete seed."""
         d = entry.defaults
         data = self.model_dump()
-        for name in (
-            "num_frames",
-            "num_inference_steps",
-            "fps",
-            "motion_bucket_id",
-            "noise_aug_strength",
-            "min_guidance_scale",
-            "max_guidance_scale",
-        ):
+        for name in DEFAULTED:  # a default of None (a field other families take) stays None
             if data[name] is None:
                 data[name] = getattr(d, name)
         if data["width"] is None or data["height"] is None:
-            w, h = auto_size(d, image_size, data["width"], data["height"])
+            w, h = auto_size(d, image_size, data["width"], data["height"], d.size_multiple or 64)
             data["width"], data["height"] = w, h
         if data["seed"] < 0:
             data["seed"] = secrets.randbelow(MAX_SEED + 1)
         return GenerationSpec.build(**data)
 
 
-def auto_size(defaults, image_size, width=None, height=None) -> tuple[int, int]:
+# the fields a model's registry entry gives defaults for (registry.ModelDefaults)
+DEFAULTED = ("num_frames", "num_inference_steps", "fps", "motion_bucket_id", "noise_aug_strength",
+             "min_guidance_scale", "max_guidance_scale", "negative_prompt", "guidance_scale")
+
+
+def family_fields() -> dict[str, tuple[str, ...]]:
+    """Spec field -> the model families that take it, for the fields that not every family takes."""
+    out = {}
+    for name, f in GenerationSpec.model_fields.items():
+        families = (f.json_schema_extra or {}).get("x-families")
+        if families:
+            out[name] = tuple(families)
+    return out
+
+
+def auto_size(defaults, image_size, width=None, height=None, multiple: int = 64) -> tuple[int, int]:
     """Target size by aspect: the model's landscape, portrait or square size.
 
     If only one of width/height is given, the other follows the image's aspect
-    (rounded to a multiple of 64).
+    (rounded to the model's size multiple).
     """
     if image_size is None:
         aspect = defaults.landscape[0] / defaults.landscape[1]
     else:
         aspect = image_size[0] / max(1, image_size[1])
     if width is not None:
-        return width, _round64(width / aspect)
+        return width, _round(width / aspect, multiple)
     if height is not None:
-        return _round64(height * aspect), height
+        return _round(height * aspect, multiple), height
     if aspect > 1.1:
         return defaults.landscape
     if aspect < 1 / 1.1:
@@ -169,8 +185,8 @@ def auto_size(defaults, image_size, width=None, height=None) -> tuple[int, int]:
     return defaults.square
 
 
-def _round64(v: float) -> int:
-    return int(min(2048, max(64, round(v / 64) * 64)))
+def _round(v: float, multiple: int) -> int:
+    return int(min(2048 // multiple * multiple, max(64, round(v / multiple) * multiple)))
 
 
 # where FastAPI puts a request's field, which the message leaves out

@@ -55,7 +55,7 @@ def generate(image, output, from_file, comfyui_dir, end_image, keyframes, server
 
         record = read_sidecar(sidecar)
         base = dict(record.get("spec", {}))
-        if base.get("decode_chunk_size") is None and record.get("decode_chunk_size"):
+        if base.get("decode_chunk_size") is None and record.get("decode_chunk_size"):  # (SVD's; None for others)
             # the temporal decoder mixes frames within a chunk: reuse the chunk that ran
             base["decode_chunk_size"] = record["decode_chunk_size"]
         base.update(given)
@@ -110,7 +110,11 @@ def generate(image, output, from_file, comfyui_dir, end_image, keyframes, server
             raise InvalidInput("--end-image, --keyframes and ComfyUI workflows are not sent with --server yet; run them here.")
         return generate_on_server(server, api_key, data, where, spec, out, model=model, as_json=as_json, show=show)
     from ..engine import Engine
+    from ..families import family_for
+    from ..models.resolve import entry_for
 
+    entry = entry_for(config.model)  # what the model's family cannot honour is refused before it loads
+    family_for(entry).check(spec, entry, end_image=end_data is not None)
     progress, on_progress, update = rich_progress(enabled=show)
     with progress, CancelOnSigint() as cancel:
         update(stage="loading", detail=config.model)

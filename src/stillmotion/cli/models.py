@@ -72,7 +72,7 @@ def model_rows() -> list[dict]:
     from ..models.hub import cached_snapshot, entry_missing, missing_files
     from ..models.paths import hub_cache_dir
     from ..models.registry import REGISTRY
-    from ..models.tiny import tiny_folder
+    from ..models.tiny import BUILT_ON_USE, tiny_folder
 
     rows = []
     for entry in REGISTRY.values():
@@ -88,13 +88,13 @@ def model_rows() -> list[dict]:
             "description": entry.description,
             "approx_size_gb": entry.approx_size_gb,
         }
-        if entry.builtin and entry.name != "tiny":  # shipped inside the package (demo)
+        if entry.builtin and entry.name not in BUILT_ON_USE:  # shipped inside the package (demo)
             from ..models.resolve import resolve
 
             folder = resolve(entry.name).path
             row.update(status="shipped", path=str(folder), size_bytes=disk_size(folder))
         elif entry.builtin:
-            folder = tiny_folder()
+            folder = tiny_folder(entry.name)
             if (folder / "model_index.json").is_file():
                 row.update(status="cached", path=str(folder), size_bytes=disk_size(folder))
             else:
@@ -237,7 +237,9 @@ def download(name, force, quiet):
 
     entry = entry_for(name)
     if entry.builtin:
-        local = _rebuild_tiny() if force and entry.name == "tiny" else resolve(name, progress=not quiet)
+        from ..models.tiny import BUILT_ON_USE
+
+        local = _rebuild_tiny(entry.name) if force and name in BUILT_ON_USE else resolve(name, progress=not quiet)
         click.echo(f"{entry.name}: built in, saved at {local.path}")
         return
     if entry.repo_id is None:
@@ -258,14 +260,14 @@ def download(name, force, quiet):
         click.echo(f"{entry.name}: downloaded {entry.repo_id} at commit {local.commit} ({size}) to {local.path}")
 
 
-def _rebuild_tiny():
+def _rebuild_tiny(name: str):
     import shutil
 
     from ..models.resolve import resolve
     from ..models.tiny import tiny_folder
 
-    shutil.rmtree(tiny_folder(), ignore_errors=True)
-    return resolve("tiny")
+    shutil.rmtree(tiny_folder(name), ignore_errors=True)
+    return resolve(name)
 
 
 # --------------------------------------------------------------------------- verify

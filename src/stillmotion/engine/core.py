@@ -19,6 +19,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ..errors import Cancelled, ModelUnavailable, OutOfMemory, is_out_of_memory
+from ..families import family_for
 from ..spec import GenerationSpec
 from ..util import first_line, fmt_bytes
 from .config import EngineConfig
@@ -59,7 +60,8 @@ class Engine:
 
         t0 = time.perf_counter()
         self.local = resolve(config.model, download=config.download, progress=config.progress)
-        self.entry = self.local.entry
+        self.family = family_for(self.local.entry, self.local.path)  # families/: what runs this model
+        self.entry = self.family.entry_for_folder(self.local.entry, self.local.path)
         if self.device == "cpu" and not self.entry.builtin and self.entry.approx_size_gb > 1:
             warnings.warn(
                 f"No GPU found: running {self.entry.name} on the CPU will take a long time per video.",
@@ -74,20 +76,15 @@ class Engine:
 
         tlogging.set_verbosity_error()  # before diffusers imports CLIP: "requires torchvision" is harmless here
         tlogging.disable_progress_bar()  # our own progress bar is the one the user sees
-        from diffusers import StableVideoDiffusionPipeline
         from diffusers.utils import logging as dlogging
 
         dlogging.disable_progress_bar()
+        self.family.check_engine(self.config, self.entry, lora=self.local.lora is not None)
         try:
             with warnings.catch_warnings():
                 # diffusers >= 0.36 renames torch_dtype to dtype; the old name works on every version
                 warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-                pipe = StableVideoDiffusionPipeline.from_pretrained(
-                    self.local.path,
-                    variant=self.local.variant,
-                    torch_dtype=self.dtype,
-                    use_safetensors=True,
-                )
+                pipe = self.family.load(self.local.path, self.local.variant, self.dtype)
         except (OSError, ValueError, RuntimeError) as e:
             if is_out_of_memory(e):
                 raise OutOfMemory(f"Out of memory while loading {self.entry.name}: {first_line(e)}") from None
@@ -100,12 +97,12 @@ class Engine:
 
             apply_lora(pipe, self.local.lora)
         from .memory import MemoryPlan
-        from .speed import apply_exact, compile_pipe
+        from .speed import compile_pipe
 
         conf = self.config
         self.pipe = pipe
         self._apply_plan(MemoryPlan(conf.decode_chunk_size or 1, conf.forward_chunking, conf.offload))
-        self.speed_settings = apply_exact(pipe, self.device, self.dtype, conf.attention)
+        self.speed_settings = self.family.speed_setup(pipe, self.device, self.dtype, conf.attention)
         if conf.compile:
             self.speed_settings["compile"] = compile_pipe(pipe)
         return pipe
@@ -117,8 +114,8 @@ class Engine:
         pipe = self.pipe
         offload = plan.offload if self.device != "cpu" else "none"
         active = self._active
-        if active is None or active.forward_chunking != plan.forward_chunking:
-            set_forward_chunking(pipe.unet, plan.forward_chunking)
+        if self.family.plans_memory and (active is None or active.forward_chunking != plan.forward_chunking):
+            set_forward_chunking(self.family.denoiser(pipe), plan.forward_chunking)
         if active is None or (active.offload if self.device != "cpu" else "none") != offload:
             if active is not None and active.offload != "none":
                 pipe.remove_all_hooks()
@@ -144,8 +141,10 @@ class Engine:
         chunk = spec.decode_chunk_size or conf.decode_chunk_size
         given = memory.MemoryPlan(min(chunk or frames, frames), conf.forward_chunking, conf.offload)
         budget = conf.max_memory
-        if conf.memory == "none" or (budget is None and self.device == "cpu"):
-            why = "--memory none" if conf.memory == "none" else "CPU with no --max-memory: nothing to plan for"
+        if conf.memory == "none" or (budget is None and self.device == "cpu") or not self.family.plans_memory:
+            why = ("--memory none" if conf.memory == "none" else
+                   f"the memory planner does not count {self.family.label} models yet" if not self.family.plans_memory
+                   else "CPU with no --max-memory: nothing to plan for")
             return given, {"mode": conf.memory, "plan": given.to_dict(), "label": given.label(), "planned": False, "why": why}
         budget = memory.device_budget(self.device) if budget is None else budget
         if budget is None:  # e.g. MPS: no reliable free-memory figure
@@ -214,7 +213,8 @@ class Engine:
         with self._lock:
             t0 = time.perf_counter()
             # 1-3. Load and check the image(s), resolve the spec, fit the image(s) to the target size
-            prepared, spec, input_info, ends = prepare_inputs(self.entry, image, spec, end_image, source, end_source)
+            prepared, spec, input_info, ends = prepare_inputs(self.entry, image, spec, end_image, source, end_source,
+                                                              family=self.family)
             if ends:
                 from .keyframes import loop_ends
 
@@ -292,8 +292,8 @@ class Engine:
         t = time.perf_counter()
         decode_span = (lo + (hi - lo) * denoise_share, hi)
         video, plan = retry("decoding", plan, lambda p: self.decode(
-            latents, spec.num_frames, p.decode_chunk_size, report, cancel, decode_span))
-        run.decode_chunk_size = plan.decode_chunk_size
+            latents, spec, p.decode_chunk_size, report, cancel, decode_span))
+        run.decode_chunk_size = plan.decode_chunk_size if self.family.takes("decode_chunk_size") else None
         run.timings["decode"] = round(time.perf_counter() - t, 4)
         if run.fallbacks:
             run.memory["final_plan"] = plan.to_dict()
@@ -323,36 +323,18 @@ class Engine:
 
         generator = torch.Generator("cpu").manual_seed(spec.seed)
         report(Progress("encode", 0, steps, lo, "encoding the image"))
-        cache = deepcache_for(spec, pipe.unet)
+        cache = deepcache_for(spec, self.family.denoiser(pipe))
         t = time.perf_counter()
-        encoder = _ForwardTimer(pipe.image_encoder)  # the image encoding's seconds, for the timings
+        encoder = _ForwardTimer(self.family.encoder_module(pipe))  # the image encoding's seconds, for the timings
         try:
             with torch.inference_mode():
                 if cache is not None:
                     cache.attach()
                 last[0] = time.perf_counter()
+                latents = self.family.run(pipe, image, spec, generator=generator, on_step_end=on_step_end,
+                                          end_image=end_image, cache=cache)
                 if end_image is not None:
-                    from . import keyframes
-
-                    latents = keyframes.denoise(pipe, image, end_image, spec, generator, on_step_end=on_step_end,
-                                                cache=cache)
-                    run.keyframes = keyframes.describe(spec)
-                else:
-                    latents = pipe(
-                        image,
-                        height=spec.height,
-                        width=spec.width,
-                        num_frames=spec.num_frames,
-                        num_inference_steps=steps,
-                        min_guidance_scale=spec.min_guidance_scale,
-                        max_guidance_scale=spec.max_guidance_scale,
-                        fps=spec.effective_conditioning_fps,
-                        motion_bucket_id=spec.motion_bucket_id,
-                        noise_aug_strength=spec.noise_aug_strength,
-                        generator=generator,
-                        output_type="latent",
-                        callback_on_step_end=on_step_end,
-                    ).frames
+                    run.keyframes = self.family.describe_run(spec, end_image)
         finally:
             if cache is not None:
                 cache.detach()
@@ -367,34 +349,10 @@ class Engine:
                 run.timings["compile"] = compiled
         return latents
 
-    def decode(self, latents, num_frames: int, chunk: int, report: ProgressFn, cancel: CancelFn,
+    def decode(self, latents, spec: GenerationSpec, chunk: int, report: ProgressFn, cancel: CancelFn,
                span: tuple[float, float]) -> np.ndarray:
-        """diffusers' decode_latents, chunk by chunk with progress and cancel; then to uint8.
-
-        Not `pipe.decode_latents`: that decodes every chunk in one call, with no place between chunks to
-        report progress or stop; the operations here are its own, so the frames are the same bytes."""
-        import torch
-
-        from .shapes import decode_kwargs
-
-        pipe = self.pipe
-        vae = pipe.vae
-        latents = latents.to(vae.dtype).flatten(0, 1)
-        latents = 1 / vae.config.scaling_factor * latents
-        n = latents.shape[0]
-        out = []
-        with torch.inference_mode():
-            for i in range(0, n, chunk):
-                if cancel():
-                    raise Cancelled()
-                part = latents[i : i + chunk]
-                out.append(vae.decode(part, **decode_kwargs(vae, part.shape[0])).sample)
-                done = min(n, i + chunk)
-                report(Progress("decode", done, n, span[0] + (span[1] - span[0]) * done / n, f"decoded {done}/{n} frames"))
-            frames = torch.cat(out, dim=0)
-            frames = frames.reshape(-1, num_frames, *frames.shape[1:]).permute(0, 2, 1, 3, 4).float()
-            video = pipe.video_processor.postprocess_video(video=frames, output_type="np")[0]
-        return np.clip(np.round(np.asarray(video) * 255.0), 0, 255).astype(np.uint8)
+        """Latents -> uint8 frames (T, H, W, 3), the family's way, with progress and cancel."""
+        return self.family.decode(self.pipe, latents, spec, chunk, report, cancel, span)
 
 
 class _ForwardTimer:
@@ -403,7 +361,8 @@ class _ForwardTimer:
     def __init__(self, module):
         self.seconds = 0.0
         self._start = 0.0
-        self._hooks = [module.register_forward_pre_hook(self._before), module.register_forward_hook(self._after)]
+        self._hooks = [] if module is None else [module.register_forward_pre_hook(self._before),
+                                                 module.register_forward_hook(self._after)]
 
     def _before(self, *_):
         self._start = time.perf_counter()
@@ -426,7 +385,7 @@ def resolve_spec(entry, spec: Optional[GenerationSpec], image_size=None) -> Gene
 
 
 def prepare_inputs(entry, image, spec: Optional[GenerationSpec], end_image=None, source: Optional[str] = None,
-                   end_source=None) -> tuple[Any, GenerationSpec, dict, list]:
+                   end_source=None, family=None) -> tuple[Any, GenerationSpec, dict, list]:
     """Steps 1-3 of a run, for `Engine.generate` and batch's loader thread (no engine lock needed):
     open and check the image (and the end image or keyframes), resolve the spec for `entry`, fit the
     images to its size -> (prepared image, resolved spec, what the sidecar's "input" records,
@@ -442,8 +401,9 @@ def prepare_inputs(entry, image, spec: Optional[GenerationSpec], end_image=None,
         ends, end_info = load_end_images(end_image, end_source)
         input_info["end_image" if len(ends) == 1 else "keyframes"] = end_info
 
-    # 2. Resolve the spec: model defaults, size from the aspect, a seed
+    # 2. Resolve the spec: model defaults, size from the aspect, a seed; refuse what the model's family cannot honour
     spec = resolve_spec(entry, spec, pil.size)
+    (family or family_for(entry)).check(spec, entry, end_image=bool(ends))
 
     # 3. Fit the image(s) to the target size
     prepared = images.prepare(pil, spec.width, spec.height, spec.resize)

@@ -34,7 +34,7 @@ log = logging.getLogger("stillmotion.engine")
 
 
 def apply_exact(pipe, device: str, dtype, attention: str = "sdpa") -> dict:
-    """Lossless settings for `pipe` on `device`; returns what was applied (for the sidecar)."""
+    """Lossless settings for an SVD `pipe` on `device`; returns what was applied (for the sidecar)."""
     import torch
 
     applied: dict = {"attention": set_attention(pipe.unet, attention)}
@@ -42,16 +42,23 @@ def apply_exact(pipe, device: str, dtype, attention: str = "sdpa") -> dict:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
         applied["channels_last"] = True
-        torch.backends.cudnn.benchmark = True
-        applied["cudnn_benchmark"] = True
-        major, _ = torch.cuda.get_device_capability(torch.device(device))
-        if major >= 8 and dtype != torch.float32:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-            applied["tf32"] = True
-        else:
-            applied["tf32"] = False
-    return applied
+    return applied | cuda_settings(device, dtype)
+
+
+def cuda_settings(device: str, dtype) -> dict:
+    """The lossless CUDA backend settings every family gets (cuDNN autotuning; TF32 matmuls under half precision
+    on Ampere and newer); {} elsewhere."""
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return {}
+    torch.backends.cudnn.benchmark = True
+    major, _ = torch.cuda.get_device_capability(torch.device(device))
+    tf32 = major >= 8 and dtype != torch.float32
+    if tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return {"cudnn_benchmark": True, "tf32": tf32}
 
 
 def set_attention(unet, kind: str = "sdpa") -> str:

@@ -23,17 +23,38 @@ Source = Literal["registry", "builtin", "single-file", "local", "hub"]
 
 @dataclass(frozen=True)
 class ModelDefaults:
+    """A model's defaults for the spec fields (spec.DEFAULTED). The field defaults are SVD-XT's; a field another
+    family does not take is None in its entries (see WAN_DEFAULTS)."""
+
     num_frames: int = 25
     num_inference_steps: int = 25
     fps: int = 7
-    motion_bucket_id: int = 127
-    noise_aug_strength: float = 0.02
-    min_guidance_scale: float = 1.0
-    max_guidance_scale: float = 3.0
+    motion_bucket_id: int | None = 127
+    noise_aug_strength: float | None = 0.02
+    min_guidance_scale: float | None = 1.0
+    max_guidance_scale: float | None = 3.0
+    negative_prompt: str | None = None
+    guidance_scale: float | None = None
     # (width, height) for auto sizing by aspect
     landscape: tuple[int, int] = (1024, 576)
     portrait: tuple[int, int] = (576, 1024)
     square: tuple[int, int] = (768, 768)
+    size_multiple: int | None = None  # None: the family's (families/*.size_multiple)
+    end_image: bool = True  # the model can end on an image (--end-image), where its family can
+
+
+# The negative prompt the Wan model cards and diffusers' Wan examples use (the Wan authors' own, in Chinese).
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，"
+    "多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+
+
+def wan_defaults(**values) -> ModelDefaults:
+    """Defaults for a Wan entry: no SVD knobs, the model cards' negative prompt."""
+    base = dict(motion_bucket_id=None, noise_aug_strength=None, min_guidance_scale=None, max_guidance_scale=None,
+                negative_prompt=WAN_NEGATIVE_PROMPT, guidance_scale=5.0)
+    return ModelDefaults(**{**base, **values})
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,7 @@ class ModelEntry:
     variant: str | None = "fp16"
     gated: bool = False
     source: Source = "registry"
+    family: str = "svd"  # families/: which family runs it (a folder's model_index.json says it for itself)
     description: str = ""
     approx_size_gb: float = 0.0
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
@@ -92,6 +114,46 @@ REGISTRY: dict[str, ModelEntry] = {
         description="RIFE v4.26 frame interpolation weights, for --interpolate-backend rife (not a video model)",
         approx_size_gb=0.023,
     ),
+    "wan2.1-i2v-480p": ModelEntry(
+        name="wan2.1-i2v-480p",
+        repo_id="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+        variant=None,
+        family="wan",
+        description="Wan 2.1 image-to-video 14B, 480p (CLIP image encoder; 81 frames at 16 fps)",
+        approx_size_gb=82.0,
+        defaults=wan_defaults(num_frames=81, num_inference_steps=40, fps=16, landscape=(832, 480),
+                              portrait=(480, 832), square=(624, 624), end_image=False),
+    ),
+    "wan2.1-i2v-720p": ModelEntry(
+        name="wan2.1-i2v-720p",
+        repo_id="Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",
+        variant=None,
+        family="wan",
+        description="Wan 2.1 image-to-video 14B, 720p (CLIP image encoder; 81 frames at 16 fps)",
+        approx_size_gb=82.0,
+        defaults=wan_defaults(num_frames=81, num_inference_steps=40, fps=16, landscape=(1280, 720),
+                              portrait=(720, 1280), square=(960, 960), end_image=False),
+    ),
+    "wan2.2-i2v-a14b": ModelEntry(
+        name="wan2.2-i2v-a14b",
+        repo_id="Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+        variant=None,
+        family="wan",
+        description="Wan 2.2 image-to-video A14B: two 14B experts (high and low noise, boundary 0.900), 81 frames at 16 fps",
+        approx_size_gb=126.0,
+        defaults=wan_defaults(num_frames=81, num_inference_steps=40, fps=16, guidance_scale=3.5,
+                              landscape=(1280, 720), portrait=(720, 1280), square=(960, 960)),
+    ),
+    "wan2.2-ti2v-5b": ModelEntry(
+        name="wan2.2-ti2v-5b",
+        repo_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        variant=None,
+        family="wan",
+        description="Wan 2.2 text/image-to-video 5B (48-channel VAE), 121 frames at 24 fps, 1280x704",
+        approx_size_gb=34.0,
+        defaults=wan_defaults(num_frames=121, num_inference_steps=50, fps=24, landscape=(1280, 704),
+                              portrait=(704, 1280), square=(960, 960), size_multiple=32, end_image=False),
+    ),
     "tiny": ModelEntry(
         name="tiny",
         repo_id=None,
@@ -106,6 +168,17 @@ REGISTRY: dict[str, ModelEntry] = {
             portrait=(64, 128),
             square=(64, 64),
         ),
+    ),
+    "tiny-wan": ModelEntry(
+        name="tiny-wan",
+        repo_id=None,
+        variant=None,
+        source="builtin",
+        family="wan",
+        description="built-in smoke-test model: Wan 2.2 I2V A14B's architecture (two experts) at toy width, random weights (output is noise)",
+        approx_size_gb=0.001,
+        defaults=wan_defaults(num_frames=9, num_inference_steps=4, fps=8, landscape=(96, 64), portrait=(64, 96),
+                              square=(64, 64)),
     ),
     "demo": ModelEntry(
         name="demo",

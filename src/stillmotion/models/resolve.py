@@ -22,7 +22,7 @@ from .lora import lora_record
 from .paths import DEMO_FOLDER, cache_root
 from .registry import REGISTRY, ModelDefaults, ModelEntry, get_entry
 from .single_file import FileInfo, convert, inspect_file, looks_like_single_file, refuse_pickle
-from .tiny import ensure_tiny
+from .tiny import BUILT_ON_USE, ensure_tiny
 
 
 def entry_for(name_or_path: str) -> ModelEntry:
@@ -58,10 +58,10 @@ def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) 
             f"(svd, svd-xt, ...) and use {entry.name} with --interpolate 2 --interpolate-backend {entry.name}."
         )
     if entry.source == "builtin":
-        if entry.name == "tiny":
-            path = ensure_tiny()
+        if entry.name in BUILT_ON_USE:
+            path = ensure_tiny(entry.name)
             if not folder_manifest_path(path).is_file():  # built before manifests existed
-                write_folder_manifest(path, name="tiny")
+                write_folder_manifest(path, name=entry.name)
             return LocalModel(entry=entry, path=path, source="builtin")
         if entry.name == "demo" and (DEMO_FOLDER / "model_index.json").is_file():
             return LocalModel(entry=entry, path=DEMO_FOLDER, source="builtin")

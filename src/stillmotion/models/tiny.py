@@ -69,32 +69,43 @@ def build_tiny_pipeline(seed: int = 0):
     return StableVideoDiffusionPipeline(**tiny_components(seed))
 
 
-def save_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
-    """Save the tiny model as a diffusers folder (safetensors) with its stillmotion defaults and manifest."""
+TINY_WAN_VARIANT = "wan2.2-a14b"  # the built-in tiny-wan: two experts, takes a last image
+
+
+def save_tiny(folder: str | os.PathLike, seed: int = 0, name: str = "tiny") -> Path:
+    """Save a built-in tiny model (`tiny`: SVD; `tiny-wan`: Wan, models/tiny_wan.py) as a diffusers folder
+    (safetensors) with its stillmotion defaults and manifest."""
     folder = Path(folder)
-    pipe = build_tiny_pipeline(seed)
-    pipe.save_pretrained(folder, safe_serialization=True)
-    write_folder_info(folder, REGISTRY["tiny"].defaults)
+    if name == "tiny":
+        build_tiny_pipeline(seed).save_pretrained(folder, safe_serialization=True)
+    else:
+        from .tiny_wan import build_tiny_wan
+
+        build_tiny_wan(folder, TINY_WAN_VARIANT, seed)
+    write_folder_info(folder, REGISTRY[name].defaults)
     # sha256 + size of each weight file, for `stillmotion models verify`
-    write_folder_manifest(folder, name="tiny")
+    write_folder_manifest(folder, name=name)
     return folder
 
 
-def tiny_folder() -> Path:
-    """Where the saved tiny model lives in the stillmotion cache."""
-    return cache_root() / f"tiny-v{TINY_VERSION}"
+BUILT_ON_USE = ("tiny", "tiny-wan")
 
 
-def ensure_tiny() -> Path:
-    """The saved tiny model's folder, building it the first time (atomic: temp folder + rename)."""
-    target = tiny_folder()
+def tiny_folder(name: str = "tiny") -> Path:
+    """Where a saved built-in tiny model lives in the stillmotion cache."""
+    return cache_root() / f"{name}-v{TINY_VERSION}"
+
+
+def ensure_tiny(name: str = "tiny") -> Path:
+    """A saved built-in tiny model's folder, building it the first time (atomic: temp folder + rename)."""
+    target = tiny_folder(name)
     if (target / "model_index.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # not util.atomic_path: that replaces a folder already there, and a process that lost the race must keep it
     tmp = temp_name(target)
     try:
-        save_tiny(tmp)
+        save_tiny(tmp, name=name)
         try:
             os.replace(tmp, target)
         except OSError:  # another process won the race

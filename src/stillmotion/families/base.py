@@ -1,0 +1,143 @@
+"""What one family of image-to-video models declares (the seam the engine runs every model through).
+
+A family says which spec fields it takes (the `x-families` of GenerationSpec's fields: the CLI flags,
+the OpenAPI contract, batch columns and the UI all read that one schema), its frame and size rules,
+how to load its diffusers pipeline, how to run it to latents with progress and cancel, and how to
+decode them. What a family cannot honour is refused by `check()` before any work, naming the setting
+and the rule (InvalidInput: exit 2, HTTP 422); nothing is dropped or rounded in silence.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Optional
+
+import numpy as np
+
+from ..errors import InvalidInput
+from ..spec import GenerationSpec, cli_flag, family_fields
+
+
+class Family:
+    name: ClassVar[str]  # as in registry entries and the spec's x-families
+    label: ClassVar[str]  # for people: "SVD", "Wan"
+    pipeline_class: ClassVar[str]  # the diffusers pipeline (model_index.json's _class_name)
+    speeds: ClassVar[frozenset[str]] = frozenset({"exact"})  # the --speed modes it runs
+    plans_memory: ClassVar[bool] = False  # engine/memory.py counts this family's stages
+    end_image: ClassVar[bool] = False  # --end-image (and --keyframes) can be honoured
+    lora: ClassVar[bool] = False  # --lora / LoRA folders attach to it
+
+    # ------------------------------------------------------------------ defaults
+    def entry_for_folder(self, entry, folder):
+        """The entry to run a resolved model with: a local folder that carries no stillmotion defaults gets this
+        family's (folder_defaults); every other entry is its own."""
+        import dataclasses
+
+        from ..models.folder_info import read_folder_info
+
+        if entry.source != "local" or "defaults" in read_folder_info(folder):
+            return entry
+        return dataclasses.replace(entry, family=self.name, defaults=self.folder_defaults(folder))
+
+    def folder_defaults(self, folder):
+        """registry.ModelDefaults for a diffusers folder with no stillmotion.json."""
+        from ..models.registry import ModelDefaults
+
+        return ModelDefaults()
+
+    # ------------------------------------------------------------------ rules
+    def takes(self, field: str) -> bool:
+        """Whether this family takes a spec field (every family takes a field without `x-families`)."""
+        return self.name in family_fields().get(field, (self.name,))
+
+    def size_multiple(self, entry) -> int:
+        """Width and height must be multiples of this (the entry may say, e.g. Wan 2.2 TI2V-5B's 32)."""
+        return entry.defaults.size_multiple or 64
+
+    def frames_rule(self, n: int) -> Optional[str]:
+        """None when `n` frames can be made; else the rule and the nearest counts that can."""
+        return None
+
+    def check(self, spec: GenerationSpec, entry, *, end_image: bool = False) -> None:
+        """Refuse what this family cannot honour (InvalidInput naming the setting and the rule).
+        Works on a spec before or after resolve(): only the fields that are set are checked."""
+        for field, families in family_fields().items():
+            if getattr(spec, field) is not None and not self.takes(field):
+                takes = " and ".join(sorted(families))
+                raise InvalidInput(f"{cli_flag(GenerationSpec, field)} ({field}) is a setting of {takes} models; "
+                                   f"{entry.name} is a {self.label} model: leave it out.")
+        if spec.speed not in self.speeds:
+            raise InvalidInput(f"--speed {spec.speed} is not built for {self.label} models ({entry.name}) yet: "
+                               f"use --speed {' or '.join(sorted(self.speeds))}.")
+        if end_image and not self.supports_end_image(entry):
+            raise InvalidInput(f"{entry.name} cannot end on an image (--end-image, --keyframes): "
+                               f"{self.end_image_hint(entry)}")
+        m = self.size_multiple(entry)
+        for side in ("width", "height"):
+            v = getattr(spec, side)
+            if v is not None and v % m:
+                lo, hi = v // m * m, (v // m + 1) * m
+                nearest = f"{lo} or {hi}" if lo >= 64 else f"{hi}"
+                raise InvalidInput(f"--{side} {v}: {self.label} sizes are multiples of {m} for {entry.name}: use {nearest}.")
+        if spec.num_frames is not None and (why := self.frames_rule(spec.num_frames)):
+            raise InvalidInput(f"--frames {spec.num_frames}: {why}.")
+
+    def supports_end_image(self, entry) -> bool:
+        return self.end_image
+
+    def end_image_hint(self, entry) -> str:
+        return f"{self.label} models have no end-image conditioning."
+
+    def check_engine(self, config, entry, *, lora: bool = False) -> None:
+        """Refuse the engine settings this family has no implementation of (before loading)."""
+        refused = [(config.attention != "sdpa", "--attention math"), (config.compile, "--compile"),
+                   (config.forward_chunking, "--forward-chunking"), (lora, "a LoRA")]
+        for given, what in refused:
+            if given and not self.engine_setting(what):
+                raise InvalidInput(f"{what} is not built for {self.label} models ({entry.name}) yet: leave it out.")
+
+    def engine_setting(self, what: str) -> bool:
+        """Whether an engine setting named as in check_engine is honoured."""
+        return False
+
+    # ------------------------------------------------------------------ running
+    def denoiser(self, pipe):
+        """The network the steps run (a UNet, a transformer): what speed modes and chunking act on."""
+        return pipe.transformer
+
+    def speed_setup(self, pipe, device: str, dtype, attention: str) -> dict:
+        """Lossless settings for the pipeline on `device`; returns what was applied, for the sidecar."""
+        from ..engine.speed import cuda_settings
+
+        return {"attention": attention} | cuda_settings(device, dtype)
+
+    def load(self, path, variant: Optional[str], dtype) -> Any:
+        """The diffusers pipeline from a folder (raises what from_pretrained raises: the engine converts it)."""
+        raise NotImplementedError
+
+    def run(self, pipe, image, spec: GenerationSpec, *, generator, on_step_end: Callable, end_image=None,
+            cache=None) -> Any:
+        """Denoise to latents (diffusers' own loop; `on_step_end` is its callback_on_step_end)."""
+        raise NotImplementedError
+
+    def decode(self, pipe, latents, spec: GenerationSpec, chunk: int, report: Callable, cancel: Callable,
+               span: tuple[float, float]) -> np.ndarray:
+        """Latents -> uint8 frames (T, H, W, 3), with progress and cancel where the VAE allows."""
+        raise NotImplementedError
+
+    def encoder_module(self, pipe):
+        """The module whose forward time is recorded as `timings.encode` (None: not recorded)."""
+        return None
+
+    def describe_run(self, spec: GenerationSpec, end_image) -> Optional[dict]:
+        """What the sidecar records about an end-image run (None: nothing to add)."""
+        return None
+
+
+def to_uint8(video) -> np.ndarray:
+    """A [0, 1] float video (T, H, W, 3) from diffusers' postprocess_video -> uint8, rounded as every family does."""
+    return np.clip(np.round(np.asarray(video) * 255.0), 0, 255).astype(np.uint8)
+
+
+def pipeline_kwargs(**values) -> dict:
+    """The keyword arguments that are set: a None leaves the pipeline's own default in force."""
+    return {k: v for k, v in values.items() if v is not None}

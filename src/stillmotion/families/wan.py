@@ -1,0 +1,146 @@
+"""Wan 2.1 / 2.2 image-to-video (diffusers' WanImageToVideoPipeline): 2.1 I2V with its CLIP image
+encoder, 2.1 FLF2V (first and last frame), 2.2 I2V A14B (two experts switched at a boundary) and
+2.2 TI2V-5B (48-channel VAE, expand_timesteps).
+
+Rules: 4k+1 frames; sizes in multiples of 16 (32 for TI2V-5B: the VAE's 16x times the 2x patch); the
+pipeline would round both down with a warning, we refuse instead. A prompt and a negative prompt, one
+guidance scale (A14B uses it for both experts unless its folder says otherwise). An end image is the
+pipeline's own `last_image`, honoured by FLF2V and the two-expert A14B; 2.1 I2V fails on it and TI2V
+ignores it, so they refuse it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from .base import Family, pipeline_kwargs, to_uint8
+
+
+class WanFamily(Family):
+    name = "wan"
+    label = "Wan"
+    pipeline_class = "WanImageToVideoPipeline"
+    end_image = True
+
+    def size_multiple(self, entry) -> int:
+        return entry.defaults.size_multiple or _folder_multiple(entry) or 16
+
+    def folder_defaults(self, folder):
+        """A folder runs with the pipeline's own defaults for every knob no flag sets (its __call__'s: 81 frames,
+        50 steps, guidance 5.0, 832x480, no negative prompt); playback at Wan's 16 fps."""
+        import inspect
+
+        from diffusers import WanImageToVideoPipeline
+
+        from ..models.registry import ModelDefaults
+
+        d = {k: p.default for k, p in inspect.signature(WanImageToVideoPipeline.__call__).parameters.items()}
+        w, h = d["width"], d["height"]
+        side = (w * h) ** 0.5 // 16 * 16
+        return ModelDefaults(num_frames=d["num_frames"], num_inference_steps=d["num_inference_steps"], fps=16,
+                             motion_bucket_id=None, noise_aug_strength=None, min_guidance_scale=None,
+                             max_guidance_scale=None, negative_prompt=None, guidance_scale=None,
+                             landscape=(w, h), portrait=(h, w), square=(int(side), int(side)))
+
+    def frames_rule(self, n: int) -> Optional[str]:
+        if (n - 1) % 4 == 0:
+            return None
+        lo, hi = (n - 1) // 4 * 4 + 1, ((n - 1) // 4 + 1) * 4 + 1
+        return f"Wan makes 4k+1 frames: use {lo} or {hi}"
+
+    def supports_end_image(self, entry) -> bool:
+        takes = _folder_takes_last_image(entry)
+        return entry.defaults.end_image if takes is None else takes
+
+    def end_image_hint(self, entry) -> str:
+        return ("of the Wan models only FLF2V (first-last-frame) and Wan 2.2 I2V A14B take a last image; "
+                "Wan 2.1 I2V fails on one and TI2V-5B ignores it.")
+
+    # ------------------------------------------------------------------
+    def load(self, path, variant, dtype):
+        import torch
+        from diffusers import WanImageToVideoPipeline
+
+        pipe = WanImageToVideoPipeline.from_pretrained(path, torch_dtype=dtype, variant=variant, use_safetensors=True)
+        if dtype != torch.float32:  # the model cards' recipe: the VAE and the CLIP image encoder stay in fp32
+            from ..engine.shapes import quiet_diffusers
+
+            with quiet_diffusers():
+                pipe.vae.to(torch.float32)
+                if pipe.image_encoder is not None:
+                    pipe.image_encoder.to(torch.float32)
+        return pipe
+
+    def run(self, pipe, image, spec, *, generator, on_step_end, end_image=None, cache=None):
+        return pipe(
+            image=image,
+            prompt=spec.prompt or "",
+            **pipeline_kwargs(negative_prompt=spec.negative_prompt, guidance_scale=spec.guidance_scale,
+                              last_image=end_image),
+            height=spec.height,
+            width=spec.width,
+            num_frames=spec.num_frames,
+            num_inference_steps=spec.num_inference_steps,
+            generator=generator,
+            output_type="latent",
+            callback_on_step_end=on_step_end,
+        ).frames
+
+    def decode(self, pipe, latents, spec, chunk, report, cancel, span):
+        """The end of WanImageToVideoPipeline.__call__ (un-normalise, decode, postprocess), as one step:
+        the causal Wan VAE decodes the whole clip at once."""
+        import torch
+
+        from ..engine.types import Progress
+
+        vae = pipe.vae
+        with torch.inference_mode():
+            latents = latents.to(vae.dtype)
+            mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(latents.device, latents.dtype)
+            std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(latents.device, latents.dtype)
+            video = vae.decode(latents / std + mean, return_dict=False)[0]
+            video = pipe.video_processor.postprocess_video(video, output_type="np")[0]
+        report(Progress("decode", spec.num_frames, spec.num_frames, span[1], f"decoded {spec.num_frames} frames"))
+        return to_uint8(video)
+
+    def encoder_module(self, pipe):
+        return pipe.image_encoder  # Wan 2.1's CLIP; None on 2.2 (the image goes in through the VAE)
+
+    def describe_run(self, spec, end_image):
+        return {"method": "wan last_image (the pipeline's own first-last-frame conditioning)"}
+
+
+def _folder(entry) -> Optional[Path]:
+    p = Path(entry.name).expanduser()
+    return p if (p / "model_index.json").is_file() else None
+
+
+def _config(folder: Path, component: str) -> dict:
+    try:
+        return json.loads((folder / component / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _folder_multiple(entry) -> Optional[int]:
+    """A local folder's size multiple: the VAE's spatial factor times the transformer's patch."""
+    folder = _folder(entry)
+    if folder is None:
+        return None
+    vae = _config(folder, "vae")
+    factor = vae.get("scale_factor_spatial") or 2 ** len(vae.get("temperal_downsample") or [0, 0, 0])
+    patch = (_config(folder, "transformer") or _config(folder, "transformer_2")).get("patch_size") or [1, 2, 2]
+    return max(16, factor * patch[1])
+
+
+def _folder_takes_last_image(entry) -> Optional[bool]:
+    """Whether a local folder's model takes `last_image` (FLF2V's pos_embed_seq_len, or two experts)."""
+    folder = _folder(entry)
+    if folder is None:
+        return None
+    index = json.loads((folder / "model_index.json").read_text())
+    if (index.get("transformer_2") or [None])[0] is not None:
+        return True
+    return _config(folder, "transformer").get("pos_embed_seq_len") is not None

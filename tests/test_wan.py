@@ -1,0 +1,130 @@
+"""Wan 2.x through stillmotion's one path, against diffusers' stock WanImageToVideoPipeline.
+
+Tiny offline Wan models (models/tiny_wan.py: random weights, a tokenizer made in memory, no download)
+are saved to folders the way users keep real ones; `stillmotion generate --model FOLDER` must give the
+frames the stock pipeline gives for the same prepared image, prompt, size, frames, steps and seed
+(within 2 levels: the video is decoded from H.264 only in other tests; here PNG frames are compared).
+What Wan cannot honour is refused with exit 2 and nothing written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from PIL import Image
+
+ARGS = ["--device", "cpu", "--frames", "5", "--steps", "2", "--seed", "3", "--format", "png"]
+
+
+@pytest.fixture(scope="module")
+def wan_folders(tmp_path_factory):
+    """One saved folder per Wan layout: 2.1 I2V (CLIP image encoder), 2.2 A14B (two experts), 2.2 TI2V-5B."""
+    from stillmotion.models.tiny_wan import build_tiny_wan
+
+    root = tmp_path_factory.mktemp("wan")
+    return {v: build_tiny_wan(root / v, v) for v in ("wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b")}
+
+
+def _frames(folder) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in sorted(folder.glob("*.png"))])
+
+
+def _stock(folder, image, size, prompt, negative, guidance, seed=3, frames=5, steps=2, last_image=None):
+    import torch
+    from diffusers import WanImageToVideoPipeline
+
+    pipe = WanImageToVideoPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    prepared = Image.open(image).convert("RGB").resize(size, Image.LANCZOS) if not isinstance(image, Image.Image) else image
+    kw = {"last_image": last_image} if last_image is not None else {}
+    video = pipe(image=prepared, prompt=prompt, negative_prompt=negative, height=size[1], width=size[0],
+                 num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
+                 generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **kw).frames[0]
+    return np.clip(np.round(video * 255.0), 0, 255).astype(np.uint8)
+
+
+def _square(tmp_path, seed=0, name="in.png") -> Image.Image:
+    """A square input, so that crop/resize to a square size is a plain resize."""
+    arr = np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    img = Image.fromarray(arr)
+    img.save(tmp_path / name)
+    return img
+
+
+@pytest.mark.parametrize("variant", ["wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b"])
+def test_generate_equals_the_stock_pipeline(wan_folders, tmp_path, variant):
+    img = _square(tmp_path)
+    out = tmp_path / "out"
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(wan_folders[variant]), *ARGS,
+                           "--width", "64", "--height", "64", "--prompt", "a boat at sea",
+                           "--negative-prompt", "blurry", "--guidance", "4.0", "-o", str(out))
+    assert code == 0, err
+    ours = _frames(out)
+    stock = _stock(wan_folders[variant], img, (64, 64), "a boat at sea", "blurry", 4.0)
+    assert ours.shape == stock.shape == (5, 64, 64, 3)
+    assert np.abs(ours.astype(int) - stock.astype(int)).max() <= 2
+
+
+def test_a_folder_runs_with_the_pipelines_own_defaults_for_what_no_flag_sets(wan_folders, tmp_path):
+    """No --guidance, no --negative-prompt: the stock pipeline's defaults (guidance 5.0, no negative prompt)."""
+    import json
+
+    img = _square(tmp_path)
+    out = tmp_path / "out"
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(wan_folders["wan2.2-a14b"]), *ARGS,
+                           "--width", "64", "--height", "64", "-o", str(out))
+    assert code == 0, err
+    stock = _stock(wan_folders["wan2.2-a14b"], img, (64, 64), "", None, 5.0)
+    assert np.abs(_frames(out).astype(int) - stock.astype(int)).max() <= 2
+    spec = json.loads((tmp_path / "out.json").read_text())["spec"]
+    assert spec["guidance_scale"] is None and spec["negative_prompt"] is None and spec["motion_bucket_id"] is None
+
+
+def test_end_image_is_the_pipelines_last_image(wan_folders, tmp_path):
+    img = _square(tmp_path)
+    end = _square(tmp_path, seed=1, name="end.png")
+    out = tmp_path / "out"
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--end-image", str(tmp_path / "end.png"),
+                           "--model", str(wan_folders["wan2.2-a14b"]), *ARGS, "--width", "64", "--height", "64",
+                           "--prompt", "a boat", "-o", str(out))
+    assert code == 0, err
+    stock = _stock(wan_folders["wan2.2-a14b"], img, (64, 64), "a boat", None, 5.0, last_image=end)
+    assert np.abs(_frames(out).astype(int) - stock.astype(int)).max() <= 2
+
+
+@pytest.mark.parametrize(("model", "flags", "words"), [
+    ("wan2.2-a14b", ["--motion", "100"], "--motion (motion_bucket_id) is a setting of svd models"),
+    ("wan2.2-a14b", ["--frames", "10"], "Wan makes 4k+1 frames: use 9 or 13"),
+    ("wan2.2-a14b", ["--speed", "fast"], "--speed fast is not built for Wan models"),
+    ("wan2.2-ti2v-5b", ["--width", "80", "--height", "64"], "multiples of 32"),
+    ("wan2.1", ["--end-image", "END"], "cannot end on an image"),
+    ("tiny", ["--prompt", "a boat"], "--prompt (prompt) is a setting of wan models"),
+    ("tiny", ["--width", "80"], "SVD sizes are multiples of 64"),
+])
+def test_what_a_family_cannot_honour_is_refused_with_nothing_written(wan_folders, tmp_path, model, flags, words):
+    _square(tmp_path)
+    _square(tmp_path, seed=1, name="end.png")
+    flags = [str(tmp_path / "end.png") if f == "END" else f for f in flags]
+    target = wan_folders.get(model, model)
+    code, out, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(target), "--device", "cpu",
+                             *flags, "-o", str(tmp_path / "out.mp4"))
+    assert code == 2, err
+    assert words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "out.json").exists()
+
+
+def test_tiny_wan_is_built_in_and_the_sidecar_round_trips(tmp_path):
+    """The built-in tiny-wan (built on use), with a prompt; `--from` its sidecar makes the same frames."""
+    import json
+
+    _square(tmp_path)
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", "tiny-wan", "--device", "cpu",
+                           "--prompt", "waves roll in", "--seed", "5", "--format", "png", "-o", str(tmp_path / "a"))
+    assert code == 0, err
+    record = json.loads((tmp_path / "a.json").read_text())
+    assert record["model"]["name"] == "tiny-wan" and record["spec"]["prompt"] == "waves roll in"
+    assert record["spec"]["num_frames"] == 9 and record["spec"]["negative_prompt"]  # the registry's defaults
+    code, _, err = run_cli("generate", "--from", str(tmp_path / "a.json"), "--device", "cpu", "-o", str(tmp_path / "b"))
+    assert code == 0, err
+    assert np.array_equal(_frames(tmp_path / "a"), _frames(tmp_path / "b"))
