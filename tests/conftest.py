@@ -26,24 +26,10 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_IMAGE = REPO / "examples" / "harbour.jpg"
 
 
-# --- parallel runs (pytest-xdist, --dist loadgroup in pyproject's addopts) ---
-# Tests that share an expensive process run on one xdist worker: the Ray cluster, the session's
-# live server, and each module that starts its own server. Everything else spreads over both workers.
-SERVER_MODULES = {"test_api_contract", "test_client", "test_multimodel"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        if item.get_closest_marker("ray"):
-            group = "ray"
-        elif "live_server" in item.fixturenames:
-            group = "live_server"
-        elif module in SERVER_MODULES:
-            group = module
-        else:
-            continue
-        item.add_marker(pytest.mark.xdist_group(group))
+# --- parallel runs: pytest-xdist, `-n 2 --dist loadfile` in pyproject's addopts ---
+# A test file runs on one worker, so each file's server and the Ray cluster (all Ray tests are in
+# test_ray.py) start once. (Not loadgroup: with pytest 9.2, xdist 3.8 cannot put its group names into
+# the node ids, and groups silently fall apart.)
 
 
 @pytest.fixture(scope="session")

@@ -216,6 +216,17 @@ def test_autoscales_on_queue_and_replaces_a_replica_that_fails_its_health_check(
 # --------------------------------------------------------------------------- Ray Data batch
 
 
+from test_remote_inputs import s3  # noqa: E402,F401 - the fixture: a bucket on the session's moto server
+
+
+def test_ray_batch_over_s3_is_byte_identical_to_plain(s3, ray_cluster, one_torch_thread, tmp_path):  # noqa: F811
+    import test_remote_inputs
+    from ray import serve
+
+    serve.shutdown()  # the Serve tests' model replicas hold both CPUs; the actor pool needs them
+    test_remote_inputs.ray_batch_over_s3_is_byte_identical_to_plain(s3, tmp_path)
+
+
 def _tree(root: Path, n: int) -> Path:
     for k in range(n):
         sub = root / ("nested/deeper" if k % 4 == 0 else "")

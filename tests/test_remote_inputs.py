@@ -50,7 +50,8 @@ def s3(s3_server, tmp_path_factory):
 
     local = tmp_path_factory.mktemp("local") / "images"
     client = boto3.client("s3")
-    client.create_bucket(Bucket="bucket")
+    if "bucket" not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:  # test_ray.py uses it too
+        client.create_bucket(Bucket="bucket")
     for key, data in _tree().items():
         client.put_object(Bucket="bucket", Key=f"images/{key}", Body=data)
         (local / key).parent.mkdir(parents=True, exist_ok=True)
@@ -146,8 +147,8 @@ def test_manifest_rows_may_name_s3_objects(s3, tmp_path):
     assert _stream(tmp_path / "out" / "dog.mp4")[1]["spec"]["fps"] == 5
 
 
-@pytest.mark.ray
-def test_ray_batch_over_s3_is_byte_identical_to_plain(s3, ray_cluster, tmp_path):
+def ray_batch_over_s3_is_byte_identical_to_plain(s3, tmp_path):
+    """Run by tests/test_ray.py, on the file's worker that holds the session's Ray cluster."""
     code, _, err = run_cli("batch", s3.uri, str(tmp_path / "plain"), "--recursive", *FAST)
     assert code == 0, err
     code, _, err = run_cli("batch", s3.uri, str(tmp_path / "ray"), "--recursive", *FAST, "--ray", "--actors", "1")

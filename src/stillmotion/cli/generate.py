@@ -177,9 +177,27 @@ def _from_workflow(prompt: dict, path: str, given: dict, model, image, comfyui_d
         else:
             raise InvalidInput(f"The workflow's LoadImage names {wf.image!r}, not found in ComfyUI's input folder or "
                                "next to the workflow: pass IMAGE.")
+    _check_workflow_family(wf, model)
     for note in wf.notes:
         click.echo(f"note: {note}", err=True)
     return {**wf.fields, **given}, model, image, wf.record(source=str(path))
+
+
+def _check_workflow_family(wf, model) -> None:
+    """What the model's family cannot honour is refused naming the workflow's node and input (before any note)."""
+    from ..families import family_for
+    from ..models.registry import DEFAULT_MODEL
+    from ..models.resolve import entry_for
+    from ..spec import GenerationSpec
+
+    entry = entry_for(model or DEFAULT_MODEL)
+    try:
+        family_for(entry).check(GenerationSpec.build(**wf.fields), entry)
+    except InvalidInput as e:
+        field = getattr(e, "field", None)
+        if field not in wf.origin:
+            raise
+        raise InvalidInput(f"{wf.origin[field]} = {wf.fields[field]!r}: stillmotion cannot honour it ({e.message})") from None
 
 
 def _output_path(image, output, fmt: str) -> Path:

@@ -1,7 +1,8 @@
 """Engine: load a model once, run GenerationSpecs on it.
 
-The denoising loop is diffusers' own StableVideoDiffusionPipeline.__call__
-(so the default path is SVD, frame for frame); stillmotion adds around it:
+The model's family (families/: SVD, Wan) loads its diffusers pipeline and runs
+diffusers' own denoising loop (so the default path gives the stock pipeline's
+frames); stillmotion adds around it:
 device and dtype choice, progress and cancel through the step callback, noise
 from a CPU generator, chunked decoding with progress, out-of-memory handling,
 post-processing and the record that goes into every sidecar.

@@ -180,8 +180,17 @@ PLAN_ENGINE_FIELDS = ("model", "dtype", "offload", "forward_chunking", "max_memo
 
 def workload_shape(config: "EngineConfig") -> ModelShape:
     """The shape a run under `config` is planned on: its model at its dtype (unset: fp16, a GPU's) with its
-    attention kernel."""
-    return model_shape(config.model, config.dtype or "fp16", config.attention)
+    attention kernel. Raises InvalidInput for a model whose family the planner does not count."""
+    from ..errors import InvalidInput
+    from ..families import family_for
+    from ..models.resolve import entry_for
+
+    entry = entry_for(config.model)
+    family = family_for(entry)
+    if not family.plans_memory:
+        raise InvalidInput(f"The memory and time planner does not count {family.label} models yet ({entry.name}): "
+                           f"it plans SVD models; run {entry.name} with --memory none or --offload model.")
+    return model_shape(entry, config.dtype or "fp16", config.attention)
 
 
 @dataclass(frozen=True)

@@ -63,11 +63,11 @@ class Family:
         for field, families in family_fields().items():
             if getattr(spec, field) is not None and not self.takes(field):
                 takes = " and ".join(sorted(families))
-                raise InvalidInput(f"{cli_flag(GenerationSpec, field)} ({field}) is a setting of {takes} models; "
-                                   f"{entry.name} is a {self.label} model: leave it out.")
+                raise refusal(field, f"{cli_flag(GenerationSpec, field)} ({field}) is a setting of {takes} models; "
+                                     f"{entry.name} is a {self.label} model: leave it out.")
         if spec.speed not in self.speeds:
-            raise InvalidInput(f"--speed {spec.speed} is not built for {self.label} models ({entry.name}) yet: "
-                               f"use --speed {' or '.join(sorted(self.speeds))}.")
+            raise refusal("speed", f"--speed {spec.speed} is not built for {self.label} models ({entry.name}) yet: "
+                                   f"use --speed {' or '.join(sorted(self.speeds))}.")
         if end_image and not self.supports_end_image(entry):
             raise InvalidInput(f"{entry.name} cannot end on an image (--end-image, --keyframes): "
                                f"{self.end_image_hint(entry)}")
@@ -77,9 +77,9 @@ class Family:
             if v is not None and v % m:
                 lo, hi = v // m * m, (v // m + 1) * m
                 nearest = f"{lo} or {hi}" if lo >= 64 else f"{hi}"
-                raise InvalidInput(f"--{side} {v}: {self.label} sizes are multiples of {m} for {entry.name}: use {nearest}.")
+                raise refusal(side, f"--{side} {v}: {self.label} sizes are multiples of {m} for {entry.name}: use {nearest}.")
         if spec.num_frames is not None and (why := self.frames_rule(spec.num_frames)):
-            raise InvalidInput(f"--frames {spec.num_frames}: {why}.")
+            raise refusal("num_frames", f"--frames {spec.num_frames}: {why}.")
 
     def supports_end_image(self, entry) -> bool:
         return self.end_image
@@ -131,6 +131,13 @@ class Family:
     def describe_run(self, spec: GenerationSpec, end_image) -> Optional[dict]:
         """What the sidecar records about an end-image run (None: nothing to add)."""
         return None
+
+
+def refusal(field: str, message: str) -> InvalidInput:
+    """The InvalidInput of a refused setting; `.field` names the spec field (a workflow's node is named from it)."""
+    e = InvalidInput(message)
+    e.field = field
+    return e
 
 
 def to_uint8(video) -> np.ndarray:
