@@ -55,9 +55,21 @@ def test_submit_declares_both_bodies_with_every_spec_field(doc):
         assert js["properties"][name] == prop, name  # type, bounds, default and description, as GenerationSpec says
     # a form field has no null: left out (or empty) means the default
     frames = form["properties"]["num_frames"]
-    assert "anyOf" not in frames and (frames["type"], frames["minimum"], frames["maximum"]) == ("integer", 1, 257)  # each family narrows it
-    assert form["properties"]["width"]["multipleOf"] == 64 and form["properties"]["interpolate"]["enum"] == [1, 2, 3, 4, 8]
+    # the schema holds what every family takes; each family narrows it (SVD: at most 64 frames, sizes of 64)
+    assert "anyOf" not in frames and (frames["type"], frames["minimum"], frames["maximum"]) == ("integer", 1, 257)
+    assert form["properties"]["width"]["multipleOf"] == 16 and form["properties"]["interpolate"]["enum"] == [1, 2, 3, 4, 8]
     assert js["properties"]["seed"]["default"] == -1 and js["properties"]["format"]["enum"][0] == "mp4"
+    # the model families that take a field (x-families): a request that gives another family's field is refused
+    for body_props in (form["properties"], js["properties"]):
+        for name in ("prompt", "negative_prompt", "guidance_scale"):
+            assert body_props[name]["x-families"] == ["wan"], name
+        for name in ("motion_bucket_id", "noise_aug_strength", "min_guidance_scale", "max_guidance_scale",
+                     "conditioning_fps", "decode_chunk_size"):
+            assert body_props[name]["x-families"] == ["svd"], name
+        assert "x-families" not in body_props["num_frames"] and "x-families" not in body_props["seed"]
+    prompt = form["properties"]["prompt"]
+    assert (prompt["type"], prompt["maxLength"]) == ("string", 4000) and "anyOf" not in prompt
+    assert js["properties"]["guidance_scale"]["anyOf"][0] == {"type": "number", "minimum": 0.0, "maximum": 30.0}
 
 
 def test_every_route_declares_its_statuses_with_the_error_schema_and_codes(doc, server):

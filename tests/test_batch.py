@@ -274,3 +274,35 @@ def test_out_of_memory_is_retried_with_lower_memory_settings(tmp_path, tiny_engi
     assert calls == [None, 1]
     fallback = read_sidecar(tmp_path / "out" / "big.json")["fallbacks"][-1]
     assert fallback["stage"] == "batch" and fallback["to"] == "decode_chunk_size=1" and "simulated" in fallback["error"]
+
+
+def test_manifest_prompts_on_a_wan_model_and_rows_it_cannot_honour(tmp_path):
+    """A Wan model (the built-in tiny-wan) takes `prompt` and `negative_prompt` columns: each row's prompt is in its
+    sidecar. A row with an SVD knob is refused before any work, with its line, as other invalid rows are."""
+    from stillmotion.video import read_sidecar
+
+    _img(tmp_path / "a.jpg", 1, size=(64, 64))
+    _img(tmp_path / "b.png", 2, size=(64, 64))
+    wan = ["--model", "tiny-wan", "--device", "cpu", "--width", "64", "--height", "64", "--frames", "5", "--steps", "2"]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text('image,prompt,negative_prompt\na.jpg,waves roll in,\nb.png,"a boat, sailing",blurry\n')
+    out = tmp_path / "out"
+    code, _, err = run_cli("batch", str(manifest), str(out), *wan)
+    assert code == 0, err
+    a, b = read_sidecar(out / "a.json"), read_sidecar(out / "b.json")
+    assert a["model"]["name"] == b["model"]["name"] == "tiny-wan"
+    assert a["spec"]["prompt"] == "waves roll in" and a["spec"]["negative_prompt"]  # the model's own
+    assert (b["spec"]["prompt"], b["spec"]["negative_prompt"]) == ("a boat, sailing", "blurry")
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,prompt,motion\na.jpg,waves,\nb.png,a boat,100\n")
+    code, _, err = run_cli("batch", str(bad), str(tmp_path / "out2"), *wan)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "1 invalid row(s), nothing was run: line 3: --motion (motion_bucket_id) is a setting of svd models; " \
+           "tiny-wan is a Wan model" in err
+    assert not (tmp_path / "out2").exists()
+    # a flag for every row: refused by the plan, one line; a prompt on an SVD model likewise
+    code, _, err = run_cli("batch", str(tmp_path), str(tmp_path / "out3"), *wan, "--noise-aug", "0.1")
+    assert code == 2 and "--noise-aug (noise_aug_strength) is a setting of svd models" in err, err
+    with pytest.raises(InvalidInput, match="line 2: --prompt \\(prompt\\) is a setting of wan models"):
+        plan_batch(manifest, tmp_path / "out4", model="tiny")

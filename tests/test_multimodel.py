@@ -1,7 +1,8 @@
-"""Several models and LoRAs on one server (issue 15): `serve --model tiny --model demo --lora wave=FOLDER`.
+"""Several models and LoRAs on one server (issue 15): `serve --model tiny --model demo --model tiny-wan
+--lora wave=FOLDER`, SVD and Wan side by side (issue 21).
 
-One real server on 127.0.0.1 (two built-in models, a LoRA trained here for one step on tiny), jobs at
-64x64 with 4 frames and 2 steps. The queue's model affinity is a unit test on the SQLite store.
+One real server on 127.0.0.1 (three built-in models, a LoRA trained here for one step on tiny), jobs at
+64x64 with 4 frames (Wan: 5) and 2 steps. The queue's model affinity is a unit test on the SQLite store.
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 import io
 import time
 
+import json
+import shutil
+
 import httpx
 import numpy as np
 import pytest
 
-from conftest import ServeProcess
+from conftest import ServeProcess, run_cli
+from test_server_ui import ARGS, CHROMIUM
 
 SMALL = {"width": "64", "height": "64", "num_frames": "4", "num_inference_steps": "2", "seed": "3", "fps": "7"}
 
@@ -34,8 +39,10 @@ def lora_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory, lora_folder):
-    # ServeProcess starts `serve --model tiny ...`: tiny is the default, demo the second model
-    srv = ServeProcess(tmp_path_factory.mktemp("multi"), "--model", "demo", "--lora", f"wave={lora_folder}")
+    # ServeProcess starts `serve --model tiny ...`: tiny is the default, demo the second model, tiny-wan (a Wan
+    # model) the third
+    srv = ServeProcess(tmp_path_factory.mktemp("multi"), "--model", "demo", "--model", "tiny-wan",
+                       "--lora", f"wave={lora_folder}")
     try:
         srv.wait_ready()
         yield srv
@@ -43,10 +50,14 @@ def multi(tmp_path_factory, lora_folder):
         srv.stop()
 
 
-def _run(c: httpx.Client, image_file, **fields) -> dict:
+def _post(c: httpx.Client, image_file, **fields) -> httpx.Response:
     with open(image_file, "rb") as f:
-        r = c.post("/v1/videos", files={"image": ("input.png", f, "image/png")},
-                   data={**SMALL, **{k: str(v) for k, v in fields.items()}})
+        return c.post("/v1/videos", files={"image": ("input.png", f, "image/png")},
+                      data={**SMALL, **{k: str(v) for k, v in fields.items()}})
+
+
+def _run(c: httpx.Client, image_file, **fields) -> dict:
+    r = _post(c, image_file, **fields)
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
     deadline = time.monotonic() + 240
@@ -93,15 +104,66 @@ def test_requests_pick_the_model_and_lora_and_the_server_lists_them(multi, image
     assert "lora" not in _sidecar(c, again)["model"]
 
     # /readyz and /metrics: the models, which are loaded, the swaps (tiny -> demo -> tiny: both stay resident
-    # on a CPU with no --max-memory, so demo's load was the one swap-in)
+    # on a CPU with no --max-memory, so demo's load was the one swap-in; tiny-wan has not run yet)
     ready = c.get("/readyz").json()
-    assert [(m["name"], m["default"]) for m in ready["models"]] == [("tiny", True), ("demo", False)]
-    assert all(m["loaded"] for m in ready["models"]) and ready["loras"] == ["wave"]
+    assert [(m["name"], m["default"], m["loaded"]) for m in ready["models"]] == [
+        ("tiny", True, True), ("demo", False, True), ("tiny-wan", False, False)]
+    assert ready["loras"] == ["wave"]
     assert ready["loaded_model"] == "tiny" and ready["swaps"] == 1 and ready["swap_seconds"] > 0
     metrics = c.get("/metrics").text
     assert 'stillmotion_model_loaded{default="true",model="tiny"} 1.0' in metrics
     assert 'stillmotion_model_loaded{default="false",model="demo"} 1.0' in metrics
+    assert 'stillmotion_model_loaded{default="false",model="tiny-wan"} 0.0' in metrics
     assert "stillmotion_model_swaps_total 1.0" in metrics
+
+
+WAN = {"model": "tiny-wan", "num_frames": 5}  # Wan makes 4k+1 frames
+
+
+def test_wan_beside_svd_a_prompt_runs_and_what_wan_cannot_honour_is_refused(multi, image_file):
+    """A Wan job on the server that runs SVD: its prompt reaches the sidecar; the affinity claim moves between
+    families. SVD's knobs for Wan, a prompt for SVD, a LoRA on Wan: 422 with one line, before a job exists."""
+    c = httpx.Client(base_url=multi.url, timeout=120)
+    wan = _run(c, image_file, **WAN, prompt="waves roll in", negative_prompt="blurry", guidance_scale=4)
+    side = _sidecar(c, wan)
+    assert wan["model"] == "tiny-wan" and side["model"]["name"] == "tiny-wan"
+    assert (side["spec"]["prompt"], side["spec"]["negative_prompt"], side["spec"]["guidance_scale"]) == (
+        "waves roll in", "blurry", 4.0)
+    assert side["spec"]["motion_bucket_id"] is None and _frames(c, wan).shape == (5, 64, 64, 3)
+    assert _run(c, image_file)["model"] == "tiny"  # and back to SVD
+    before = len(c.get("/v1/videos", params={"limit": 100}).json()["data"])
+    for fields, words in (({**WAN, "motion_bucket_id": 100}, "--motion (motion_bucket_id) is a setting of svd "
+                           "models; tiny-wan is a Wan model: leave it out."),
+                          ({"prompt": "a boat"}, "--prompt (prompt) is a setting of wan models; tiny is a"),
+                          ({**WAN, "num_frames": 4}, "Wan makes 4k+1 frames: use 1 or 5"),
+                          ({**WAN, "lora": "wave"}, "lora: LoRAs are not built for Wan models (tiny-wan)")):
+        r = _post(c, image_file, **fields)
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_input" and words in error["message"], error
+        assert "\n" not in error["message"]
+    r = c.post("/v1/videos", json={"image": "aGk=", "model": "tiny-wan", "noise_aug_strength": 0.1})
+    assert r.status_code == 422 and "noise_aug_strength" in r.json()["error"]["message"]  # before the image
+    assert len(c.get("/v1/videos", params={"limit": 100}).json()["data"]) == before
+
+
+def test_generate_server_carries_the_prompt_and_matches_a_local_run(multi, image_file, tmp_path):
+    """`generate --server URL --model tiny-wan --prompt ...`: the server's video and sidecar are a local run's."""
+    flags = ["--model", "tiny-wan", "--prompt", "waves roll in", "--guidance", "3", "--width", "64", "--height",
+             "64", "--frames", "5", "--steps", "2", "--seed", "8"]
+    code, _, err = run_cli("generate", str(image_file), "--server", multi.url, *flags, "-o", str(tmp_path / "w.mp4"))
+    assert code == 0, err
+    code, _, err = run_cli("generate", str(image_file), "--device", "cpu", *flags, "-o", str(tmp_path / "here" / "w.mp4"))
+    assert code == 0, err
+    assert (tmp_path / "w.mp4").read_bytes() == (tmp_path / "here" / "w.mp4").read_bytes()
+    remote, local = (json.loads((d / "w.json").read_text()) for d in (tmp_path, tmp_path / "here"))
+    for k in ("created", "timings"):
+        remote.pop(k), local.pop(k)
+    assert remote == local and remote["spec"]["prompt"] == "waves roll in"
+    code, _, err = run_cli("generate", str(image_file), "--server", multi.url, *flags, "--motion", "90",
+                           "-o", str(tmp_path / "x.mp4"))
+    assert code == 2 and "--motion (motion_bucket_id) is a setting of svd models" in err
+    assert not (tmp_path / "x.mp4").exists()
 
 
 def test_unknown_model_or_lora_is_refused_naming_what_is_served(multi, image_file):
@@ -132,7 +194,7 @@ def test_ui_shows_the_picker_only_when_there_is_a_choice(multi, image_file, tmp_
     assert params[-3:] == ["model", "lora", "lora_scale"]
     _video, _files, info = c.predict(
         handle_file(str(image_file)), 5, False, 7, 4, 2, 127, 0.02, 64, 64, "crop", 1.0, 3.0, 0, "mp4", None,
-        "demo", "none", 1.0, api_name="/generate")
+        "", "", 5.0, "demo", "none", 1.0, api_name="/generate")
     assert "Seed used: 5" in info
     jobs = httpx.get(multi.url + "/v1/videos", params={"source": "ui"}).json()["data"]
     assert jobs[0]["model"] == "demo"
@@ -143,6 +205,49 @@ def test_ui_shows_the_picker_only_when_there_is_a_choice(multi, image_file, tmp_
         config = tc.get("/config").json()
     ids = {comp.get("props", {}).get("elem_id") for comp in config["components"]}
     assert "sm-image" in ids and not ids & {"sm-model", "sm-lora", "sm-lora-scale"}
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian chromium is not installed")
+def test_browser_shows_each_models_own_controls_and_runs_a_prompt_on_wan(multi, image_file):
+    """The page shows a model's controls by its family (the spec's x-families): tiny's motion knobs and no prompt;
+    picking tiny-wan shows the prompt boxes and hides SVD's; a prompt on tiny-wan makes a video."""
+    from playwright.sync_api import sync_playwright
+
+    def shown(elem_id: str) -> bool:
+        return page.locator(f"#{elem_id}").is_visible()
+
+    def pick(model: str) -> None:
+        page.locator("#sm-model input").click()
+        page.get_by_role("option", name=model, exact=True).click()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(multi.url + "/", wait_until="domcontentloaded", timeout=120_000)
+            page.locator("#sm-image input[type=file]").set_input_files(str(image_file), timeout=120_000)
+            page.locator("#sm-motion").wait_for(timeout=60_000)
+            assert shown("sm-noise") and not shown("sm-prompt") and not shown("sm-guidance")  # tiny: SVD
+            pick("tiny-wan")
+            page.locator("#sm-prompt textarea").wait_for(timeout=30_000)
+            assert shown("sm-negative-prompt") and shown("sm-guidance") and not shown("sm-motion")
+            assert not shown("sm-noise") and not shown("sm-lora")  # the LoRA is tiny's: Wan takes none
+            assert "tiny-wan" in page.locator("#sm-about").inner_text()
+            page.locator("#sm-prompt textarea").fill("waves roll in")
+            page.locator("#sm-generate").click()  # tiny-wan's defaults: 64x64 (square), 9 frames, 4 steps
+            page.wait_for_function("() => { const v = document.querySelector('#sm-video video'); "
+                                   "return v && v.getAttribute('src'); }", timeout=240_000)
+            assert "9 frames, 64x64" in page.locator("#sm-info").inner_text()
+            job = httpx.get(multi.url + "/v1/videos", params={"source": "ui", "limit": 1}).json()["data"][0]
+            assert job["model"] == "tiny-wan" and job["status"] == "succeeded"
+            side = httpx.get(f"{multi.url}/v1/videos/{job['id']}/content", params={"variant": "sidecar"}).json()
+            assert side["spec"]["prompt"] == "waves roll in" and side["spec"]["motion_bucket_id"] is None
+            pick("tiny")  # back: SVD's knobs, no prompt
+            page.locator("#sm-motion").wait_for(timeout=30_000)
+            assert not shown("sm-prompt") and shown("sm-lora")
+        finally:
+            browser.close()
 
 
 def test_serve_refuses_a_folder_that_is_not_a_lora(tmp_path):
@@ -207,3 +312,14 @@ def test_the_planner_keeps_a_second_pipeline_only_when_it_fits(tiny_engine):
     # a budget (--max-memory; on a GPU the free memory): both pipelines' weights and a quarter to spare
     assert fits_beside(EngineConfig.build(model="tiny", max_memory=held * 10), resident)
     assert not fits_beside(EngineConfig.build(model="tiny", max_memory=int(held * 1.5)), resident)
+
+
+def test_a_worker_warms_up_a_model_of_any_family(tmp_path):
+    """`serve --model tiny-wan`: the warm-up run takes the fewest frames the family makes (Wan: 5, not SVD's 2)."""
+    from stillmotion.engine.config import EngineConfig
+    from stillmotion.jobs.worker import JobWorker
+
+    worker = JobWorker(tmp_path, "w", EngineConfig.build(model="tiny-wan", device="cpu"))
+    worker.load()
+    assert worker.info["model"] == "tiny-wan" and worker.info["defaults"]["num_frames"] == 9
+    assert worker.info["warmup_seconds"] > 0

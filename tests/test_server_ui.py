@@ -155,3 +155,25 @@ def test_every_numeric_control_takes_the_range_of_its_request_field(tmp_path):
         seen[field] = (props["minimum"], props["maximum"])
     assert set(seen) == set(CONTROLS.values())
     assert seen["motion_bucket_id"] == (1, 1023) and seen["max_guidance_scale"] == (0, 30)  # were 255 and 10
+
+
+def test_controls_show_by_the_models_family_as_the_schema_says(tmp_path):
+    """Each control that sets a spec field shows exactly when the default model's family takes the field (the
+    field's x-families in GenerationSpec's schema): SVD's knobs for tiny, the prompt boxes for tiny-wan."""
+    from fastapi.testclient import TestClient
+    from no_workers import app_without_workers
+
+    from stillmotion.engine.config import EngineConfig
+    from stillmotion.server.ui import FIELD_CONTROLS
+    from stillmotion.spec import family_fields
+
+    takes = family_fields()
+    assert {"prompt", "negative_prompt", "guidance_scale", "motion_bucket_id"} <= set(FIELD_CONTROLS.values())
+    for default, other, family in (("tiny", "tiny-wan", "svd"), ("tiny-wan", "tiny", "wan")):
+        app = app_without_workers(data_dir=tmp_path / default, engine=EngineConfig(model=default), models=(other,))
+        with TestClient(app) as c:
+            components = c.get("/config").json()["components"]
+        props = {p["elem_id"]: p for p in (comp.get("props", {}) for comp in components) if p.get("elem_id")}
+        visible = {field: props[elem_id].get("visible", True) is True for elem_id, field in FIELD_CONTROLS.items()}
+        assert visible == {field: family in takes.get(field, (family,)) for field in FIELD_CONTROLS.values()}, default
+        assert visible["prompt"] == (family == "wan") and visible["motion_bucket_id"] == (family == "svd")

@@ -5,8 +5,9 @@ Besides `image`, a row may give `end_image` (the image the video ends on, read l
 `workflow` (a ComfyUI API workflow: a file relative to the manifest, or in JSONL
 the object itself; its settings fill the row, which the row's own fields and the
 command's flags override) and any spec field, by its spec name (num_frames,
-motion_bucket_id) or its flag name (frames, motion, decode-chunk). Empty cells mean "not overridden". Every
-row is checked before any work starts; each bad row is reported with its line.
+motion_bucket_id, prompt, negative_prompt) or its flag name (frames, motion, decode-chunk, guidance). Empty
+cells mean "not overridden". Every row is checked before any work starts, against the model's family too
+(a Wan model refuses motion_bucket_id, an SVD model a prompt); each bad row is reported with its line.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def read_manifest(path: Path, base: GenerationSpec, model: Optional[str] = None)
 
     rows: list[Row] = []
     base_fields = base.model_dump(exclude_defaults=True)
+    family_check = _family_check(model)
     for line, cells in raw_rows:
         image = cells.pop("image", None)
         output = cells.pop("output", None)
@@ -124,6 +126,11 @@ def read_manifest(path: Path, base: GenerationSpec, model: Optional[str] = None)
             overrides = {**{k: v for k, v in wf_fields.items() if k not in base_fields}, **overrides}
         try:
             checked = GenerationSpec.build(**{**base_fields, **overrides})
+        except InvalidInput as e:
+            errors.append(f"line {line}: {e.message}")
+            continue
+        try:  # what the model's family cannot honour (another family's fields, its frame and size rules)
+            family_check(checked, end_image is not None)
         except InvalidInput as e:
             errors.append(f"line {line}: {e.message}")
             continue
@@ -167,6 +174,18 @@ def read_manifest(path: Path, base: GenerationSpec, model: Optional[str] = None)
     if not rows:
         raise InvalidInput(f"{name} lists no images; add rows with an `image` column.")
     return rows
+
+
+def _family_check(model: Optional[str]):
+    """check(spec, end_image) for the rows: the model's family refuses what it cannot honour (no model: nothing)."""
+    if model is None:
+        return lambda spec, end_image: None
+    from ..families import family_for
+    from ..models.resolve import entry_for
+
+    entry = entry_for(model)
+    family = family_for(entry)
+    return lambda spec, end_image: family.check(spec, entry, end_image=end_image)
 
 
 def _manifest_source(folder: Path, image: str) -> tuple[str, Optional[str]]:

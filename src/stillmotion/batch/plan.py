@@ -122,6 +122,7 @@ def plan_batch(
 ) -> BatchPlan:
     """Inputs -> items with seeds and outputs; raises InvalidInput before any work when something is wrong."""
     from .. import remote
+    from ..families import family_for
     from ..models.resolve import entry_for
 
     remote_uri = str(source).strip() if remote.is_remote(source) else None
@@ -136,7 +137,9 @@ def plan_batch(
     if variants < 1:
         raise InvalidInput(f"--variants must be at least 1, got {variants}.")
     base = GenerationSpec.build(**fields)  # flags checked once, before the rows
-    model_name = entry_for(model).name
+    entry = entry_for(model)
+    model_name = entry.name
+    family_for(entry).check(base, entry)  # and against the model's family (a Wan model takes no --motion)
 
     # 1. Find the inputs
     ignored: list[str] = []

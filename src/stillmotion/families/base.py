@@ -20,6 +20,7 @@ from ..spec import GenerationSpec, cli_flag, family_fields
 class Family:
     name: ClassVar[str]  # as in registry entries and the spec's x-families
     label: ClassVar[str]  # for people: "SVD", "Wan"
+    article: ClassVar[str] = "a"  # "an SVD model"
     pipeline_class: ClassVar[str]  # the diffusers pipeline (model_index.json's _class_name)
     speeds: ClassVar[frozenset[str]] = frozenset({"exact"})  # the --speed modes it runs
     plans_memory: ClassVar[bool] = False  # engine/memory.py counts this family's stages
@@ -64,7 +65,7 @@ class Family:
             if getattr(spec, field) is not None and not self.takes(field):
                 takes = " and ".join(sorted(families))
                 raise refusal(field, f"{cli_flag(GenerationSpec, field)} ({field}) is a setting of {takes} models; "
-                                     f"{entry.name} is a {self.label} model: leave it out.")
+                                     f"{entry.name} is {self.article} {self.label} model: leave it out.")
         if spec.speed not in self.speeds:
             raise refusal("speed", f"--speed {spec.speed} is not built for {self.label} models ({entry.name}) yet: "
                                    f"use --speed {' or '.join(sorted(self.speeds))}.")

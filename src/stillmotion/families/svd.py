@@ -19,6 +19,7 @@ from .base import Family, to_uint8
 class SVDFamily(Family):
     name = "svd"
     label = "SVD"
+    article = "an"
     pipeline_class = "StableVideoDiffusionPipeline"
     speeds = frozenset({"exact", "fast"})
     plans_memory = True

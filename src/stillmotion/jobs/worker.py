@@ -183,10 +183,12 @@ class JobWorker:
             detach_adapters(unet)
 
     def _warmup(self) -> None:
-        """One throw-away generation at the smallest size, so the first job is not slow."""
+        """One throw-away generation at the smallest size and the fewest frames its family makes (SVD 2, Wan 5),
+        so the first job is not slow."""
         from PIL import Image
 
-        spec = GenerationSpec(width=64, height=64, num_frames=2, num_inference_steps=1, seed=0)
+        frames = next(n for n in range(2, 258) if self.engine.family.frames_rule(n) is None)
+        spec = GenerationSpec(width=64, height=64, num_frames=frames, num_inference_steps=1, seed=0)
         self.engine.generate(Image.new("RGB", (64, 64), (128, 128, 128)), spec)
 
     def run(self) -> None:

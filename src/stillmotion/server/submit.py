@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from .. import images, sources
 from ..errors import BadRequest, ImageTooLarge, InvalidImage, InvalidInput, QueueFull, ServiceUnavailable
+from ..families import family_for
 from ..jobs.store import new_job_id
 from ..jobs.types import Job
 from ..jobs.layout import END_IMAGE, INPUT, job_dir, write_record
@@ -205,7 +206,9 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
         raise InvalidInput(f"model: this server runs {', '.join(map(repr, served))}, got {sub.model!r}; "
                            f"leave model out for {model!r} or name one of them.")
     model = sub.model or model
-    lora = _check_lora(settings, sub, model)
+    entry = svc.entry(model)
+    family = family_for(entry)
+    lora = _check_lora(settings, sub, model, family)
     fields = sub.fields
     if "workflow" in fields:  # a ComfyUI API workflow: its settings, with the explicit fields over them
         from ..comfy import apply_workflow
@@ -213,6 +216,8 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
         fields = apply_workflow(fields, model)
     batch = _object_input(fields, "batch")
     spec = GenerationSpec.build(**fields)
+    # what the model's family cannot honour (another family's fields, its frame and size rules), in one line
+    family.check(spec, entry, end_image=sub.end_image is not None or sub.end_image_url is not None)
     if sub.output_name is not None:
         _check_output_name(sub.output_name, spec.format)
     if sub.webhook and not sub.webhook.lower().startswith(("http://", "https://")):
@@ -230,7 +235,7 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
     if sub.end_image is not None or sub.end_image_url is not None:
         end, _, _ = _read_image(sub.end_image, sub.end_image_url, None, limit, public_only, "end image")
     # 3. Resolve the spec now, so the job shows its seed and sizes from the start
-    resolved = spec.resolve(svc.entry(model), pil.size)
+    resolved = spec.resolve(entry, pil.size)
     if end is not None:
         from ..engine.keyframes import check_spec
 
@@ -283,12 +288,15 @@ def _read_image(blob: Optional[bytes], url: Optional[str], filename: Optional[st
     return data, where, images.load_image(data, max_bytes=limit)
 
 
-def _check_lora(settings, sub: Submission, model: str) -> Optional[dict]:
-    """The job's LoRA and scale ({"lora", "lora_scale"}), or None; an unknown one is refused naming the served."""
+def _check_lora(settings, sub: Submission, model: str, family) -> Optional[dict]:
+    """The job's LoRA and scale ({"lora", "lora_scale"}), or None; an unknown one is refused naming the served,
+    and any one on a model whose family takes no LoRA."""
     if sub.lora is None:
         if sub.lora_scale is not None:
             raise InvalidInput("lora_scale: give it with lora (a served LoRA adapter).")
         return None
+    if not family.lora:
+        raise InvalidInput(f"lora: LoRAs are not built for {family.label} models ({model}) yet; leave lora out.")
     served = settings.loras
     if sub.lora not in served:
         have = ", ".join(map(repr, served)) if served else "none (start it with --lora NAME=FOLDER)"

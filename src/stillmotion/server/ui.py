@@ -7,9 +7,18 @@ the store. The gallery lists recent jobs from the queue, API jobs included.
 The function behind Generate is also the UI's API endpoint `/generate`
 (gradio_client: `client.predict(..., api_name="/generate")`). A server with a
 choice (several models, or LoRAs) shows a model and LoRA picker; its three
-inputs (model, lora, lora_scale) come last, after end_image, so calls made
-without them still work. Every numeric control takes the range its request
-field takes (CONTROLS: read from GenerationSpec's schema and submit.INPUTS).
+inputs (model, lora, lora_scale) come last, after end_image and the prompt
+fields (prompt, negative_prompt, guidance_scale), so calls made without them
+still work. Every numeric control takes the range its request field takes
+(CONTROLS: read from GenerationSpec's schema and submit.INPUTS).
+
+Which controls show follows the schema too, never a family's name: each
+control sets one spec field (FIELD_CONTROLS), and it shows only when the
+selected model's family takes that field (families.Family.takes: the field's
+`x-families`), so SVD's motion knobs show for SVD models and the prompt boxes
+for Wan models; switching the model picker shows the new model's controls and
+its defaults. The end image shows where the model can end on an image, the LoRA
+picker where its family takes LoRAs. What a hidden control holds is not sent.
 """
 
 from __future__ import annotations
@@ -23,9 +32,11 @@ from typing import Optional
 import gradio as gr
 
 from ..errors import Conflict, NotFound, StillmotionError
+from ..families import family_for
 from ..jobs.store import TERMINAL
 from ..jobs.types import Job
 from ..jobs.layout import job_dir
+from ..spec import DEFAULTED, SPEC_FIELDS
 from .submit import INPUTS, Submission, submit
 from .views import iso
 
@@ -39,8 +50,12 @@ CONTROLS = {
     "sm-seed": "seed", "sm-fps": "fps", "sm-frames": "num_frames", "sm-steps": "num_inference_steps",
     "sm-motion": "motion_bucket_id", "sm-noise": "noise_aug_strength", "sm-width": "width", "sm-height": "height",
     "sm-min-cfg": "min_guidance_scale", "sm-max-cfg": "max_guidance_scale", "sm-decode-chunk": "decode_chunk_size",
-    "sm-lora-scale": "lora_scale",
+    "sm-guidance": "guidance_scale", "sm-lora-scale": "lora_scale",
 }
+# The text controls and the spec field each sets (its length limit is the field's).
+TEXT_CONTROLS = {"sm-prompt": "prompt", "sm-negative-prompt": "negative_prompt"}
+# Every control that sets a spec field: it shows only for models whose family takes the field.
+FIELD_CONTROLS = {e: f for e, f in {**CONTROLS, **TEXT_CONTROLS}.items() if f in SPEC_FIELDS}
 UNSET = 0  # width, height and decode chunk at 0: the field left out (from the image; all frames at once)
 
 
@@ -52,7 +67,8 @@ class UI:
 
     # ------------------------------------------------------------------ generate / cancel
     def generate(self, image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
-                 min_cfg, max_cfg, decode_chunk, fmt, end_image=None, model=None, lora=None, lora_scale=None,
+                 min_cfg, max_cfg, decode_chunk, fmt, end_image=None, prompt=None, negative_prompt=None,
+                 guidance=None, model=None, lora=None, lora_scale=None,
                  request: gr.Request = None, progress=gr.Progress()):
         if not image:
             raise gr.Error("Upload an image first.")
@@ -62,8 +78,18 @@ class UI:
             "motion_bucket_id": _int(motion), "noise_aug_strength": noise, "resize": resize or "crop",
             "min_guidance_scale": min_cfg, "max_guidance_scale": max_cfg, "format": fmt or "mp4",
             "width": _int(width) or None, "height": _int(height) or None, "decode_chunk_size": _int(decode_chunk) or None,
+            "prompt": _text(prompt), "negative_prompt": _text(negative_prompt), "guidance_scale": guidance,
         }
-        fields = {k: v for k, v in fields.items() if v is not None}
+        try:
+            entry, family = self.model_of(model)
+        except StillmotionError as e:
+            raise gr.Error(e.message) from None
+        # a control the model's family does not take is hidden: what it holds is not part of the request
+        fields = {k: v for k, v in fields.items() if v is not None and family.takes(k)}
+        if not family.supports_end_image(entry):
+            end_image = None
+        if not family.lora:
+            lora = None
         try:
             data = Path(image).read_bytes()
             end = dict(end_image=Path(end_image).read_bytes(), end_filename=Path(end_image).name) if end_image else {}
@@ -83,6 +109,11 @@ class UI:
             with self._lock:
                 self.active.pop(session, None)
         return self._result(job)
+
+    def model_of(self, name: Optional[str] = None):
+        """(entry, family) of a served model (None: the default)."""
+        entry = self.svc.entry(name or self.svc.settings.engine.model)
+        return entry, family_for(entry)
 
     def _follow(self, job_id: str, progress) -> Job:
         store = self.svc.store
@@ -137,7 +168,7 @@ class UI:
         return f"Canceling job `{job_id}` ..."
 
     # ------------------------------------------------------------------ preview and gallery
-    def preview(self, image, width, height, resize):
+    def preview(self, image, width, height, resize, model=None):
         """The source with the part the model will see outlined (crop), or the padded/stretched frame."""
         if not image:
             return None, ""
@@ -150,7 +181,8 @@ class UI:
             pil = images.load_image(image)
         except StillmotionError as e:
             return None, e.message
-        w, h = auto_size(self.svc.model_entry.defaults, pil.size, _int(width) or None, _int(height) or None)
+        d = self.model_of(model)[0].defaults
+        w, h = auto_size(d, pil.size, _int(width) or None, _int(height) or None, d.size_multiple or 64)
         resize = resize or "crop"
         if resize != "crop":
             shown = images.prepare(pil, w, h, resize)
@@ -197,11 +229,11 @@ def _slider(elem_id: str, value, label: str, step: float, **kw) -> gr.Slider:
     return gr.Slider(b["minimum"], b["maximum"], value=value, step=step, label=label, elem_id=elem_id, **kw)
 
 
-def _number(elem_id: str, value, label: str, unset: bool = False) -> gr.Number:
+def _number(elem_id: str, value, label: str, unset: bool = False, **kw) -> gr.Number:
     """A whole-number box with its field's range; `unset`: UNSET (below the range) also goes, meaning "left out"."""
     b = field_bounds(CONTROLS[elem_id])
     return gr.Number(label=label, value=value, precision=0, minimum=UNSET if unset else b["minimum"],
-                     maximum=b["maximum"], step=b.get("multipleOf", 1), elem_id=elem_id)
+                     maximum=b["maximum"], step=b.get("multipleOf", 1), elem_id=elem_id, **kw)
 
 
 def _int(v) -> Optional[int]:
@@ -210,54 +242,94 @@ def _int(v) -> Optional[int]:
     return int(round(float(v)))
 
 
-def _picker(svc) -> list:
+def _text(v) -> Optional[str]:
+    """A text box's value: empty means the field left out (the model's default)."""
+    v = (v or "").strip()
+    return v or None
+
+
+def _textbox(elem_id: str, label: str, shown: bool, lines: int, placeholder: str) -> gr.Textbox:
+    """A text box with its field's length limit."""
+    return gr.Textbox(label=label, lines=lines, placeholder=placeholder, visible=shown, elem_id=elem_id,
+                      max_length=field_bounds(TEXT_CONTROLS[elem_id]).get("maxLength"))
+
+
+def _picker(svc, lora_shown: bool) -> list:
     """The model and LoRA picker, only when the server has a choice: [model, lora, lora_scale], else []."""
     models, loras = svc.settings.served_models, sorted(svc.settings.loras)
     if len(models) == 1 and not loras:
         return []
     with gr.Row():
         model = gr.Dropdown(models, value=models[0], label="Model", visible=len(models) > 1, elem_id="sm-model")
-        lora = gr.Dropdown([NO_LORA, *loras], value=NO_LORA, label="LoRA", visible=bool(loras), elem_id="sm-lora")
+        lora = gr.Dropdown([NO_LORA, *loras], value=NO_LORA, label="LoRA", visible=bool(loras) and lora_shown,
+                           elem_id="sm-lora")
         scale = _slider("sm-lora-scale", field_bounds("lora_scale")["default"], "LoRA strength", 0.05,
-                        visible=bool(loras))
+                        visible=bool(loras) and lora_shown)
     return [model, lora, scale]
+
+
+def _about(name: str, entry, family, labels: dict) -> str:
+    """The line over the form: the model, its family and the defaults of the controls it shows."""
+    d = entry.defaults
+    shown = [f"{labels[f].split(' (')[0].lower()} {getattr(d, f):g}" for f in DEFAULTED
+             if f in labels and family.takes(f) and isinstance(getattr(d, f), (int, float))]
+    return (f"# stillmotion\nA still image becomes a short video with **{name}** ({family.label} family). "
+            f"Model defaults: {', '.join(shown)}. Jobs here share one queue with the HTTP API (`/v1`).")
 
 
 def build_ui(svc) -> gr.Blocks:
     ui = UI(svc)
-    d = svc.model_entry.defaults
     model = svc.settings.engine.model
+    entry, family = ui.model_of(model)
+    served = [svc.entry(m) for m in svc.settings.served_models]
+
+    def initial(field: str):
+        """A control's first value: the default model's default, else the first served model's that has one."""
+        return next((getattr(e.defaults, field) for e in served if getattr(e.defaults, field) is not None), None)
+
+    def shown(field: str) -> bool:
+        return family.takes(field)
+
+    d = entry.defaults
     with gr.Blocks(title="stillmotion") as demo:
-        gr.Markdown(
-            f"# stillmotion\nA still image becomes a short video with **{model}**. Model defaults: "
-            f"{d.num_frames} frames, {d.num_inference_steps} steps, {d.fps} fps, motion {d.motion_bucket_id}, "
-            f"noise augmentation {d.noise_aug_strength}. Jobs here share one queue with the HTTP API (`/v1`)."
-        )
+        about = gr.Markdown(elem_id="sm-about")
         with gr.Row():
             with gr.Column():
                 image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="sm-image")
                 end_image = gr.Image(label="End image (optional: the video ends on it)", type="filepath",
-                                     sources=["upload", "clipboard"], height=160, elem_id="sm-end-image")
+                                     sources=["upload", "clipboard"], height=160, elem_id="sm-end-image",
+                                     visible=family.supports_end_image(entry))
                 crop = gr.Image(label="What the model will see", interactive=False, height=240, elem_id="sm-crop")
                 crop_note = gr.Markdown(elem_id="sm-crop-note")
+                prompt = _textbox("sm-prompt", "Prompt (what should happen in the video)", shown("prompt"), 2,
+                                  "e.g. waves roll onto the beach, the camera pans right")
+                negative = _textbox("sm-negative-prompt", "Negative prompt (empty: the model's own)",
+                                    shown("negative_prompt"), 1, "what should not happen")
                 with gr.Row():
                     seed = _number("sm-seed", 0, "Seed (-1: random)")
                     random_seed = gr.Checkbox(label="Random seed (the one used is shown)", value=True)
                 fps = _slider("sm-fps", d.fps, "FPS", 1)
                 frames = _slider("sm-frames", d.num_frames, "Frames", 1)
                 steps = _slider("sm-steps", d.num_inference_steps, "Denoising steps", 1)
-                motion = _slider("sm-motion", d.motion_bucket_id, "Motion strength (motion_bucket_id)", 1)
-                noise = _slider("sm-noise", d.noise_aug_strength, "Noise augmentation", 0.01)
-                picker = _picker(svc)
+                motion = _slider("sm-motion", initial("motion_bucket_id"), "Motion strength (motion_bucket_id)", 1,
+                                 visible=shown("motion_bucket_id"))
+                noise = _slider("sm-noise", initial("noise_aug_strength"), "Noise augmentation", 0.01,
+                                visible=shown("noise_aug_strength"))
+                guidance = _slider("sm-guidance", initial("guidance_scale"), "Guidance (prompt strength)", 0.1,
+                                   visible=shown("guidance_scale"))
+                picker = _picker(svc, family.lora)
                 with gr.Accordion("Advanced settings", open=False):
                     with gr.Row():
                         width = _number("sm-width", UNSET, "Width (0: from the image)", unset=True)
                         height = _number("sm-height", UNSET, "Height (0: from the image)", unset=True)
                     resize = gr.Radio(["crop", "pad", "stretch"], value="crop", label="Fit")
                     with gr.Row():
-                        min_cfg = _slider("sm-min-cfg", d.min_guidance_scale, "Min guidance", 0.1)
-                        max_cfg = _slider("sm-max-cfg", d.max_guidance_scale, "Max guidance", 0.1)
-                    decode_chunk = _number("sm-decode-chunk", UNSET, "Decode chunk (0: all frames at once)", unset=True)
+                        min_cfg = _slider("sm-min-cfg", initial("min_guidance_scale"), "Min guidance", 0.1,
+                                          visible=shown("min_guidance_scale"))
+                        max_cfg = _slider("sm-max-cfg", initial("max_guidance_scale"), "Max guidance", 0.1,
+                                          visible=shown("max_guidance_scale"))
+                    decode_chunk = _number("sm-decode-chunk", UNSET, "Decode chunk (0: all frames at once)", unset=True,
+                                           visible=shown("decode_chunk_size"))
                     fmt = gr.Radio(list(PLAYABLE), value="mp4", label="Format")
                 with gr.Row():
                     go = gr.Button("Generate", variant="primary", elem_id="sm-generate")
@@ -273,10 +345,30 @@ def build_ui(svc) -> gr.Blocks:
             refresh = gr.Button("Refresh", size="sm")
 
         inputs = [image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
-                  min_cfg, max_cfg, decode_chunk, fmt, end_image, *picker]
-        for comp in (image, width, height, resize):
-            comp.change(ui.preview, [image, width, height, resize], [crop, crop_note], show_progress="hidden",
-                        api_name=False, concurrency_limit=None)
+                  min_cfg, max_cfg, decode_chunk, fmt, end_image, prompt, negative, guidance, *picker]
+        # every control that sets a spec field, by field: what a model switch shows, hides and resets
+        by_field = {FIELD_CONTROLS[c.elem_id]: c for c in inputs if c.elem_id in FIELD_CONTROLS}
+        labels = {f: c.label for f, c in by_field.items()}
+        about.value = _about(model, entry, family, labels)
+        chosen = picker[:1]  # the model picker, when there is one
+        for comp in (image, width, height, resize, *chosen):
+            comp.change(ui.preview, [image, width, height, resize, *chosen], [crop, crop_note],
+                        show_progress="hidden", api_name=False, concurrency_limit=None)
+        if chosen:
+            switched = [about, end_image, *by_field.values(), *picker[1:]]
+
+            def switch(name):
+                """The chosen model's controls shown (its family's fields), the others hidden; its defaults set."""
+                e, fam = ui.model_of(name)
+                updates = [_about(name, e, fam, labels), gr.update(visible=fam.supports_end_image(e))]
+                for field, comp in by_field.items():
+                    value = getattr(e.defaults, field) if field in DEFAULTED else None
+                    kw = {"value": value} if value is not None and not isinstance(comp, gr.Textbox) else {}
+                    updates.append(gr.update(visible=fam.takes(field), **kw))
+                has_loras = bool(svc.settings.loras) and fam.lora
+                return updates + [gr.update(visible=has_loras), gr.update(visible=has_loras)]
+
+            chosen[0].change(switch, chosen, switched, show_progress="hidden", api_name=False, queue=False)
         go.click(ui.generate, inputs, [video, files, info], api_name="generate", concurrency_limit=None
                  ).then(ui.recent, None, [gallery, table], show_progress="hidden", api_name=False)
         stop.click(ui.cancel, None, [info], api_name="cancel", concurrency_limit=None, queue=False)
