@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -188,11 +189,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
 
-    import diffusers
     import torch
 
     from stillmotion.families import wan
-    from stillmotion.metrics import psnr
 
     if os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -200,6 +199,19 @@ def main(argv=None) -> int:
     thresholds = [float(x) for x in a.thresholds.split(",") if x.strip() and float(x) != default_threshold]
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-wan-"))
+    try:
+        return bench(a, tmp, default_threshold, thresholds)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench(a, tmp: Path, default_threshold: float, thresholds: list) -> int:
+    import diffusers
+    import torch
+
+    from stillmotion.families import wan
+    from stillmotion.metrics import psnr
+
     t = time.perf_counter()
     folder = build_midsize(tmp / "wan-mid", a)
     runner = Runner(folder, a)
