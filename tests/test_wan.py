@@ -96,7 +96,6 @@ def test_end_image_is_the_pipelines_last_image(wan_folders, tmp_path):
 @pytest.mark.parametrize(("model", "flags", "words"), [
     ("wan2.2-a14b", ["--motion", "100"], "--motion (motion_bucket_id) is a setting of svd models"),
     ("wan2.2-a14b", ["--frames", "10"], "Wan makes 4k+1 frames: use 9 or 13"),
-    ("wan2.2-a14b", ["--speed", "fast"], "--speed fast is not built for Wan models"),
     ("wan2.2-ti2v-5b", ["--width", "80", "--height", "64"], "multiples of 32"),
     ("wan2.1", ["--end-image", "END"], "cannot end on an image"),
     ("tiny", ["--prompt", "a boat"], "--prompt (prompt) is a setting of wan models"),
@@ -128,3 +127,75 @@ def test_tiny_wan_is_built_in_and_the_sidecar_round_trips(tmp_path):
     code, _, err = run_cli("generate", "--from", str(tmp_path / "a.json"), "--device", "cpu", "-o", str(tmp_path / "b"))
     assert code == 0, err
     assert np.array_equal(_frames(tmp_path / "a"), _frames(tmp_path / "b"))
+
+
+# --- --speed fast: diffusers' First Block Cache on every transformer, for one run only (issue 21) ---
+
+@pytest.mark.parametrize("variant", ["wan2.1", "wan2.2-a14b"])
+def test_fast_runs_records_its_cache_and_leaves_exact_exact(wan_folders, tmp_path, monkeypatch, variant):
+    """exact, fast, exact on one Engine: fast records what ran (First Block Cache, its threshold, the passes that
+    ran every block and those that ran only the first); the exact run after it equals the one before, and no
+    transformer keeps a cache hook. The threshold is raised so that the tiny model skips blocks for sure."""
+    from stillmotion.engine.core import Engine
+    from stillmotion.families import wan
+    from stillmotion.spec import GenerationSpec
+
+    monkeypatch.setattr(wan, "FAST_THRESHOLD", 10.0)  # every pass after the first of each cache skips
+    engine = Engine(str(wan_folders[variant]), device="cpu")
+    img = _square(tmp_path)
+    spec = dict(width=64, height=64, num_frames=5, num_inference_steps=3, seed=3, prompt="a boat", guidance_scale=4.0)
+    runs = [engine.generate(img, GenerationSpec(**spec, speed=speed)) for speed in ("exact", "fast", "exact")]
+    assert np.array_equal(runs[0].frames, runs[2].frames)
+    assert runs[0].metadata["speed"] == runs[2].metadata["speed"] == {"mode": "exact"}
+    fast = runs[1].metadata["speed"]
+    experts = 2 if variant == "wan2.2-a14b" else 1
+    # 3 steps x 2 passes (CFG); each expert's cond and uncond caches start with a full pass
+    assert fast == {"mode": "fast", "cache": "first-block", "threshold": 10.0,
+                    "full_passes": 2 * experts, "cached_passes": 6 - 2 * experts}, fast
+    assert not np.array_equal(runs[1].frames, runs[0].frames)
+    assert not any(m.is_cache_enabled for m in wan.WanFamily().denoisers(engine.pipe))
+
+
+def test_fast_from_the_cli_at_the_default_threshold(wan_folders, tmp_path):
+    """`--speed fast` on the command line: exit 0, the sidecar says fast with the default threshold."""
+    import json
+
+    from stillmotion.families.wan import FAST_THRESHOLD
+
+    _square(tmp_path)
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(wan_folders["wan2.2-ti2v-5b"]), *ARGS,
+                           "--width", "64", "--height", "64", "--prompt", "a boat", "--speed", "fast",
+                           "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    speed = json.loads((tmp_path / "out.json").read_text())["speed"]
+    assert speed["mode"] == "fast" and speed["cache"] == "first-block" and speed["threshold"] == FAST_THRESHOLD
+    assert speed["full_passes"] + speed["cached_passes"] == 2 * 2  # 2 steps x (cond, uncond)
+
+
+def test_the_cache_is_off_again_when_a_fast_run_fails(wan_folders, tmp_path):
+    """A fast run that raises mid-way (here: cancelled) still disables the cache on every transformer."""
+    from stillmotion.engine.core import Engine
+    from stillmotion.errors import Cancelled
+    from stillmotion.families.wan import WanFamily
+    from stillmotion.spec import GenerationSpec
+
+    engine = Engine(str(wan_folders["wan2.2-a14b"]), device="cpu")
+    spec = GenerationSpec(width=64, height=64, num_frames=5, num_inference_steps=3, seed=3, speed="fast")
+    stages: list = []
+    with pytest.raises(Cancelled):  # cancelled after the first denoising step, inside the pipeline's loop
+        engine.generate(_square(tmp_path), spec, on_progress=lambda p: stages.append(p.stage),
+                        should_cancel=lambda: "denoise" in stages)
+    assert stages.count("denoise") == 1
+    assert not any(m.is_cache_enabled for m in WanFamily().denoisers(engine.pipe))
+
+    # family.run called with no cache (not through the Engine) makes its own and takes it off when the call raises
+    import torch
+
+    def stop(*_):
+        assert all(m.is_cache_enabled for m in WanFamily().denoisers(engine.pipe))
+        raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        WanFamily().run(engine.pipe, _square(tmp_path), spec, generator=torch.Generator("cpu").manual_seed(3),
+                        on_step_end=stop)
+    assert not any(m.is_cache_enabled for m in WanFamily().denoisers(engine.pipe))

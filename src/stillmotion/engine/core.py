@@ -305,7 +305,7 @@ class Engine:
         """diffusers' denoising loop (output_type="latent") with progress, cancel, timings and the speed mode."""
         import torch
 
-        from .speed import deepcache_for, first_compile_seconds
+        from .speed import first_compile_seconds
 
         pipe = self.pipe
         lo, hi = span
@@ -324,7 +324,7 @@ class Engine:
 
         generator = torch.Generator("cpu").manual_seed(spec.seed)
         report(Progress("encode", 0, steps, lo, "encoding the image"))
-        cache = deepcache_for(spec, self.family.denoiser(pipe))
+        cache = self.family.speed_cache(spec, pipe)  # None for exact
         t = time.perf_counter()
         encoder = _ForwardTimer(self.family.encoder_module(pipe))  # the image encoding's seconds, for the timings
         try:

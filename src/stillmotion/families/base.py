@@ -111,6 +111,14 @@ class Family:
 
         return {"attention": attention} | cuda_settings(device, dtype)
 
+    def speed_cache(self, spec: GenerationSpec, pipe):
+        """What `--speed fast` runs with, or None for exact: an object with attach(), detach() and stats() (the
+        engine attaches it around `run`, always detaches it, and records {"mode": "fast", **stats()}).
+        By default DeepCache on the denoiser every `spec.cache_interval` steps (engine/speed.py)."""
+        from ..engine.speed import deepcache_for
+
+        return deepcache_for(spec, self.denoiser(pipe))
+
     def load(self, path, variant: Optional[str], dtype) -> Any:
         """The diffusers pipeline from a folder (raises what from_pretrained raises: the engine converts it)."""
         raise NotImplementedError
