@@ -12,7 +12,7 @@ On the CPU, exact mode changes nothing, and its frames equal stock diffusers'
 bit for bit (tests/test_engine.py). On a GPU the kernels cuDNN picks may differ
 from a stock run's in the last fp16 bit; the benchmarks report the difference.
 
-fast: DeepCache (SVD; Wan: families/wan.py) (Ma et al., 2023) on top of exact. The UNet's deep features
+fast (SVD; Wan's is in families/wan.py): DeepCache (Ma et al., 2023) on top of exact. The UNet's deep features
 change slowly between neighbouring denoising steps, so every `interval` steps
 the whole UNet runs and the input to its last (highest-resolution) up block is
 kept; on the steps in between only the shallow path runs (conv_in, the first
