@@ -122,7 +122,7 @@ WAN = {"model": "tiny-wan", "num_frames": 5}  # Wan makes 4k+1 frames
 
 def test_wan_beside_svd_a_prompt_runs_and_what_wan_cannot_honour_is_refused(multi, image_file):
     """A Wan job on the server that runs SVD: its prompt reaches the sidecar; the affinity claim moves between
-    families. SVD's knobs for Wan, a prompt for SVD, a LoRA on Wan: 422 with one line, before a job exists."""
+    families. SVD's knobs for Wan, a prompt for SVD, tiny's LoRA on Wan: 422 with one line, before a job exists."""
     c = httpx.Client(base_url=multi.url, timeout=120)
     wan = _run(c, image_file, **WAN, prompt="waves roll in", negative_prompt="blurry", guidance_scale=4)
     side = _sidecar(c, wan)
@@ -136,7 +136,7 @@ def test_wan_beside_svd_a_prompt_runs_and_what_wan_cannot_honour_is_refused(mult
                            "models; tiny-wan is a Wan model: leave it out."),
                           ({"prompt": "a boat"}, "--prompt (prompt) is a setting of wan models; tiny is a"),
                           ({**WAN, "num_frames": 4}, "Wan makes 4k+1 frames: use 1 or 5"),
-                          ({**WAN, "lora": "wave"}, "lora: LoRAs are not built for Wan models (tiny-wan)")):
+                          ({**WAN, "lora": "wave"}, "lora: 'wave' was trained on 'tiny'; send model='tiny' with it.")):
         r = _post(c, image_file, **fields)
         assert r.status_code == 422, r.text
         error = r.json()["error"]

@@ -312,6 +312,29 @@ def test_ray_data_batch_makes_a_manifests_keyframe_videos_as_the_plain_batch(ray
     assert "end_image" not in json.loads((tmp_path / "ray" / "p.json").read_text())["input"]
 
 
+def test_ray_data_batch_runs_wan_with_a_prompt_as_the_plain_batch(ray_cluster, one_torch_thread, tmp_path):
+    """`batch --ray --model tiny-wan --prompt ...`: the actor runs the Wan family with the prompt; the videos are
+    byte-identical to the plain batch's (issue 21)."""
+    import json
+
+    from conftest import run_cli
+    from ray import serve
+
+    serve.shutdown()
+    images = _tree(tmp_path / "images", 2)
+    args = ["--model", "tiny-wan", "--prompt", "waves roll in", "--device", "cpu", "--width", "64", "--height", "64",
+            "--frames", "5", "--steps", "2", "-q", "--recursive"]
+    code, _, err = run_cli("batch", str(images), str(tmp_path / "plain"), *args)
+    assert code == 0, err
+    code, _, err = run_cli("batch", str(images), str(tmp_path / "ray"), *args, "--ray", "--actors", "1")
+    assert code == 0, err
+    plain = _hashes(tmp_path / "plain")
+    assert len(plain) == 2 and _hashes(tmp_path / "ray") == plain
+    sidecars = [json.loads(p.read_text()) for p in sorted((tmp_path / "ray").rglob("img*.json"))]
+    assert len(sidecars) == 2
+    assert all(s["model"]["name"] == "tiny-wan" and s["spec"]["prompt"] == "waves roll in" for s in sidecars)
+
+
 def test_interrupted_ray_batch_driver_resumes_on_rerun(ray_cluster, one_torch_thread, tmp_path):
     """The driver of `batch --ray` killed (SIGKILL) mid-batch: the same command again makes only what is
     missing, and every video equals the plain batch's."""

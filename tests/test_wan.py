@@ -199,3 +199,168 @@ def test_the_cache_is_off_again_when_a_fast_run_fails(wan_folders, tmp_path):
         WanFamily().run(engine.pipe, _square(tmp_path), spec, generator=torch.Generator("cpu").manual_seed(3),
                         on_step_end=stop)
     assert not any(m.is_cache_enabled for m in WanFamily().denoisers(engine.pipe))
+
+# ----------------------------------------------------------------------------- LoRAs (issue 21)
+def _expert_outputs(pipe) -> list:
+    """Each expert's output on one fixed input (A14B: transformer and transformer_2)."""
+    import torch
+
+    out = []
+    for module in (pipe.transformer, pipe.transformer_2):
+        g = torch.Generator("cpu").manual_seed(0)
+        x = torch.randn(1, module.config.in_channels, 2, 8, 8, generator=g)
+        text = torch.randn(1, 512, module.config.text_dim, generator=g)
+        with torch.no_grad():
+            out.append(module(x, torch.tensor([500]), text, return_dict=False)[0])
+    return out
+
+
+def test_a_per_job_lora_changes_both_experts_and_leaves_the_base_exact(tmp_path):
+    """Family.attach_lora puts a Wan LoRA (diffusers' loader) into both A14B experts; the frames change; after
+    detach_lora the base runs exactly again (the per-job path of `serve --lora`)."""
+    import torch
+
+    from stillmotion.engine import Engine
+    from stillmotion.models.tiny_wan import build_tiny_wan_lora
+    from stillmotion.spec import GenerationSpec
+
+    folder = build_tiny_wan_lora(tmp_path / "lora", "tiny-wan")
+    engine = Engine("tiny-wan", device="cpu")
+    img = _square(tmp_path)
+    spec = GenerationSpec(width=64, height=64, num_frames=5, num_inference_steps=2, seed=3, prompt="a boat")
+    base = engine.generate(img, spec).frames
+    experts = _expert_outputs(engine.pipe)
+    family = engine.family
+    family.attach_lora(engine.pipe, family.read_lora(folder), 1.0)
+    styled = engine.generate(img, spec).frames
+    assert all(not torch.allclose(a, b) for a, b in zip(experts, _expert_outputs(engine.pipe)))  # both experts
+    family.detach_lora(engine.pipe)
+    assert np.abs(styled.astype(int) - base.astype(int)).max() > 2
+    assert np.array_equal(engine.generate(img, spec).frames, base)
+    assert all(torch.equal(a, b) for a, b in zip(experts, _expert_outputs(engine.pipe)))
+    assert not any("lora" in n for n, _ in engine.pipe.transformer_2.named_parameters())
+
+
+def test_a_lora_folder_as_the_model_takes_comfy_keys_and_its_names_recommendation(tmp_path):
+    """`generate --model LORA_FOLDER`: ComfyUI/Kijai keys converted by diffusers, the LoRA fused into both experts
+    (the frames the attached LoRA gives, within 2 levels); a "lightx2v ... 4steps" name runs at 4 steps and
+    guidance 1 unless a flag says otherwise; stillmotion.json's defaults win over the name."""
+    import json
+
+    from stillmotion.engine import Engine
+    from stillmotion.models.resolve import entry_for
+    from stillmotion.models.tiny_wan import build_tiny_wan_lora
+    from stillmotion.spec import GenerationSpec
+
+    folder = build_tiny_wan_lora(tmp_path / "lora", "tiny-wan", layout="comfy",
+                                 file_name="wan_i2v_lightx2v_4steps_rank4.safetensors")
+    img = _square(tmp_path)
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(folder), "--device", "cpu",
+                           "--frames", "5", "--seed", "3", "--prompt", "a boat", "--format", "png",
+                           "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    record = json.loads((tmp_path / "out.json").read_text())
+    assert (record["spec"]["num_inference_steps"], record["spec"]["guidance_scale"]) == (4, 1.0)
+    assert record["model"]["lora"]["path"] == str(folder)
+    engine = Engine("tiny-wan", device="cpu")
+    spec = GenerationSpec(width=64, height=64, num_frames=5, num_inference_steps=4, guidance_scale=1.0, seed=3,
+                          prompt="a boat")
+    base = engine.generate(img, spec).frames
+    engine.family.attach_lora(engine.pipe, engine.family.read_lora(folder), 1.0)
+    try:
+        attached = engine.generate(img, spec).frames
+    finally:
+        engine.family.detach_lora(engine.pipe)
+    ours = _frames(tmp_path / "out")
+    assert np.abs(ours.astype(int) - attached.astype(int)).max() <= 2
+    assert np.abs(ours.astype(int) - base.astype(int)).max() > 2
+    # a flag wins over the recommendation; the folder's stillmotion.json wins over the name
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(folder), "--device", "cpu",
+                           "--frames", "5", "--steps", "2", "--format", "png", "-o", str(tmp_path / "two"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "two.json").read_text())["spec"]["num_inference_steps"] == 2
+    info = json.loads((folder / "stillmotion.json").read_text())
+    (folder / "stillmotion.json").write_text(json.dumps({**info, "defaults": {"num_inference_steps": 6}}))
+    d = entry_for(str(folder)).defaults
+    assert (d.num_inference_steps, d.guidance_scale, d.num_frames) == (6, 1.0, 9)  # the rest: tiny-wan's
+
+
+def test_a_served_lora_recommends_steps_and_guidance_for_the_job(tmp_path):
+    """A per-job LoRA's recommendation fills what the request leaves unset (server/submit.py)."""
+    from stillmotion.families import get_family
+    from stillmotion.models.tiny_wan import build_tiny_wan_lora
+    from stillmotion.server.submit import _lora_recommends
+    from stillmotion.spec import GenerationSpec
+
+    folder = build_tiny_wan_lora(tmp_path / "l", "tiny-wan", file_name="Wan2.2-Lightning_I2V-8steps.safetensors")
+    wan, svd = get_family("wan"), get_family("svd")
+    spec = _lora_recommends(GenerationSpec(), folder, wan)
+    assert (spec.num_inference_steps, spec.guidance_scale) == (8, 1.0)
+    assert _lora_recommends(GenerationSpec(num_inference_steps=3), folder, wan).num_inference_steps == 3
+    assert _lora_recommends(GenerationSpec(), folder, svd).guidance_scale is None  # SVD takes no guidance_scale
+
+
+# ----------------------------------------------------------------------------- long videos and keyframes (issue 21)
+def _tiny_wan_stock(image, prompt, seed, frames=9, last_image=None):
+    from stillmotion.models.registry import WAN_NEGATIVE_PROMPT
+    from stillmotion.models.tiny import ensure_tiny
+
+    return _stock(ensure_tiny("tiny-wan"), image, (64, 64), prompt, WAN_NEGATIVE_PROMPT, 5.0, seed=seed,
+                  frames=frames, steps=2, last_image=last_image)
+
+
+def test_two_wan_segments_chain_on_the_last_frames(tmp_path):
+    """--segments 2 on tiny-wan: two 9-frame segments (4k+1 each) overlapping by 2 -> 16 frames; segment 0 is the
+    stock pipeline's run, segment 1 starts from the frame `overlap` before segment 0's end."""
+    from stillmotion.engine import Engine
+    from stillmotion.engine.long import segment_seed
+    from stillmotion.spec import GenerationSpec
+
+    engine = Engine("tiny-wan", device="cpu")
+    img = _square(tmp_path)
+    calls = []
+    sample = engine.sample
+
+    def spy(image, spec, *args, **kwargs):
+        frames, run = sample(image, spec, *args, **kwargs)
+        calls.append((np.asarray(image), spec, frames))
+        return frames, run
+
+    engine.sample = spy
+    spec = GenerationSpec(width=64, height=64, num_frames=9, num_inference_steps=2, seed=3, prompt="a boat",
+                          segments=2)
+    result = engine.generate(img, spec)
+    assert result.frames.shape == (16, 64, 64, 3)
+    assert [(s.num_frames, s.seed) for _, s, _ in calls] == [(9, 3), (9, segment_seed(3, 1))]
+    (_, _, first), (cond, _, second) = calls
+    assert np.array_equal(cond, first[7])  # the seam continues from segment 0's frame 7 (overlap 2)
+    assert np.array_equal(result.frames[:7], first[:7])
+    assert np.abs(first.astype(int) - _tiny_wan_stock(img, "a boat", 3).astype(int)).max() <= 2
+    assert np.abs(second.astype(int) - _tiny_wan_stock(Image.fromarray(cond), "a boat",
+                                                       segment_seed(3, 1)).astype(int)).max() <= 2
+    # --duration: segments of the spec's 4k+1 frames, the video cut to the duration
+    calls.clear()
+    long = engine.generate(img, spec.update(segments=None, duration=2.0))  # 16 frames at tiny-wan's 8 fps
+    assert len(long.frames) == 16 and [s.num_frames for _, s, _ in calls] == [9, 9]
+
+
+def test_wan_keyframes_chain_the_pipelines_last_image(tmp_path):
+    """--keyframes a,b,c on tiny-wan: two segments, a->b and b->c, each the stock pipeline's last_image run
+    (within 2 levels), sharing the seam frame: 9 + 8 frames."""
+    import json
+
+    from stillmotion.engine.long import segment_seed
+
+    a, b, c = (_square(tmp_path, seed=s, name=f"{n}.png") for s, n in ((0, "a"), (1, "b"), (2, "c")))
+    code, _, err = run_cli("generate", "--keyframes", ",".join(str(tmp_path / f"{n}.png") for n in "abc"),
+                           "--model", "tiny-wan", "--device", "cpu", "--frames", "9", "--steps", "2", "--seed", "3",
+                           "--prompt", "a boat", "--format", "png", "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    ours = _frames(tmp_path / "out")
+    assert ours.shape == (17, 64, 64, 3)
+    first = _tiny_wan_stock(a, "a boat", 3, last_image=b)
+    second = _tiny_wan_stock(b, "a boat", segment_seed(3, 1), last_image=c)
+    assert np.abs(ours[:8].astype(int) - first[:8].astype(int)).max() <= 2
+    assert np.abs(ours[8:].astype(int) - second.astype(int)).max() <= 2
+    segments = json.loads((tmp_path / "out.json").read_text())["segments"]
+    assert [s["conditioned_on"] for s in segments] == [["image", "keyframe 1"], ["keyframe 1", "keyframe 2"]]

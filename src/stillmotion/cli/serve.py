@@ -39,7 +39,8 @@ def _lora(ctx, param, values):
 
         if lora_record(folder) is None:
             raise click.BadParameter(f"{folder} is not a LoRA folder (no stillmotion.json naming a base and lora "
-                                     "file); train one with `stillmotion train --lora RANK`")
+                                     "file); train one with `stillmotion train --lora RANK`, or put a Wan LoRA file "
+                                     'in a folder with a stillmotion.json {"base": MODEL, "lora": FILE}')
         out[name] = folder
     return out
 

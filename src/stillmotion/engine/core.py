@@ -93,10 +93,8 @@ class Engine:
                 f"Could not load model from {self.local.path}: {first_line(e)}; run `stillmotion models verify {self.entry.name}`."
             ) from None
         pipe.set_progress_bar_config(disable=True)
-        if self.local.lora is not None:  # a `stillmotion train --lora` folder: merge its adapters into the UNet
-            from ..models.lora import apply_lora
-
-            apply_lora(pipe, self.local.lora)
+        if self.local.lora is not None:  # a LoRA folder: its adapters on for good, the family's way
+            self.family.apply_lora(pipe, self.local.lora)
         from .memory import MemoryPlan
         from .speed import compile_pipe
 

@@ -58,9 +58,16 @@ def family_of_folder(path) -> str | None:
 
 def family_for(entry, folder=None) -> Family:
     """The family of a model entry (registry.ModelEntry): what its folder declares (the resolved `folder`, or
-    a local folder's own), else the entry's `family`."""
+    a local folder's own, or a LoRA folder's base folder), else the entry's `family`."""
     if folder is None and entry.source == "local":
         folder = Path(entry.name).expanduser()
+        from ..models.lora import lora_record
+
+        if lora_record(folder) is not None:  # a LoRA folder: its base folder says (a named base: the entry)
+            from ..models.resolve import lora_base
+
+            base = Path(lora_base(folder)).expanduser()
+            folder = base if base.is_dir() else None
     declared = family_of_folder(folder) if folder is not None else None
     return get_family(declared or entry.family)
 

@@ -34,10 +34,16 @@ class Family:
         import dataclasses
 
         from ..models.folder_info import read_folder_info
+        from ..models.lora import lora_defaults, lora_record
+        from ..models.resolve import entry_for, lora_base
 
         if entry.source != "local" or "defaults" in read_folder_info(folder):
             return entry
-        return dataclasses.replace(entry, family=self.name, defaults=self.folder_defaults(folder))
+        lora = lora_record(entry.name) is not None  # a LoRA folder over a base: `folder` is the base's
+        if lora and entry_for(lora_base(entry.name)).source != "local":
+            return entry  # a named base: resolve.entry_for gave its defaults, with the LoRA's over them
+        defaults = dataclasses.replace(self.folder_defaults(folder), **(lora_defaults(entry.name) if lora else {}))
+        return dataclasses.replace(entry, family=self.name, defaults=defaults)
 
     def folder_defaults(self, folder):
         """registry.ModelDefaults for a diffusers folder with no stillmotion.json."""
@@ -91,7 +97,7 @@ class Family:
     def check_engine(self, config, entry, *, lora: bool = False) -> None:
         """Refuse the engine settings this family has no implementation of (before loading)."""
         refused = [(config.attention != "sdpa", "--attention math"), (config.compile, "--compile"),
-                   (config.forward_chunking, "--forward-chunking"), (lora, "a LoRA")]
+                   (config.forward_chunking, "--forward-chunking"), (lora and not self.lora, "a LoRA")]
         for given, what in refused:
             if given and not self.engine_setting(what):
                 raise InvalidInput(f"{what} is not built for {self.label} models ({entry.name}) yet: leave it out.")
@@ -99,6 +105,22 @@ class Family:
     def engine_setting(self, what: str) -> bool:
         """Whether an engine setting named as in check_engine is honoured."""
         return False
+
+    # ------------------------------------------------------------------ LoRAs (where `lora` is True)
+    def apply_lora(self, pipe, folder) -> None:
+        """A LoRA folder run as the model (`--model LORA_FOLDER`): its adapters on for good (merged/fused)."""
+        raise InvalidInput(f"LoRAs are not built for {self.label} models yet.")
+
+    def read_lora(self, folder) -> Any:
+        """A served LoRA folder's adapter, read once and kept (what attach_lora takes)."""
+        raise InvalidInput(f"LoRAs are not built for {self.label} models yet.")
+
+    def attach_lora(self, pipe, adapter, scale: float = 1.0) -> None:
+        """A served LoRA (from read_lora) on for one job at `scale`, unmerged: detach_lora gives the base back."""
+        raise InvalidInput(f"LoRAs are not built for {self.label} models yet.")
+
+    def detach_lora(self, pipe) -> None:
+        """Take off what attach_lora put on: the pipeline runs the base model exactly again."""
 
     # ------------------------------------------------------------------ running
     def denoiser(self, pipe):

@@ -35,6 +35,28 @@ class SVDFamily(Family):
     def denoiser(self, pipe):
         return pipe.unet
 
+    # LoRAs on the UNet (models/lora.py): a folder merged at load; a served one wrapped per job, never merged
+    def apply_lora(self, pipe, folder):
+        from ..models.lora import apply_lora
+
+        apply_lora(pipe, folder)
+
+    def read_lora(self, folder):
+        from ..models.lora import read_adapter
+
+        return read_adapter(folder)
+
+    def attach_lora(self, pipe, adapter, scale=1.0):
+        from ..models.lora import attach_adapter, detach_adapters
+
+        detach_adapters(pipe.unet)
+        attach_adapter(pipe.unet, adapter, scale)
+
+    def detach_lora(self, pipe):
+        from ..models.lora import detach_adapters
+
+        detach_adapters(pipe.unet)
+
     def speed_setup(self, pipe, device, dtype, attention):
         from ..engine.speed import apply_exact
 

@@ -33,6 +33,8 @@ from .base import Family, pipeline_kwargs, to_uint8
 # residuals move differently between steps, so its speed-up and fidelity at this threshold are not measured yet.
 FAST_THRESHOLD = 0.15
 
+LORA_ADAPTER = "stillmotion"  # the adapter name a LoRA gets in each expert
+
 
 class WanFamily(Family):
     name = "wan"
@@ -40,6 +42,7 @@ class WanFamily(Family):
     pipeline_class = "WanImageToVideoPipeline"
     speeds = frozenset({"exact", "fast"})
     end_image = True
+    lora = True  # diffusers' WanLoraLoaderMixin, into every expert (the LoRA methods below)
 
     def size_multiple(self, entry) -> int:
         return entry.defaults.size_multiple or _folder_multiple(entry) or 16
@@ -138,6 +141,53 @@ class WanFamily(Family):
             video = pipe.video_processor.postprocess_video(video, output_type="np")[0]
         report(Progress("decode", spec.num_frames, spec.num_frames, span[1], f"decoded {spec.num_frames} frames"))
         return to_uint8(video)
+
+    # ------------------------------------------------------------------ LoRAs
+    # diffusers' WanLoraLoaderMixin loads them: its lora_state_dict converts the common non-diffusers layouts
+    # (lightx2v / Kijai / ComfyUI "diffusion_model." keys, musubi "lora_unet_"); load_lora_weights puts one into
+    # `transformer`, or with load_into_transformer_2=True into A14B's second expert: a LoRA goes into both.
+    def read_lora(self, folder):
+        from diffusers import WanImageToVideoPipeline
+
+        from ..errors import ModelUnavailable
+        from ..models.lora import lora_record
+
+        folder = Path(folder)
+        record = lora_record(folder) or {}
+        path = folder / str(record.get("lora", ""))
+        if not path.is_file():
+            raise ModelUnavailable(f"LoRA weights {path} are missing; copy the whole folder.")
+        try:
+            state = WanImageToVideoPipeline.lora_state_dict(str(folder), weight_name=path.name)
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelUnavailable(f"{path} is not a Wan LoRA diffusers can read: {e}") from None
+        return {"state": state, "path": path}
+
+    def attach_lora(self, pipe, adapter, scale=1.0):
+        from ..errors import ModelUnavailable
+
+        self.detach_lora(pipe)
+        for second, module in ((False, pipe.transformer), (True, pipe.transformer_2)):
+            if module is None:
+                continue
+            try:
+                pipe.load_lora_weights(dict(adapter["state"]), adapter_name=LORA_ADAPTER,
+                                       load_into_transformer_2=second)
+            except (ValueError, RuntimeError, KeyError) as e:
+                self.detach_lora(pipe)
+                raise ModelUnavailable(f"LoRA weights {adapter['path']} do not fit this Wan model: "
+                                       f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            module.set_adapters([LORA_ADAPTER], weights=[float(scale)])
+
+    def detach_lora(self, pipe):
+        pipe.unload_lora_weights()  # every expert's LoRA layers replaced by their base layers again
+
+    def apply_lora(self, pipe, folder):
+        """A LoRA folder as the model: its adapter fused into every expert, the LoRA layers then taken off."""
+        self.attach_lora(pipe, self.read_lora(folder))
+        pipe.fuse_lora(components=[c for c in ("transformer", "transformer_2") if getattr(pipe, c) is not None],
+                       lora_scale=1.0, adapter_names=[LORA_ADAPTER])
+        pipe.unload_lora_weights()  # the fused weights stay (diffusers' fuse-then-unload)
 
     def encoder_module(self, pipe):
         return pipe.image_encoder  # Wan 2.1's CLIP; None on 2.2 (the image goes in through the VAE)

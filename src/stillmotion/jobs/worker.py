@@ -16,9 +16,10 @@ or --max-memory, a quarter kept for a run's activations; on a CPU with no
 used one is dropped first (a swap: counted, timed, shown on /readyz and
 /metrics). The worker claims with affinity for the model it used last
 (jobs/store.py claim_preferring: bounded wait). LoRAs (`--lora NAME=FOLDER`)
-are read once, put on the UNet as unmerged peft adapters for the jobs that name
-them (models/lora.attach_adapter) and taken off after each (detach_adapters puts
-the same base layers back), so every other job runs the base exactly.
+are read once, put on the model unmerged for the jobs that name them, the
+family's way (Family.attach_lora: SVD's UNet through models/lora.attach_adapter,
+Wan's experts through diffusers' load_lora_weights) and taken off after each
+(Family.detach_lora), so every other job runs the base exactly.
 
 It talks to the API only through the SQLite store (jobs.store). The API
 process supervises it (server/supervisor.py): it reads the worker's stdin and
@@ -91,7 +92,7 @@ class JobWorker:
         self.engines: OrderedDict = OrderedDict()  # model -> Engine, least recently used first
         self.swaps = 0  # models loaded after the first one
         self.swap_seconds = 0.0
-        self._adapters: dict = {}  # LoRA name -> its tensors (models/lora.read_adapter), read once
+        self._adapters: dict = {}  # (family, LoRA name) -> its adapter (Family.read_lora), read once
         self.store: JobStore = store if store is not None else SQLiteJobStore(self.data_dir / "jobs.sqlite3")
         self.stop = threading.Event()
         self.wake = threading.Event()  # set when the API says a job was queued (a byte on stdin)
@@ -165,22 +166,21 @@ class JobWorker:
 
     @contextmanager
     def lora(self, engine, name: Optional[str], scale: float):
-        """The LoRA `name` at `scale` on the engine's UNet for the block (the adapter's tensors are read once and
-        kept), the base layers back after it. Never merged: the base weights never change. None: the base."""
+        """The LoRA `name` at `scale` on the engine's model for the block, the family's way (families/: the
+        adapter is read once per family and kept), the base back after it. Never merged: the base weights never
+        change. None: the base."""
         if name is None:
             yield
             return
-        from ..models.lora import attach_adapter, detach_adapters, read_adapter
-
-        unet = engine.pipe.unet
-        if name not in self._adapters:
-            self._adapters[name] = read_adapter(self.loras[name])
-        detach_adapters(unet)
-        attach_adapter(unet, self._adapters[name], scale)
+        family, pipe = engine.family, engine.pipe
+        key = (family.name, name)
+        if key not in self._adapters:
+            self._adapters[key] = family.read_lora(self.loras[name])
+        family.attach_lora(pipe, self._adapters[key], scale)
         try:
             yield
         finally:
-            detach_adapters(unet)
+            family.detach_lora(pipe)
 
     def _warmup(self) -> None:
         """One throw-away generation at the smallest size and the fewest frames its family makes (SVD 2, Wan 5),

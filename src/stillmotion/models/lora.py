@@ -19,11 +19,16 @@ A server applies a served LoRA per job instead (jobs/worker.py), never merged:
     adapter = read_adapter(folder)        # tensors, rank, alpha, targets: read once
     attach_adapter(pipe.unet, adapter, scale)   # wraps the target layers for one job
     detach_adapters(pipe.unet)            # the very same base layers back: the base runs exactly
+
+Other families load their LoRAs their own way (families/: `Family.apply_lora`, `read_lora`, `attach_lora`,
+`detach_lora`; Wan's go through diffusers' WanLoraLoaderMixin). What a LoRA folder recommends (steps,
+guidance: a step- and CFG-distilled LoRA runs at 4 steps and guidance 1) is `lora_defaults(folder)`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -64,6 +69,31 @@ def lora_record(folder) -> Optional[dict]:
     """The stillmotion.json of a LoRA folder (with "base" and "lora"), or None for any other folder."""
     record = read_folder_info(folder)
     return record if record.get("lora") and record.get("base") else None
+
+
+# a LoRA file name that says it is step-distilled (lightx2v, Lightning, CausVid, "4steps", "step_distill")
+_DISTILLED = re.compile(r"lightx2v|lightning|causvid|step[-_ ]?distill", re.I)
+_STEPS = re.compile(r"(?<![a-z0-9])(\d+)[-_ ]?steps?(?![a-z])", re.I)
+RECOMMENDED = ("num_inference_steps", "guidance_scale")  # what a per-job LoRA may set for the job
+
+
+def lora_defaults(folder) -> dict:
+    """What a LoRA folder recommends over its base model's defaults (registry.ModelDefaults fields): its
+    stillmotion.json "defaults" (only the fields it names), else what its file name says: a step- and
+    CFG-distilled LoRA (lightx2v, Lightning, CausVid, "step_distill", "4steps") runs at the steps the name
+    gives (4 when it gives none) and guidance 1. Flags still win over these."""
+    from .registry import ModelDefaults
+
+    record = lora_record(folder) or {}
+    raw = record.get("defaults")
+    out = {k: (tuple(v) if isinstance(v, list) else v) for k, v in (raw if isinstance(raw, dict) else {}).items()
+           if k in ModelDefaults.__dataclass_fields__}
+    name = Path(str(record.get("lora", ""))).stem
+    steps = _STEPS.search(name)
+    if steps or _DISTILLED.search(name):
+        named = {"num_inference_steps": int(steps.group(1)) if steps else 4, "guidance_scale": 1.0}
+        out = {**named, **out}
+    return out
 
 
 def apply_lora(pipe, folder, *, merge: bool = True):

@@ -18,7 +18,7 @@ from .folder_info import folder_defaults
 from .hashes import cached_sha256, folder_manifest_path, remember_sha256, write_folder_manifest
 from .hub import resolve_hub
 from .local import LocalModel
-from .lora import lora_record
+from .lora import lora_defaults, lora_record
 from .paths import DEMO_FOLDER, cache_root
 from .registry import REGISTRY, ModelDefaults, ModelEntry, get_entry
 from .single_file import FileInfo, convert, inspect_file, looks_like_single_file, refuse_pickle
@@ -35,11 +35,32 @@ def entry_for(name_or_path: str) -> ModelEntry:
     if looks_like_single_file(name_or_path):
         return _single_file_entry(p, inspect_file(p))
     if p.is_dir():
+        if lora_record(p) is not None:
+            return _lora_entry(p)
         return ModelEntry(name=str(p), repo_id=None, variant=None, source="local", description="local folder",
                           defaults=folder_defaults(p))
     if "/" in name_or_path and not name_or_path.startswith((".", "/", "~")) and name_or_path.count("/") == 1:
         return ModelEntry(name=name_or_path, repo_id=name_or_path, variant=None, source="hub", description="hub model")
     return get_entry(name_or_path)
+
+
+def _lora_entry(path: Path) -> ModelEntry:
+    """A LoRA folder's entry: its base model's family and defaults, with what the LoRA recommends over them
+    (lora.lora_defaults: its stillmotion.json "defaults", or a distilled LoRA's steps and guidance by its name)."""
+    # (a local base folder with no stillmotion defaults gets its family's at load: Family.entry_for_folder)
+    base = entry_for(lora_base(path))
+    return ModelEntry(name=str(path), repo_id=None, variant=None, source="local", family=base.family,
+                      description=f"LoRA over {base.name}", approx_size_gb=base.approx_size_gb,
+                      defaults=dataclasses.replace(base.defaults, **lora_defaults(path)))
+
+
+def lora_base(path) -> str:
+    """The base a LoRA folder names (a name, a folder, or a folder relative to the LoRA's)."""
+    path = Path(path)
+    base_ref = str(lora_record(path)["base"])
+    if not Path(base_ref).is_absolute() and (path / base_ref).is_dir():
+        base_ref = str(path / base_ref)
+    return base_ref
 
 
 def _single_file_entry(path: Path, info: FileInfo) -> ModelEntry:
@@ -70,10 +91,7 @@ def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) 
         path = Path(entry.name)
         record = lora_record(path)
         if record is not None:  # LoRA adapters over a base model: resolve the base, carry the folder
-            base_ref = str(record["base"])
-            if not Path(base_ref).is_absolute() and (path / base_ref).is_dir():
-                base_ref = str(path / base_ref)
-            base = resolve(base_ref, download=download, progress=progress)
+            base = resolve(lora_base(path), download=download, progress=progress)
             return dataclasses.replace(base, entry=entry, lora=path, _hashes=None)
         if not (path / "model_index.json").is_file():
             raise ModelUnavailable(

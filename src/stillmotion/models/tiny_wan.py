@@ -314,3 +314,49 @@ def build_tiny_wan(folder: str | os.PathLike, variant: str, seed: int = 0) -> Pa
     folder = Path(folder)
     build_tiny_wan_pipeline(variant, seed).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def build_tiny_wan_lora(folder: str | os.PathLike, base: str, variant: str = "wan2.2-a14b", *, rank: int = 4,
+                        seed: int = 7, layout: str = "diffusers", file_name: str = "lora.safetensors",
+                        defaults: dict | None = None, strength: float = 4.0) -> Path:
+    """A random LoRA for a tiny `variant`'s transformers, saved as a stillmotion LoRA folder over `base` (a
+    name such as "tiny-wan" or a folder): the file plus stillmotion.json {"base", "lora"[, "defaults"]}.
+
+    Built as diffusers' own Wan LoRA tests build theirs: peft's LoraConfig on the attention projections
+    (to_q, to_k, to_v, to_out.0 of attn1 and attn2), random A and B (init_lora_weights=False), the adapter's
+    state dict saved by WanImageToVideoPipeline.save_lora_weights ("transformer.blocks.0.attn1.to_q.lora_A.weight").
+    layout="comfy" writes the same tensors under ComfyUI / Kijai keys ("diffusion_model.blocks.0.self_attn.q.
+    lora_down.weight"), which diffusers' loader converts back. `strength` scales B, so that the tiny
+    model's frames change by more than rounding."""
+    import json
+
+    import torch
+    from diffusers import WanImageToVideoPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    transformer = tiny_wan_components(variant)["transformer"]
+    torch.manual_seed(seed)
+    transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                       target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    state = {k: v * strength if ".lora_B." in k else v for k, v in get_peft_model_state_dict(transformer).items()}
+    if layout == "diffusers":
+        WanImageToVideoPipeline.save_lora_weights(folder, transformer_lora_layers=state, weight_name=file_name)
+    elif layout == "comfy":
+        from safetensors.torch import save_file
+
+        names = {"attn1": "self_attn", "attn2": "cross_attn", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o",
+                 "lora_A": "lora_down", "lora_B": "lora_up"}
+        comfy = {}
+        for key, value in state.items():
+            for ours, theirs in names.items():
+                key = key.replace(f".{ours}.", f".{theirs}.")
+            comfy[f"diffusion_model.{key}"] = value.contiguous()
+        save_file(comfy, str(folder / file_name))
+    else:
+        raise ValueError(f"unknown LoRA layout {layout!r}: diffusers or comfy")
+    info = {"base": str(base), "lora": file_name, **({"defaults": defaults} if defaults else {})}
+    (folder / "stillmotion.json").write_text(json.dumps(info, indent=2))
+    return folder

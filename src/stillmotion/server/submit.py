@@ -216,6 +216,8 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
         fields = apply_workflow(fields, model)
     batch = _object_input(fields, "batch")
     spec = GenerationSpec.build(**fields)
+    if lora:  # what the LoRA recommends (a distilled one: its steps, guidance 1) where the request sets nothing
+        spec = _lora_recommends(spec, settings.loras[lora["lora"]], family)
     # what the model's family cannot honour (another family's fields, its frame and size rules), in one line
     family.check(spec, entry, end_image=sub.end_image is not None or sub.end_image_url is not None)
     if sub.output_name is not None:
@@ -286,6 +288,17 @@ def _read_image(blob: Optional[bytes], url: Optional[str], filename: Optional[st
         if len(data) > limit:
             raise ImageTooLarge(f"The {what} is {_mb(len(data))}, over the {_mb(limit)} upload limit (--max-upload-mb).")
     return data, where, images.load_image(data, max_bytes=limit)
+
+
+def _lora_recommends(spec: GenerationSpec, folder, family) -> GenerationSpec:
+    """The spec with the served LoRA's recommended steps and guidance (models/lora.lora_defaults) in the fields
+    the request left unset and the family takes."""
+    from ..models.lora import RECOMMENDED, lora_defaults
+
+    recommended = lora_defaults(folder)
+    changes = {k: recommended[k] for k in RECOMMENDED
+               if recommended.get(k) is not None and getattr(spec, k) is None and family.takes(k)}
+    return spec.update(**changes) if changes else spec
 
 
 def _check_lora(settings, sub: Submission, model: str, family) -> Optional[dict]:

@@ -254,6 +254,13 @@ def _textbox(elem_id: str, label: str, shown: bool, lines: int, placeholder: str
                       max_length=field_bounds(TEXT_CONTROLS[elem_id]).get("maxLength"))
 
 
+def _lora_family(folder) -> str:
+    """The family of a served LoRA's base model (its folder's entry: models/resolve.entry_for)."""
+    from ..models.resolve import entry_for
+
+    return entry_for(str(folder)).family
+
+
 def _picker(svc, lora_shown: bool) -> list:
     """The model and LoRA picker, only when the server has a choice: [model, lora, lora_scale], else []."""
     models, loras = svc.settings.served_models, sorted(svc.settings.loras)
@@ -317,7 +324,8 @@ def build_ui(svc) -> gr.Blocks:
                                 visible=shown("noise_aug_strength"))
                 guidance = _slider("sm-guidance", initial("guidance_scale"), "Guidance (prompt strength)", 0.1,
                                    visible=shown("guidance_scale"))
-                picker = _picker(svc, family.lora)
+                picker = _picker(svc, family.lora and any(_lora_family(f) == family.name
+                                                          for f in svc.settings.loras.values()))
                 with gr.Accordion("Advanced settings", open=False):
                     with gr.Row():
                         width = _number("sm-width", UNSET, "Width (0: from the image)", unset=True)
@@ -365,7 +373,7 @@ def build_ui(svc) -> gr.Blocks:
                     value = getattr(e.defaults, field) if field in DEFAULTED else None
                     kw = {"value": value} if value is not None and not isinstance(comp, gr.Textbox) else {}
                     updates.append(gr.update(visible=fam.takes(field), **kw))
-                has_loras = bool(svc.settings.loras) and fam.lora
+                has_loras = fam.lora and any(_lora_family(f) == fam.name for f in svc.settings.loras.values())
                 return updates + [gr.update(visible=has_loras), gr.update(visible=has_loras)]
 
             chosen[0].change(switch, chosen, switched, show_progress="hidden", api_name=False, queue=False)
