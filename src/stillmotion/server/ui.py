@@ -254,11 +254,16 @@ def _textbox(elem_id: str, label: str, shown: bool, lines: int, placeholder: str
                       max_length=field_bounds(TEXT_CONTROLS[elem_id]).get("maxLength"))
 
 
-def _lora_family(folder) -> str:
-    """The family of a served LoRA's base model (its folder's entry: models/resolve.entry_for)."""
+def _lora_family(folder, default: str) -> str:
+    """The family of a served LoRA's base model (its folder's entry: models/resolve.entry_for); `default` when the
+    folder cannot be read now (serve checks every --lora folder at start; the page is built without reading it)."""
+    from ..errors import StillmotionError
     from ..models.resolve import entry_for
 
-    return entry_for(str(folder)).family
+    try:
+        return entry_for(str(folder)).family
+    except StillmotionError:
+        return default
 
 
 def _picker(svc, lora_shown: bool) -> list:
@@ -324,7 +329,7 @@ def build_ui(svc) -> gr.Blocks:
                                 visible=shown("noise_aug_strength"))
                 guidance = _slider("sm-guidance", initial("guidance_scale"), "Guidance (prompt strength)", 0.1,
                                    visible=shown("guidance_scale"))
-                picker = _picker(svc, family.lora and any(_lora_family(f) == family.name
+                picker = _picker(svc, family.lora and any(_lora_family(f, family.name) == family.name
                                                           for f in svc.settings.loras.values()))
                 with gr.Accordion("Advanced settings", open=False):
                     with gr.Row():
@@ -373,7 +378,7 @@ def build_ui(svc) -> gr.Blocks:
                     value = getattr(e.defaults, field) if field in DEFAULTED else None
                     kw = {"value": value} if value is not None and not isinstance(comp, gr.Textbox) else {}
                     updates.append(gr.update(visible=fam.takes(field), **kw))
-                has_loras = fam.lora and any(_lora_family(f) == fam.name for f in svc.settings.loras.values())
+                has_loras = fam.lora and any(_lora_family(f, fam.name) == fam.name for f in svc.settings.loras.values())
                 return updates + [gr.update(visible=has_loras), gr.update(visible=has_loras)]
 
             chosen[0].change(switch, chosen, switched, show_progress="hidden", api_name=False, queue=False)
