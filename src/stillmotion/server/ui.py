@@ -164,8 +164,9 @@ class UI:
         try:
             self.svc.store.request_cancel(job_id)
         except (Conflict, NotFound):
-            return "The job had already finished."
-        return f"Canceling job `{job_id}` ..."
+            pass  # it ended meanwhile
+        # the running generate writes how the job ended ("Canceled ..."): text written here could land after it
+        return gr.update()
 
     # ------------------------------------------------------------------ preview and gallery
     def preview(self, image, width, height, resize, model=None):
