@@ -26,14 +26,17 @@ def run_estimate(spec, config, *, keyframe: bool = False, price: Optional[float]
     (its max_memory: also plan for that budget), planned as the Engine plans it (engine/timing.Workload)."""
     from ..engine import timing
 
+    from ..engine.wanplan import WanShape
+
     shape = timing.workload_shape(config)
+    wan = isinstance(shape, WanShape)  # Wan's plan axes and its own efficiency reference (gpus.json wan_reference)
     job = timing.Workload(spec, config, keyframe)
     est = job.peak(shape)
     flops = job.flops(shape)
     out = {
         "model": config.model, "frames": spec.num_frames, "width": spec.width, "height": spec.height,
         "steps": spec.num_inference_steps, "speed": spec.speed,
-        "cache_interval": spec.cache_interval if spec.speed == "fast" else None, "dtype": config.dtype or "fp16",
+        "cache_interval": spec.cache_interval if spec.speed == "fast" else None, "dtype": config.dtype or ("bf16" if wan else "fp16"),
         "attention": config.attention, "keyframe": keyframe,
         "weights_bytes": shape.weights_total,
         "plan": est.to_dict() | {"label": job.given.label()},
@@ -53,11 +56,25 @@ def run_estimate(spec, config, *, keyframe: bool = False, price: Optional[float]
             "peak_bytes": t.plan.peak_bytes, "seconds": t.seconds if t.fits else None,
             "price_per_hour": rate, "cost": t.seconds / 3600 * rate if t.fits else None,
             "source": "estimated",
-            "efficiency": {"value": card.efficiency, "basis": card.basis, "source": card.source},
+            "efficiency": _wan_efficiency(card) if wan else
+                          {"value": card.efficiency, "basis": card.basis, "source": card.source},
         })
     out["gpus"] = rows
-    out["reference"] = timing.load_gpus()["reference"]
+    out["reference"] = timing.load_gpus()["wan_reference" if wan else "reference"]
     return out
+
+
+def _wan_efficiency(card) -> dict:
+    from ..engine import timing
+
+    data = timing.load_gpus()
+    ref = data["wan_reference"]
+    m = data["measurements"][ref["measurement"]]
+    how = f"{m['seconds']} s on the {ref['card']} ({m['source']})"
+    if card.name != ref["card"]:
+        how += f" x this card's SVD efficiency over the {ref['card']}'s ({card.source})"
+    return {"value": timing.wan_efficiency(card.name), "basis": "measured" if card.name == ref["card"] else "estimated",
+            "source": how}
 
 
 def _flops(n: float) -> str:
@@ -100,7 +117,7 @@ def estimate_command(price_per_hour, keyframe, as_json, **kwargs):
     click.echo("  " + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in p["stages"].items())
                + f"; weights {fmt_bytes(r['weights_bytes'])}")
     f = r["flops"]
-    click.echo(f"compute: {_flops(f['per_video'])} per video (UNet step {_flops(f['unet_step'])}, "
+    click.echo(f"compute: {_flops(f['per_video'])} per video ({'denoiser' if 'transformer_pass' in f else 'UNet'} step {_flops(f['unet_step'])}, "
                f"cached step {_flops(f['unet_cached_step'])}"
                + (f"; {f['unet_passes_per_step']} passes per step" if f.get("unet_passes_per_step", 1) > 1 else "")
                + ")  [counted]")
@@ -112,12 +129,12 @@ def estimate_command(price_per_hour, keyframe, as_json, **kwargs):
             click.echo(f"--max-memory {max_memory}: does not fit; even {b['label']} needs about "
                        f"{fmt_bytes(b['peak_bytes'])}")
     click.echo("")
-    click.echo(f"{'GPU':<11} {'memory':>7}  {'fits':<4} {'plan':<42} {'s/video':>8} {'$/h':>6} {'$/video':>8}")
+    click.echo(f"{'GPU':<11} {'memory':>7}  {'fits':<4} {'plan':<44} {'s/video':>8} {'$/h':>6} {'$/video':>8}")
     for g in r["gpus"]:
         secs = f"{g['seconds']:.1f}" if g["seconds"] is not None else "-"
         cost = f"{g['cost']:.4f}" if g["cost"] is not None else "-"
         plan = g["plan"] if g["fits"] else f"does not fit (needs {fmt_bytes(g['peak_bytes'])})"
-        click.echo(f"{g['gpu']:<11} {g['memory_gb']:>5}GB  {'yes' if g['fits'] else 'no':<4} {plan:<42} {secs:>8} "
+        click.echo(f"{g['gpu']:<11} {g['memory_gb']:>5}GB  {'yes' if g['fits'] else 'no':<4} {plan:<44} {secs:>8} "
                    f"{g['price_per_hour']:>6.2f} {cost:>8}")
     click.echo("")
     click.echo("memory: estimated by a dry run of the model code; FLOPs: counted; seconds and cost: estimated, the "

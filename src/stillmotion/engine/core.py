@@ -100,16 +100,22 @@ class Engine:
 
         conf = self.config
         self.pipe = pipe
-        self._apply_plan(MemoryPlan(conf.decode_chunk_size or 1, conf.forward_chunking, conf.offload))
+        self._apply_plan(self.family.given_plan(conf) or
+                         MemoryPlan(conf.decode_chunk_size or 1, conf.forward_chunking, conf.offload))
         self.speed_settings = self.family.speed_setup(pipe, self.device, self.dtype, conf.attention)
         if conf.compile:
             self.speed_settings["compile"] = compile_pipe(pipe)
         return pipe
 
     def _apply_plan(self, plan) -> None:
-        """Set the pipeline up for a memory plan: forward chunking and where the weights live."""
+        """Set the pipeline up for a memory plan: forward chunking and where the weights live (a family with
+        its own plan type, Wan, applies its own axes: families/wan.py -> engine/wanplan.apply_plan)."""
+        from .memory import MemoryPlan
         from .profile import set_forward_chunking
 
+        if not isinstance(plan, MemoryPlan):
+            self._active = self.family.apply_plan(self.pipe, plan, self._active, self.device, self.dtype)
+            return
         pipe = self.pipe
         offload = plan.offload if self.device != "cpu" else "none"
         active = self._active
@@ -138,7 +144,8 @@ class Engine:
         conf = self.config
         frames = spec.num_frames
         chunk = spec.decode_chunk_size or conf.decode_chunk_size
-        given = memory.MemoryPlan(min(chunk or frames, frames), conf.forward_chunking, conf.offload)
+        given = self.family.given_plan(conf) or memory.MemoryPlan(min(chunk or frames, frames), conf.forward_chunking,
+                                                                  conf.offload)
         budget = conf.max_memory
         if conf.memory == "none" or (budget is None and self.device == "cpu") or not self.family.plans_memory:
             why = ("--memory none" if conf.memory == "none" else
@@ -149,6 +156,10 @@ class Engine:
         if budget is None:  # e.g. MPS: no reliable free-memory figure
             return given, {"mode": "auto", "plan": given.to_dict(), "label": given.label(), "planned": False,
                            "why": f"no free-memory figure on {self.device}; use --max-memory"}
+        if not isinstance(given, memory.MemoryPlan):  # the family's own plan (Wan): its shape and its axes
+            self._shape = self._shape or self.family.pipeline_shape(self.pipe, self.dtype, self.entry.name)
+            est = self.family.choose_plan(self._shape, spec, budget, self.device, conf)
+            return est.plan, self._plan_record(est, budget)
         if self._shape is None:
             from .shapes import model_shape_from_modules
             from .speed import set_attention
@@ -161,6 +172,10 @@ class Engine:
             self._shape, frames, spec.height, spec.width, budget, device=self.device, cfg=guided,
             user_chunk=chunk, user_offload=conf.offload, user_forward_chunking=conf.forward_chunking, keyframe=keyframe,
         )[0]
+        return est.plan, self._plan_record(est, budget)
+
+    def _plan_record(self, est, budget: int) -> dict:
+        """What the sidecar records about a planned run (and the log line)."""
         rec = {"mode": "auto", "plan": est.plan.to_dict(), "label": est.plan.label(), "planned": True,
                "estimate_bytes": est.peak_bytes, "budget_bytes": budget, "fits": est.fits}
         if est.fits:
@@ -169,7 +184,7 @@ class Engine:
         else:
             log.warning("no plan fits %s (leanest needs about %s); trying %s anyway", fmt_bytes(budget),
                         fmt_bytes(est.peak_bytes), est.plan.label())
-        return est.plan, rec
+        return rec
 
     @property
     def model_name(self) -> str:

@@ -160,7 +160,10 @@ def choose_plan(shape: ModelShape, frames: int, height: int, width: int, budget_
 
 def next_plan_down(current: MemoryPlan, frames: int, device: str, stage: str) -> Optional[MemoryPlan]:
     """The next step down after an out-of-memory in `stage`: a smaller decode chunk (decoding only),
-    then forward chunking, then model offload, then sequential offload. None when nothing is left."""
+    then forward chunking, then model offload, then sequential offload. None when nothing is left.
+    A family's own plan type (wanplan.WanPlan) steps down its own way."""
+    if not isinstance(current, MemoryPlan):
+        return current.step_down(device)
     if stage == "decoding" and current.decode_chunk_size > 1:
         return MemoryPlan(max(1, current.decode_chunk_size // 2), current.forward_chunking, current.offload)
     if not current.forward_chunking:

@@ -186,3 +186,40 @@ class quiet_diffusers:
 
         dlog.set_verbosity(self._level)
         return False
+
+
+# ----------------------------------------------------------------------------
+# Wan: the published component configs of the registry's Wan models (diffusers' folders on the hub), for
+# engine/wanplan.py. Written from the model cards and the diffusers folders' config.json files as known;
+# what could not be checked offline is marked "unverified". Shapes only: latents_mean/std do not change a count.
+def wan_configs(name: str) -> dict:
+    """{"transformer", "transformer_2" (A14B's second expert, else None), "vae", "text_encoder" (UMT5 XXL),
+    "image_encoder" (Wan 2.1's CLIP ViT-H/14 vision tower, else None)} for a registry Wan entry's name."""
+    t14 = {"patch_size": [1, 2, 2], "num_attention_heads": 40, "attention_head_dim": 128, "in_channels": 36,
+           "out_channels": 16, "text_dim": 4096, "freq_dim": 256, "ffn_dim": 13824, "num_layers": 40,
+           "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "rope_max_seq_len": 1024}
+    vae21 = {"base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2,
+             "temperal_downsample": [False, True, True], "scale_factor_spatial": 8, "scale_factor_temporal": 4}
+    umt5 = {"vocab_size": 256384, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64,
+            "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
+            "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}
+    clip = {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 16,
+            "image_size": 224, "patch_size": 14, "hidden_act": "gelu", "projection_dim": 1024}
+    if name.startswith("wan2.1"):  # I2V 14B 480p and 720p share every shape
+        return {"transformer": t14 | {"image_dim": 1280, "added_kv_proj_dim": 5120}, "transformer_2": None,
+                "vae": vae21, "text_encoder": umt5, "image_encoder": clip}
+    if name == "wan2.2-i2v-a14b":  # two 14B experts (high / low noise), no CLIP: the image goes in through the VAE
+        return {"transformer": t14, "transformer_2": dict(t14), "vae": vae21, "text_encoder": umt5,
+                "image_encoder": None}
+    if name == "wan2.2-ti2v-5b":
+        # unverified offline: in/out_channels 12 (3 x patch 2 x 2: the patchified pixels), decoder_base_dim 256 (the 2.2 VAE's wider decoder) and the 5B's freq_dim/eps
+        # (taken as the 14B's)
+        return {"transformer": t14 | {"num_attention_heads": 24, "ffn_dim": 14336, "num_layers": 30,
+                                      "in_channels": 48, "out_channels": 48},
+                "transformer_2": None,
+                "vae": {"base_dim": 160, "decoder_base_dim": 256, "z_dim": 48, "dim_mult": [1, 2, 4, 4],
+                        "num_res_blocks": 2, "temperal_downsample": [False, True, True], "is_residual": True, "in_channels": 12, "out_channels": 12,
+                        "patch_size": 2, "scale_factor_spatial": 16, "scale_factor_temporal": 4,
+                        "latents_mean": [0.0] * 48, "latents_std": [1.0] * 48},
+                "text_encoder": umt5, "image_encoder": None}
+    raise KeyError(name)

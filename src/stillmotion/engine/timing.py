@@ -189,8 +189,28 @@ def workload_shape(config: "EngineConfig") -> ModelShape:
     family = family_for(entry)
     if not family.plans_memory:
         raise InvalidInput(f"The memory and time planner does not count {family.label} models yet ({entry.name}): "
-                           f"it plans SVD models; run {entry.name} with --memory none or --offload model.")
-    return model_shape(entry, config.dtype or "fp16", config.attention)
+                           f"run {entry.name} with --memory none or --offload model.")
+    return family.plan_shape(entry, config.dtype, config.attention) or model_shape(entry, config.dtype or "fp16",
+                                                                                   config.attention)
+
+
+@functools.lru_cache(maxsize=None)
+def wan_efficiency(card_name: str) -> float:
+    """A card's efficiency on Wan: the published Wan run's card's (gpus.json "wan_reference"), scaled by the
+    card's efficiency on the SVD reference over that card's (no other card has a published Wan figure here)."""
+    data = load_gpus()
+    ref = data["wan_reference"]
+    by_name = {c.name: c for c in cards()}
+    base = by_name[ref["card"]]
+    seconds = data["measurements"][ref["measurement"]]["seconds"]
+    measured = ref["flops"] / (seconds * base.fp16_tflops * 1e12)
+    return measured * by_name[card_name].efficiency / base.efficiency
+
+
+def _is_wan(shape) -> bool:
+    from .wanplan import WanShape
+
+    return isinstance(shape, WanShape)
 
 
 @dataclass(frozen=True)
@@ -216,6 +236,10 @@ class Workload:
     def given(self) -> MemoryPlan:
         """The memory plan the settings name (what runs with --memory none)."""
         frames = self.spec.num_frames
+        if self._wan:
+            from .wanplan import WanPlan
+
+            return WanPlan(offload=self.config.offload)
         return MemoryPlan(min(self.decode_chunk or frames, frames), self.config.forward_chunking, self.config.offload)
 
     @property
@@ -227,17 +251,37 @@ class Workload:
     def peak(self, shape: ModelShape) -> PeakEstimate:
         """Peak memory on a GPU under the given plan."""
         s = self.spec
+        if _is_wan(shape):
+            from .wanplan import estimate_peak as wan_peak
+
+            return wan_peak(shape, s.num_frames, s.height, s.width, self.given)
         return estimate_peak(shape, s.num_frames, s.height, s.width, self.given, cfg=s.uses_cfg, keyframe=self.keyframe)
+
+    @property
+    def _wan(self) -> bool:
+        from ..families import family_for
+        from ..models.resolve import entry_for
+
+        return family_for(entry_for(self.config.model)).name == "wan"
 
     def plan(self, shape: ModelShape, budget_bytes: int, device: str = "cuda") -> PeakEstimate:
         """The fastest plan that fits the budget, keeping what the user chose; else the leanest (fits=False)."""
         s = self.spec
+        if _is_wan(shape):
+            from .wanplan import choose_plan as wan_choose
+
+            return wan_choose(shape, s.num_frames, s.height, s.width, budget_bytes, device=device,
+                              user_offload=self.config.offload)[0]
         return choose_plan(shape, s.num_frames, s.height, s.width, budget_bytes, device=device, cfg=s.uses_cfg,
                            keyframe=self.keyframe, **self.fixed)[0]
 
     def flops(self, shape: ModelShape) -> dict:
         """video_flops() of this workload under its given plan."""
         s = self.spec
+        if _is_wan(shape):
+            from .wanplan import video_flops as wan_flops
+
+            return wan_flops(shape, s.num_frames, s.height, s.width, s.num_inference_steps, cfg=s.uses_cfg)
         return video_flops(shape, s.num_frames, s.height, s.width, s.num_inference_steps, speed=s.speed,
                            cache_interval=s.cache_interval, cfg=s.uses_cfg, decode_chunk=self.given.decode_chunk_size,
                            forward_chunking=self.config.forward_chunking, keyframe=self.keyframe)
@@ -245,5 +289,14 @@ class Workload:
     def time_on(self, card: Card, shape: ModelShape, flops: float) -> CardTime:
         """Seconds for this workload (of `flops`) on `card`, under the fastest plan that fits the card."""
         s = self.spec
+        if _is_wan(shape):
+            from .wanplan import extra_seconds
+
+            best = self.plan(shape, card.budget_bytes)
+            f = self.flops(shape)
+            compute = flops / (card.fp16_tflops * 1e12 * wan_efficiency(card.name))
+            denoise = compute * s.num_inference_steps * f["unet_step"] / f["per_video"]
+            return CardTime(card, best, compute + extra_seconds(shape, best.plan, f, s.num_inference_steps,
+                                                                card.pcie_gbps, denoise))
         return time_on(card, shape, flops, s.num_frames, s.height, s.width, s.num_inference_steps, cfg=s.uses_cfg,
                        keyframe=self.keyframe, **self.fixed)

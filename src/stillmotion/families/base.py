@@ -163,6 +163,15 @@ class Family:
         """What the sidecar records about an end-image run (None: nothing to add)."""
         return None
 
+    # ------------------------------------------------------------------ memory plan (None: engine/memory.py's)
+    def plan_shape(self, entry, dtype_name: Optional[str], attention: str):
+        """The shape the planner counts this family on (None: shapes.model_shape, SVD's)."""
+        return None
+
+    def given_plan(self, config):
+        """The plan the engine settings name, when this family has its own plan type (None: memory.MemoryPlan)."""
+        return None
+
 
 def refusal(field: str, message: str) -> InvalidInput:
     """The InvalidInput of a refused setting; `.field` names the spec field (a workflow's node is named from it)."""
