@@ -9,6 +9,7 @@ runs and what the sidecar records; feeding it back reproduces the video.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from typing import Callable, Literal, Optional
 
@@ -154,8 +155,9 @@ DEFAULTED = ("num_frames", "num_inference_steps", "fps", "motion_bucket_id", "no
              "min_guidance_scale", "max_guidance_scale", "negative_prompt", "guidance_scale")
 
 
+@functools.cache
 def family_fields() -> dict[str, tuple[str, ...]]:
-    """Spec field -> the model families that take it, for the fields that not every family takes."""
+    """Spec field -> the model families that take it, for the fields that not every family takes (read-only)."""
     out = {}
     for name, f in GenerationSpec.model_fields.items():
         families = (f.json_schema_extra or {}).get("x-families")

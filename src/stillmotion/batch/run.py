@@ -70,7 +70,7 @@ class BatchRunner:
     # ------------------------------------------------------------------
     def run(self, next_item: Callable[[], Optional[Item]]) -> None:
         engine = self._engine()
-        self.entry = engine.entry
+        self.entry, self.family = engine.entry, engine.family
         if self.pipeline is None:
             # On the CPU the model already uses every core: I/O threads beside it only steal them
             # (measured: bench/bench_batch.py). On an accelerator they keep it fed.
@@ -135,7 +135,7 @@ class BatchRunner:
 
         t = time.perf_counter()
         with naming_image(item.key):
-            prepared, spec, info, ends = prepare_inputs(self.entry, item.source, item.spec,
+            prepared, spec, info, ends = prepare_inputs(self.entry, item.source, item.spec, family=self.family,
                                                         end_image=item.end_source or None)
         seconds = time.perf_counter() - t
         self.hidden["load"] += seconds

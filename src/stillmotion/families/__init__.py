@@ -58,7 +58,8 @@ def family_of_folder(path) -> str | None:
 
 def family_for(entry, folder=None) -> Family:
     """The family of a model entry (registry.ModelEntry): what its folder declares (the resolved `folder`, or
-    a local folder's own, or a LoRA folder's base folder), else the entry's `family`."""
+    a local folder's own, a LoRA folder's base folder, a hub id's cached snapshot), else the entry's `family`
+    (a hub id not downloaded yet: SVD's, until the engine reads the downloaded folder)."""
     if folder is None and entry.source == "local":
         folder = Path(entry.name).expanduser()
         from ..models.lora import lora_record
@@ -68,6 +69,10 @@ def family_for(entry, folder=None) -> Family:
 
             base = Path(lora_base(folder)).expanduser()
             folder = base if base.is_dir() else None
+    elif folder is None and entry.source == "hub":  # a hub id: its cached snapshot says, if there is one
+        from ..models.hub import cached_snapshot
+
+        folder = cached_snapshot(entry, complete=False)
     declared = family_of_folder(folder) if folder is not None else None
     return get_family(declared or entry.family)
 

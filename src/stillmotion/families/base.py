@@ -21,7 +21,6 @@ class Family:
     name: ClassVar[str]  # as in registry entries and the spec's x-families
     label: ClassVar[str]  # for people: "SVD", "Wan"
     article: ClassVar[str] = "a"  # "an SVD model"
-    pipeline_class: ClassVar[str]  # the diffusers pipeline (model_index.json's _class_name)
     speeds: ClassVar[frozenset[str]] = frozenset({"exact"})  # the --speed modes it runs
     plans_memory: ClassVar[bool] = False  # engine/memory.py counts this family's stages
     end_image: ClassVar[bool] = False  # --end-image (and --keyframes) can be honoured

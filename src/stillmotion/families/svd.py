@@ -20,7 +20,6 @@ class SVDFamily(Family):
     name = "svd"
     label = "SVD"
     article = "an"
-    pipeline_class = "StableVideoDiffusionPipeline"
     speeds = frozenset({"exact", "fast"})
     plans_memory = True
     end_image = True

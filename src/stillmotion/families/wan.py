@@ -39,7 +39,6 @@ LORA_ADAPTER = "stillmotion"  # the adapter name a LoRA gets in each expert
 class WanFamily(Family):
     name = "wan"
     label = "Wan"
-    pipeline_class = "WanImageToVideoPipeline"
     speeds = frozenset({"exact", "fast"})
     end_image = True
     lora = True  # diffusers' WanLoraLoaderMixin, into every expert (the LoRA methods below)

@@ -11,6 +11,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..families.base import to_uint8
 from ..util import atomic_path
 
 
@@ -38,7 +39,7 @@ def validate(pipe, unet, dataset, out: Path, step: int, num_frames: int, width: 
     finally:
         if was_training:
             unet.train()
-    frames = np.clip(np.round(np.asarray(frames) * 255), 0, 255).astype(np.uint8)
+    frames = to_uint8(frames)
     folder = out / "validation"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step:07d}.mp4"
