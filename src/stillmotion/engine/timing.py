@@ -235,11 +235,13 @@ class Workload:
     @property
     def given(self) -> MemoryPlan:
         """The memory plan the settings name (what runs with --memory none)."""
-        frames = self.spec.num_frames
-        if self._wan:
-            from .wanplan import WanPlan
+        from ..families import family_for
+        from ..models.resolve import entry_for
 
-            return WanPlan(offload=self.config.offload)
+        own = family_for(entry_for(self.config.model)).given_plan(self.config)  # a family with its own plan type
+        if own is not None:
+            return own
+        frames = self.spec.num_frames
         return MemoryPlan(min(self.decode_chunk or frames, frames), self.config.forward_chunking, self.config.offload)
 
     @property
@@ -256,13 +258,6 @@ class Workload:
 
             return wan_peak(shape, s.num_frames, s.height, s.width, self.given)
         return estimate_peak(shape, s.num_frames, s.height, s.width, self.given, cfg=s.uses_cfg, keyframe=self.keyframe)
-
-    @property
-    def _wan(self) -> bool:
-        from ..families import family_for
-        from ..models.resolve import entry_for
-
-        return family_for(entry_for(self.config.model)).name == "wan"
 
     def plan(self, shape: ModelShape, budget_bytes: int, device: str = "cuda") -> PeakEstimate:
         """The fastest plan that fits the budget, keeping what the user chose; else the leanest (fits=False)."""
