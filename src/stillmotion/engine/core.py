@@ -272,7 +272,7 @@ class Engine:
             run.timings["total"] = round(time.perf_counter() - t0, 4)
             run.timings["load"] = self.timings.get("load")
             metadata = run_metadata(spec, input_info, self.describe(), run)
-            return GenerationResult(frames=frames, fps=fps, spec=spec, metadata=metadata)
+            return GenerationResult(frames=frames, fps=fps, spec=spec, metadata=metadata, audio=run.audio)
 
     # ------------------------------------------------------------------
     def sample(self, image, spec: GenerationSpec, report: ProgressFn, cancel: CancelFn,
@@ -307,6 +307,8 @@ class Engine:
         decode_span = (lo + (hi - lo) * denoise_share, hi)
         video, plan = retry("decoding", plan, lambda p: self.decode(
             latents, spec, p.decode_chunk_size, report, cancel, decode_span))
+        if isinstance(video, tuple):  # a family that makes sound decodes (frames, video.audio.Audio)
+            video, run.audio = video
         run.decode_chunk_size = plan.decode_chunk_size if self.family.takes("decode_chunk_size") else None
         run.timings["decode"] = round(time.perf_counter() - t, 4)
         if run.fallbacks:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..spec import GenerationSpec
+from ..video.audio import Audio
 
 
 @dataclass
@@ -46,6 +47,7 @@ class RunRecord:
     long: Optional[dict] = None
     postprocess: Optional[dict] = None
     keyframes: Optional[dict] = None  # set by keyframe sampling (an end image): method, loop, pairs
+    audio: Optional[Audio] = None  # the soundtrack a family made with the frames (LTX-2); not sidecar metadata
 
     def to_metadata(self) -> dict:
         """The sidecar's keys for this run (timings go in separately)."""
@@ -64,6 +66,7 @@ class GenerationResult:
     fps: float  # playback rate of the file
     spec: GenerationSpec  # resolved: every field concrete, the seed drawn
     metadata: dict = field(default_factory=dict)
+    audio: Optional[Audio] = None  # the soundtrack, for families that make one (LTX-2)
 
     @property
     def seed(self) -> int:

@@ -151,7 +151,8 @@ class Family:
 
     def decode(self, pipe, latents, spec: GenerationSpec, chunk: int, report: Callable, cancel: Callable,
                span: tuple[float, float]) -> np.ndarray:
-        """Latents -> uint8 frames (T, H, W, 3), with progress and cancel where the VAE allows."""
+        """Latents -> uint8 frames (T, H, W, 3), with progress and cancel where the VAE allows; a family that makes
+        sound returns (frames, video.audio.Audio), which the engine carries to GenerationResult.audio."""
         raise NotImplementedError
 
     def encoder_module(self, pipe):
