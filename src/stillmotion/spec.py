@@ -31,6 +31,7 @@ _SIZE_SCHEMA = {"minimum": 64, "maximum": 2048, "multipleOf": 16}
 # A family refuses a field it does not take (families/base.Family.check), and the UI shows only its own.
 SVD = {"x-families": ["svd"]}
 PROMPTED = {"x-families": ["wan"]}
+SOUND = {"x-families": ["ltx2"]}  # the families whose videos have a soundtrack
 
 
 class GenerationSpec(BaseModel):
@@ -60,6 +61,7 @@ class GenerationSpec(BaseModel):
                                   json_schema_extra=_SIZE_SCHEMA)
     resize: Resize = Field("crop", description="how the image meets the target size: crop, pad or stretch")
     format: Format = Field("mp4", description="mp4 (H.264), webm (VP9), gif, webp, or png (a folder of frames)")
+    no_audio: Optional[bool] = Field(None, description="drop the soundtrack the model makes (mp4: AAC, webm: Opus, gif/webp/png: NAME.wav beside)", json_schema_extra=SOUND)
 
     # --- post-processing (video/) ---
     interpolate: int = Field(1, description="frame interpolation factor: 1 (off), 2, 3, 4 or 8; multiplies the playback fps",

@@ -190,18 +190,57 @@ def write_wav(path: Path, audio: Audio) -> None:
         f.write(b"RIFF" + struct.pack("<I", len(body)) + body)
 
 
-def read_audio(path: str | Path) -> Audio:
-    """A sound file (wav, mp3, m4a, flac, ogg, or a video's audio track) -> Audio at its own rate, up to stereo.
-    Raises NotFound for no file, InvalidInput for a file with no readable sound."""
+def open_audio(value, source: str | None = None) -> tuple[Audio, dict]:
+    """A soundtrack given to a run (an Audio, a path or the file's bytes) -> (Audio, what the sidecar's
+    "input" records of it)."""
+    if isinstance(value, Audio):
+        audio = value
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        audio = read_audio(bytes(value), name=source or "the audio")
+    else:
+        audio = read_audio(value)
+        source = source or str(value)
+    info = {"rate": audio.rate, "channels": audio.channels, "seconds": round(audio.seconds, 6),
+            "sha256": pcm_sha256(audio)}
+    return audio, ({"source": source, **info} if source else info)
+
+
+def soundtrack_of(video: str | Path) -> Audio | None:
+    """A video file's soundtrack: its audio stream, else the NAME.wav stillmotion wrote beside a gif, webp or
+    frames folder; None when it has neither."""
     import av
 
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise NotFound(f"No audio file at {path}; check the path (wav, mp3 or m4a).")
-    if path.is_dir():
-        raise InvalidInput(f"{path} is a folder; pass an audio file (wav, mp3 or m4a).")
+    video = Path(video).expanduser()
+    beside = wav_path(video)
+    if video.is_file() and video.suffix.lower() not in (".gif", ".webp"):
+        try:
+            with av.open(str(video), mode="r") as container:
+                has = bool(container.streams.audio)
+        except Exception:
+            has = False
+        if has:
+            return read_audio(video)
+    return read_audio(beside) if beside != video and beside.is_file() else None
+
+
+def read_audio(path, name: str | None = None) -> Audio:
+    """A sound file (wav, mp3, m4a, flac, ogg, or a video's audio track; a path or its bytes) -> Audio at its own
+    rate, up to stereo. Raises NotFound for no file, InvalidInput for a file with no readable sound."""
+    import io
+
+    import av
+
+    if isinstance(path, (bytes, bytearray)):
+        src, path = io.BytesIO(path), Path(name or "the audio")
+    else:
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise NotFound(f"No audio file at {path}; check the path (wav, mp3 or m4a).")
+        if path.is_dir():
+            raise InvalidInput(f"{path} is a folder; pass an audio file (wav, mp3 or m4a).")
+        src = str(path)
     try:
-        with av.open(str(path), mode="r") as container:
+        with av.open(src, mode="r") as container:
             if not container.streams.audio:
                 raise InvalidInput(f"{path} has no audio stream; pass a wav, mp3 or m4a file.")
             stream = container.streams.audio[0]
