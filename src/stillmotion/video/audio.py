@@ -271,7 +271,7 @@ def add_track(container, audio: Audio, fmt: str):
     layout = "mono" if audio.channels == 1 else "stereo"
     stream = container.add_stream("aac" if fmt == "mp4" else "libopus", rate=rate, layout=layout)
     stream.codec_context.format = "fltp" if fmt == "mp4" else "flt"  # float in: no 16-bit rounding on the way
-    stream.codec_context.options = {"b": str((96000 if fmt == "mp4" else 64000) * audio.channels)}
+    stream.codec_context.bit_rate = (96000 if fmt == "mp4" else 64000) * audio.channels  # per channel: transparent-ish
 
     def encode() -> None:
         fmt_name = stream.codec_context.format.name  # fltp for AAC, flt (interleaved) for libopus
