@@ -228,6 +228,17 @@ REGISTRY: dict[str, ModelEntry] = {
         defaults=wan_defaults(num_frames=9, num_inference_steps=4, fps=8, landscape=(96, 64), portrait=(64, 96),
                               square=(64, 64)),
     ),
+    "tiny-ltx2": ModelEntry(
+        name="tiny-ltx2",
+        repo_id=None,
+        variant=None,
+        source="builtin",
+        family="ltx2",
+        description="built-in smoke-test model: LTX-2's architecture (video, audio VAE, vocoder) at toy width, random weights (output is noise, with noise for sound)",
+        approx_size_gb=0.001,
+        defaults=ltx_defaults(num_frames=9, num_inference_steps=4, landscape=(96, 64), portrait=(64, 96),
+                              square=(64, 64)),
+    ),
     "demo": ModelEntry(
         name="demo",
         repo_id=None,
