@@ -165,6 +165,7 @@ class LTX2Family(_LTXBase):
     """LTX-2 (19B audio-video DiT, Gemma-3 text encoder): frames and a stereo soundtrack from one run."""
 
     name = "ltx2"
+    sound = True  # its decode makes a stereo soundtrack (the vocoder's waveform)
     label = "LTX-2"
     article = "an"
     pipeline_class = "LTX2ImageToVideoPipeline"
