@@ -21,7 +21,8 @@ from stillmotion.video.audio import frame_sample, pcm_sha256, read_audio
 
 MODEL = "tiny-ltx2"
 SPEC = dict(width=64, height=64, num_frames=9, num_inference_steps=2, seed=5)
-FLAGS = ["--width", "64", "--height", "64", "--frames", "9", "--steps", "2", "--seed", "5"]
+SIZE = ["--width", "64", "--height", "64", "--frames", "9", "--steps", "2"]
+FLAGS = [*SIZE, "--seed", "5"]
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -130,14 +131,19 @@ def test_cli_and_batch_write_the_sound_and_refuse_in_one_line(tmp_path, result):
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "no.mp4").exists()
 
-    # batch writes what a local run writes: the gif, the WAV beside it, the sidecar
+    # batch writes what a local run of the item's seed writes: the gif, the WAV beside it, the sidecar
     (tmp_path / "imgs").mkdir()
     shutil.copy(tmp_path / "in.png", tmp_path / "imgs" / "v.png")
-    code, _, err = run_cli("batch", str(tmp_path / "imgs"), str(tmp_path / "batch"), "--model", MODEL, *FLAGS,
+    code, _, err = run_cli("batch", str(tmp_path / "imgs"), str(tmp_path / "batch"), "--model", MODEL, *SIZE,
                            "--format", "gif", "--device", "cpu")
     assert code == 0, err
-    assert (tmp_path / "batch" / "v.wav").read_bytes() == wav.read_bytes()
-    assert (tmp_path / "batch" / "v.gif").read_bytes() == out.read_bytes()
+    seed = read_sidecar(tmp_path / "batch" / "v.gif")["spec"]["seed"]
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", MODEL, *SIZE, "--seed", str(seed),
+                           "-o", str(tmp_path / "local" / "v.gif"))
+    assert code == 0, err
+    for name in ("v.gif", "v.wav"):
+        assert (tmp_path / "batch" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    assert read_sidecar(tmp_path / "batch" / "v.gif")["audio"] == read_sidecar(tmp_path / "local" / "v.gif")["audio"]
 
 
 @pytest.fixture(scope="module")
