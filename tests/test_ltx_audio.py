@@ -6,7 +6,6 @@ test_audio.py."""
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 
 import av
@@ -16,7 +15,7 @@ import pytest
 
 from conftest import ServeProcess, cached_engine, run_cli
 from stillmotion.spec import GenerationSpec
-from stillmotion.video import read_sidecar, read_video
+from stillmotion.video import read_sidecar
 from stillmotion.video.audio import frame_sample, pcm_sha256, read_audio
 
 MODEL = "tiny-ltx2"

@@ -23,7 +23,7 @@ from ..errors import InvalidInput, NotFound
 # the rates the AAC encoder takes; another model rate is resampled to 48 kHz
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 OPUS_RATE = 48000  # Opus decodes at 48 kHz whatever it was fed; resampling once, here, keeps it exact in time
-CODECS = {"mp4": "aac", "webm": "libopus", "gif": "wav", "webp": "wav", "png": "wav"}
+CODECS = {"mp4": "aac", "webm": "opus", "gif": "wav", "webp": "wav", "png": "wav"}  # what the sidecar names
 WAV_SUFFIX = ".wav"
 _VIDEO_SUFFIXES = (".mp4", ".webm", ".gif", ".webp", ".png")
 
