@@ -172,13 +172,15 @@ def test_api_and_server_runs_write_what_a_local_run_writes(sound_server, tmp_pat
         assert c.streams.audio[0].codec_context.name == "aac"
     assert job["output"]["audio_url"] is None  # mp4 carries it inside
 
-    # --server with a gif: the WAV comes back beside it, the bytes of a local run's
+    # --server: an mp4 with its AAC track, a gif with the WAV beside it, the bytes of a local run's
     for where in ("remote", "local"):
         (tmp_path / where).mkdir()
         server = ["--server", sound_server.url] if where == "remote" else ["--model", MODEL, "--device", "cpu"]
-        code, _, err = run_cli("generate", str(tmp_path / "in.png"), *server, *FLAGS, "-o", str(tmp_path / where / "c.gif"))
-        assert code == 0, err
-    for name in ("c.gif", "c.wav"):
+        for name in ("c.gif", "m.mp4"):
+            code, _, err = run_cli("generate", str(tmp_path / "in.png"), *server, *FLAGS, "-o", str(tmp_path / where / name))
+            assert code == 0, err
+    assert not (tmp_path / "remote" / "m.wav").exists()
+    for name in ("c.gif", "c.wav", "m.mp4"):
         assert (tmp_path / "remote" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
     remote = read_sidecar(tmp_path / "remote" / "c.gif")["audio"]
     assert remote == read_sidecar(tmp_path / "local" / "c.gif")["audio"] and remote["file"] == "c.wav"
