@@ -165,6 +165,8 @@ def write(
     }
     if audio is not None and not isinstance(audio, Audio):
         raise InvalidInput(f"audio must be a video.audio.Audio; got {type(audio).__name__}.")
+    if audio is not None and len(audio) == 0:
+        audio = None  # no samples: no track (an encoder given nothing would write an empty, unplayable one)
     wav = wav_path(target) if audio is not None and fmt not in ("mp4", "webm") else None
     if audio is not None:
         metadata = {**(metadata or {}), "audio": record(audio, fmt, wav.name if wav else None)}
