@@ -111,9 +111,25 @@ def test_ltx2_sound_is_the_stock_pipelines_audio_and_a_folder_runs_with_its_own_
     assert result.audio.samples.shape == audio.shape and audio.shape[0] == 2
     assert np.array_equal(result.audio.samples, audio)
     assert abs(result.audio.seconds - 9 / 24) < 0.1  # as long as the picture (tiny model: to a latent's rounding)
-    spec = result.metadata["spec"]
-    assert spec["guidance_scale"] == 3.0 and spec["fps"] == 24  # the pipeline's __call__ defaults
-    assert spec["stg_scale"] is None and spec["motion_bucket_id"] is None  # None: the pipeline's own, passed on
+    spec = result.metadata["spec"]  # the pipeline's __call__ defaults, named
+    assert (spec["guidance_scale"], spec["stg_scale"], spec["modality_scale"], spec["guidance_rescale"],
+            spec["audio_guidance_scale"], spec["fps"]) == (3.0, 1.0, 3.0, 0.7, 7.0, 24)
+    assert spec["motion_bucket_id"] is None
+
+
+def test_registry_names_the_pipelines_own_guidance_defaults():
+    """LTX2_GUIDANCE (what ltx-2 and tiny-ltx2 show and run) is LTX2ImageToVideoPipeline's own __call__ defaults."""
+    import inspect
+
+    from diffusers import LTX2ImageToVideoPipeline
+
+    from stillmotion.models.registry import LTX2_GUIDANCE, REGISTRY
+
+    params = inspect.signature(LTX2ImageToVideoPipeline.__call__).parameters
+    assert LTX2_GUIDANCE == {k: params[k].default for k in LTX2_GUIDANCE}
+    distilled = REGISTRY["ltx-2-distilled"].defaults  # 8 steps at CFG 1, no extra guidance pass
+    assert (distilled.num_inference_steps, distilled.guidance_scale, distilled.stg_scale,
+            distilled.modality_scale) == (8, 1.0, 0.0, 1.0)
 
 
 @pytest.mark.parametrize("variant", ["ltx2", "ltx"])

@@ -62,8 +62,8 @@ class _LTXBase(Family):
         return f"LTX makes 8k+1 frames: use {lo} or {hi}" if lo > 1 else f"LTX makes 8k+1 frames: use {hi}"
 
     def folder_defaults(self, folder):
-        """A folder runs with the pipeline's own __call__ defaults for every knob no flag sets (size, frames, steps,
-        guidance and the other guidance terms; a None there stays None, so the pipeline's own is passed on)."""
+        """A folder runs with the pipeline's own __call__ defaults for every knob no flag sets (size, frames, fps,
+        steps, guidance and the other guidance terms), named in the spec so the sidecar and the UI show them."""
         import diffusers
 
         from ..models.registry import ltx_defaults
@@ -72,9 +72,11 @@ class _LTXBase(Family):
              .parameters.items()}
         w, h = d["width"], d["height"]
         side = int((w * h) ** 0.5 // 32 * 32)
+        guidance = {k: d[k] for k in ("guidance_scale", "guidance_rescale", "stg_scale", "modality_scale",
+                                      "audio_guidance_scale") if k in d and self.takes(k)}
         return ltx_defaults(num_frames=d["num_frames"] or 121, num_inference_steps=d["num_inference_steps"],
-                            fps=int(d["frame_rate"]), guidance_scale=d["guidance_scale"],
-                            landscape=(w, h), portrait=(h, w), square=(side, side), size_multiple=None)
+                            fps=int(d["frame_rate"]), landscape=(w, h), portrait=(h, w), square=(side, side),
+                            size_multiple=None, **guidance)
 
     def load(self, path, variant, dtype):
         import diffusers
