@@ -73,7 +73,8 @@ GUIDED = {
     "ltx2": (["--prompt", "a boat at sea", "--negative-prompt", "blurry", "--guidance", "4.0", "--stg-scale", "0.5",
               "--modality-scale", "2.0", "--guidance-rescale", "0.5", "--audio-guidance-scale", "5.0"],
              dict(prompt="a boat at sea", negative_prompt="blurry", guidance_scale=4.0, stg_scale=0.5,
-                  modality_scale=2.0, guidance_rescale=0.5, audio_guidance_scale=5.0)),
+                  audio_stg_scale=0.5, modality_scale=2.0, audio_modality_scale=2.0, guidance_rescale=0.5,
+                  audio_guidance_rescale=0.5, audio_guidance_scale=5.0)),
     "ltx": (["--prompt", "a boat at sea", "--negative-prompt", "blurry", "--guidance", "4.0", "--guidance-rescale",
              "0.5"],
             dict(prompt="a boat at sea", negative_prompt="blurry", guidance_scale=4.0, guidance_rescale=0.5)),
@@ -82,7 +83,8 @@ GUIDED = {
 
 @pytest.mark.parametrize("variant", ["ltx2", "ltx"])
 def test_generate_equals_the_stock_pipeline(ltx_folders, tmp_path, variant):
-    """Every knob set from the command line, the fps passed as frame_rate (25 here, not the default 24)."""
+    """Every knob set from the command line, the fps passed as frame_rate (25 here, not the default 24). LTX-2's STG,
+    modality and rescale act on picture and sound alike (the pipeline's audio_* twins get the same value)."""
     img = _square(tmp_path)
     flags, kw = GUIDED[variant]
     out = tmp_path / "out"
