@@ -120,15 +120,19 @@ def test_ltx2_sound_is_the_stock_pipelines_audio_and_a_folder_runs_with_its_own_
 
 
 def test_registry_names_the_pipelines_own_guidance_defaults():
-    """LTX2_GUIDANCE (what ltx-2 and tiny-ltx2 show and run) is LTX2ImageToVideoPipeline's own __call__ defaults."""
+    """LTX2_GUIDANCE (what ltx-2 and tiny-ltx2 show and run) is LTX2ImageToVideoPipeline's own __call__ defaults;
+    ltx-2's negative prompt is Lightricks' (diffusers' copy of it)."""
     import inspect
 
     from diffusers import LTX2ImageToVideoPipeline
 
-    from stillmotion.models.registry import LTX2_GUIDANCE, REGISTRY
+    from diffusers.pipelines.ltx2.utils import DEFAULT_NEGATIVE_PROMPT
+
+    from stillmotion.models.registry import LTX2_GUIDANCE, LTX2_NEGATIVE_PROMPT, REGISTRY
 
     params = inspect.signature(LTX2ImageToVideoPipeline.__call__).parameters
     assert LTX2_GUIDANCE == {k: params[k].default for k in LTX2_GUIDANCE}
+    assert REGISTRY["ltx-2"].defaults.negative_prompt == LTX2_NEGATIVE_PROMPT == DEFAULT_NEGATIVE_PROMPT
     distilled = REGISTRY["ltx-2-distilled"].defaults  # 8 steps at CFG 1, no extra guidance pass
     assert (distilled.num_inference_steps, distilled.guidance_scale, distilled.stg_scale,
             distilled.modality_scale) == (8, 1.0, 0.0, 1.0)
