@@ -225,3 +225,25 @@ def test_fast_from_the_cli_at_the_default_threshold(ltx_folders, tmp_path):
     speed = json.loads((tmp_path / "out.json").read_text())["speed"]
     assert speed["mode"] == "fast" and speed["cache"] == "first-block" and speed["threshold"] == FAST_THRESHOLD
     assert speed["full_passes"] + speed["cached_passes"] == 2  # 2 steps, CFG in one batch
+
+
+def test_batch_rows_carry_ltx2_knobs_and_equal_the_stock_pipeline(ltx_folders, tmp_path):
+    """A manifest with a prompt and an LTX-2 knob per row (the schema's columns): the video equals the stock
+    pipeline's at the seed its sidecar records; a row with an LTX-2 knob on LTX-Video is refused, nothing run."""
+    import json
+
+    img = _square(tmp_path)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("image,prompt,stg_scale,modality_scale\nin.png,waves roll in,0.5,1.0\n")
+    out = tmp_path / "out"
+    code, _, err = run_cli("batch", str(manifest), str(out), "--model", str(ltx_folders["ltx2"]), *ARGS)
+    assert code == 0, err
+    record = json.loads((out / "in.json").read_text())
+    assert (record["spec"]["stg_scale"], record["spec"]["modality_scale"]) == (0.5, 1.0)
+    stock, _ = _stock(ltx_folders["ltx2"], "ltx2", img, seed=record["seed"], prompt="waves roll in", stg_scale=0.5,
+                      audio_stg_scale=0.5, modality_scale=1.0, audio_modality_scale=1.0)
+    assert np.abs(_frames(out / "in").astype(int) - stock.astype(int)).max() <= 2
+
+    code, _, err = run_cli("batch", str(manifest), str(tmp_path / "out2"), "--model", str(ltx_folders["ltx"]), *ARGS)
+    assert code == 2 and "--stg-scale (stg_scale) is a setting of ltx2 models" in err, err
+    assert not (tmp_path / "out2").exists()
