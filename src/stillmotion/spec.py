@@ -54,9 +54,9 @@ class GenerationSpec(BaseModel):
     prompt: Optional[str] = Field(None, max_length=4000, description="what should happen in the video (Wan, LTX)", json_schema_extra=PROMPTED)
     negative_prompt: Optional[str] = Field(None, max_length=4000, description="what should not (Wan, LTX; default: the model's own)", json_schema_extra=PROMPTED)
     guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="classifier-free guidance for the prompt (Wan, LTX; <= 1 turns it off)", json_schema_extra={"x-flag": "--guidance", **PROMPTED})
-    guidance_rescale: Optional[float] = Field(None, ge=0.0, le=1.0, description="rescales the guided prediction toward the conditional one's spread, against over-exposure (LTX; 0 turns it off)", json_schema_extra={"x-families": ["ltx2", "ltx"]})
-    stg_scale: Optional[float] = Field(None, ge=0.0, le=10.0, description="spatio-temporal guidance: away from a pass with perturbed blocks (LTX-2; 0 turns it off, one more transformer pass per step otherwise)", json_schema_extra=LTX2)
-    modality_scale: Optional[float] = Field(None, ge=0.0, le=10.0, description="modality isolation guidance: away from a pass without audio-video cross attention (LTX-2; 1 turns it off)", json_schema_extra=LTX2)
+    guidance_rescale: Optional[float] = Field(None, ge=0.0, le=1.0, description="rescales the guided prediction toward the conditional one's spread, against over-exposure (LTX; LTX-2: picture and sound; 0 turns it off)", json_schema_extra={"x-families": ["ltx2", "ltx"]})
+    stg_scale: Optional[float] = Field(None, ge=0.0, le=10.0, description="spatio-temporal guidance of picture and sound: away from a pass with perturbed blocks (LTX-2; 0 turns it off, one more transformer pass per step otherwise)", json_schema_extra=LTX2)
+    modality_scale: Optional[float] = Field(None, ge=0.0, le=10.0, description="modality isolation guidance of picture and sound: away from a pass without audio-video cross attention (LTX-2; 1 turns it off, one more pass per step otherwise)", json_schema_extra=LTX2)
     audio_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="classifier-free guidance of the soundtrack (LTX-2; None: the model's own)", json_schema_extra=LTX2)
 
     # --- ours ---

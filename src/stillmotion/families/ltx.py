@@ -62,8 +62,8 @@ class _LTXBase(Family):
         return f"LTX makes 8k+1 frames: use {lo} or {hi}" if lo > 1 else f"LTX makes 8k+1 frames: use {hi}"
 
     def folder_defaults(self, folder):
-        """A folder runs with the pipeline's own __call__ defaults for every knob no flag sets (size, frames, steps,
-        guidance and the other guidance terms; a None there stays None, so the pipeline's own is passed on)."""
+        """A folder runs with the pipeline's own __call__ defaults for every knob no flag sets (size, frames, fps,
+        steps, guidance and the other guidance terms), named in the spec so the sidecar and the UI show them."""
         import diffusers
 
         from ..models.registry import ltx_defaults
@@ -72,9 +72,11 @@ class _LTXBase(Family):
              .parameters.items()}
         w, h = d["width"], d["height"]
         side = int((w * h) ** 0.5 // 32 * 32)
+        guidance = {k: d[k] for k in ("guidance_scale", "guidance_rescale", "stg_scale", "modality_scale",
+                                      "audio_guidance_scale") if k in d and self.takes(k)}
         return ltx_defaults(num_frames=d["num_frames"] or 121, num_inference_steps=d["num_inference_steps"],
-                            fps=int(d["frame_rate"]), guidance_scale=d["guidance_scale"],
-                            landscape=(w, h), portrait=(h, w), square=(side, side), size_multiple=None)
+                            fps=int(d["frame_rate"]), landscape=(w, h), portrait=(h, w), square=(side, side),
+                            size_multiple=None, **guidance)
 
     def load(self, path, variant, dtype):
         import diffusers
@@ -172,8 +174,13 @@ class LTX2Family(_LTXBase):
     condition_class = "LTX2ConditionPipeline"
 
     def guidance(self, spec) -> dict:
-        return super().guidance(spec) | pipeline_kwargs(stg_scale=spec.stg_scale, modality_scale=spec.modality_scale,
-                                                        audio_guidance_scale=spec.audio_guidance_scale)
+        """STG, modality isolation and the rescale act on picture and sound alike: the pipeline's audio_* twins get the
+        same value (their defaults are the same; a distilled preset must turn both off to save the passes). The
+        sound's CFG has its own field (its default, 7, is not the picture's)."""
+        return super().guidance(spec) | pipeline_kwargs(
+            stg_scale=spec.stg_scale, audio_stg_scale=spec.stg_scale, modality_scale=spec.modality_scale,
+            audio_modality_scale=spec.modality_scale, audio_guidance_rescale=spec.guidance_rescale,
+            audio_guidance_scale=spec.audio_guidance_scale)
 
     def end_conditions(self, image, end_image, spec) -> dict:
         from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
