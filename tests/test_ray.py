@@ -367,3 +367,30 @@ def test_interrupted_ray_batch_driver_resumes_on_rerun(ray_cluster, one_torch_th
     code, _, err = run_cli("batch", args[0], str(tmp_path / "plain"), *args[1:])
     assert code == 0, err
     assert _hashes(out) == _hashes(tmp_path / "plain") and len(_hashes(out)) == 6
+
+
+def test_ray_data_batch_writes_tiny_ltx2s_sound_as_the_plain_batch(ray_cluster, one_torch_thread, tmp_path):
+    """`batch --ray --model tiny-ltx2 --format gif`: each actor writes the gif, the NAME.wav beside it (the model's
+    soundtrack) and the sidecar that records it, byte for byte what the plain batch writes."""
+    import json
+
+    from conftest import run_cli
+    from ray import serve
+
+    serve.shutdown()
+    images = _tree(tmp_path / "images", 2)
+    args = ["--model", "tiny-ltx2", "--device", "cpu", "--width", "64", "--height", "64", "--frames", "9",
+            "--steps", "2", "--format", "gif", "-q", "--recursive"]
+    code, _, err = run_cli("batch", str(images), str(tmp_path / "plain"), *args)
+    assert code == 0, err
+    code, _, err = run_cli("batch", str(images), str(tmp_path / "ray"), *args, "--ray", "--actors", "1")
+    assert code == 0, err
+
+    def files(out: Path) -> dict:
+        return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted([*out.rglob("*.gif"), *out.rglob("*.wav")])}
+
+    plain = files(tmp_path / "plain")
+    assert len(plain) == 4 and sum(k.endswith(".wav") for k in plain) == 2 and files(tmp_path / "ray") == plain
+    for p in sorted((tmp_path / "ray").rglob("img*.json")):
+        assert json.loads(p.read_text())["audio"]["file"] == p.with_suffix(".wav").name
