@@ -83,7 +83,13 @@ class WanFamily(Family):
         import torch
         from diffusers import WanImageToVideoPipeline
 
-        pipe = WanImageToVideoPipeline.from_pretrained(path, torch_dtype=dtype, variant=variant, use_safetensors=True)
+        from ..models.wan_files import is_assembled, load_components
+
+        if is_assembled(path):  # ComfyUI's split files (models/wan_files.py): converted as they load
+            pipe = WanImageToVideoPipeline(**load_components(path, dtype))
+        else:
+            pipe = WanImageToVideoPipeline.from_pretrained(path, torch_dtype=dtype, variant=variant,
+                                                           use_safetensors=True)
         if dtype != torch.float32:  # the model cards' recipe: the VAE and the CLIP image encoder stay in fp32
             from ..engine.shapes import quiet_diffusers
 
