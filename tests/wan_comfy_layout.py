@@ -200,3 +200,28 @@ def hub_snapshot(hub: Path, repo_id: str, folder: Path, parts: tuple[str, ...], 
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     return snap
+
+
+def write_recognisable_vae22(vae, path: Path) -> None:
+    """The tiny 2.2 VAE as a file stillmotion recognises as ComfyUI's wan2.2_vae. diffusers has no converter for
+    that layout, so stillmotion only reads its header (and takes the repo's vae): the keys it reads carry the
+    original names (the middle block's first norm, conv1 = quant_conv), the rest keep diffusers' names."""
+    from safetensors.torch import save_file
+
+    state = {}
+    for k, v in vae.state_dict().items():
+        k = re.sub(r"^(encoder|decoder)\.mid_block\.resnets\.0\.norm1\.gamma$", r"\1.middle.0.residual.0.gamma", k)
+        k = re.sub(r"^quant_conv\.", "conv1.", k)
+        state[k] = v.detach().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+
+
+def write_named(path: Path, shapes: dict) -> None:
+    """A file with only the keys (zeros) by which a ComfyUI file is recognised: for files stillmotion lists but
+    does not load (ComfyUI's UMT5 and CLIP vision files: no converter)."""
+    import torch
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: torch.zeros(s) for k, s in shapes.items()}, str(path))

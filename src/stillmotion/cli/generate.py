@@ -21,7 +21,8 @@ from .remote import generate_on_server, server_options
 @click.option("--from", "from_file", type=click.Path(), default=None,
               help="reproduce a video from its sidecar NAME.json, or run a ComfyUI API workflow (.json, or a ComfyUI output carrying one)")
 @click.option("--comfyui-dir", type=click.Path(file_okay=False), default=None,
-              help="ComfyUI's folder: a workflow's ckpt_name is looked up in its models/checkpoints [env: STILLMOTION_COMFYUI_DIR]")
+              help="ComfyUI's folder: a workflow's model files, and a --model given as a file name, are looked up in its "
+                   "models/ folders (checkpoints, diffusion_models, vae, ...) [env: STILLMOTION_COMFYUI_DIR]")
 @click.option("--end-image", default=None, metavar="PATH|URL", help="end the video on this image (keyframes, training-free)")
 @click.option("--keyframes", default=None, metavar="A,B,C", help="images the video passes through, first to last: one segment per pair")
 @server_options
@@ -50,6 +51,11 @@ def generate(image, output, from_file, comfyui_dir, end_image, keyframes, server
     sidecar = from_file if from_file and workflow is None else None  # --from names one of our sidecars (or videos)
     if workflow is not None:
         fields, model, image, workflow = _from_workflow(workflow, from_file, given, model, image, comfyui_dir)
+    elif model is not None and comfyui_dir is not None:  # --model FILE_NAME in ComfyUI's model folders
+        from ..comfy import comfyui_dir as find_comfyui_dir
+        from ..comfy.checkpoints import find_model_file
+
+        model = find_model_file(model, find_comfyui_dir(comfyui_dir))
     if sidecar:
         from ..video import read_sidecar
 

@@ -52,6 +52,21 @@ def resolve_checkpoint(ckpt_name: str, *, base_dir: Optional[Path] = None, comfy
     )
 
 
+# ComfyUI's folders that hold a model file --model may name: checkpoints (SVD), diffusion models (Wan's transformers)
+MODEL_FOLDERS = ("checkpoints", "diffusion_models", "unet")
+
+
+def find_model_file(name: str, comfy_dir: Optional[Path]) -> str:
+    """--model NAME with --comfyui-dir: a file name found in ComfyUI's model folders, else NAME as it is."""
+    if comfy_dir is None or Path(name).expanduser().exists() or "/" in name.replace("\\", "/").strip("./"):
+        return name
+    for sub in MODEL_FOLDERS:
+        cand = comfy_dir / "models" / sub / name
+        if cand.is_file():
+            return str(cand)
+    return name
+
+
 def workflow_fields(data: Any, *, where: str = "workflow") -> tuple[dict, Optional[str]]:
     """(spec fields, the model it names) for the API and batch manifests: explicit fields are merged over these
     by the caller. The model is the known hub name or registry name of ckpt_name when there is one, else the
