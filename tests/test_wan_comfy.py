@@ -161,3 +161,57 @@ def test_a_gguf_transformer_stays_quantised(offline):
     transformer = load_components(folder, torch.float32)["transformer"]
     q = transformer.blocks[0].attn1.to_q.weight
     assert type(q).__name__ == "GGUFParameter" and q.quant_type.name == "Q8_0"
+
+
+# --- ComfyUI Wan workflows: export-workflow writes them, generate --from runs them ---
+
+@pytest.mark.parametrize("layout", ["wan2.1", "wan2.2-ti2v-5b"])
+def test_a_wan_workflow_round_trips_to_the_same_spec_and_frames(offline, tmp_path, layout):
+    """generate (ComfyUI files) -> export-workflow -> generate --from WORKFLOW.json: the same spec and frames; the
+    workflow has ComfyUI's Wan nodes with the model's files and shift."""
+    _square(tmp_path)
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--comfyui-dir", str(offline["root"]),
+                           "--model", FILES[layout], *ARGS, "-o", str(tmp_path / "a"))
+    assert code == 0, err
+    code, out, err = run_cli("export-workflow", str(tmp_path / "a.json"), "-o", str(tmp_path / "wf.json"))
+    assert code == 0, err
+    prompt = json.loads((tmp_path / "wf.json").read_text())
+    by_class = {n["class_type"]: n["inputs"] for n in prompt.values()}
+    assert by_class["UNETLoader"]["unet_name"] == FILES[layout]
+    assert by_class["ModelSamplingSD3"]["shift"] == (3.0 if layout == "wan2.1" else 5.0)
+    assert by_class["CLIPLoader"]["type"] == "wan" and by_class["WanImageToVideo"]["length"] == 5
+    assert ("CLIPVisionEncode" in by_class) == (layout == "wan2.1")
+    assert by_class["VAELoader"]["vae_name"] == ("wan_2.1_vae.safetensors" if layout == "wan2.1" else "wan2.2_vae.safetensors")
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--from", str(tmp_path / "wf.json"),
+                           "--comfyui-dir", str(offline["root"]), "--device", "cpu", "-o", str(tmp_path / "b"))
+    assert code == 0, err
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    assert a["spec"] == b["spec"]
+    assert np.array_equal(_frames(tmp_path / "a"), _frames(tmp_path / "b"))
+    assert b["workflow"]["settings"] == {"flow_shift": by_class["ModelSamplingSD3"]["shift"]}
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (("ModelSamplingSD3", "shift", 8.0), "ModelSamplingSD3.shift = 8: this model's scheduler runs flow shift 3"),
+    (("VAELoader", "vae_name", "other_vae.safetensors"), "VAELoader.vae_name = 'other_vae.safetensors': this model is assembled with wan_2.1_vae.safetensors"),
+    (("CLIPLoader", "type", "sd3"), "CLIPLoader.type = 'sd3': Wan's text encoder is UMT5 (type wan)"),
+    (("KSampler", "sampler_name", "euler"), "KSampler.sampler_name = 'euler'"),
+    (("KSampler", "denoise", 0.5), "KSampler.denoise = 0.5"),
+    (("WanImageToVideo", "length", 10), "WanImageToVideo.length = 10: stillmotion cannot honour it (--frames 10: Wan makes 4k+1 frames: use 9 or 13"),
+    (("WanImageToVideo", "end_image", ["5", 0]), "WanImageToVideo.end_image: stillmotion has no such setting"),
+])
+def test_a_wan_setting_it_cannot_honour_is_refused_naming_its_node(offline, tmp_path, edit, words):
+    _square(tmp_path)
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--comfyui-dir", str(offline["root"]),
+                           "--model", FILES["wan2.1"], *ARGS, "-o", str(tmp_path / "a"))
+    assert code == 0, err
+    code, _, err = run_cli("export-workflow", str(tmp_path / "a.json"), "-o", str(tmp_path / "wf.json"))
+    prompt = json.loads((tmp_path / "wf.json").read_text())
+    cls, name, value = edit
+    next(n for n in prompt.values() if n["class_type"] == cls)["inputs"][name] = value
+    (tmp_path / "wf.json").write_text(json.dumps(prompt))
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--from", str(tmp_path / "wf.json"),
+                           "--comfyui-dir", str(offline["root"]), "--device", "cpu", "-o", str(tmp_path / "b.mp4"))
+    assert code == 2, err
+    assert words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "b.mp4").exists() and not (tmp_path / "b.json").exists()

@@ -184,6 +184,11 @@ def _from_workflow(prompt: dict, path: str, given: dict, model, image, comfyui_d
             raise InvalidInput(f"The workflow's LoadImage names {wf.image!r}, not found in ComfyUI's input folder or "
                                "next to the workflow: pass IMAGE.")
     _check_workflow_family(wf, model)
+    if wf.files:  # the model files a Wan workflow loads, and its shift, against the model that runs
+        from ..comfy import check_wan_model
+        from ..models.registry import DEFAULT_MODEL
+
+        check_wan_model(wf, model or DEFAULT_MODEL)
     for note in wf.notes:
         click.echo(f"note: {note}", err=True)
     return {**wf.fields, **given}, model, image, wf.record(source=str(path))

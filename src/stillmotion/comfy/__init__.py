@@ -42,11 +42,12 @@ from __future__ import annotations
 
 from .checkpoints import KNOWN_CHECKPOINTS, apply_workflow, comfyui_dir, resolve_checkpoint, same_model, workflow_fields
 from .export import export_workflow, write_workflow
-from .graph import Workflow, as_prompt, is_api_workflow, parse_workflow
+from .graph import Workflow, as_prompt, is_api_workflow
+from .wan_graph import check_wan_model, parse_workflow
 from .media import read_from_file, workflow_from_media
 
 __all__ = [
-    "KNOWN_CHECKPOINTS", "Workflow", "apply_workflow", "as_prompt", "comfyui_dir", "export_workflow", "is_api_workflow",
+    "KNOWN_CHECKPOINTS", "Workflow", "apply_workflow", "as_prompt", "check_wan_model", "comfyui_dir", "export_workflow", "is_api_workflow",
     "parse_workflow", "read_from_file", "resolve_checkpoint", "same_model", "workflow_fields",
     "workflow_from_media", "write_workflow",
 ]

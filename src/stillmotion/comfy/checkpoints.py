@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import InvalidInput, ModelUnavailable
-from .graph import LOADER, parse_workflow
+from .graph import LOADER
 from .media import read_from_file
+from .wan_graph import parse_workflow
 
 # ComfyUI's names for the checkpoints that sit at the root of Stability's hub repos
 KNOWN_CHECKPOINTS = {
@@ -31,10 +32,12 @@ def resolve_checkpoint(ckpt_name: str, *, base_dir: Optional[Path] = None, comfy
     the workflow, the hub model of a known name (svd_xt.safetensors -> svd-xt), or a registry name as it is."""
     from ..models.registry import REGISTRY
 
+    from .wan_graph import COMFY_FILES
+
     rel = Path(ckpt_name.replace("\\", "/"))
     looked = []
-    if comfy_dir is not None:
-        looked.append(comfy_dir / "models" / "checkpoints")
+    if comfy_dir is not None:  # checkpoints (SVD's ckpt_name), diffusion_models and unet (Wan's unet_name)
+        looked += [comfy_dir / "models" / sub for sub in MODEL_FOLDERS]
     if base_dir is not None:
         looked.append(base_dir)
     for folder in looked:
@@ -43,12 +46,15 @@ def resolve_checkpoint(ckpt_name: str, *, base_dir: Optional[Path] = None, comfy
                 return str(cand)
     if rel.name.lower() in KNOWN_CHECKPOINTS:
         return KNOWN_CHECKPOINTS[rel.name.lower()]
+    wan_names = {v.lower(): k for k, v in COMFY_FILES.items()}
+    if rel.name.lower() in wan_names:  # Comfy-Org's file of a registry Wan model: its diffusers repo
+        return wan_names[rel.name.lower()]
     if ckpt_name in REGISTRY or Path(ckpt_name).expanduser().is_dir():
         return ckpt_name  # a registry name or a diffusers folder, as export_workflow writes them for such models
     where = " or ".join(str(f) for f in looked) or "no folder (no --comfyui-dir given)"
     raise ModelUnavailable(
-        f"{LOADER}.ckpt_name {ckpt_name!r} was not found in {where}; pass --comfyui-dir DIR (the folder holding "
-        "models/checkpoints) or --model."
+        f"The workflow's model {ckpt_name!r} ({LOADER}.ckpt_name or UNETLoader.unet_name) was not found in {where}; "
+        "pass --comfyui-dir DIR (the ComfyUI folder, holding models/) or --model."
     )
 
 
@@ -72,6 +78,9 @@ def workflow_fields(data: Any, *, where: str = "workflow") -> tuple[dict, Option
     by the caller. The model is the known hub name or registry name of ckpt_name when there is one, else the
     file name as written."""
     wf = parse_workflow(data, where=where)
+    if wf.files:  # a Wan workflow's shift and VAE are checked against the model before a run: generate does that
+        raise InvalidInput(f"{where}: ComfyUI Wan workflows run with `stillmotion generate --from WORKFLOW.json` so "
+                           "far; send the spec fields (prompt, guidance_scale, ...) here instead.")
     model = wf.ckpt_name
     if model is not None:
         try:

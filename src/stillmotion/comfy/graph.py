@@ -55,10 +55,13 @@ class Workflow:
     image: Optional[str] = None       # LoadImage.image as written
     notes: list = field(default_factory=list)  # settings accepted but not applied, and why
     origin: dict = field(default_factory=dict)  # spec field -> "node 3 SVD_img2vid_Conditioning.fps"
+    settings: dict = field(default_factory=dict)  # model settings that are no spec field (Wan: flow_shift), checked
+    files: dict = field(default_factory=dict)  # the other model files a workflow loads (Wan: vae, text_encoder, ...)
 
     def record(self, source: Optional[str] = None) -> dict:
         """The sidecar's `workflow` block."""
-        out = {"ckpt_name": self.ckpt_name, "image": self.image, "from": self.origin, "notes": self.notes}
+        out = {"ckpt_name": self.ckpt_name, "image": self.image, "from": self.origin, "notes": self.notes,
+               **({"settings": self.settings} if self.settings else {}), **({"files": self.files} if self.files else {})}
         if source:
             out = {"source": source, **out}
         return out
@@ -140,9 +143,9 @@ class _Graph:
         return v
 
 
-def parse_workflow(data: Any, *, where: str = "the workflow") -> Workflow:
+def parse_svd_workflow(data: Any, *, where: str = "the workflow") -> Workflow:
     """Spec fields (and the checkpoint and image names) from a ComfyUI API workflow of SVD's nodes
-    (comfy/parse.py picks this or Wan's, comfy/wan_graph.py, by the nodes the workflow has).
+    (comfy/wan_graph.parse_workflow picks this or Wan's by the nodes the workflow has).
 
     Refuses (InvalidInput, exit 2) any node or setting stillmotion cannot honour,
     naming the node id, its class and the input.
@@ -282,7 +285,7 @@ def sample_settings(g: _Graph, put: Callable, ks: str) -> Any:
 
 
 def finish(g: _Graph, wf: Workflow, put: Callable, ks: str, where: str, *, vae: tuple[str, tuple],
-           fallback_fps: Optional[tuple] = None) -> None:
+           fallback_fps: Optional[tuple] = None, node_fields: tuple = NODE_FIELDS) -> None:
     """Decode and save nodes (every VAEDecode from the sampler and `vae` = (node, classes)), the playback rate
     (else `fallback_fps` = (value, node, input)), and the sampler's _meta.stillmotion settings."""
     decoders = [nid for nid, n in g.nodes.items() if n["class_type"] == DECODE]
@@ -364,7 +367,7 @@ def finish(g: _Graph, wf: Workflow, put: Callable, ks: str, where: str, *, vae: 
     if not isinstance(extra, dict):
         raise InvalidInput(f"{g.where(ks)}: _meta.stillmotion must be an object of spec fields.")
     for name, value in extra.items():
-        if name not in SPEC_FIELDS or name in NODE_FIELDS:
+        if name not in SPEC_FIELDS or name in node_fields:
             raise InvalidInput(f"{g.where(ks)}: _meta.stillmotion.{name} is not a setting it may carry; remove it.")
         wf.fields[name] = value
         wf.origin[name] = f"{g.where(ks)} _meta.stillmotion.{name}"

@@ -1,0 +1,235 @@
+"""ComfyUI's Wan image-to-video workflows <-> spec fields, and `parse_workflow`, which every workflow enters by.
+
+ComfyUI's own Wan 2.1 I2V example (and TI2V-5B with the same nodes) is wired:
+
+    UNETLoader (unet_name) -> ModelSamplingSD3 (shift) ------------------------> KSampler (seed, steps, cfg,
+    CLIPLoader (type wan) -> CLIPTextEncode (text) x2 -> WanImageToVideo (width,   uni_pc, simple)
+    VAELoader (vae_name) ----------------------------->   height, length)  ------>  | positive 0, negative 1,
+    LoadImage -> CLIPVisionEncode <- CLIPVisionLoader ->   start_image,              | latent 2
+                                                           clip_vision_output        v
+                                                           VAEDecode (vae) -> a save node (as SVD's)
+
+The spec gets prompt, negative_prompt, guidance_scale (cfg), width, height, num_frames (length), steps, seed and
+the save node's fps and format. What stillmotion has no spec field for is checked against the model at run time
+(`check_wan_model`, before loading): the shift must be the model's scheduler's flow shift, and the VAELoader
+must name the VAE file the model is assembled with (models/wan_files.py). The text encoder and CLIP vision files
+are noted, not loaded: diffusers has no converter for ComfyUI's layout of them (the model's repo supplies them).
+Wan 2.2 A14B's two-sampler graphs (KSamplerAdvanced per expert) are refused: our A14B switches experts at the
+pipeline's boundary ratio, which a step split in ComfyUI does not say.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import InvalidInput, ModelUnavailable
+from ..spec import GenerationSpec
+from .graph import (DECODE, LOAD_IMAGE, PREVIEW, SAMPLERS, SAVERS, Workflow, as_prompt, finish, only_sampler,
+                    parse_svd_workflow, sample_settings, start)
+
+UNET_LOADER = "UNETLoader"
+SHIFT = "ModelSamplingSD3"
+CLIP_LOADER = "CLIPLoader"
+TEXT = "CLIPTextEncode"
+VISION_LOADER = "CLIPVisionLoader"
+VISION_ENCODE = "CLIPVisionEncode"
+VAE_LOADER = "VAELoader"
+WAN_I2V = "WanImageToVideo"
+WAN_NODES = {UNET_LOADER, SHIFT, CLIP_LOADER, TEXT, VISION_LOADER, VISION_ENCODE, VAE_LOADER, WAN_I2V, DECODE,
+             LOAD_IMAGE, PREVIEW, "CreateVideo", *SAMPLERS, *SAVERS}
+WAN_NODE_FIELDS = ("width", "height", "num_frames", "fps", "guidance_scale", "prompt", "negative_prompt",
+                   "num_inference_steps", "seed", "format")
+I2V_INPUTS = ("positive", "negative", "vae", "width", "height", "length", "batch_size", "clip_vision_output",
+              "start_image")
+# Comfy-Org's repackaged file names for the registry's Wan models (what export writes for a hub model)
+COMFY_FILES = {"wan2.1-i2v-480p": "wan2.1_i2v_480p_14B_fp16.safetensors",
+               "wan2.1-i2v-720p": "wan2.1_i2v_720p_14B_fp16.safetensors",
+               "wan2.2-ti2v-5b": "wan2.2_ti2v_5B_fp16.safetensors"}
+TEXT_ENCODER_FILE = "umt5_xxl_fp16.safetensors"
+CLIP_VISION_FILE = "clip_vision_h.safetensors"
+
+
+def parse_workflow(data: Any, *, where: str = "the workflow") -> Workflow:
+    """Spec fields (and the model and image names) from a ComfyUI API workflow: Wan's nodes (WanImageToVideo)
+    here, else SVD's (graph.parse_svd_workflow). Refuses what stillmotion cannot honour, naming node and input."""
+    prompt = as_prompt(data, where)
+    if not any(isinstance(n, dict) and n.get("class_type") in (WAN_I2V, UNET_LOADER) for n in prompt.values()):
+        return parse_svd_workflow(prompt, where=where)
+    g, wf, put = start(prompt, where, WAN_NODES, f"{UNET_LOADER}, {SHIFT}, {CLIP_LOADER}, {TEXT}, {VISION_LOADER}, "
+                       f"{VISION_ENCODE}, {VAE_LOADER}, {WAN_I2V}, KSampler, {DECODE} and a save node")
+    # 1. The sampler: UniPC on the model's flow sigmas
+    ks = only_sampler(g, where)
+    if g.nodes[ks]["class_type"] != "KSampler":
+        raise InvalidInput(f"{g.where(ks)}: stillmotion runs Wan with one KSampler over the whole schedule (Wan 2.2 "
+                           "A14B's two-sampler split is not supported); use a KSampler.")
+    sampler_name = g.value(ks, "sampler_name", (str,))
+    if sampler_name not in ("uni_pc", "uni_pc_bh2"):
+        raise InvalidInput(f"{g.where(ks, 'sampler_name')} = {sampler_name!r}: stillmotion samples Wan with the model's "
+                           "UniPC flow scheduler; set it to uni_pc.")
+    scheduler = g.value(ks, "scheduler", (str,))
+    if scheduler != "simple":
+        raise InvalidInput(f"{g.where(ks, 'scheduler')} = {scheduler!r}: stillmotion runs the model's own flow sigmas; "
+                           "set it to simple.")
+    wf.notes.append(f"{g.where(ks)}: {sampler_name}/{scheduler} ran as diffusers' UniPCMultistepScheduler with the "
+                    "model's flow shift (close to ComfyUI's, not bit for bit)")
+    cfg = sample_settings(g, put, ks)
+    put("guidance_scale", float(cfg), ks, "cfg")
+
+    # 2. The model: sampler.model <- ModelSamplingSD3 (shift) <- UNETLoader
+    src = g.link(ks, "model", (SHIFT, UNET_LOADER))
+    unet = src
+    if g.nodes[src]["class_type"] == SHIFT:
+        wf.settings["flow_shift"] = float(g.value(src, "shift", (int, float)))
+        wf.origin["flow_shift"] = g.where(src, "shift")
+        unet = g.link(src, "model", (UNET_LOADER,))
+    else:
+        wf.notes.append(f"{g.where(ks, 'model')}: no {SHIFT}; the model's own flow shift is used")
+    wf.ckpt_name = g.value(unet, "unet_name", (str,)).replace("\\", "/")
+    dtype = g.value(unet, "weight_dtype", (str,), default="default", required=False)
+    if dtype != "default":
+        wf.notes.append(f"{g.where(unet, 'weight_dtype')} = {dtype!r}: weight storage is the memory plan's choice "
+                        "(--offload, fp8 storage); not applied")
+
+    # 3. The conditioning: positive 0, negative 1, latent 2 of one WanImageToVideo
+    cond = g.link(ks, "positive", (WAN_I2V,))
+    for name, slot in (("positive", 0), ("negative", 1), ("latent_image", 2)):
+        if g.link(ks, name, (WAN_I2V,)) != cond or g.inputs(ks)[name][1] != slot:
+            raise InvalidInput(f"{g.where(ks, name)}: must be output {slot} of node {cond} {WAN_I2V}.")
+    extra = [k for k in g.inputs(cond) if k not in I2V_INPUTS]
+    if extra:
+        raise InvalidInput(f"{g.where(cond, extra[0])}: stillmotion has no such setting; remove it.")
+    put("width", g.value(cond, "width", (int,)), cond, "width")
+    put("height", g.value(cond, "height", (int,)), cond, "height")
+    put("num_frames", g.value(cond, "length", (int,)), cond, "length")
+    batch = g.value(cond, "batch_size", (int,), default=1, required=False)
+    if batch != 1:
+        raise InvalidInput(f"{g.where(cond, 'batch_size')} = {batch}: stillmotion makes one video per run; set it to 1.")
+    clip = None
+    for name, fld in (("positive", "prompt"), ("negative", "negative_prompt")):
+        text = g.link(cond, name, (TEXT,))
+        put(fld, g.value(text, "text", (str,), default="", required=False), text, "text")
+        loader = g.link(text, "clip", (CLIP_LOADER,))
+        if clip not in (None, loader):
+            raise InvalidInput(f"{g.where(text, 'clip')}: must come from the same {CLIP_LOADER} as the positive text.")
+        clip = loader
+    kind = g.value(clip, "type", (str,))
+    if kind != "wan":
+        raise InvalidInput(f"{g.where(clip, 'type')} = {kind!r}: Wan's text encoder is UMT5 (type wan); set it to wan.")
+    wf.files["text_encoder"] = g.value(clip, "clip_name", (str,))
+    vae = g.link(cond, "vae", (VAE_LOADER,))
+    wf.files["vae"] = g.value(vae, "vae_name", (str,))
+    wf.origin["vae"] = g.where(vae, "vae_name")
+    image_node = g.link(cond, "start_image", (LOAD_IMAGE,))
+    wf.image = g.value(image_node, "image", (str,))
+    if "clip_vision_output" in g.inputs(cond):
+        enc = g.link(cond, "clip_vision_output", (VISION_ENCODE,))
+        if g.link(enc, "image", (LOAD_IMAGE,)) != image_node:
+            raise InvalidInput(f"{g.where(enc, 'image')}: must be the start image (node {image_node}).")
+        wf.files["image_encoder"] = g.value(g.link(enc, "clip_vision", (VISION_LOADER,)), "clip_name", (str,))
+        crop = g.value(enc, "crop", (str,), default="none", required=False)
+        wf.notes.append(f"{g.where(enc, 'crop')} = {crop!r}: the model's CLIPImageProcessor prepares the image")
+
+    # 4. Decode and save (as SVD's); 5. stillmotion's own settings
+    finish(g, wf, put, ks, where, vae=(vae, (VAE_LOADER,)), node_fields=WAN_NODE_FIELDS)
+    GenerationSpec.build(**wf.fields)  # the whole set, checked together
+    return wf
+
+
+# --------------------------------------------------------------------------- against the model
+def check_wan_model(wf: Workflow, model: str) -> None:
+    """What a Wan workflow sets beside the spec, checked against the model it runs (resolved, not loaded):
+    ModelSamplingSD3.shift against its scheduler's flow shift, VAELoader.vae_name against the VAE file it is
+    assembled with. A mismatch is refused naming the node; the loaders stillmotion does not use are noted."""
+    from ..models.resolve import resolve
+
+    if "vae" not in wf.files:
+        return
+    local = resolve(model, download=False, progress=False)
+    shift = model_flow_shift(local.path)
+    want = wf.settings.get("flow_shift")
+    if want is not None and shift is not None and abs(want - shift) > 1e-6:
+        raise InvalidInput(f"{wf.origin['flow_shift']} = {want:g}: this model's scheduler runs flow shift {shift:g} "
+                           f"and stillmotion has no shift setting; set it to {shift:g}.")
+    parts = (local.single_file or {}).get("components") or {}
+    vae_file = (parts.get("vae") or {}).get("file")
+    if vae_file and Path(vae_file).name != Path(wf.files["vae"]).name:
+        raise InvalidInput(f"{wf.origin['vae']} = {wf.files['vae']!r}: this model is assembled with "
+                           f"{Path(vae_file).name} (the Wan VAE in models/vae); set vae_name to it.")
+    if not vae_file:
+        wf.notes.append(f"{wf.origin['vae']} = {wf.files['vae']!r}: the model's own VAE is used "
+                        f"({(parts.get('vae') or {}).get('repo_id') or 'its folder'})")
+    for name in ("text_encoder", "image_encoder"):
+        if name in wf.files:
+            src = (parts.get(name) or {}).get("repo_id") or "its folder"
+            wf.notes.append(f"{wf.files[name]}: not loaded (no converter for ComfyUI's layout); the model's {name} "
+                            f"({src}) is used")
+
+
+def model_flow_shift(folder) -> Optional[float]:
+    """The flow shift of a model folder's scheduler, or None when it has none."""
+    try:
+        value = json.loads((Path(folder) / "scheduler" / "scheduler_config.json").read_text()).get("flow_shift")
+    except (OSError, ValueError):
+        return None
+    return None if value is None else float(value)
+
+
+# --------------------------------------------------------------------------- export
+def export_wan(spec: GenerationSpec, record: dict, image: str, save: dict, extra: dict, notes: list) -> dict:
+    """The Wan graph for a sidecar: ComfyUI's node and input names, `save` (the save node, reading node 9)."""
+    from ..models.resolve import resolve
+
+    model = record.get("model") or {}
+    name = str(model.get("name") or "")
+    try:
+        local = resolve(name, download=False, progress=False)
+    except ModelUnavailable as e:
+        raise InvalidInput(f"The sidecar's model {name!r} is not here to read its flow shift and layout ({e.message}); "
+                           "export where it ran.") from None
+    index = json.loads((local.path / "model_index.json").read_text())
+    parts = (local.single_file or {}).get("components") or {}
+    if (index.get("transformer_2") or [None])[0] is not None:
+        raise InvalidInput(f"{name} is Wan 2.2 A14B: its two experts switch at a boundary timestep, which ComfyUI says "
+                           "with two KSamplerAdvanced nodes that stillmotion does not write yet.")
+    unet = Path(parts["transformer"]["file"]).name if parts else COMFY_FILES.get(name, name)
+    vae_cfg = json.loads((local.path / "vae" / "config.json").read_text())
+    vae = Path(parts["vae"]["file"]).name if "file" in (parts.get("vae") or {}) else \
+        ("wan2.2_vae.safetensors" if vae_cfg.get("z_dim") == 48 else "wan_2.1_vae.safetensors")
+    if not parts or "file" not in parts.get("vae", {}):
+        notes.append(f"node 4 VAELoader names {vae}, Comfy-Org's file of this VAE; stillmotion used the model's own")
+    notes.append(f"node 3 CLIPLoader names {TEXT_ENCODER_FILE}, Comfy-Org's UMT5-XXL; stillmotion used the model's "
+                 "text encoder")
+    shift = model_flow_shift(local.path)
+    sampler_meta: dict = {"title": "KSampler", **({"stillmotion": extra} if extra else {})}
+    prompt = {
+        "1": {"class_type": UNET_LOADER, "inputs": {"unet_name": unet, "weight_dtype": "default"},
+              "_meta": {"title": "Load Diffusion Model"}},
+        "2": {"class_type": SHIFT, "inputs": {"model": ["1", 0], "shift": shift}, "_meta": {"title": SHIFT}},
+        "3": {"class_type": CLIP_LOADER, "inputs": {"clip_name": TEXT_ENCODER_FILE, "type": "wan", "device": "default"},
+              "_meta": {"title": "Load CLIP"}},
+        "4": {"class_type": VAE_LOADER, "inputs": {"vae_name": vae}, "_meta": {"title": "Load VAE"}},
+        "5": {"class_type": LOAD_IMAGE, "inputs": {"image": image, "upload": "image"}, "_meta": {"title": "Load Image"}},
+        "6": {"class_type": TEXT, "inputs": {"text": spec.prompt or "", "clip": ["3", 0]},
+              "_meta": {"title": "CLIP Text Encode (Positive Prompt)"}},
+        "7": {"class_type": TEXT, "inputs": {"text": spec.negative_prompt or "", "clip": ["3", 0]},
+              "_meta": {"title": "CLIP Text Encode (Negative Prompt)"}},
+        "8": {"class_type": WAN_I2V, "inputs": {
+            "positive": ["6", 0], "negative": ["7", 0], "vae": ["4", 0], "start_image": ["5", 0],
+            "width": spec.width, "height": spec.height, "length": spec.num_frames, "batch_size": 1},
+              "_meta": {"title": WAN_I2V}},
+        "10": {"class_type": "KSampler", "inputs": {
+            "model": ["2", 0], "seed": spec.seed, "steps": spec.num_inference_steps, "cfg": spec.guidance_scale,
+            "sampler_name": "uni_pc", "scheduler": "simple", "positive": ["8", 0], "negative": ["8", 1],
+            "latent_image": ["8", 2], "denoise": 1.0}, "_meta": sampler_meta},
+        "9": {"class_type": DECODE, "inputs": {"samples": ["10", 0], "vae": ["4", 0]}, "_meta": {"title": "VAE Decode"}},
+        "11": {**save, "_meta": {"title": save["class_type"]}},
+    }
+    if (index.get("image_encoder") or [None])[0] is not None:
+        prompt["12"] = {"class_type": VISION_LOADER, "inputs": {"clip_name": CLIP_VISION_FILE},
+                        "_meta": {"title": "Load CLIP Vision"}}
+        prompt["13"] = {"class_type": VISION_ENCODE, "inputs": {"clip_vision": ["12", 0], "image": ["5", 0],
+                                                                "crop": "none"}, "_meta": {"title": VISION_ENCODE}}
+        prompt["8"]["inputs"]["clip_vision_output"] = ["13", 0]
+    return prompt
