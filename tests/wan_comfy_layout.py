@@ -147,14 +147,15 @@ def save_folder(comps: dict, folder: Path) -> Path:
     return folder
 
 
-def write_safetensors(module, path: Path, kind: str) -> None:
+def write_safetensors(module, path: Path, kind: str, prefix: str = "") -> None:
+    """`prefix`: "model.diffusion_model." as some Wan transformer files (Kijai's, older exports) carry it."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
     original = to_original_transformer(state) if kind == "transformer" else to_original_vae(state)
     check_inverse(original, state, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(original, str(path))
+    save_file({prefix + k: v for k, v in original.items()}, str(path))
 
 
 def write_gguf(module, path: Path, quantize: bool = True) -> dict:

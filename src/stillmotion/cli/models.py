@@ -226,6 +226,11 @@ def convert(file, out):
     refuse_pickle(file)
     if not file.is_file():
         raise InvalidInput(f"{file}: no such file.")
+    from ..models.wan_files import looks_like_wan_file
+
+    if looks_like_wan_file(file):
+        raise InvalidInput(f"{file.name} is one of ComfyUI's Wan files, which run as they are: pass it as --model "
+                           "(the model is assembled around it in the cache; `models convert` writes SVD folders).")
     info = inspect_file(file)
     t = time.perf_counter()
     with atomic_path(out) as tmp:

@@ -245,8 +245,7 @@ def _hub_component(repo_entry, names: tuple[str, ...], why: str) -> Path:
         includes = " ".join(f"'{n}/*'" for n in names)
         raise ModelUnavailable(
             f"{why}: {', '.join(missing)} of {repo_entry.repo_id} are not in the Hugging Face cache; fetch them once "
-            f"with `hf download {repo_entry.repo_id} {includes} model_index.json 'scheduler/*'` (about "
-            f"{'11' if 'text_encoder' in names else '1'} GB), then run again.")
+            f"with `hf download {repo_entry.repo_id} {includes} model_index.json 'scheduler/*'`, then run again.")
     return folder
 
 
@@ -342,9 +341,10 @@ def _write_folder(out: Path, info: WanFile, parts: dict, snapshot: Path, default
             _write_config(out / name, "WanTransformer3DModel", info.config)
     if "file" in parts["vae"]:
         _write_config(out / "vae", "AutoencoderKLWan", parts["vae"]["config"])
-    else:  # the configs the size rules read (families/wan.py): the repo's vae config
-        (out / "vae").mkdir()
-        shutil.copy(Path(parts["vae"]["folder"]) / "config.json", out / "vae" / "config.json")
+    for name, part in parts.items():  # the repo's configs too, which the size rules and the planner read
+        if "folder" in part and (Path(part["folder"]) / "config.json").is_file():
+            (out / name).mkdir()
+            shutil.copy(Path(part["folder"]) / "config.json", out / name / "config.json")
     (out / FILES_RECORD).write_text(json.dumps({k: v for k, v in parts.items()}, indent=2))
     write_folder_info(out, defaults, single_file=record)
 
