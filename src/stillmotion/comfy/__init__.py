@@ -1,6 +1,8 @@
 """ComfyUI workflows in and out: an API-format workflow <-> GenerationSpec fields.
 
-graph.py: the nodes we know and parse_workflow(); media.py: reading a workflow from a .json or from a
+graph.py: SVD's nodes, parse_svd_workflow() and the steps every graph shares; wan_graph.py: Wan's nodes
+(UNETLoader, ModelSamplingSD3, CLIPLoader, CLIPTextEncode, CLIPVision*, VAELoader, WanImageToVideo), their
+export, and parse_workflow(), which picks the graph by its nodes; media.py: reading a workflow from a .json or from a
 ComfyUI output's metadata; checkpoints.py: ckpt_name -> --model, and workflows in API requests and
 manifests; export.py: a sidecar -> a workflow.
 
