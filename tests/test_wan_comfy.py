@@ -166,7 +166,7 @@ def test_a_gguf_transformer_stays_quantised(offline):
 
 # --- ComfyUI Wan workflows: export-workflow writes them, generate --from runs them ---
 
-@pytest.mark.parametrize("layout", ["wan2.1", "wan2.2-ti2v-5b"])
+@pytest.mark.parametrize("layout", ["wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b"])
 def test_a_wan_workflow_round_trips_to_the_same_spec_and_frames(offline, tmp_path, layout):
     """generate (ComfyUI files) -> export-workflow -> generate --from WORKFLOW.json: the same spec and frames; the
     workflow has ComfyUI's Wan nodes with the model's files and shift."""
@@ -178,18 +178,25 @@ def test_a_wan_workflow_round_trips_to_the_same_spec_and_frames(offline, tmp_pat
     assert code == 0, err
     prompt = json.loads((tmp_path / "wf.json").read_text())
     by_class = {n["class_type"]: n["inputs"] for n in prompt.values()}
-    assert by_class["UNETLoader"]["unet_name"] == FILES[layout]
+    unets = [n["inputs"]["unet_name"] for n in prompt.values() if n["class_type"] == "UNETLoader"]
+    if layout == "wan2.2-a14b":  # one KSamplerAdvanced per expert, meeting where the boundary puts the switch
+        assert unets == [FILES[layout], FILES[layout].replace("high", "low")]
+        high, low = (n["inputs"] for n in prompt.values() if n["class_type"] == "KSamplerAdvanced")
+        assert high["end_at_step"] == low["start_at_step"] == 1 and high["steps"] == 2
+    else:
+        assert unets == [FILES[layout]]
     assert by_class["ModelSamplingSD3"]["shift"] == (3.0 if layout == "wan2.1" else 5.0)
     assert by_class["CLIPLoader"]["type"] == "wan" and by_class["WanImageToVideo"]["length"] == 5
     assert ("CLIPVisionEncode" in by_class) == (layout == "wan2.1")
-    assert by_class["VAELoader"]["vae_name"] == ("wan_2.1_vae.safetensors" if layout == "wan2.1" else "wan2.2_vae.safetensors")
+    vae = "wan2.2_vae.safetensors" if layout == "wan2.2-ti2v-5b" else "wan_2.1_vae.safetensors"  # A14B: 2.1's VAE
+    assert by_class["VAELoader"]["vae_name"] == vae
     code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--from", str(tmp_path / "wf.json"),
                            "--comfyui-dir", str(offline["root"]), "--device", "cpu", "-o", str(tmp_path / "b"))
     assert code == 0, err
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
     assert a["spec"] == b["spec"]
     assert np.array_equal(_frames(tmp_path / "a"), _frames(tmp_path / "b"))
-    assert b["workflow"]["settings"] == {"flow_shift": by_class["ModelSamplingSD3"]["shift"]}
+    assert b["workflow"]["settings"]["flow_shift"] == by_class["ModelSamplingSD3"]["shift"]
 
 
 @pytest.mark.parametrize(("edit", "words"), [
@@ -232,3 +239,21 @@ def test_a_wan_workflow_in_an_api_request_or_manifest_is_refused_in_one_line(off
     assert code == 0, err
     with pytest.raises(InvalidInput, match="run with `stillmotion generate --from WORKFLOW.json`"):
         apply_workflow({"workflow": json.loads((tmp_path / "wf.json").read_text())})
+
+
+def test_an_a14b_split_off_the_models_boundary_is_refused_naming_the_node(offline, tmp_path):
+    _square(tmp_path)
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--comfyui-dir", str(offline["root"]),
+                           "--model", FILES["wan2.2-a14b"], *ARGS, "--steps", "4", "-o", str(tmp_path / "a"))
+    assert code == 0, err
+    code, _, err = run_cli("export-workflow", str(tmp_path / "a.json"), "-o", str(tmp_path / "wf.json"))
+    prompt = json.loads((tmp_path / "wf.json").read_text())
+    high, low = (n["inputs"] for n in prompt.values() if n["class_type"] == "KSamplerAdvanced")
+    switch = high["end_at_step"]
+    high["end_at_step"] = low["start_at_step"] = switch + 1
+    (tmp_path / "wf.json").write_text(json.dumps(prompt))
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--from", str(tmp_path / "wf.json"),
+                           "--comfyui-dir", str(offline["root"]), "--device", "cpu", "-o", str(tmp_path / "b.mp4"))
+    assert code == 2, err
+    assert f"KSamplerAdvanced.end_at_step: this model switches to its low-noise expert after step {switch} of 4" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "b.mp4").exists()

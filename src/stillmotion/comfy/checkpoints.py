@@ -46,7 +46,7 @@ def resolve_checkpoint(ckpt_name: str, *, base_dir: Optional[Path] = None, comfy
                 return str(cand)
     if rel.name.lower() in KNOWN_CHECKPOINTS:
         return KNOWN_CHECKPOINTS[rel.name.lower()]
-    wan_names = {v.lower(): k for k, v in COMFY_FILES.items()}
+    wan_names = {v.lower(): k for k, v in COMFY_FILES.items() if "/" not in k}  # (not A14B's low-noise file)
     if rel.name.lower() in wan_names:  # Comfy-Org's file of a registry Wan model: its diffusers repo
         return wan_names[rel.name.lower()]
     if ckpt_name in REGISTRY or Path(ckpt_name).expanduser().is_dir():

@@ -14,8 +14,10 @@ the save node's fps and format. What stillmotion has no spec field for is checke
 (`check_wan_model`, before loading): the shift must be the model's scheduler's flow shift, and the VAELoader
 must name the VAE file the model is assembled with (models/wan_files.py). The text encoder and CLIP vision files
 are noted, not loaded: diffusers has no converter for ComfyUI's layout of them (the model's repo supplies them).
-Wan 2.2 A14B's two-sampler graphs (KSamplerAdvanced per expert) are refused: our A14B switches experts at the
-pipeline's boundary ratio, which a step split in ComfyUI does not say.
+Wan 2.2 A14B is ComfyUI's two-sampler graph: a UNETLoader -> ModelSamplingSD3 -> KSamplerAdvanced per expert,
+the high-noise one from step 0 to `end_at_step` (returning its leftover noise), the low-noise one from there to
+the end. The pipeline switches experts at its boundary ratio, so that step must be the one the boundary gives
+for the steps and the shift (`expert_switch_step`); another split is refused, naming the node.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ I2V_INPUTS = ("positive", "negative", "vae", "width", "height", "length", "batch
 # Comfy-Org's repackaged file names for the registry's Wan models (what export writes for a hub model)
 COMFY_FILES = {"wan2.1-i2v-480p": "wan2.1_i2v_480p_14B_fp16.safetensors",
                "wan2.1-i2v-720p": "wan2.1_i2v_720p_14B_fp16.safetensors",
+               "wan2.2-i2v-a14b": "wan2.2_i2v_high_noise_14B_fp16.safetensors",
+               "wan2.2-i2v-a14b/low": "wan2.2_i2v_low_noise_14B_fp16.safetensors",
                "wan2.2-ti2v-5b": "wan2.2_ti2v_5B_fp16.safetensors"}
 TEXT_ENCODER_FILE = "umt5_xxl_fp16.safetensors"
 CLIP_VISION_FILE = "clip_vision_h.safetensors"
@@ -59,44 +63,56 @@ def parse_workflow(data: Any, *, where: str = "the workflow") -> Workflow:
         return parse_svd_workflow(prompt, where=where)
     g, wf, put = start(prompt, where, WAN_NODES, f"{UNET_LOADER}, {SHIFT}, {CLIP_LOADER}, {TEXT}, {VISION_LOADER}, "
                        f"{VISION_ENCODE}, {VAE_LOADER}, {WAN_I2V}, KSampler, {DECODE} and a save node")
-    # 1. The sampler: UniPC on the model's flow sigmas
-    ks = only_sampler(g, where)
-    if g.nodes[ks]["class_type"] != "KSampler":
-        raise InvalidInput(f"{g.where(ks)}: stillmotion runs Wan with one KSampler over the whole schedule (Wan 2.2 "
-                           "A14B's two-sampler split is not supported); use a KSampler.")
-    sampler_name = g.value(ks, "sampler_name", (str,))
-    if sampler_name not in ("uni_pc", "uni_pc_bh2"):
-        raise InvalidInput(f"{g.where(ks, 'sampler_name')} = {sampler_name!r}: stillmotion samples Wan with the model's "
-                           "UniPC flow scheduler; set it to uni_pc.")
-    scheduler = g.value(ks, "scheduler", (str,))
-    if scheduler != "simple":
-        raise InvalidInput(f"{g.where(ks, 'scheduler')} = {scheduler!r}: stillmotion runs the model's own flow sigmas; "
-                           "set it to simple.")
-    wf.notes.append(f"{g.where(ks)}: {sampler_name}/{scheduler} ran as diffusers' UniPCMultistepScheduler with the "
-                    "model's flow shift (close to ComfyUI's, not bit for bit)")
-    cfg = sample_settings(g, put, ks)
-    put("guidance_scale", float(cfg), ks, "cfg")
-
-    # 2. The model: sampler.model <- ModelSamplingSD3 (shift) <- UNETLoader
-    src = g.link(ks, "model", (SHIFT, UNET_LOADER))
-    unet = src
-    if g.nodes[src]["class_type"] == SHIFT:
-        wf.settings["flow_shift"] = float(g.value(src, "shift", (int, float)))
-        wf.origin["flow_shift"] = g.where(src, "shift")
-        unet = g.link(src, "model", (UNET_LOADER,))
+    # 1. The sampler(s): UniPC on the model's flow sigmas; A14B: one KSamplerAdvanced per expert
+    samplers = [nid for nid, n in g.nodes.items() if n["class_type"] in SAMPLERS]
+    if len(samplers) == 2:
+        ks, low = _experts(g, samplers, wf, put)
     else:
-        wf.notes.append(f"{g.where(ks, 'model')}: no {SHIFT}; the model's own flow shift is used")
-    wf.ckpt_name = g.value(unet, "unet_name", (str,)).replace("\\", "/")
-    dtype = g.value(unet, "weight_dtype", (str,), default="default", required=False)
-    if dtype != "default":
-        wf.notes.append(f"{g.where(unet, 'weight_dtype')} = {dtype!r}: weight storage is the memory plan's choice "
-                        "(--offload, fp8 storage); not applied")
+        ks, low = only_sampler(g, where), None
+        if g.nodes[ks]["class_type"] != "KSampler":
+            raise InvalidInput(f"{g.where(ks)}: stillmotion runs a one-transformer Wan with one KSampler over the "
+                               "whole schedule; use a KSampler.")
+        cfg = sample_settings(g, put, ks)
+        put("guidance_scale", float(cfg), ks, "cfg")
+    for nid in [ks] + ([low] if low else []):
+        _unipc(g, nid, wf)
+
+    # 2. The model: sampler.model <- ModelSamplingSD3 (shift) <- UNETLoader (A14B: one per expert, one shift)
+    for nid, file_key in ((ks, None), (low, "transformer_2")):
+        if nid is None:
+            continue
+        src = g.link(nid, "model", (SHIFT, UNET_LOADER))
+        unet = src
+        if g.nodes[src]["class_type"] == SHIFT:
+            shift = float(g.value(src, "shift", (int, float)))
+            if "flow_shift" in wf.settings and shift != wf.settings["flow_shift"]:
+                raise InvalidInput(f"{g.where(src, 'shift')} = {shift:g}: both experts run one scheduler; set it to "
+                                   f"{wf.settings['flow_shift']:g} as in {wf.origin['flow_shift']}.")
+            wf.settings["flow_shift"] = shift
+            wf.origin.setdefault("flow_shift", g.where(src, "shift"))
+            unet = g.link(src, "model", (UNET_LOADER,))
+        else:
+            wf.notes.append(f"{g.where(nid, 'model')}: no {SHIFT}; the model's own flow shift is used")
+        name = g.value(unet, "unet_name", (str,)).replace("\\", "/")
+        if file_key is None:
+            wf.ckpt_name = name
+        else:
+            wf.files[file_key] = name
+            wf.origin[file_key] = g.where(unet, "unet_name")
+        dtype = g.value(unet, "weight_dtype", (str,), default="default", required=False)
+        if dtype != "default":
+            wf.notes.append(f"{g.where(unet, 'weight_dtype')} = {dtype!r}: weight storage is the memory plan's choice "
+                            "(--offload, fp8 storage); not applied")
 
     # 3. The conditioning: positive 0, negative 1, latent 2 of one WanImageToVideo
     cond = g.link(ks, "positive", (WAN_I2V,))
-    for name, slot in (("positive", 0), ("negative", 1), ("latent_image", 2)):
-        if g.link(ks, name, (WAN_I2V,)) != cond or g.inputs(ks)[name][1] != slot:
-            raise InvalidInput(f"{g.where(ks, name)}: must be output {slot} of node {cond} {WAN_I2V}.")
+    for nid in [ks] + ([low] if low else []):
+        for name, slot in (("positive", 0), ("negative", 1), ("latent_image", 2)):
+            if nid == low and name == "latent_image":
+                if g.link(low, name, SAMPLERS) != ks or g.inputs(low)[name][1] != 0:
+                    raise InvalidInput(f"{g.where(low, name)}: must be the high-noise sampler's output (node {ks}).")
+            elif g.link(nid, name, (WAN_I2V,)) != cond or g.inputs(nid)[name][1] != slot:
+                raise InvalidInput(f"{g.where(nid, name)}: must be output {slot} of node {cond} {WAN_I2V}.")
     extra = [k for k in g.inputs(cond) if k not in I2V_INPUTS]
     if extra:
         raise InvalidInput(f"{g.where(cond, extra[0])}: stillmotion has no such setting; remove it.")
@@ -131,10 +147,87 @@ def parse_workflow(data: Any, *, where: str = "the workflow") -> Workflow:
         crop = g.value(enc, "crop", (str,), default="none", required=False)
         wf.notes.append(f"{g.where(enc, 'crop')} = {crop!r}: the model's CLIPImageProcessor prepares the image")
 
-    # 4. Decode and save (as SVD's); 5. stillmotion's own settings
+    # 4. Decode and save (as SVD's; A14B: the low-noise sampler's latents); 5. stillmotion's own settings
+    if low is not None:
+        for nid in [n for n, node in g.nodes.items() if node["class_type"] == DECODE]:
+            if g.link(nid, "samples", SAMPLERS) != low:
+                raise InvalidInput(f"{g.where(nid, 'samples')}: must be the low-noise sampler's output (node {low}).")
     finish(g, wf, put, ks, where, vae=(vae, (VAE_LOADER,)), node_fields=WAN_NODE_FIELDS)
     GenerationSpec.build(**wf.fields)  # the whole set, checked together
     return wf
+
+
+def _unipc(g, nid: str, wf: Workflow) -> None:
+    sampler_name = g.value(nid, "sampler_name", (str,))
+    if sampler_name not in ("uni_pc", "uni_pc_bh2"):
+        raise InvalidInput(f"{g.where(nid, 'sampler_name')} = {sampler_name!r}: stillmotion samples Wan with the "
+                           "model's UniPC flow scheduler; set it to uni_pc.")
+    scheduler = g.value(nid, "scheduler", (str,))
+    if scheduler != "simple":
+        raise InvalidInput(f"{g.where(nid, 'scheduler')} = {scheduler!r}: stillmotion runs the model's own flow "
+                           "sigmas; set it to simple.")
+    wf.notes.append(f"{g.where(nid)}: {sampler_name}/{scheduler} ran as diffusers' UniPCMultistepScheduler with the "
+                    "model's flow shift (close to ComfyUI's, not bit for bit)")
+
+
+def _experts(g, samplers: list, wf: Workflow, put) -> tuple[str, str]:
+    """Wan 2.2 A14B's two KSamplerAdvanced: the high-noise one (from step 0, adds the noise, hands its leftover
+    noise on) and the low-noise one (its latents from the first, to the end). The step where they meet is checked
+    against the model's expert boundary at run time (check_wan_model)."""
+    for nid in samplers:
+        if g.nodes[nid]["class_type"] != "KSamplerAdvanced":
+            raise InvalidInput(f"{g.where(nid)}: two samplers are Wan 2.2 A14B's two experts, each a KSamplerAdvanced.")
+    high = next((n for n in samplers if g.nodes[g.link(n, "latent_image", (WAN_I2V, *SAMPLERS))]["class_type"]
+                 == WAN_I2V), samplers[0])
+    low = next(n for n in samplers if n != high)
+    want = {high: (("add_noise", "enable"), ("return_with_leftover_noise", "enable")),
+            low: (("add_noise", "disable"), ("return_with_leftover_noise", "disable"))}
+    for nid, checks in want.items():
+        for name, value in checks:
+            got = g.value(nid, name, (str,))
+            if got != value:
+                raise InvalidInput(f"{g.where(nid, name)} = {got!r}: the {'high' if nid == high else 'low'}-noise "
+                                   f"expert's sampler runs with {name} {value!r}; set it.")
+    seed = g.value(high, "noise_seed", (int,))
+    put("seed", seed, high, "noise_seed")
+    steps = g.value(high, "steps", (int,))
+    put("num_inference_steps", steps, high, "steps")
+    cfg = g.value(high, "cfg", (int, float))
+    put("guidance_scale", float(cfg), high, "cfg")
+    for name, value in (("steps", steps), ("cfg", cfg)):
+        got = g.value(low, name, (int, float))
+        if got != value:
+            raise InvalidInput(f"{g.where(low, name)} = {got}: stillmotion runs both experts with one {name}; set it "
+                               f"to {value} as in {g.where(high, name)}.")
+    start = g.value(high, "start_at_step", (int,), default=0, required=False)
+    if start != 0:
+        raise InvalidInput(f"{g.where(high, 'start_at_step')} = {start}: stillmotion runs from step 0; set it to 0.")
+    switch = g.value(high, "end_at_step", (int,))
+    if g.value(low, "start_at_step", (int,)) != switch:
+        raise InvalidInput(f"{g.where(low, 'start_at_step')}: must be where the high-noise expert ends "
+                           f"({g.where(high, 'end_at_step')} = {switch}).")
+    end = g.value(low, "end_at_step", (int,), default=10000, required=False)
+    if end < steps:
+        raise InvalidInput(f"{g.where(low, 'end_at_step')} = {end}: stillmotion runs all {steps} steps; set it to "
+                           f"{steps} or more.")
+    wf.settings["expert_switch_step"] = switch
+    wf.origin["expert_switch_step"] = g.where(high, "end_at_step")
+    return high, low
+
+
+def expert_switch_step(folder, steps: int) -> Optional[int]:
+    """The step at which a two-expert model's pipeline hands over to transformer_2: the number of its scheduler's
+    timesteps at or above boundary_ratio x num_train_timesteps (WanImageToVideoPipeline's rule); None for one."""
+    from diffusers import UniPCMultistepScheduler
+
+    index = json.loads((Path(folder) / "model_index.json").read_text())
+    ratio = index.get("boundary_ratio")
+    if ratio is None or (index.get("transformer_2") or [None])[0] is None:
+        return None
+    scheduler = UniPCMultistepScheduler.from_pretrained(Path(folder) / "scheduler")
+    scheduler.set_timesteps(steps)
+    boundary = ratio * scheduler.config.num_train_timesteps
+    return int(sum(1 for t in scheduler.timesteps if t >= boundary))
 
 
 # --------------------------------------------------------------------------- against the model
@@ -153,6 +246,19 @@ def check_wan_model(wf: Workflow, model: str) -> None:
         raise InvalidInput(f"{wf.origin['flow_shift']} = {want:g}: this model's scheduler runs flow shift {shift:g} "
                            f"and stillmotion has no shift setting; set it to {shift:g}.")
     parts = (local.single_file or {}).get("components") or {}
+    switch = expert_switch_step(local.path, int(wf.fields["num_inference_steps"]))
+    if switch is None and "expert_switch_step" in wf.settings:
+        raise InvalidInput(f"{wf.origin['expert_switch_step']}: two samplers are Wan 2.2 A14B's experts, but this "
+                           "model has one transformer; use one KSampler.")
+    if switch is not None and wf.settings.get("expert_switch_step") != switch:
+        where = wf.origin.get("expert_switch_step", "the workflow's KSampler")
+        raise InvalidInput(f"{where}: this model switches to its low-noise expert after step {switch} of "
+                           f"{wf.fields['num_inference_steps']} (its boundary); use two KSamplerAdvanced that meet at "
+                           f"step {switch}.")
+    second = (parts.get("transformer_2") or {}).get("file")
+    if second and "transformer_2" in wf.files and Path(second).name != Path(wf.files["transformer_2"]).name:
+        raise InvalidInput(f"{wf.origin['transformer_2']} = {wf.files['transformer_2']!r}: this model's low-noise "
+                           f"expert is {Path(second).name}; set unet_name to it.")
     vae_file = (parts.get("vae") or {}).get("file")
     if vae_file and Path(vae_file).name != Path(wf.files["vae"]).name:
         raise InvalidInput(f"{wf.origin['vae']} = {wf.files['vae']!r}: this model is assembled with "
@@ -190,10 +296,8 @@ def export_wan(spec: GenerationSpec, record: dict, image: str, save: dict, extra
                            "export where it ran.") from None
     index = json.loads((local.path / "model_index.json").read_text())
     parts = (local.single_file or {}).get("components") or {}
-    if (index.get("transformer_2") or [None])[0] is not None:
-        raise InvalidInput(f"{name} is Wan 2.2 A14B: its two experts switch at a boundary timestep, which ComfyUI says "
-                           "with two KSamplerAdvanced nodes that stillmotion does not write yet.")
     unet = Path(parts["transformer"]["file"]).name if parts else COMFY_FILES.get(name, name)
+    switch = expert_switch_step(local.path, spec.num_inference_steps)
     vae_cfg = json.loads((local.path / "vae" / "config.json").read_text())
     vae = Path(parts["vae"]["file"]).name if "file" in (parts.get("vae") or {}) else \
         ("wan2.2_vae.safetensors" if vae_cfg.get("z_dim") == 48 else "wan_2.1_vae.safetensors")
@@ -226,6 +330,25 @@ def export_wan(spec: GenerationSpec, record: dict, image: str, save: dict, extra
         "9": {"class_type": DECODE, "inputs": {"samples": ["10", 0], "vae": ["4", 0]}, "_meta": {"title": "VAE Decode"}},
         "11": {**save, "_meta": {"title": save["class_type"]}},
     }
+    if switch is not None:  # A14B: node 10 runs the high-noise expert to the switch, node 15 the low-noise one on
+        low = Path(parts["transformer_2"]["file"]).name if parts else COMFY_FILES.get(name + "/low", name)
+        prompt["14"] = {"class_type": UNET_LOADER, "inputs": {"unet_name": low, "weight_dtype": "default"},
+                        "_meta": {"title": "Load Diffusion Model (low noise)"}}
+        prompt["16"] = {"class_type": SHIFT, "inputs": {"model": ["14", 0], "shift": shift}, "_meta": {"title": SHIFT}}
+        high_inputs = prompt["10"]["inputs"]
+        seed = high_inputs.pop("seed")
+        high_inputs.pop("denoise")
+        common = {"steps": spec.num_inference_steps, "cfg": spec.guidance_scale, "sampler_name": "uni_pc",
+                  "scheduler": "simple", "positive": ["8", 0], "negative": ["8", 1]}
+        prompt["10"] = {"class_type": "KSamplerAdvanced", "inputs": {
+            "model": ["2", 0], "add_noise": "enable", "noise_seed": seed, **common, "latent_image": ["8", 2],
+            "start_at_step": 0, "end_at_step": switch, "return_with_leftover_noise": "enable"},
+            "_meta": {**sampler_meta, "title": "KSamplerAdvanced (high noise)"}}
+        prompt["15"] = {"class_type": "KSamplerAdvanced", "inputs": {
+            "model": ["16", 0], "add_noise": "disable", "noise_seed": seed, **common, "latent_image": ["10", 0],
+            "start_at_step": switch, "end_at_step": 10000, "return_with_leftover_noise": "disable"},
+            "_meta": {"title": "KSamplerAdvanced (low noise)"}}
+        prompt["9"]["inputs"]["samples"] = ["15", 0]
     if (index.get("image_encoder") or [None])[0] is not None:
         prompt["12"] = {"class_type": VISION_LOADER, "inputs": {"clip_name": CLIP_VISION_FILE},
                         "_meta": {"title": "Load CLIP Vision"}}
