@@ -157,6 +157,10 @@ def test_a_gguf_transformer_stays_quantised(offline):
 
     from stillmotion.models.wan_files import load_components, resolve_wan_file
 
+    from gguf import GGUFReader
+
+    stored = {t.name: len(t.shape) for t in GGUFReader(str(offline["dm"] / FILES["gguf"])).tensors}
+    assert stored["patch_embedding.weight"] == 2  # stored flattened, its 5-D shape in comfy.gguf.orig_shape
     folder, record = resolve_wan_file(offline["dm"] / FILES["gguf"])
     assert record["format"] == "gguf"
     transformer = load_components(folder, torch.float32)["transformer"]

@@ -160,8 +160,10 @@ def write_safetensors(module, path: Path, kind: str, prefix: str = "") -> None:
 
 def write_gguf(module, path: Path, quantize: bool = True) -> dict:
     """The transformer in the original layout as GGUF (gguf's writer): 2-D weights whose rows split into 32-blocks
-    as Q8_0 (what city96's files hold for most weights), the rest F32. Returns the diffusers state dict with the
-    values the file holds (Q8_0 dequantized), to build the folder it must equal."""
+    as Q8_0 (what city96's files hold for most weights), the rest F32, and 5-D ones (the patch embedding) stored
+    flattened to 2-D with ComfyUI-GGUF's `comfy.gguf.orig_shape.NAME` array, as its converter keeps GGUF within
+    4 dims. Returns the diffusers state dict with the values the file holds (Q8_0 dequantized), to build the
+    folder it must equal."""
     import gguf
     import torch
 
@@ -177,6 +179,9 @@ def write_gguf(module, path: Path, quantize: bool = True) -> dict:
             q = gguf.quants.quantize(arr, gguf.GGMLQuantizationType.Q8_0)
             writer.add_tensor(name, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
             arr = gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0).reshape(arr.shape)
+        elif arr.ndim > 4:
+            writer.add_array(f"comfy.gguf.orig_shape.{name}", [int(n) for n in arr.shape])
+            writer.add_tensor(name, arr.reshape(arr.shape[0], -1).astype(np.float32))
         else:
             writer.add_tensor(name, arr.astype(np.float32))
         held[name] = torch.from_numpy(np.ascontiguousarray(arr))

@@ -74,7 +74,39 @@ def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         reader = GGUFReader(str(path))  # memory-maps the file; tensor data is not read
     except (OSError, ValueError) as e:
         raise ModelUnavailable(f"{path} is not a readable GGUF file ({e}).") from e
-    return {t.name: tuple(int(n) for n in reversed(t.shape.tolist())) for t in reader.tensors}
+    shapes = {t.name: tuple(int(n) for n in reversed(t.shape.tolist())) for t in reader.tensors}
+    return {**shapes, **gguf_orig_shapes(reader)}
+
+
+ORIG_SHAPE = "comfy.gguf.orig_shape."  # ComfyUI-GGUF's metadata for tensors stored reshaped (GGUF holds <= 4 dims)
+
+
+def gguf_orig_shapes(reader) -> dict[str, tuple[int, ...]]:
+    """{tensor: its shape} for the tensors a GGUF file stores reshaped (Wan's 5-D patch embedding, in city96's
+    files), from their `comfy.gguf.orig_shape.NAME` arrays; diffusers' GGUF loader does not read these."""
+    out = {}
+    for name, fld in reader.fields.items():
+        if name.startswith(ORIG_SHAPE):
+            out[name[len(ORIG_SHAPE):]] = tuple(int(fld.parts[i][0]) for i in fld.data)
+    return out
+
+
+def gguf_state_dict(path) -> dict:
+    """A GGUF file's tensors as diffusers' loader reads them (quantised ones as GGUFParameter), with the tensors
+    ComfyUI-GGUF stored reshaped given their shape back."""
+    from diffusers.models.model_loading_utils import load_gguf_checkpoint
+    from gguf import GGUFReader
+
+    state = load_gguf_checkpoint(str(path), return_tensors=True)
+    for name, shape in gguf_orig_shapes(GGUFReader(str(path))).items():
+        tensor = state.get(name)
+        if tensor is None:
+            continue
+        if type(tensor).__name__ == "GGUFParameter":
+            raise ModelUnavailable(f"{path}: {name} is quantised and stored reshaped, which diffusers cannot load; "
+                                   "use a GGUF file that keeps it unquantised (city96's do).")
+        state[name] = tensor.reshape(shape)
+    return state
 
 
 def _strip(shapes: dict) -> dict:
@@ -150,7 +182,8 @@ def _transformer(path: Path, shapes: dict, fmt: str) -> WanFile:
         label = f"Wan 2.1 I2V transformer ({'720p' if '720' in stem else '480p'}, {size})"
     elif in_ch == 2 * out_ch + 4:
         model = "wan2.2-i2v-a14b"
-        expert = "high" if "high" in stem else "low" if "low" in stem else None
+        said = re.search(r"(high|low)[_\- ]?noise", stem) or re.search(r"(high|low)", stem)
+        expert = said[1] if said else None
         if expert is None:
             raise ModelUnavailable(f"{path} is a Wan 2.2 I2V A14B expert, but its name says neither high_noise nor "
                                    "low_noise: keep ComfyUI's names (wan2.2_i2v_high_noise_14B_..., ..._low_noise_...).")
@@ -188,16 +221,15 @@ def _vae(path: Path, shapes: dict) -> WanFile:
 
 # --------------------------------------------------------------------------- finding the pieces
 def comfy_root(path: Path, given: Optional[Path] = None) -> Optional[Path]:
-    """The ComfyUI folder a file belongs to: `given` (--comfyui-dir), $STILLMOTION_COMFYUI_DIR, or the folder
-    above its models/<kind>/."""
+    """The ComfyUI folder a file belongs to: `given`, else the folder above its models/<kind>/, else
+    $STILLMOTION_COMFYUI_DIR."""
     if given is not None:
         return Path(given).expanduser()
-    if os.environ.get("STILLMOTION_COMFYUI_DIR"):
-        return Path(os.environ["STILLMOTION_COMFYUI_DIR"]).expanduser()
-    p = path.resolve()
-    for parent in p.parents:
+    for parent in path.resolve().parents:
         if parent.name == "models" and parent.parent != parent:
             return parent.parent
+    if os.environ.get("STILLMOTION_COMFYUI_DIR"):
+        return Path(os.environ["STILLMOTION_COMFYUI_DIR"]).expanduser()
     return None
 
 
@@ -385,12 +417,13 @@ def load_components(folder, dtype) -> dict:
         if part is None:
             out[name] = None
         elif "file" in part:
-            kw = {}
+            kw, source = {}, part["file"]
             if part["format"] == "gguf":
                 from diffusers import GGUFQuantizationConfig
 
                 kw["quantization_config"] = GGUFQuantizationConfig(compute_dtype=dtype)
-            out[name] = cls.from_single_file(part["file"], config=str(folder), subfolder=name, torch_dtype=dtype,
+                source = gguf_state_dict(source)  # (diffusers' own GGUF read, plus ComfyUI-GGUF's reshaped tensors)
+            out[name] = cls.from_single_file(source, config=str(folder), subfolder=name, torch_dtype=dtype,
                                              local_files_only=True, **kw)
         elif name in ("tokenizer", "image_processor"):
             out[name] = cls.from_pretrained(part["folder"])
