@@ -200,11 +200,10 @@ def test_a_wan_workflow_round_trips_to_the_same_spec_and_frames(offline, tmp_pat
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
     assert a["spec"] == b["spec"]
     assert np.array_equal(_frames(tmp_path / "a"), _frames(tmp_path / "b"))
-    assert b["workflow"]["settings"]["flow_shift"] == by_class["ModelSamplingSD3"]["shift"]
+    assert a["spec"]["flow_shift"] is None  # the model's own, which the workflow's shift names
 
 
 @pytest.mark.parametrize(("edit", "words"), [
-    (("ModelSamplingSD3", "shift", 8.0), "ModelSamplingSD3.shift = 8: this model's scheduler runs flow shift 3"),
     (("VAELoader", "vae_name", "other_vae.safetensors"), "VAELoader.vae_name = 'other_vae.safetensors': this model is assembled with wan_2.1_vae.safetensors"),
     (("CLIPLoader", "type", "sd3"), "CLIPLoader.type = 'sd3': Wan's text encoder is UMT5 (type wan)"),
     (("KSampler", "sampler_name", "euler"), "KSampler.sampler_name = 'euler'"),
@@ -261,3 +260,36 @@ def test_an_a14b_split_off_the_models_boundary_is_refused_naming_the_node(offlin
     assert code == 2, err
     assert f"KSamplerAdvanced.end_at_step: this model switches to its low-noise expert after step {switch} of 4" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "b.mp4").exists()
+
+
+def test_a_workflows_shift_runs_as_the_schedulers_flow_shift(offline, tmp_path):
+    """ModelSamplingSD3.shift 8 (ComfyUI's Wan templates) is --shift 8: the stock pipeline with its scheduler at
+    flow_shift 8 gives the frames; the model's own shift is back for the next run."""
+    import torch
+    from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline
+
+    img = _square(tmp_path)
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--comfyui-dir", str(offline["root"]),
+                           "--model", FILES["wan2.1"], *ARGS, "-o", str(tmp_path / "a"))
+    assert code == 0, err
+    run_cli("export-workflow", str(tmp_path / "a.json"), "-o", str(tmp_path / "wf.json"))
+    prompt = json.loads((tmp_path / "wf.json").read_text())
+    next(n for n in prompt.values() if n["class_type"] == "ModelSamplingSD3")["inputs"]["shift"] = 8.0
+    (tmp_path / "wf.json").write_text(json.dumps(prompt))
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--from", str(tmp_path / "wf.json"),
+                           "--comfyui-dir", str(offline["root"]), "--device", "cpu", "-o", str(tmp_path / "b"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "b.json").read_text())["spec"]["flow_shift"] == 8.0
+    pipe = WanImageToVideoPipeline.from_pretrained(offline["refs"]["wan2.1"])
+    pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=8.0)
+    pipe.set_progress_bar_config(disable=True)
+    video = pipe(image=img, prompt="a boat at sea", negative_prompt="blurry", height=64, width=64, num_frames=5,
+                 num_inference_steps=2, guidance_scale=4.0, generator=torch.Generator("cpu").manual_seed(3),
+                 output_type="np").frames[0]
+    stock = np.clip(np.round(video * 255.0), 0, 255).astype(np.uint8)
+    assert np.abs(_frames(tmp_path / "b").astype(int) - stock.astype(int)).max() <= 2
+    assert not np.array_equal(_frames(tmp_path / "a"), _frames(tmp_path / "b"))  # the shift moved the frames
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--comfyui-dir", str(offline["root"]),
+                           "--model", FILES["wan2.1"], *ARGS, "-o", str(tmp_path / "c"))
+    assert code == 0, err
+    assert np.array_equal(_frames(tmp_path / "a"), _frames(tmp_path / "c"))  # the model's own shift again

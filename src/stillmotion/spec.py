@@ -52,6 +52,7 @@ class GenerationSpec(BaseModel):
     prompt: Optional[str] = Field(None, max_length=4000, description="what should happen in the video (Wan)", json_schema_extra=PROMPTED)
     negative_prompt: Optional[str] = Field(None, max_length=4000, description="what should not (Wan; default: the model's own)", json_schema_extra=PROMPTED)
     guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="classifier-free guidance for the prompt (Wan; <= 1 turns it off)", json_schema_extra={"x-flag": "--guidance", **PROMPTED})
+    flow_shift: Optional[float] = Field(None, gt=0.0, le=100.0, description="the scheduler's flow shift, as ComfyUI's ModelSamplingSD3 sets it (Wan; None: the model's own)", json_schema_extra={"x-flag": "--shift", **PROMPTED})
 
     # --- ours ---
     width: Optional[int] = Field(None, description="output width, a multiple of 16 in 64..2048 (SVD: of 64; Wan 2.2 TI2V-5B: of 32); None: from the image's aspect",

@@ -10,9 +10,9 @@ ComfyUI's own Wan 2.1 I2V example (and TI2V-5B with the same nodes) is wired:
                                                            VAEDecode (vae) -> a save node (as SVD's)
 
 The spec gets prompt, negative_prompt, guidance_scale (cfg), width, height, num_frames (length), steps, seed and
-the save node's fps and format. What stillmotion has no spec field for is checked against the model at run time
-(`check_wan_model`, before loading): the shift must be the model's scheduler's flow shift, and the VAELoader
-must name the VAE file the model is assembled with (models/wan_files.py). The text encoder and CLIP vision files
+the save node's fps and format, and flow_shift (ModelSamplingSD3.shift; `--shift`). What stillmotion has no spec
+field for is checked against the model at run time (`check_wan_model`, before loading): the VAELoader must name
+the VAE file the model is assembled with (models/wan_files.py), A14B's experts meet where its boundary says. The text encoder and CLIP vision files
 are noted, not loaded: diffusers has no converter for ComfyUI's layout of them (the model's repo supplies them).
 Wan 2.2 A14B is ComfyUI's two-sampler graph: a UNETLoader -> ModelSamplingSD3 -> KSamplerAdvanced per expert,
 the high-noise one from step 0 to `end_at_step` (returning its leftover noise), the low-noise one from there to
@@ -42,7 +42,7 @@ WAN_I2V = "WanImageToVideo"
 WAN_NODES = {UNET_LOADER, SHIFT, CLIP_LOADER, TEXT, VISION_LOADER, VISION_ENCODE, VAE_LOADER, WAN_I2V, DECODE,
              LOAD_IMAGE, PREVIEW, "CreateVideo", *SAMPLERS, *SAVERS}
 WAN_NODE_FIELDS = ("width", "height", "num_frames", "fps", "guidance_scale", "prompt", "negative_prompt",
-                   "num_inference_steps", "seed", "format")
+                   "flow_shift", "num_inference_steps", "seed", "format")
 I2V_INPUTS = ("positive", "negative", "vae", "width", "height", "length", "batch_size", "clip_vision_output",
               "start_image")
 # Comfy-Org's repackaged file names for the registry's Wan models (what export writes for a hub model)
@@ -85,11 +85,11 @@ def parse_workflow(data: Any, *, where: str = "the workflow") -> Workflow:
         unet = src
         if g.nodes[src]["class_type"] == SHIFT:
             shift = float(g.value(src, "shift", (int, float)))
-            if "flow_shift" in wf.settings and shift != wf.settings["flow_shift"]:
+            if "flow_shift" in wf.fields and shift != wf.fields["flow_shift"]:
                 raise InvalidInput(f"{g.where(src, 'shift')} = {shift:g}: both experts run one scheduler; set it to "
-                                   f"{wf.settings['flow_shift']:g} as in {wf.origin['flow_shift']}.")
-            wf.settings["flow_shift"] = shift
-            wf.origin.setdefault("flow_shift", g.where(src, "shift"))
+                                   f"{wf.fields['flow_shift']:g} as in {wf.origin['flow_shift']}.")
+            if "flow_shift" not in wf.fields:
+                put("flow_shift", shift, src, "shift")
             unet = g.link(src, "model", (UNET_LOADER,))
         else:
             wf.notes.append(f"{g.where(nid, 'model')}: no {SHIFT}; the model's own flow shift is used")
@@ -215,16 +215,18 @@ def _experts(g, samplers: list, wf: Workflow, put) -> tuple[str, str]:
     return high, low
 
 
-def expert_switch_step(folder, steps: int) -> Optional[int]:
+def expert_switch_step(folder, steps: int, shift: Optional[float] = None) -> Optional[int]:
     """The step at which a two-expert model's pipeline hands over to transformer_2: the number of its scheduler's
-    timesteps at or above boundary_ratio x num_train_timesteps (WanImageToVideoPipeline's rule); None for one."""
+    timesteps (at flow `shift`, else its own) at or above boundary_ratio x num_train_timesteps
+    (WanImageToVideoPipeline's rule); None for one."""
     from diffusers import UniPCMultistepScheduler
 
     index = json.loads((Path(folder) / "model_index.json").read_text())
     ratio = index.get("boundary_ratio")
     if ratio is None or (index.get("transformer_2") or [None])[0] is None:
         return None
-    scheduler = UniPCMultistepScheduler.from_pretrained(Path(folder) / "scheduler")
+    scheduler = UniPCMultistepScheduler.from_pretrained(Path(folder) / "scheduler",
+                                                        **({"flow_shift": shift} if shift is not None else {}))
     scheduler.set_timesteps(steps)
     boundary = ratio * scheduler.config.num_train_timesteps
     return int(sum(1 for t in scheduler.timesteps if t >= boundary))
@@ -233,20 +235,18 @@ def expert_switch_step(folder, steps: int) -> Optional[int]:
 # --------------------------------------------------------------------------- against the model
 def check_wan_model(wf: Workflow, model: str) -> None:
     """What a Wan workflow sets beside the spec, checked against the model it runs (resolved, not loaded):
-    ModelSamplingSD3.shift against its scheduler's flow shift, VAELoader.vae_name against the VAE file it is
-    assembled with. A mismatch is refused naming the node; the loaders stillmotion does not use are noted."""
+    VAELoader.vae_name against the VAE file it is assembled with, A14B's switch step against its boundary. A
+    mismatch is refused naming the node; the loaders stillmotion does not use are noted; a shift equal to the
+    model's own becomes None (the model's)."""
     from ..models.resolve import resolve
 
     if "vae" not in wf.files:
         return
     local = resolve(model, download=False, progress=False)
-    shift = model_flow_shift(local.path)
-    want = wf.settings.get("flow_shift")
-    if want is not None and shift is not None and abs(want - shift) > 1e-6:
-        raise InvalidInput(f"{wf.origin['flow_shift']} = {want:g}: this model's scheduler runs flow shift {shift:g} "
-                           f"and stillmotion has no shift setting; set it to {shift:g}.")
+    if wf.fields.get("flow_shift") is not None and wf.fields["flow_shift"] == model_flow_shift(local.path):
+        wf.fields["flow_shift"] = None  # the model's own shift, as a spec without a workflow says it
     parts = (local.single_file or {}).get("components") or {}
-    switch = expert_switch_step(local.path, int(wf.fields["num_inference_steps"]))
+    switch = expert_switch_step(local.path, int(wf.fields["num_inference_steps"]), wf.fields.get("flow_shift"))
     if switch is None and "expert_switch_step" in wf.settings:
         raise InvalidInput(f"{wf.origin['expert_switch_step']}: two samplers are Wan 2.2 A14B's experts, but this "
                            "model has one transformer; use one KSampler.")
@@ -297,7 +297,7 @@ def export_wan(spec: GenerationSpec, record: dict, image: str, save: dict, extra
     index = json.loads((local.path / "model_index.json").read_text())
     parts = (local.single_file or {}).get("components") or {}
     unet = Path(parts["transformer"]["file"]).name if parts else COMFY_FILES.get(name, name)
-    switch = expert_switch_step(local.path, spec.num_inference_steps)
+    switch = expert_switch_step(local.path, spec.num_inference_steps, spec.flow_shift)
     vae_cfg = json.loads((local.path / "vae" / "config.json").read_text())
     vae = Path(parts["vae"]["file"]).name if "file" in (parts.get("vae") or {}) else \
         ("wan2.2_vae.safetensors" if vae_cfg.get("z_dim") == 48 else "wan_2.1_vae.safetensors")
@@ -305,7 +305,7 @@ def export_wan(spec: GenerationSpec, record: dict, image: str, save: dict, extra
         notes.append(f"node 4 VAELoader names {vae}, Comfy-Org's file of this VAE; stillmotion used the model's own")
     notes.append(f"node 3 CLIPLoader names {TEXT_ENCODER_FILE}, Comfy-Org's UMT5-XXL; stillmotion used the model's "
                  "text encoder")
-    shift = model_flow_shift(local.path)
+    shift = spec.flow_shift if spec.flow_shift is not None else model_flow_shift(local.path)
     sampler_meta: dict = {"title": "KSampler", **({"stillmotion": extra} if extra else {})}
     prompt = {
         "1": {"class_type": UNET_LOADER, "inputs": {"unet_name": unet, "weight_dtype": "default"},

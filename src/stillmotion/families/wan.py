@@ -111,7 +111,11 @@ class WanFamily(Family):
         attached; called without one, run makes its own), and off again when it returns or raises."""
         if cache is None:
             cache = self.speed_cache(spec, pipe)
+        scheduler = pipe.scheduler
         try:
+            if spec.flow_shift is not None and spec.flow_shift != scheduler.config.get("flow_shift"):
+                # --shift (ComfyUI's ModelSamplingSD3): the same scheduler with another shift, for this run only
+                pipe.scheduler = type(scheduler).from_config(scheduler.config, flow_shift=spec.flow_shift)
             if cache is not None:
                 cache.attach()  # a no-op when the engine attached it already
             return pipe(
@@ -128,6 +132,7 @@ class WanFamily(Family):
                 callback_on_step_end=on_step_end,
             ).frames
         finally:
+            pipe.scheduler = scheduler
             if cache is not None:
                 cache.detach()
 
