@@ -190,7 +190,8 @@ def test_a_wan_workflow_round_trips_to_the_same_spec_and_frames(offline, tmp_pat
     else:
         assert unets == [FILES[layout]]
     assert by_class["ModelSamplingSD3"]["shift"] == (3.0 if layout == "wan2.1" else 5.0)
-    assert by_class["CLIPLoader"]["type"] == "wan" and by_class["WanImageToVideo"]["length"] == 5
+    latent = "Wan22ImageToVideoLatent" if layout == "wan2.2-ti2v-5b" else "WanImageToVideo"  # as ComfyUI's templates
+    assert by_class["CLIPLoader"]["type"] == "wan" and by_class[latent]["length"] == 5
     assert ("CLIPVisionEncode" in by_class) == (layout == "wan2.1")
     vae = "wan2.2_vae.safetensors" if layout == "wan2.2-ti2v-5b" else "wan_2.1_vae.safetensors"  # A14B: 2.1's VAE
     assert by_class["VAELoader"]["vae_name"] == vae
@@ -210,6 +211,8 @@ def test_a_wan_workflow_round_trips_to_the_same_spec_and_frames(offline, tmp_pat
     (("KSampler", "denoise", 0.5), "KSampler.denoise = 0.5"),
     (("WanImageToVideo", "length", 10), "WanImageToVideo.length = 10: stillmotion cannot honour it (--frames 10: Wan makes 4k+1 frames: use 9 or 13"),
     (("WanImageToVideo", "end_image", ["5", 0]), "WanImageToVideo.end_image: stillmotion has no such setting"),
+    (("WanImageToVideo", "class_type", "Wan22ImageToVideoLatent"), "Wan22ImageToVideoLatent: this model is an I2V "
+     "model, which ComfyUI conditions with WanImageToVideo"),
 ])
 def test_a_wan_setting_it_cannot_honour_is_refused_naming_its_node(offline, tmp_path, edit, words):
     _square(tmp_path)
@@ -219,7 +222,15 @@ def test_a_wan_setting_it_cannot_honour_is_refused_naming_its_node(offline, tmp_
     code, _, err = run_cli("export-workflow", str(tmp_path / "a.json"), "-o", str(tmp_path / "wf.json"))
     prompt = json.loads((tmp_path / "wf.json").read_text())
     cls, name, value = edit
-    next(n for n in prompt.values() if n["class_type"] == cls)["inputs"][name] = value
+    node = next(n for n in prompt.values() if n["class_type"] == cls)
+    if name == "class_type":  # another node in its place, keeping the inputs both take
+        node.update(class_type=value, inputs={k: v for k, v in node["inputs"].items() if k not in (
+            "positive", "negative", "clip_vision_output")})
+        for other in prompt.values():
+            if other["class_type"] == "KSampler":
+                other["inputs"].update(positive=["6", 0], negative=["7", 0], latent_image=["8", 0])
+    else:
+        node["inputs"][name] = value
     (tmp_path / "wf.json").write_text(json.dumps(prompt))
     code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--from", str(tmp_path / "wf.json"),
                            "--comfyui-dir", str(offline["root"]), "--device", "cpu", "-o", str(tmp_path / "b.mp4"))

@@ -9,6 +9,10 @@ ComfyUI's own Wan 2.1 I2V example (and TI2V-5B with the same nodes) is wired:
                                                            clip_vision_output        v
                                                            VAEDecode (vae) -> a save node (as SVD's)
 
+TI2V-5B (ComfyUI's template): the two CLIPTextEncode go straight to the KSampler, and its latent comes from
+Wan22ImageToVideoLatent (vae, width, height, length, start_image); each model is held to the node its ComfyUI
+template uses.
+
 The spec gets prompt, negative_prompt, guidance_scale (cfg), width, height, num_frames (length), steps, seed and
 the save node's fps and format, and flow_shift (ModelSamplingSD3.shift; `--shift`). What stillmotion has no spec
 field for is checked against the model at run time (`check_wan_model`, before loading): the VAELoader must name
@@ -39,7 +43,8 @@ VISION_LOADER = "CLIPVisionLoader"
 VISION_ENCODE = "CLIPVisionEncode"
 VAE_LOADER = "VAELoader"
 WAN_I2V = "WanImageToVideo"
-WAN_NODES = {UNET_LOADER, SHIFT, CLIP_LOADER, TEXT, VISION_LOADER, VISION_ENCODE, VAE_LOADER, WAN_I2V, DECODE,
+WAN22_LATENT = "Wan22ImageToVideoLatent"  # ComfyUI's TI2V-5B node: the start image into the latent, no conditioning
+WAN_NODES = {UNET_LOADER, SHIFT, CLIP_LOADER, TEXT, VISION_LOADER, VISION_ENCODE, VAE_LOADER, WAN_I2V, WAN22_LATENT, DECODE,
              LOAD_IMAGE, PREVIEW, "CreateVideo", *SAMPLERS, *SAVERS}
 WAN_NODE_FIELDS = ("width", "height", "num_frames", "fps", "guidance_scale", "prompt", "negative_prompt",
                    "flow_shift", "num_inference_steps", "seed", "format")
@@ -59,10 +64,12 @@ def parse_workflow(data: Any, *, where: str = "the workflow") -> Workflow:
     """Spec fields (and the model and image names) from a ComfyUI API workflow: Wan's nodes (WanImageToVideo)
     here, else SVD's (graph.parse_svd_workflow). Refuses what stillmotion cannot honour, naming node and input."""
     prompt = as_prompt(data, where)
-    if not any(isinstance(n, dict) and n.get("class_type") in (WAN_I2V, UNET_LOADER) for n in prompt.values()):
+    if not any(isinstance(n, dict) and n.get("class_type") in (WAN_I2V, WAN22_LATENT, UNET_LOADER)
+               for n in prompt.values()):
         return parse_svd_workflow(prompt, where=where)
     g, wf, put = start(prompt, where, WAN_NODES, f"{UNET_LOADER}, {SHIFT}, {CLIP_LOADER}, {TEXT}, {VISION_LOADER}, "
-                       f"{VISION_ENCODE}, {VAE_LOADER}, {WAN_I2V}, KSampler, {DECODE} and a save node")
+                       f"{VISION_ENCODE}, {VAE_LOADER}, {WAN_I2V} or {WAN22_LATENT}, KSampler, {DECODE} and a save "
+                       "node")
     # 1. The sampler(s): UniPC on the model's flow sigmas; A14B: one KSamplerAdvanced per expert
     samplers = [nid for nid, n in g.nodes.items() if n["class_type"] in SAMPLERS]
     if len(samplers) == 2:
@@ -104,16 +111,27 @@ def parse_workflow(data: Any, *, where: str = "the workflow") -> Workflow:
             wf.notes.append(f"{g.where(unet, 'weight_dtype')} = {dtype!r}: weight storage is the memory plan's choice "
                             "(--offload, fp8 storage); not applied")
 
-    # 3. The conditioning: positive 0, negative 1, latent 2 of one WanImageToVideo
-    cond = g.link(ks, "positive", (WAN_I2V,))
+    # 3. The conditioning: positive 0, negative 1, latent 2 of one WanImageToVideo; or (TI2V-5B) the texts straight
+    #    into the sampler and its latent from Wan22ImageToVideoLatent
+    cond = g.link(ks, "latent_image", (WAN_I2V, WAN22_LATENT))
+    wf.settings["latent_node"] = g.nodes[cond]["class_type"]
+    wf.origin["latent_node"] = g.where(cond)
+    texts = {}
     for nid in [ks] + ([low] if low else []):
         for name, slot in (("positive", 0), ("negative", 1), ("latent_image", 2)):
             if nid == low and name == "latent_image":
                 if g.link(low, name, SAMPLERS) != ks or g.inputs(low)[name][1] != 0:
                     raise InvalidInput(f"{g.where(low, name)}: must be the high-noise sampler's output (node {ks}).")
-            elif g.link(nid, name, (WAN_I2V,)) != cond or g.inputs(nid)[name][1] != slot:
-                raise InvalidInput(f"{g.where(nid, name)}: must be output {slot} of node {cond} {WAN_I2V}.")
-    extra = [k for k in g.inputs(cond) if k not in I2V_INPUTS]
+            elif wf.settings["latent_node"] == WAN22_LATENT and name != "latent_image":
+                text = g.link(nid, name, (TEXT,))
+                if texts.setdefault(name, text) != text:
+                    raise InvalidInput(f"{g.where(nid, name)}: must be the same {TEXT} as node {ks}'s {name}.")
+            else:
+                node, slot = wf.settings["latent_node"], (0 if wf.settings["latent_node"] == WAN22_LATENT else slot)
+                if g.link(nid, name, (node,)) != cond or g.inputs(nid)[name][1] != slot:
+                    raise InvalidInput(f"{g.where(nid, name)}: must be output {slot} of node {cond} {node}.")
+    extra = [k for k in g.inputs(cond) if k not in I2V_INPUTS or
+             (wf.settings["latent_node"] == WAN22_LATENT and k in ("positive", "negative", "clip_vision_output"))]
     if extra:
         raise InvalidInput(f"{g.where(cond, extra[0])}: stillmotion has no such setting; remove it.")
     put("width", g.value(cond, "width", (int,)), cond, "width")
@@ -124,7 +142,7 @@ def parse_workflow(data: Any, *, where: str = "the workflow") -> Workflow:
         raise InvalidInput(f"{g.where(cond, 'batch_size')} = {batch}: stillmotion makes one video per run; set it to 1.")
     clip = None
     for name, fld in (("positive", "prompt"), ("negative", "negative_prompt")):
-        text = g.link(cond, name, (TEXT,))
+        text = texts[name] if texts else g.link(cond, name, (TEXT,))
         put(fld, g.value(text, "text", (str,), default="", required=False), text, "text")
         loader = g.link(text, "clip", (CLIP_LOADER,))
         if clip not in (None, loader):
@@ -246,6 +264,11 @@ def check_wan_model(wf: Workflow, model: str) -> None:
     if wf.fields.get("flow_shift") is not None and wf.fields["flow_shift"] == model_flow_shift(local.path):
         wf.fields["flow_shift"] = None  # the model's own shift, as a spec without a workflow says it
     parts = (local.single_file or {}).get("components") or {}
+    ti2v = bool(json.loads((local.path / "model_index.json").read_text()).get("expand_timesteps"))
+    want = WAN22_LATENT if ti2v else WAN_I2V
+    if wf.settings.get("latent_node", want) != want:
+        raise InvalidInput(f"{wf.origin['latent_node']}: this model is {'TI2V-5B' if ti2v else 'an I2V model'}, which "
+                           f"ComfyUI conditions with {want}; use {want}.")
     switch = expert_switch_step(local.path, int(wf.fields["num_inference_steps"]), wf.fields.get("flow_shift"))
     if switch is None and "expert_switch_step" in wf.settings:
         raise InvalidInput(f"{wf.origin['expert_switch_step']}: two samplers are Wan 2.2 A14B's experts, but this "
@@ -330,6 +353,11 @@ def export_wan(spec: GenerationSpec, record: dict, image: str, save: dict, extra
         "9": {"class_type": DECODE, "inputs": {"samples": ["10", 0], "vae": ["4", 0]}, "_meta": {"title": "VAE Decode"}},
         "11": {**save, "_meta": {"title": save["class_type"]}},
     }
+    if index.get("expand_timesteps"):  # TI2V-5B: ComfyUI's Wan22ImageToVideoLatent; the texts go to the sampler
+        inputs = prompt["8"]["inputs"]
+        prompt["8"] = {"class_type": WAN22_LATENT, "inputs": {k: inputs[k] for k in (
+            "vae", "start_image", "width", "height", "length", "batch_size")}, "_meta": {"title": WAN22_LATENT}}
+        prompt["10"]["inputs"].update(positive=["6", 0], negative=["7", 0], latent_image=["8", 0])
     if switch is not None:  # A14B: node 10 runs the high-noise expert to the switch, node 15 the low-noise one on
         low = Path(parts["transformer_2"]["file"]).name if parts else COMFY_FILES.get(name + "/low", name)
         prompt["14"] = {"class_type": UNET_LOADER, "inputs": {"unet_name": low, "weight_dtype": "default"},
