@@ -147,7 +147,8 @@ def checkpoint_rows(comfyui_dir: Path) -> list[dict]:
     parts)."""
     from ..errors import StillmotionError
     from ..models.single_file import inspect_file
-    from ..models.wan_files import FOLDERS, inspect_wan_file
+    from ..models.wan_files import FOLDERS
+    from ..models.wan_inspect import inspect_wan_file
 
     models = Path(comfyui_dir).expanduser() / "models"
     subs = ("checkpoints", *(s for kind in FOLDERS.values() for s in kind))
@@ -226,7 +227,7 @@ def convert(file, out):
     refuse_pickle(file)
     if not file.is_file():
         raise InvalidInput(f"{file}: no such file.")
-    from ..models.wan_files import looks_like_wan_file
+    from ..models.wan_inspect import looks_like_wan_file
 
     if looks_like_wan_file(file):
         raise InvalidInput(f"{file.name} is one of ComfyUI's Wan files, which run as they are: pass it as --model "

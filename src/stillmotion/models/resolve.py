@@ -23,7 +23,8 @@ from .paths import DEMO_FOLDER, cache_root
 from .registry import REGISTRY, ModelDefaults, ModelEntry, get_entry
 from .single_file import FileInfo, convert, inspect_file, looks_like_single_file, refuse_pickle
 from .tiny import BUILT_ON_USE, ensure_tiny
-from .wan_files import inspect_wan_file, resolve_wan_file
+from .wan_files import resolve_wan_file
+from .wan_inspect import inspect_wan_file
 
 
 def entry_for(name_or_path: str) -> ModelEntry:
