@@ -239,20 +239,29 @@ def test_a_wan_setting_it_cannot_honour_is_refused_naming_its_node(offline, tmp_
     assert not (tmp_path / "b.mp4").exists() and not (tmp_path / "b.json").exists()
 
 
-def test_a_wan_workflow_in_an_api_request_or_manifest_is_refused_in_one_line(offline, tmp_path):
-    """The API and batch take a workflow's spec fields, but not yet a Wan graph's model checks: refused, not
-    half-honoured."""
+def test_a_wan_workflow_in_an_api_request_or_manifest_gives_its_fields_checked_against_the_running_model(
+        offline, tmp_path):
+    """The API and batch take a Wan workflow's spec fields (apply_workflow: the request's own fields win), with its
+    VAE checked against the model the server or batch runs, as generate checks it."""
     from stillmotion.comfy import apply_workflow
     from stillmotion.errors import InvalidInput
 
     _square(tmp_path)
-    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--comfyui-dir", str(offline["root"]),
-                           "--model", FILES["wan2.1"], *ARGS, "-o", str(tmp_path / "a"))
+    running = str(offline["dm"] / FILES["wan2.1"])
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", running, *ARGS, "--shift", "6",
+                           "-o", str(tmp_path / "a"))
     assert code == 0, err
     code, _, err = run_cli("export-workflow", str(tmp_path / "a.json"), "-o", str(tmp_path / "wf.json"))
     assert code == 0, err
-    with pytest.raises(InvalidInput, match="run with `stillmotion generate --from WORKFLOW.json`"):
-        apply_workflow({"workflow": json.loads((tmp_path / "wf.json").read_text())})
+    prompt = json.loads((tmp_path / "wf.json").read_text())
+    fields = apply_workflow({"workflow": prompt, "seed": 9}, running)
+    spec = json.loads((tmp_path / "a.json").read_text())["spec"]
+    assert fields["seed"] == 9 and fields["flow_shift"] == 6.0
+    assert {k: fields[k] for k in ("prompt", "negative_prompt", "guidance_scale", "num_frames", "width")} == \
+        {k: spec[k] for k in ("prompt", "negative_prompt", "guidance_scale", "num_frames", "width")}
+    next(n for n in prompt.values() if n["class_type"] == "VAELoader")["inputs"]["vae_name"] = "x.safetensors"
+    with pytest.raises(InvalidInput, match="VAELoader.vae_name = 'x.safetensors'"):
+        apply_workflow({"workflow": prompt}, running)
 
 
 def test_an_a14b_split_off_the_models_boundary_is_refused_naming_the_node(offline, tmp_path):

@@ -73,20 +73,24 @@ def find_model_file(name: str, comfy_dir: Optional[Path]) -> str:
     return name
 
 
-def workflow_fields(data: Any, *, where: str = "workflow") -> tuple[dict, Optional[str]]:
+def workflow_fields(data: Any, *, where: str = "workflow", running_model: Optional[str] = None
+                    ) -> tuple[dict, Optional[str]]:
     """(spec fields, the model it names) for the API and batch manifests: explicit fields are merged over these
     by the caller. The model is the known hub name or registry name of ckpt_name when there is one, else the
-    file name as written."""
+    file name as written. A Wan graph's VAE and expert split are checked against the model that runs
+    (`running_model`, else the one it names), as generate checks them."""
     wf = parse_workflow(data, where=where)
-    if wf.files:  # a Wan workflow's shift and VAE are checked against the model before a run: generate does that
-        raise InvalidInput(f"{where}: ComfyUI Wan workflows run with `stillmotion generate --from WORKFLOW.json` so "
-                           "far; send the spec fields (prompt, guidance_scale, ...) here instead.")
     model = wf.ckpt_name
     if model is not None:
         try:
             model = resolve_checkpoint(model, comfy_dir=comfyui_dir())
         except ModelUnavailable:
             pass
+    if wf.files:
+        from ..models.registry import DEFAULT_MODEL
+        from .wan_graph import check_wan_model
+
+        check_wan_model(wf, running_model or model or DEFAULT_MODEL)
     return wf.fields, model
 
 
@@ -112,11 +116,11 @@ def apply_workflow(fields: dict, running_model: Optional[str] = None, *, base_di
             raise InvalidInput(f"{where}: {path} is a stillmotion sidecar, not a ComfyUI workflow.")
     elif not isinstance(value, dict):
         raise InvalidInput(f"{where}: must be a ComfyUI API workflow object (Workflow > Export (API) in ComfyUI).")
-    wf_fields, model = workflow_fields(value, where=where)
+    wf_fields, model = workflow_fields(value, where=where, running_model=running_model)
     if running_model is not None and not same_model(model, running_model):
         raise InvalidInput(
-            f"{where}: its {LOADER}.ckpt_name runs {model!r}, but this runs {running_model!r}; change the workflow's "
-            "checkpoint or run it with that model."
+            f"{where}: its {LOADER}.ckpt_name (or UNETLoader.unet_name) runs {model!r}, but this runs "
+            f"{running_model!r}; change the workflow's checkpoint or run it with that model."
         )
     return {**wf_fields, **fields}
 
@@ -127,7 +131,10 @@ def same_model(workflow_model: Optional[str], running: str) -> bool:
         return True
     if workflow_model == running:
         return True
+    from .wan_graph import COMFY_FILES
+
     a, b = Path(workflow_model).name, Path(running).name
-    return a == b or KNOWN_CHECKPOINTS.get(a.lower()) == running or KNOWN_CHECKPOINTS.get(b.lower()) == workflow_model
+    return (a == b or KNOWN_CHECKPOINTS.get(a.lower()) == running or KNOWN_CHECKPOINTS.get(b.lower()) == workflow_model
+            or COMFY_FILES.get(workflow_model, "").lower() == b.lower())  # Comfy-Org's Wan file of that model
 
 
