@@ -313,3 +313,15 @@ def test_a_workflows_shift_runs_as_the_schedulers_flow_shift(offline, tmp_path):
                            "--model", FILES["wan2.1"], *ARGS, "-o", str(tmp_path / "c"))
     assert code == 0, err
     assert np.array_equal(_frames(tmp_path / "a"), _frames(tmp_path / "c"))  # the model's own shift again
+
+
+def test_the_sidecar_of_a_comfyui_file_run_reproduces_it(offline, tmp_path):
+    """--from the sidecar runs the same file (its path is the recorded model) to the same frames."""
+    _square(tmp_path)
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--comfyui-dir", str(offline["root"]),
+                           "--model", FILES["gguf"], *ARGS, "-o", str(tmp_path / "a"))
+    assert code == 0, err
+    code, _, err = run_cli("generate", "--from", str(tmp_path / "a.json"), "--device", "cpu", "-o", str(tmp_path / "b"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "b.json").read_text())["model"]["single_file"]["format"] == "gguf"
+    assert np.array_equal(_frames(tmp_path / "a"), _frames(tmp_path / "b"))
