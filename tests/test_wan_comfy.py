@@ -166,6 +166,15 @@ def test_a_gguf_transformer_stays_quantised(offline):
     transformer = load_components(folder, torch.float32)["transformer"]
     q = transformer.blocks[0].attn1.to_q.weight
     assert type(q).__name__ == "GGUFParameter" and q.quant_type.name == "Q8_0"
+    # a memory plan with fp8 storage leaves the quantised weights as they are (no layerwise casting over them)
+    from diffusers import WanImageToVideoPipeline
+
+    from stillmotion.engine.wanplan import WanPlan
+    from stillmotion.families import get_family
+
+    pipe = WanImageToVideoPipeline(**load_components(folder, torch.float32))
+    in_force = get_family("wan").apply_plan(pipe, WanPlan(fp8=True), None, "cpu", torch.float32)
+    assert not in_force.fp8 and type(pipe.transformer.blocks[0].attn1.to_q.weight).__name__ == "GGUFParameter"
 
 
 # --- ComfyUI Wan workflows: export-workflow writes them, generate --from runs them ---

@@ -229,8 +229,14 @@ class WanFamily(Family):
                            user_offload=config.offload)[0]
 
     def apply_plan(self, pipe, plan, active, device, dtype):
+        """The planner's plan, less fp8 storage over a quantised (GGUF) transformer: its weights are stored
+        quantised already, and layerwise casting would cast those blocks of bytes as if they were weights."""
+        from dataclasses import replace
+
         from ..engine.wanplan import apply_plan
 
+        if plan.fp8 and any(getattr(m, "is_quantized", False) for m in self.denoisers(pipe)):
+            plan = replace(plan, fp8=False)
         return apply_plan(pipe, plan, active, device, dtype)
 
 
