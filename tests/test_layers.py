@@ -30,7 +30,7 @@ LAYERS = {
 SUB_LAYERS = {
     "stillmotion.models": (
         ("registry",), ("paths", "folder_info"), ("hashes",), ("local", "lora", "small_svd", "tiny_wan", "tiny_ltx"), ("hub", "tiny"),
-        ("safetensors_stream", "sgm_configs"), ("sgm_keys",), ("single_file",), ("resolve",), ("verify",),
+        ("safetensors_stream", "sgm_configs"), ("sgm_keys",), ("single_file",), ("wan_inspect",), ("wan_files",), ("resolve",), ("verify",),
     ),
 }
 

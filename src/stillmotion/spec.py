@@ -58,6 +58,7 @@ class GenerationSpec(BaseModel):
     stg_scale: Optional[float] = Field(None, ge=0.0, le=10.0, description="spatio-temporal guidance of picture and sound: away from a pass with perturbed blocks (LTX-2; 0 turns it off, one more transformer pass per step otherwise)", json_schema_extra=LTX2)
     modality_scale: Optional[float] = Field(None, ge=0.0, le=10.0, description="modality isolation guidance of picture and sound: away from a pass without audio-video cross attention (LTX-2; 1 turns it off, one more pass per step otherwise)", json_schema_extra=LTX2)
     audio_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="classifier-free guidance of the soundtrack (LTX-2; None: the model's own)", json_schema_extra=LTX2)
+    flow_shift: Optional[float] = Field(None, gt=0.0, le=100.0, description="the scheduler's flow shift, as ComfyUI's ModelSamplingSD3 sets it (Wan; None: the model's own)", json_schema_extra={"x-flag": "--shift", "x-families": ["wan"]})
 
     # --- ours ---
     width: Optional[int] = Field(None, description="output width, a multiple of 16 in 64..2048 (SVD: of 64; Wan 2.2 TI2V-5B and LTX: of 32); None: from the image's aspect",

@@ -21,7 +21,8 @@ from .remote import generate_on_server, server_options
 @click.option("--from", "from_file", type=click.Path(), default=None,
               help="reproduce a video from its sidecar NAME.json, or run a ComfyUI API workflow (.json, or a ComfyUI output carrying one)")
 @click.option("--comfyui-dir", type=click.Path(file_okay=False), default=None,
-              help="ComfyUI's folder: a workflow's ckpt_name is looked up in its models/checkpoints [env: STILLMOTION_COMFYUI_DIR]")
+              help="ComfyUI's folder: a workflow's model files, and a --model given as a file name, are looked up in its "
+                   "models/ folders (checkpoints, diffusion_models, vae, ...) [env: STILLMOTION_COMFYUI_DIR]")
 @click.option("--end-image", default=None, metavar="PATH|URL", help="end the video on this image (keyframes, training-free)")
 @click.option("--keyframes", default=None, metavar="A,B,C", help="images the video passes through, first to last: one segment per pair")
 @click.option("--audio", "audio_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
@@ -53,6 +54,11 @@ def generate(image, output, from_file, comfyui_dir, end_image, keyframes, audio_
     sidecar = from_file if from_file and workflow is None else None  # --from names one of our sidecars (or videos)
     if workflow is not None:
         fields, model, image, workflow = _from_workflow(workflow, from_file, given, model, image, comfyui_dir)
+    elif model is not None and comfyui_dir is not None:  # --model FILE_NAME in ComfyUI's model folders
+        from ..comfy import comfyui_dir as find_comfyui_dir
+        from ..comfy.checkpoints import find_model_file
+
+        model = find_model_file(model, find_comfyui_dir(comfyui_dir))
     if sidecar:
         from ..video import read_sidecar
 
@@ -187,6 +193,11 @@ def _from_workflow(prompt: dict, path: str, given: dict, model, image, comfyui_d
             raise InvalidInput(f"The workflow's LoadImage names {wf.image!r}, not found in ComfyUI's input folder or "
                                "next to the workflow: pass IMAGE.")
     _check_workflow_family(wf, model)
+    if wf.files:  # the model files a Wan workflow loads, and its shift, against the model that runs
+        from ..comfy import check_wan_model
+        from ..models.registry import DEFAULT_MODEL
+
+        check_wan_model(wf, model or DEFAULT_MODEL)
     for note in wf.notes:
         click.echo(f"note: {note}", err=True)
     return {**wf.fields, **given}, model, image, wf.record(source=str(path))
