@@ -152,8 +152,34 @@ def test_end_image_is_ltxs_own_keyframe_conditioning(ltx_folders, tmp_path, vari
     assert np.abs(stock.astype(int) - plain.astype(int)).max() > 2  # the end image changed the video
 
 
+def test_the_distilled_schedule_is_the_stock_pipelines_distilled_sigmas(ltx_folders, tmp_path):
+    """--schedule distilled (ltx-2-distilled's default) runs the 8 sigmas the distilled checkpoint was trained on,
+    as its model card passes them: equal to the stock pipeline given diffusers' DISTILLED_SIGMA_VALUES."""
+    from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES
+
+    from stillmotion.models.registry import REGISTRY
+
+    img = _square(tmp_path)
+    out = tmp_path / "out"
+    flags = [f for f in ARGS if f not in ("--steps", "2")]
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(ltx_folders["ltx2"]), *flags,
+                           "--steps", "8", "--schedule", "distilled", "--guidance", "1", "--stg-scale", "0",
+                           "--modality-scale", "1", "--audio-guidance-scale", "1", "-o", str(out))
+    assert code == 0, err
+    stock, _ = _stock(ltx_folders["ltx2"], "ltx2", img, steps=8, sigmas=DISTILLED_SIGMA_VALUES, guidance_scale=1.0,
+                      stg_scale=0.0, audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0,
+                      audio_guidance_scale=1.0, prompt="")
+    assert np.abs(_frames(out).astype(int) - stock.astype(int)).max() <= 2
+    plain, _ = _stock(ltx_folders["ltx2"], "ltx2", img, steps=8, guidance_scale=1.0, stg_scale=0.0, audio_stg_scale=0.0,
+                      modality_scale=1.0, audio_modality_scale=1.0, audio_guidance_scale=1.0, prompt="")
+    assert np.abs(stock.astype(int) - plain.astype(int)).max() > 2  # the schedule changed the video
+    assert REGISTRY["ltx-2-distilled"].defaults.sigma_schedule == "distilled"
+
+
 @pytest.mark.parametrize(("model", "flags", "words"), [
     ("ltx2", ["--frames", "10"], "LTX makes 8k+1 frames: use 9 or 17"),
+    ("ltx2", ["--schedule", "distilled", "--steps", "4"], "the distilled schedule is 8 steps: use --steps 8"),
+    ("ltx", ["--schedule", "distilled"], "--schedule (sigma_schedule) is a setting of ltx2 models"),
     ("ltx", ["--frames", "120"], "LTX makes 8k+1 frames: use 113 or 121"),
     ("ltx2", ["--width", "80", "--height", "64"], "LTX-2 sizes are multiples of 32"),
     ("ltx", ["--height", "80", "--width", "64"], "LTX-Video sizes are multiples of 32"),

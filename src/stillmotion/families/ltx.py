@@ -179,7 +179,17 @@ class LTX2Family(_LTXBase):
         return super().guidance(spec) | pipeline_kwargs(
             stg_scale=spec.stg_scale, audio_stg_scale=spec.stg_scale, modality_scale=spec.modality_scale,
             audio_modality_scale=spec.modality_scale, audio_guidance_rescale=spec.guidance_rescale,
-            audio_guidance_scale=spec.audio_guidance_scale)
+            audio_guidance_scale=spec.audio_guidance_scale,
+            sigmas=list(distilled_sigmas()) if spec.sigma_schedule == "distilled" else None)
+
+    def check(self, spec, entry, *, end_image: bool = False) -> None:
+        super().check(spec, entry, end_image=end_image)
+        steps = len(distilled_sigmas())
+        if spec.sigma_schedule == "distilled" and spec.num_inference_steps not in (None, steps):
+            from .base import refusal
+
+            raise refusal("num_inference_steps", f"--steps {spec.num_inference_steps}: the distilled schedule is "
+                                                 f"{steps} steps: use --steps {steps}, or --schedule default.")
 
     def end_conditions(self, image, end_image, spec) -> dict:
         from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
@@ -237,3 +247,10 @@ class LTXFamily(_LTXBase):
             frames = self.decode_video(pipe, video, latents.generator, pipe.text_encoder.dtype, noise_first=False)
         self.report_decoded(spec, report, span)
         return to_uint8(frames)
+
+
+def distilled_sigmas() -> tuple:
+    """The noise levels LTX-2's distilled checkpoint was trained on (diffusers' DISTILLED_SIGMA_VALUES)."""
+    from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES
+
+    return tuple(DISTILLED_SIGMA_VALUES)
