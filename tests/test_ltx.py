@@ -273,3 +273,21 @@ def test_batch_rows_carry_ltx2_knobs_and_equal_the_stock_pipeline(ltx_folders, t
     code, _, err = run_cli("batch", str(manifest), str(tmp_path / "out2"), "--model", str(ltx_folders["ltx"]), *ARGS)
     assert code == 2 and "--stg-scale (stg_scale) is a setting of ltx2 models" in err, err
     assert not (tmp_path / "out2").exists()
+
+
+def test_a_hub_download_fetches_every_file_an_ltx2_folder_needs(ltx_folders):
+    """The hub fetch patterns (models/hub.py) take every file of a saved LTX-2 folder but its weights' other
+    variants: the Gemma tokenizer's own files included (tokenizer.json: without it the pipeline cannot load), and
+    the folder counts as complete."""
+    from fnmatch import fnmatch
+
+    from stillmotion.models.hub import allow_patterns, ignore_patterns, missing_files
+
+    folder = ltx_folders["ltx2"]
+    files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    assert "tokenizer/tokenizer.json" in files
+    allow, ignore = allow_patterns(None), ignore_patterns(None) or []
+    fetched = [f for f in files if any(fnmatch(f, a) for a in allow) and not any(fnmatch(f, i) for i in ignore)]
+    assert sorted(fetched) == sorted(files)
+    assert missing_files(folder, None) == []
+
