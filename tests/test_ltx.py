@@ -180,6 +180,7 @@ def test_the_distilled_schedule_is_the_stock_pipelines_distilled_sigmas(ltx_fold
     ("ltx2", ["--frames", "10"], "LTX makes 8k+1 frames: use 9 or 17"),
     ("ltx2", ["--schedule", "distilled", "--steps", "4"], "the distilled schedule is 8 steps: use --steps 8"),
     ("ltx", ["--schedule", "distilled"], "--schedule (sigma_schedule) is a setting of ltx2 models"),
+    ("ltx-2-distilled", ["--steps", "4"], "the distilled schedule is 8 steps"),  # refused before any download
     ("ltx", ["--frames", "120"], "LTX makes 8k+1 frames: use 113 or 121"),
     ("ltx2", ["--width", "80", "--height", "64"], "LTX-2 sizes are multiples of 32"),
     ("ltx", ["--height", "80", "--width", "64"], "LTX-Video sizes are multiples of 32"),

@@ -183,9 +183,11 @@ class LTX2Family(_LTXBase):
             sigmas=list(distilled_sigmas()) if spec.sigma_schedule == "distilled" else None)
 
     def check(self, spec, entry, *, end_image: bool = False) -> None:
+        """Also: the distilled schedule (given, or the entry's default: refused before loading) is its 8 steps."""
         super().check(spec, entry, end_image=end_image)
         steps = len(distilled_sigmas())
-        if spec.sigma_schedule == "distilled" and spec.num_inference_steps not in (None, steps):
+        schedule = spec.sigma_schedule if spec.sigma_schedule is not None else entry.defaults.sigma_schedule
+        if schedule == "distilled" and spec.num_inference_steps not in (None, steps):
             from .base import refusal
 
             raise refusal("num_inference_steps", f"--steps {spec.num_inference_steps}: the distilled schedule is "
