@@ -152,6 +152,22 @@ def test_end_image_is_ltxs_own_keyframe_conditioning(ltx_folders, tmp_path, vari
     assert np.abs(stock.astype(int) - plain.astype(int)).max() > 2  # the end image changed the video
 
 
+def test_ltx2_end_image_run_has_the_condition_pipelines_sound(ltx_folders, tmp_path):
+    """Through Engine with an end image: the soundtrack is LTX2ConditionPipeline's `audio`, and the sidecar names
+    the conditioning."""
+    from stillmotion.engine.core import Engine
+    from stillmotion.spec import GenerationSpec
+
+    img, end = _square(tmp_path), _square(tmp_path, seed=1, name="end.png")
+    engine = Engine(str(ltx_folders["ltx2"]), device="cpu")
+    result = engine.generate(img, GenerationSpec(width=64, height=64, num_frames=9, num_inference_steps=2, seed=3,
+                                                 prompt="a boat"), end_image=end)
+    stock, audio = _stock(ltx_folders["ltx2"], "ltx2", img, end_image=end, prompt="a boat")
+    assert np.abs(result.frames.astype(int) - stock.astype(int)).max() <= 2
+    assert np.array_equal(result.audio.samples, audio)
+    assert "LTX2ConditionPipeline" in result.metadata["keyframes"]["method"]
+
+
 def test_the_distilled_schedule_is_the_stock_pipelines_distilled_sigmas(ltx_folders, tmp_path):
     """--schedule distilled (ltx-2-distilled's default) runs the 8 sigmas the distilled checkpoint was trained on,
     as its model card passes them: equal to the stock pipeline given diffusers' DISTILLED_SIGMA_VALUES."""
