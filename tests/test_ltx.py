@@ -40,11 +40,14 @@ def _square(tmp_path, seed=0, name="in.png") -> Image.Image:
     return img
 
 
-def _stock(folder, variant, image, *, end_image=None, seed=3, frames=9, steps=2, fps=24, **kw):
+def _stock(folder, variant, image, *, end_image=None, seed=3, frames=9, steps=2, fps=None, **kw):
     """The stock pipeline's (frames uint8, audio or None) for the same arguments; with an end image, the condition
-    pipeline loaded from the same folder, the image at the first frame and the end image at the last."""
+    pipeline loaded from the same folder, the image at the first frame and the end image at the last. The fps
+    defaults to the pipeline's own frame_rate (LTX-2 24, LTX-Video 25), as a folder's does."""
     import diffusers
     import torch
+
+    fps = fps if fps is not None else {"ltx2": 24, "ltx": 25}[variant]
 
     if end_image is None:
         pipe = getattr(diffusers, STOCK[variant]).from_pretrained(folder)
@@ -190,6 +193,27 @@ def test_the_distilled_schedule_is_the_stock_pipelines_distilled_sigmas(ltx_fold
                       modality_scale=1.0, audio_modality_scale=1.0, audio_guidance_scale=1.0, prompt="")
     assert np.abs(stock.astype(int) - plain.astype(int)).max() > 2  # the schedule changed the video
     assert REGISTRY["ltx-2-distilled"].defaults.sigma_schedule == "distilled"
+
+
+def test_decode_timestep_and_noise_equal_the_stock_decode(ltx_folders, tmp_path):
+    """LTX-Video's VAE is timestep-conditioned (tiny too): --decode-timestep / --decode-noise-scale (the 0.9.7
+    distilled card's 0.05 / 0.025) give the stock pipeline's frames, the noise drawn from the run's generator after
+    the steps as the pipeline draws it; on LTX-2's VAE, which is not, they are refused."""
+    img = _square(tmp_path)
+    out = tmp_path / "out"
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(ltx_folders["ltx"]), *ARGS,
+                           "--prompt", "a boat", "--decode-timestep", "0.05", "--decode-noise-scale", "0.025",
+                           "-o", str(out))
+    assert code == 0, err
+    stock, _ = _stock(ltx_folders["ltx"], "ltx", img, prompt="a boat", decode_timestep=0.05, decode_noise_scale=0.025)
+    plain, _ = _stock(ltx_folders["ltx"], "ltx", img, prompt="a boat")
+    assert np.abs(_frames(out).astype(int) - stock.astype(int)).max() <= 2
+    assert np.abs(stock.astype(int) - plain.astype(int)).max() > 2  # the decode timestep and noise changed it
+
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(ltx_folders["ltx2"]), *ARGS,
+                           "--decode-timestep", "0.05", "-o", str(tmp_path / "x.mp4"))
+    assert code == 2 and "not timestep-conditioned" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.mp4").exists() and not (tmp_path / "x.json").exists()
 
 
 @pytest.mark.parametrize(("model", "flags", "words"), [

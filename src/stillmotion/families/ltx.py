@@ -36,7 +36,7 @@ from .wan import FAST_THRESHOLD as WAN_FAST_THRESHOLD
 # 43 dB against exact (another seed: 19.5 dB), the sound's SNR 82 dB; 0.1 gave 1.95x FLOPs at 49 dB, 0.2 3.1x at
 # 39 dB (bench/results/ltx-cpu-20261202.json). Random weights: a trained LTX-2's residuals move differently.
 FAST_THRESHOLD = WAN_FAST_THRESHOLD
-# the pipelines' own decode_timestep default (no spec field sets it yet): the VAE decodes clean latents
+# the pipelines' own decode_timestep default (a spec's decode_timestep None): the VAE decodes clean latents
 DECODE_TIMESTEP = 0.0
 
 
@@ -116,6 +116,11 @@ class _LTXBase(Family):
     def run(self, pipe, image, spec, *, generator, on_step_end, end_image=None, cache=None):
         """The pipeline (or, with an end image, its condition pipeline) to latents; --speed fast's cache on for this
         call only, off again when it returns or raises."""
+        if (spec.decode_timestep or spec.decode_noise_scale) and not pipe.vae.config.timestep_conditioning:
+            from ..errors import InvalidInput
+
+            raise InvalidInput("--decode-timestep / --decode-noise-scale: this model's VAE is not timestep-conditioned, "
+                               "so they would change nothing: leave them out.")
         if cache is None:
             cache = self.speed_cache(spec, pipe)
         try:
@@ -136,10 +141,10 @@ class _LTXBase(Family):
     def end_conditions(self, image, end_image, spec) -> dict:
         raise NotImplementedError
 
-    def decode_video(self, pipe, video, generator, dtype, *, noise_first: bool):
+    def decode_video(self, pipe, video, generator, dtype, spec, *, noise_first: bool):
         """The video VAE's decode of normalised, unpacked latents as the pipelines end -> [0, 1] frames (T, H, W, 3).
-        A timestep-conditioned VAE gets DECODE_TIMESTEP and noise mixed in at that scale, drawn from the run's
-        generator: LTX-2 mixes it into the normalised latents (`noise_first`), LTX-Video into the denormalised ones
+        A timestep-conditioned VAE gets the spec's decode timestep (DECODE_TIMESTEP when None) and noise mixed in at
+        the decode noise scale (None: the timestep), drawn from the run's generator after the steps: LTX-2 mixes it into the normalised latents (`noise_first`), LTX-Video into the denormalised ones
         after casting them to the text encoder's dtype."""
         import torch
         from diffusers.utils.torch_utils import randn_tensor
@@ -153,8 +158,10 @@ class _LTXBase(Family):
         timestep = None
         if vae.config.timestep_conditioning:
             noise = randn_tensor(video.shape, generator=generator, device=video.device, dtype=video.dtype)
-            timestep = torch.tensor([DECODE_TIMESTEP], device=video.device, dtype=video.dtype)
-            scale = timestep[:, None, None, None, None]
+            t = DECODE_TIMESTEP if spec.decode_timestep is None else spec.decode_timestep
+            noise_scale = t if spec.decode_noise_scale is None else spec.decode_noise_scale
+            timestep = torch.tensor([t], device=video.device, dtype=video.dtype)
+            scale = torch.tensor([noise_scale], device=video.device, dtype=video.dtype)[:, None, None, None, None]
             video = (1 - scale) * video + scale * noise
         if noise_first:
             video = denormalise(video)
@@ -212,7 +219,7 @@ class LTX2Family(_LTXBase):
         vae = pipe.vae
         with torch.inference_mode():
             video = pipe._normalize_latents(latents.video, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
-            frames = self.decode_video(pipe, video, latents.generator, pipe.text_encoder.dtype, noise_first=True)
+            frames = self.decode_video(pipe, video, latents.generator, pipe.text_encoder.dtype, spec, noise_first=True)
             if cancel():
                 from ..errors import Cancelled
 
@@ -250,7 +257,7 @@ class LTXFamily(_LTXBase):
                 s = pipe.vae_spatial_compression_ratio
                 video = pipe._unpack_latents(video, (spec.num_frames - 1) // t + 1, spec.height // s, spec.width // s,
                                              pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
-            frames = self.decode_video(pipe, video, latents.generator, pipe.text_encoder.dtype, noise_first=False)
+            frames = self.decode_video(pipe, video, latents.generator, pipe.text_encoder.dtype, spec, noise_first=False)
         self.report_decoded(spec, report, span)
         return to_uint8(frames)
 
