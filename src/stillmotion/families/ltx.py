@@ -119,8 +119,8 @@ class _LTXBase(Family):
         if (spec.decode_timestep or spec.decode_noise_scale) and not pipe.vae.config.timestep_conditioning:
             from ..errors import InvalidInput
 
-            raise InvalidInput("--decode-timestep / --decode-noise-scale: this model's VAE is not timestep-conditioned, "
-                               "so they would change nothing: leave them out.")
+            raise InvalidInput("--decode-timestep / --decode-noise-scale: this model's VAE is not "
+                               "timestep-conditioned, so they would change nothing: leave them out.")
         if cache is None:
             cache = self.speed_cache(spec, pipe)
         try:
@@ -144,8 +144,9 @@ class _LTXBase(Family):
     def decode_video(self, pipe, video, generator, dtype, spec, *, noise_first: bool):
         """The video VAE's decode of normalised, unpacked latents as the pipelines end -> [0, 1] frames (T, H, W, 3).
         A timestep-conditioned VAE gets the spec's decode timestep (DECODE_TIMESTEP when None) and noise mixed in at
-        the decode noise scale (None: the timestep), drawn from the run's generator after the steps: LTX-2 mixes it into the normalised latents (`noise_first`), LTX-Video into the denormalised ones
-        after casting them to the text encoder's dtype."""
+        the decode noise scale (None: the timestep), drawn from the run's generator after the steps: LTX-2 mixes it
+        into the normalised latents (`noise_first`), LTX-Video into the denormalised ones cast to the text encoder's
+        dtype."""
         import torch
         from diffusers.utils.torch_utils import randn_tensor
 
@@ -207,7 +208,8 @@ class LTX2Family(_LTXBase):
     def end_conditions(self, image, end_image, spec) -> dict:
         from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
 
-        return {"conditions": [LTX2VideoCondition(frames=image, index=0), LTX2VideoCondition(frames=end_image, index=-1)]}
+        return {"conditions": [LTX2VideoCondition(frames=image, index=0),
+                               LTX2VideoCondition(frames=end_image, index=-1)]}
 
     def decode(self, pipe, latents, spec, chunk, report, cancel, span):
         """LTX-2's latents come back denormalised (output_type="latent"); the video as the pipeline decodes it, the

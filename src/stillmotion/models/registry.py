@@ -72,8 +72,8 @@ LTX2_GUIDANCE = dict(guidance_scale=3.0, stg_scale=1.0, modality_scale=3.0, guid
                      audio_guidance_scale=7.0)
 
 
-# LTX-2's default negative prompt, Lightricks' own (ltx-pipelines' constants; diffusers' ltx2.utils.DEFAULT_NEGATIVE_PROMPT,
-# which tests/test_ltx.py checks this against)
+# LTX-2's default negative prompt, Lightricks' own (ltx-pipelines' constants; diffusers' copy is
+# ltx2.utils.DEFAULT_NEGATIVE_PROMPT, which tests/test_ltx.py checks this against)
 LTX2_NEGATIVE_PROMPT = (
     "blurry, out of focus, overexposed, underexposed, low contrast, washed out colors, excessive noise, "
     "grainy texture, poor lighting, flickering, motion blur, distorted proportions, unnatural skin tones, "
