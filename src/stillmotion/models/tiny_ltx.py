@@ -49,7 +49,8 @@ def tiny_gemma_tokenizer():
     for c in string.ascii_letters + string.digits + string.punctuation:
         vocab.setdefault("\u2581" + c, len(vocab))
         vocab.setdefault(c, len(vocab))
-    tok = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", continuing_subword_prefix="", max_input_chars_per_word=100))
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", continuing_subword_prefix="",
+                                     max_input_chars_per_word=100))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
     tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos> $B",
