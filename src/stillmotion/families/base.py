@@ -164,13 +164,43 @@ class Family:
         return None
 
     # ------------------------------------------------------------------ memory plan (None: engine/memory.py's)
+    # A transformer family opts into engine/dit_plan.py with plans_memory = True, its plan_layout() (its
+    # engine/*_shape.py Layout) and plan_shape(); the other hooks below then follow from the layout.
+    def plan_layout(self):
+        """The transformer planner's layout of this family (engine/dit_shapes.Layout); None: SVD's planner."""
+        return None
+
     def plan_shape(self, entry, dtype_name: Optional[str], attention: str):
         """The shape the planner counts this family on (None: shapes.model_shape, SVD's)."""
         return None
 
     def given_plan(self, config):
         """The plan the engine settings name, when this family has its own plan type (None: memory.MemoryPlan)."""
-        return None
+        layout = self.plan_layout()
+        if layout is None:
+            return None
+        from ..engine.dit_plan import given_plan
+
+        return given_plan(layout, config.offload)
+
+    def pipeline_shape(self, pipe, dtype, name: str):
+        """The planner's shape of a loaded pipeline (its components' configs on meta)."""
+        from ..engine.dit_shapes import pipe_shape
+
+        return pipe_shape(self.plan_layout(), pipe, dtype, name)
+
+    def choose_plan(self, shape, spec: GenerationSpec, budget: int, device: str, config):
+        """The fastest of the layout's plans that fits `budget` for this resolved spec (a PeakEstimate)."""
+        from ..engine.dit_plan import choose_plan
+
+        return choose_plan(shape, spec.num_frames, spec.height, spec.width, budget, device=device,
+                           user_offload=config.offload, cfg=spec.uses_cfg)[0]
+
+    def apply_plan(self, pipe, plan, active, device: str, dtype):
+        """Set the pipeline up for `plan`; returns the plan in force."""
+        from ..engine.dit_plan import apply_plan
+
+        return apply_plan(pipe, plan, active, device, dtype, self.plan_layout())
 
 
 def refusal(field: str, message: str) -> InvalidInput:
