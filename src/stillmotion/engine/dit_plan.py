@@ -114,10 +114,10 @@ def resident(shape: DiTShape, plan: DiTPlan, stage: str, device: str = "cuda") -
 
 
 def estimate_peak(shape: DiTShape, frames: int, height: int, width: int, plan: DiTPlan, *,
-                  device: str = "cuda", cfg: bool = False) -> PeakEstimate:
+                  device: str = "cuda", cfg: bool = False, knobs: Optional[dict] = None) -> PeakEstimate:
     """Peak device memory of a run under `plan`: the worst stage's weights on the device + working memory
     (a text encoder on the CPU works there: its working memory is not the device's)."""
-    prof = stage_profile(shape, frames, height, width, plan.vae_tiling, cfg)
+    prof = stage_profile(shape, frames, height, width, plan.vae_tiling, cfg, knobs)
     stages, weights_at, working = {}, {}, {}
     for stage, (work, _) in prof.items():
         if stage in shape.layout.text_stages and plan.text_encoder == "cpu" and device != "cpu":
@@ -129,11 +129,12 @@ def estimate_peak(shape: DiTShape, frames: int, height: int, width: int, plan: D
 
 
 def choose_plan(shape: DiTShape, frames: int, height: int, width: int, budget_bytes: int, *, device: str = "cuda",
-                user_offload: Optional[str] = None, cfg: bool = False) -> tuple[PeakEstimate, list[PeakEstimate]]:
+                user_offload: Optional[str] = None, cfg: bool = False,
+                knobs: Optional[dict] = None) -> tuple[PeakEstimate, list[PeakEstimate]]:
     """The first (fastest) plan whose estimate x SAFETY fits the budget; else the leanest, marked fits=False."""
     tried = []
     for plan in candidate_plans(device, user_offload, shape.layout.text_off):
-        est = estimate_peak(shape, frames, height, width, plan, device=device, cfg=cfg)
+        est = estimate_peak(shape, frames, height, width, plan, device=device, cfg=cfg, knobs=knobs)
         est.budget_bytes, est.fits = budget_bytes, est.peak_bytes * SAFETY <= budget_bytes
         tried.append(est)
         if est.fits:
@@ -142,7 +143,7 @@ def choose_plan(shape: DiTShape, frames: int, height: int, width: int, budget_by
 
 
 def host_bytes(shape: DiTShape, plan: DiTPlan, frames: int, height: int, width: int, *, device: str = "cuda",
-               cfg: bool = False) -> dict:
+               cfg: bool = False, knobs: Optional[dict] = None) -> dict:
     """Host (system) memory of a run under `plan`: {"load", "run", "peak"}. The load holds every weight as
     read (from_pretrained loads into host memory, then the plan places it); the run holds what the plan keeps
     off the device, a text encoder on the CPU's working memory, and the video (float32 frames from the
@@ -150,7 +151,7 @@ def host_bytes(shape: DiTShape, plan: DiTPlan, frames: int, height: int, width: 
     lay = shape.layout
     video = frames * height * width * 3 * (4 + 1)
     if device == "cpu":
-        prof = stage_profile(shape, frames, height, width, plan.vae_tiling, cfg)
+        prof = stage_profile(shape, frames, height, width, plan.vae_tiling, cfg, knobs)
         run = shape.weights_total + max(work for work, _ in prof.values()) + video
         return {"load": shape.weights_total, "run": run, "peak": max(shape.weights_total, run)}
     w = dict(shape.weights)
@@ -164,18 +165,19 @@ def host_bytes(shape: DiTShape, plan: DiTPlan, frames: int, height: int, width: 
         off += sum(w[c] for c in experts) if plan.offload == "group" else 0  # pinned copies the stream reads
     work = 0
     if plan.text_encoder == "cpu":
-        prof = stage_profile(shape, frames, height, width, plan.vae_tiling, cfg)
+        prof = stage_profile(shape, frames, height, width, plan.vae_tiling, cfg, knobs)
         work = max(prof[s][0] for s in lay.text_stages)
     run = off + work + video
     return {"load": shape.weights_total, "run": run, "peak": max(shape.weights_total, run)}
 
 
-def video_flops(shape: DiTShape, frames: int, height: int, width: int, steps: int, cfg: bool = True) -> dict:
+def video_flops(shape: DiTShape, frames: int, height: int, width: int, steps: int, cfg: bool = True,
+                knobs: Optional[dict] = None) -> dict:
     """Counted FLOPs of one video: each stage's dry-run FLOPs times the calls a video makes of it (the layout's
     `calls`: e.g. the transformer steps x 2 with guidance, or x sections)."""
     lay = shape.layout
-    prof = stage_profile(shape, frames, height, width, False, cfg)
-    calls = lay.calls(shape, frames, steps, cfg)
+    prof = stage_profile(shape, frames, height, width, False, cfg, knobs)
+    calls = lay.calls(shape, frames, steps, cfg, **(knobs or {}))
     total = sum(prof[st][1] * n for st, n in calls.items())
     passes = calls[lay.denoise_stage] / steps
     step = prof[lay.denoise_stage][1]

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 from .shapes import _meta_build, quiet_diffusers
 
-# a stage's dry run: (shape, frames, height, width, tiling, cfg) -> (working bytes, FLOPs of one call)
+# a stage's dry run: (shape, frames, height, width, tiling, cfg, **knobs) -> (working bytes, FLOPs of one call)
 StageFn = Callable[..., tuple]
 
 
@@ -28,7 +28,7 @@ class Layout:
     denoisers: tuple  # the transformer(s) the steps run: fp8 storage and group offload act on these
     text_encoders: tuple  # the prompt encoders: on the CPU, encoded first and freed, or streamed
     stages: dict  # stage -> (its components, StageFn)
-    calls: Callable  # (shape, frames, steps, cfg) -> {stage: calls per video}
+    calls: Callable  # (shape, frames, steps, cfg, **knobs) -> {stage: calls per video}
     fp32: tuple = ()  # components the family keeps in fp32 under a bf16 run
     text_off: str = "cpu"  # how the second plan frees the text encoder: "cpu" (runs there) or "first" (encoded, freed)
     group_level: str = "block"  # diffusers group offload of the denoisers: "block" (one block a group) or "leaf"
@@ -36,6 +36,7 @@ class Layout:
     text_stages: tuple = ("text",)  # stages that run the text encoders
     batched_cfg: bool = False  # guidance runs the denoiser on a batch of two (its working memory doubles)
     denoise_stage: str = "denoise"
+    knobs: Callable = lambda spec: {}  # a resolved spec -> the family's own settings its stages and calls take
 
 
 @dataclass
@@ -173,13 +174,15 @@ def fp8_bytes(module, dtype_bytes: int) -> int:
 
 
 # ----------------------------------------------------------------------------
-def stage_profile(shape: DiTShape, frames: int, height: int, width: int, tiling: bool, cfg: bool = False) -> dict:
+def stage_profile(shape: DiTShape, frames: int, height: int, width: int, tiling: bool, cfg: bool = False,
+                  knobs: Optional[dict] = None) -> dict:
     """{stage: (working bytes, FLOPs of one call)} from dry runs at this size (cached on the shape)."""
     cfg = cfg and shape.layout.batched_cfg  # else guidance runs the passes one after the other: the same profile
-    key = (frames, height, width, tiling, cfg)
+    knobs = knobs or {}
+    key = (frames, height, width, tiling, cfg, tuple(sorted(knobs.items())))
     if key not in shape.profiles:
         with quiet_diffusers():
-            shape.profiles[key] = {st: fn(shape, frames, height, width, tiling, cfg)
+            shape.profiles[key] = {st: fn(shape, frames, height, width, tiling, cfg, **knobs)
                                    for st, (_, fn) in shape.layout.stages.items()}
     return shape.profiles[key]
 

@@ -258,7 +258,8 @@ class Workload:
         """Peak memory on a GPU under the given plan."""
         s = self.spec
         if (dit := dit_planner(shape)) is not None:
-            return dit.estimate_peak(shape, s.num_frames, s.height, s.width, self.given, cfg=s.uses_cfg)
+            return dit.estimate_peak(shape, s.num_frames, s.height, s.width, self.given, cfg=s.uses_cfg,
+                                     knobs=shape.layout.knobs(s))
         return estimate_peak(shape, s.num_frames, s.height, s.width, self.given, cfg=s.uses_cfg, keyframe=self.keyframe)
 
     def plan(self, shape: ModelShape, budget_bytes: int, device: str = "cuda") -> PeakEstimate:
@@ -266,7 +267,7 @@ class Workload:
         s = self.spec
         if (dit := dit_planner(shape)) is not None:
             return dit.choose_plan(shape, s.num_frames, s.height, s.width, budget_bytes, device=device,
-                                   user_offload=self.config.offload, cfg=s.uses_cfg)[0]
+                                   user_offload=self.config.offload, cfg=s.uses_cfg, knobs=shape.layout.knobs(s))[0]
         return choose_plan(shape, s.num_frames, s.height, s.width, budget_bytes, device=device, cfg=s.uses_cfg,
                            keyframe=self.keyframe, **self.fixed)[0]
 
@@ -276,13 +277,15 @@ class Workload:
         s = self.spec
         if (dit := dit_planner(shape)) is None:
             return None
-        return dit.host_bytes(shape, plan or self.given, s.num_frames, s.height, s.width, cfg=s.uses_cfg)
+        return dit.host_bytes(shape, plan or self.given, s.num_frames, s.height, s.width, cfg=s.uses_cfg,
+                              knobs=shape.layout.knobs(s))
 
     def flops(self, shape: ModelShape) -> dict:
         """video_flops() of this workload under its given plan."""
         s = self.spec
         if (dit := dit_planner(shape)) is not None:
-            return dit.video_flops(shape, s.num_frames, s.height, s.width, s.num_inference_steps, cfg=s.uses_cfg)
+            return dit.video_flops(shape, s.num_frames, s.height, s.width, s.num_inference_steps, cfg=s.uses_cfg,
+                                   knobs=shape.layout.knobs(s))
         return video_flops(shape, s.num_frames, s.height, s.width, s.num_inference_steps, speed=s.speed,
                            cache_interval=s.cache_interval, cfg=s.uses_cfg, decode_chunk=self.given.decode_chunk_size,
                            forward_chunking=self.config.forward_chunking, keyframe=self.keyframe)

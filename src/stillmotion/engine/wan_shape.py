@@ -57,7 +57,7 @@ def _sizes(shape: DiTShape, frames: int, height: int, width: int) -> dict:
             "expand": t["in_channels"] == vae["z_dim"]}  # TI2V: nothing concatenated, per-token timesteps
 
 
-def _text(shape, frames, height, width, tiling, cfg):
+def _text(shape, frames, height, width, tiling, cfg, **knobs):
     import torch
 
     with DryRun() as run:
@@ -66,7 +66,7 @@ def _text(shape, frames, height, width, tiling, cfg):
         return run.mode.peak, run.stage_flops()
 
 
-def _image(shape, frames, height, width, tiling, cfg):
+def _image(shape, frames, height, width, tiling, cfg, **knobs):
     import torch
 
     enc = shape.modules["image_encoder"]
@@ -77,7 +77,7 @@ def _image(shape, frames, height, width, tiling, cfg):
         return run.mode.peak, run.stage_flops()
 
 
-def _vae_encode(shape, frames, height, width, tiling, cfg):
+def _vae_encode(shape, frames, height, width, tiling, cfg, **knobs):
     import torch
 
     sz, vae = _sizes(shape, frames, height, width), shape.modules["vae"]
@@ -93,7 +93,7 @@ def _vae_encode(shape, frames, height, width, tiling, cfg):
     return peak, flops
 
 
-def _denoise(shape, frames, height, width, tiling, cfg):
+def _denoise(shape, frames, height, width, tiling, cfg, **knobs):
     import torch
 
     sz = _sizes(shape, frames, height, width)
@@ -114,7 +114,7 @@ def _denoise(shape, frames, height, width, tiling, cfg):
         return run.mode.peak, run.stage_flops()  # FLOPs of one pass (+ the guidance's few)
 
 
-def _decode(shape, frames, height, width, tiling, cfg):
+def _decode(shape, frames, height, width, tiling, cfg, **knobs):
     import torch
 
     sz, vae = _sizes(shape, frames, height, width), shape.modules["vae"]
@@ -151,7 +151,7 @@ def _tile(vae, height: int, width: int) -> Optional[dict]:
             "count": len(range(0, height, sh)) * len(range(0, width, sw))}
 
 
-def _calls(shape: DiTShape, frames: int, steps: int, cfg: bool) -> dict:
+def _calls(shape: DiTShape, frames: int, steps: int, cfg: bool, **knobs) -> dict:
     """Per video: the text encoder on the prompt and the negative, the transformer twice a step with guidance."""
     passes = 2 if cfg else 1
     return {"text": passes, "image": 1, "vae_encode": 1, "denoise": steps * passes, "decode": 1}

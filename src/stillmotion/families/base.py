@@ -194,7 +194,7 @@ class Family:
         from ..engine.dit_plan import choose_plan
 
         return choose_plan(shape, spec.num_frames, spec.height, spec.width, budget, device=device,
-                           user_offload=config.offload, cfg=spec.uses_cfg)[0]
+                           user_offload=config.offload, cfg=spec.uses_cfg, knobs=shape.layout.knobs(spec))[0]
 
     def apply_plan(self, pipe, plan, active, device: str, dtype):
         """Set the pipeline up for `plan`; returns the plan in force."""
