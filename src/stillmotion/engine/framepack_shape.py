@@ -8,8 +8,8 @@ image, the latest frames and a compressed history packed beside them, so one tra
 size however long the video is. Stages, at the run's full size: the Llama on the templated prompt (256
 tokens + the template's 95), CLIP on 77, SigLIP, the VAE encode of the image, ONE transformer pass of a
 section (the distilled guidance is an embedding: one pass a step; a real CFG scale above 1 runs a second,
-after the first), and one section's VAE decode with the decoded video the pipeline keeps on the device
-and blends each section into. The text encoders run first and are freed; the transformer streams layer by
+after the first), and one section's VAE decode (families/framepack.py decodes section by section and
+blends them into a video kept in host memory). The text encoders run first and are freed; the transformer streams layer by
 layer (leaf-level group offload, on a CUDA stream): the 6 GB tier.
 
 Published configs (registry entries): the transformer is diffusers' HunyuanVideo defaults with FramePack's
@@ -156,25 +156,23 @@ def _denoise(shape, frames, height, width, tiling, cfg, window: int = WINDOW, **
 
 
 def _decode(shape, frames, height, width, tiling, cfg, window: int = WINDOW, **knobs):
-    """One section's decode (its latest 2 x window latent frames; a video of one section decodes window + 1),
-    beside the decoded video the pipeline keeps on the device and blends the section into (a new tensor of the
-    whole video while the old one lives). FLOPs: one section's decode."""
+    """One section's decode: the latest 2 x window + 1 latent frames at most (a video of one section decodes
+    window + 1). The family decodes section by section and keeps the video in host memory (dit_plan.host_bytes
+    counts it there), so the device holds one section's. FLOPs: one section's decode."""
     import torch
 
     vae, dt = shape.modules["vae"], run_dtype(shape)
-    s, tt = vae.spatial_compression_ratio, vae.temporal_compression_ratio
-    n = window + 1 if sections(frames, window) == 1 else 2 * window
+    s = vae.spatial_compression_ratio
+    n = window + 1 if sections(frames, window) == 1 else 2 * window + 1
     if tiling:
         vae.enable_tiling()
     try:
         with DryRun() as run:
             z = torch.empty(1, vae.config.latent_channels, n, height // s, width // s, dtype=dt, device="meta")
             vae.decode(z, return_dict=False)[0]
-            peak, flops = run.mode.peak, run.stage_flops()
+            return run.mode.peak, run.stage_flops()
     finally:
         vae.disable_tiling()
-    kept = 3 * (frames + (n - 1) * tt + 1) * height * width * torch.empty((), dtype=dt).element_size()
-    return peak + 2 * kept, flops
 
 
 def _knobs(spec) -> dict:
