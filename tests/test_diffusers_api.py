@@ -30,18 +30,55 @@ USED = {
         "engine/keyframes.py (called positionally)",
         ["batch_size", "num_frames", "num_channels_latents", "height", "width", "dtype", "device", "generator",
          "latents"]),
+    # LTX (families/ltx.py decodes the latents the pipelines return with output_type="latent", as their __call__ ends)
+    "LTX2ImageToVideoPipeline._normalize_latents": (
+        "families/ltx.py (LTX-2's latents come back denormalised; renormalised to decode as the pipeline does)",
+        ["latents", "latents_mean", "latents_std", "scaling_factor"]),
+    "LTX2ImageToVideoPipeline._denormalize_latents": (
+        "families/ltx.py (the video latents before the VAE)", ["latents", "latents_mean", "latents_std",
+                                                              "scaling_factor"]),
+    "LTXImageToVideoPipeline._denormalize_latents": (
+        "families/ltx.py (the video latents before the VAE)", ["latents", "latents_mean", "latents_std",
+                                                              "scaling_factor"]),
+    "LTXImageToVideoPipeline._unpack_latents": (
+        "families/ltx.py (LTX-Video's packed latents, called positionally)",
+        ["latents", "num_frames", "height", "width", "patch_size", "patch_size_t"]),
+    # First Block Cache (families/caching.py): LTX-2's block registered, the passes counted
+    "TransformerBlockRegistry.register": (
+        "families/caching.py (LTX-2's audio-video block for First Block Cache)", ["model_class", "metadata"]),
+    "TransformerBlockMetadata._get_parameter_from_args_kwargs": (
+        "families/caching.py (overridden: the audio stream where the hook reads encoder_hidden_states)",
+        ["identifier", "args", "kwargs"]),
+    "FBCHeadBlockHook._should_compute_remaining_blocks": (
+        "families/caching.py (wrapped to count full and cached passes)", ["hidden_states_residual"]),
 }
 
-OWNERS = {"StableVideoDiffusionPipeline": StableVideoDiffusionPipeline, "DiffusionPipeline": DiffusionPipeline,
-          "pipeline_stable_video_diffusion": svd_module}
+
+def _owners() -> dict:
+    from diffusers import LTX2ImageToVideoPipeline, LTXImageToVideoPipeline
+    from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+    from diffusers.hooks.first_block_cache import FBCHeadBlockHook
+
+    return {"StableVideoDiffusionPipeline": StableVideoDiffusionPipeline, "DiffusionPipeline": DiffusionPipeline,
+            "pipeline_stable_video_diffusion": svd_module, "LTX2ImageToVideoPipeline": LTX2ImageToVideoPipeline,
+            "LTXImageToVideoPipeline": LTXImageToVideoPipeline, "TransformerBlockRegistry": TransformerBlockRegistry,
+            "TransformerBlockMetadata": TransformerBlockMetadata, "FBCHeadBlockHook": FBCHeadBlockHook}
+
+
+def test_the_first_block_cache_hook_name_is_still_there():
+    """families/caching.py finds the head block's hook by this registry name to count passes."""
+    from diffusers.hooks import first_block_cache
+
+    assert isinstance(getattr(first_block_cache, "_FBC_LEADER_BLOCK_HOOK", None), str)
 
 
 def test_diffusers_internals_we_use_are_unchanged():
     problems = []
+    owners = _owners()
     for name, (where, params) in USED.items():
         owner, attr = name.split(".")
         try:
-            obj = inspect.getattr_static(OWNERS[owner], attr)
+            obj = inspect.getattr_static(owners[owner], attr)
         except AttributeError:
             problems.append(f"{name} is gone; used in {where}")
             continue
@@ -49,7 +86,8 @@ def test_diffusers_internals_we_use_are_unchanged():
             if not isinstance(obj, property):
                 problems.append(f"{name} is no longer a property (now {type(obj).__name__}); used in {where}")
             continue
-        got = [p for p in inspect.signature(obj).parameters if p != "self"][: len(params)]
+        fn = obj.__func__ if isinstance(obj, (staticmethod, classmethod)) else obj
+        got = [p for p in inspect.signature(fn).parameters if p not in ("self", "cls")][: len(params)]
         if got != params:
             problems.append(f"{name} now takes ({', '.join(got)}), we pass ({', '.join(params)}); used in {where}")
     assert not problems, (f"diffusers {diffusers.__version__} changed internals stillmotion uses:\n  "

@@ -30,7 +30,8 @@ _SIZE_SCHEMA = {"minimum": 64, "maximum": 2048, "multipleOf": 16}
 # `x-families`: the model families that take a field (families/); a field without it is every family's.
 # A family refuses a field it does not take (families/base.Family.check), and the UI shows only its own.
 SVD = {"x-families": ["svd"]}
-PROMPTED = {"x-families": ["wan"]}
+PROMPTED = {"x-families": ["wan", "ltx2", "ltx"]}
+LTX2 = {"x-families": ["ltx2"]}  # LTX-2's other guidance terms (diffusers' LTX2ImageToVideoPipeline)
 
 
 class GenerationSpec(BaseModel):
@@ -39,7 +40,7 @@ class GenerationSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # --- the image-to-video pipelines' knobs (diffusers' names) ---
-    num_frames: Optional[int] = Field(None, ge=1, le=257, description="frames the model generates (each family has its rule: SVD at most 64, Wan 4k+1)", json_schema_extra={"x-flag": "--frames"})
+    num_frames: Optional[int] = Field(None, ge=1, le=257, description="frames the model generates (each family has its rule: SVD at most 64, Wan 4k+1, LTX 8k+1)", json_schema_extra={"x-flag": "--frames"})
     num_inference_steps: Optional[int] = Field(None, ge=1, le=200, description="denoising steps", json_schema_extra={"x-flag": "--steps"})
     min_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the first frame", json_schema_extra={"x-flag": "--min-cfg", **SVD})
     max_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the last frame", json_schema_extra={"x-flag": "--max-cfg", **SVD})
@@ -49,14 +50,18 @@ class GenerationSpec(BaseModel):
     noise_aug_strength: Optional[float] = Field(None, ge=0.0, le=1.0, description="noise added to the conditioning image", json_schema_extra={"x-flag": "--noise-aug", **SVD})
     decode_chunk_size: Optional[int] = Field(None, ge=1, le=64, description="frames the VAE decodes at once (None: as many as fit)", json_schema_extra={"x-flag": "--decode-chunk", **SVD})
     seed: int = Field(-1, ge=-1, le=MAX_SEED, description="0..2^32-1, or -1 for a random seed (recorded)")
-    prompt: Optional[str] = Field(None, max_length=4000, description="what should happen in the video (Wan)", json_schema_extra=PROMPTED)
-    negative_prompt: Optional[str] = Field(None, max_length=4000, description="what should not (Wan; default: the model's own)", json_schema_extra=PROMPTED)
-    guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="classifier-free guidance for the prompt (Wan; <= 1 turns it off)", json_schema_extra={"x-flag": "--guidance", **PROMPTED})
+    prompt: Optional[str] = Field(None, max_length=4000, description="what should happen in the video (Wan, LTX)", json_schema_extra=PROMPTED)
+    negative_prompt: Optional[str] = Field(None, max_length=4000, description="what should not (Wan, LTX; default: the model's own)", json_schema_extra=PROMPTED)
+    guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="classifier-free guidance for the prompt (Wan, LTX; <= 1 turns it off)", json_schema_extra={"x-flag": "--guidance", **PROMPTED})
+    guidance_rescale: Optional[float] = Field(None, ge=0.0, le=1.0, description="rescales the guided prediction toward the conditional one's spread, against over-exposure (LTX; 0 turns it off)", json_schema_extra={"x-families": ["ltx2", "ltx"]})
+    stg_scale: Optional[float] = Field(None, ge=0.0, le=10.0, description="spatio-temporal guidance: away from a pass with perturbed blocks (LTX-2; 0 turns it off, one more transformer pass per step otherwise)", json_schema_extra=LTX2)
+    modality_scale: Optional[float] = Field(None, ge=0.0, le=10.0, description="modality isolation guidance: away from a pass without audio-video cross attention (LTX-2; 1 turns it off)", json_schema_extra=LTX2)
+    audio_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="classifier-free guidance of the soundtrack (LTX-2; None: the model's own)", json_schema_extra=LTX2)
 
     # --- ours ---
-    width: Optional[int] = Field(None, description="output width, a multiple of 16 in 64..2048 (SVD: of 64; Wan 2.2 TI2V-5B: of 32); None: from the image's aspect",
+    width: Optional[int] = Field(None, description="output width, a multiple of 16 in 64..2048 (SVD: of 64; Wan 2.2 TI2V-5B and LTX: of 32); None: from the image's aspect",
                                  json_schema_extra=_SIZE_SCHEMA)
-    height: Optional[int] = Field(None, description="output height, a multiple of 16 in 64..2048 (SVD: of 64; Wan 2.2 TI2V-5B: of 32); None: from the image's aspect",
+    height: Optional[int] = Field(None, description="output height, a multiple of 16 in 64..2048 (SVD: of 64; Wan 2.2 TI2V-5B and LTX: of 32); None: from the image's aspect",
                                   json_schema_extra=_SIZE_SCHEMA)
     resize: Resize = Field("crop", description="how the image meets the target size: crop, pad or stretch")
     format: Format = Field("mp4", description="mp4 (H.264), webm (VP9), gif, webp, or png (a folder of frames)")
@@ -152,7 +157,8 @@ class GenerationSpec(BaseModel):
 
 # the fields a model's registry entry gives defaults for (registry.ModelDefaults)
 DEFAULTED = ("num_frames", "num_inference_steps", "fps", "motion_bucket_id", "noise_aug_strength",
-             "min_guidance_scale", "max_guidance_scale", "negative_prompt", "guidance_scale")
+             "min_guidance_scale", "max_guidance_scale", "negative_prompt", "guidance_scale", "guidance_rescale",
+             "stg_scale", "modality_scale", "audio_guidance_scale")
 
 
 @functools.cache

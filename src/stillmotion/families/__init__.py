@@ -21,11 +21,21 @@ from .base import Family
 FAMILIES: dict[str, tuple[str, str]] = {
     "svd": ("svd", "SVDFamily"),
     "wan": ("wan", "WanFamily"),
+    "ltx2": ("ltx", "LTX2Family"),
+    "ltx": ("ltx", "LTXFamily"),
 }
 # the `_class_name` a diffusers folder's model_index.json declares -> family name
 PIPELINES: dict[str, str] = {
     "StableVideoDiffusionPipeline": "svd",
     "WanImageToVideoPipeline": "wan",
+    # LTX-2's repos declare the text-to-video class; every LTX-2 pipeline takes the same components
+    "LTX2Pipeline": "ltx2",
+    "LTX2ImageToVideoPipeline": "ltx2",
+    "LTX2ConditionPipeline": "ltx2",
+    # LTX-Video 0.9.x: the 0.9.5+ repos declare LTXConditionPipeline, the older ones LTXPipeline
+    "LTXPipeline": "ltx",
+    "LTXImageToVideoPipeline": "ltx",
+    "LTXConditionPipeline": "ltx",
 }
 
 _loaded: dict[str, Family] = {}

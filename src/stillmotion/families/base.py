@@ -68,7 +68,8 @@ class Family:
         Works on a spec before or after resolve(): only the fields that are set are checked."""
         for field, families in family_fields().items():
             if getattr(spec, field) is not None and not self.takes(field):
-                takes = " and ".join(sorted(families))
+                names = sorted(families)
+                takes = " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
                 raise refusal(field, f"{cli_flag(GenerationSpec, field)} ({field}) is a setting of {takes} models; "
                                      f"{entry.name} is {self.article} {self.label} model: leave it out.")
         if spec.speed not in self.speeds:

@@ -35,6 +35,11 @@ class ModelDefaults:
     max_guidance_scale: float | None = 3.0
     negative_prompt: str | None = None
     guidance_scale: float | None = None
+    # LTX's other guidance terms (None: the pipeline's own default, or a family that does not take them)
+    guidance_rescale: float | None = None
+    stg_scale: float | None = None
+    modality_scale: float | None = None
+    audio_guidance_scale: float | None = None
     # (width, height) for auto sizing by aspect
     landscape: tuple[int, int] = (1024, 576)
     portrait: tuple[int, int] = (576, 1024)
@@ -54,6 +59,20 @@ def wan_defaults(**values) -> ModelDefaults:
     """Defaults for a Wan entry: no SVD knobs, the model cards' negative prompt."""
     base = dict(motion_bucket_id=None, noise_aug_strength=None, min_guidance_scale=None, max_guidance_scale=None,
                 negative_prompt=WAN_NEGATIVE_PROMPT, guidance_scale=5.0)
+    return ModelDefaults(**{**base, **values})
+
+
+# LTX2ImageToVideoPipeline.__call__'s own guidance defaults (diffusers 0.42; tests/test_ltx.py checks them against it),
+# named in LTX-2 entries so that every front end shows what runs: CFG 3, STG 1, modality isolation 3, rescale 0.7 and
+# the soundtrack's CFG 7.
+LTX2_GUIDANCE = dict(guidance_scale=3.0, stg_scale=1.0, modality_scale=3.0, guidance_rescale=0.7,
+                     audio_guidance_scale=7.0)
+
+
+def ltx_defaults(**values) -> ModelDefaults:
+    """Defaults for an LTX entry (LTX-2, LTX-Video 0.9.x): no SVD knobs; 8k+1 frames at sizes in multiples of 32."""
+    base = dict(motion_bucket_id=None, noise_aug_strength=None, min_guidance_scale=None, max_guidance_scale=None,
+                num_frames=121, fps=24, landscape=(768, 512), portrait=(512, 768), square=(640, 640), size_multiple=32)
     return ModelDefaults(**{**base, **values})
 
 
@@ -154,6 +173,42 @@ REGISTRY: dict[str, ModelEntry] = {
         defaults=wan_defaults(num_frames=121, num_inference_steps=50, fps=24, landscape=(1280, 704),
                               portrait=(704, 1280), square=(960, 960), size_multiple=32, end_image=False),
     ),
+    # LTX-2 (Lightricks, 19B audio-video DiT; Gemma-3 12B text encoder). The model card's diffusers recipe: 121 frames
+    # at 24 fps, 768x512, sizes in multiples of 32 and 8k+1 frames, 40 steps at CFG 4; the other guidance terms (STG,
+    # modality isolation, rescale, audio CFG) at the pipeline's own defaults (LTX2_GUIDANCE).
+    "ltx-2": ModelEntry(
+        name="ltx-2",
+        repo_id="Lightricks/LTX-2",
+        variant=None,
+        family="ltx2",
+        description="LTX-2 19B dev: video with its own soundtrack, 121 frames at 24 fps, 768x512",
+        approx_size_gb=70.0,
+        defaults=ltx_defaults(**{**LTX2_GUIDANCE, "num_inference_steps": 40, "guidance_scale": 4.0}),
+    ),
+    # The distilled LTX-2: 8 steps at CFG 1 and no other guidance pass (STG 0, modality 1, no rescale), as its model
+    # card recommends. Lightricks publish it as a single file (ltx-2-19b-distilled.safetensors); this is the
+    # community diffusers-layout conversion of it (LTX2ImageToVideoPipeline).
+    "ltx-2-distilled": ModelEntry(
+        name="ltx-2-distilled",
+        repo_id="blanchon/LTX-2-Distilled-diffusers",
+        variant=None,
+        family="ltx2",
+        description="LTX-2 19B distilled: 8 steps at CFG 1, video with its own soundtrack, 121 frames at 24 fps",
+        approx_size_gb=70.0,
+        defaults=ltx_defaults(num_inference_steps=8, guidance_scale=1.0, stg_scale=0.0, modality_scale=1.0,
+                              guidance_rescale=0.0, audio_guidance_scale=1.0),
+    ),
+    # LTX-Video 0.9.7 distilled (13B, T5-XXL text encoder, no audio), diffusers layout (LTXConditionPipeline): 8 steps
+    # at CFG 1 as its model card runs it, 121 frames at 24 fps, 768x512.
+    "ltx-video-0.9.7-distilled": ModelEntry(
+        name="ltx-video-0.9.7-distilled",
+        repo_id="Lightricks/LTX-Video-0.9.7-distilled",
+        variant=None,
+        family="ltx",
+        description="LTX-Video 0.9.7 13B distilled (no audio): 8 steps at CFG 1, 121 frames at 24 fps, 768x512",
+        approx_size_gb=36.0,
+        defaults=ltx_defaults(num_inference_steps=8, guidance_scale=1.0, guidance_rescale=0.0),
+    ),
     "tiny": ModelEntry(
         name="tiny",
         repo_id=None,
@@ -179,6 +234,17 @@ REGISTRY: dict[str, ModelEntry] = {
         approx_size_gb=0.001,
         defaults=wan_defaults(num_frames=9, num_inference_steps=4, fps=8, landscape=(96, 64), portrait=(64, 96),
                               square=(64, 64)),
+    ),
+    "tiny-ltx2": ModelEntry(
+        name="tiny-ltx2",
+        repo_id=None,
+        variant=None,
+        source="builtin",
+        family="ltx2",
+        description="built-in smoke-test model: LTX-2's architecture (video, audio VAE, vocoder) at toy width, random weights (output is noise, with noise for sound)",
+        approx_size_gb=0.001,
+        defaults=ltx_defaults(**LTX2_GUIDANCE, num_frames=9, num_inference_steps=4, landscape=(96, 64),
+                              portrait=(64, 96), square=(64, 64)),
     ),
     "demo": ModelEntry(
         name="demo",

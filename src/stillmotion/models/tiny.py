@@ -73,11 +73,16 @@ TINY_WAN_VARIANT = "wan2.2-a14b"  # the built-in tiny-wan: two experts, takes a 
 
 
 def save_tiny(folder: str | os.PathLike, seed: int = 0, name: str = "tiny") -> Path:
-    """Save a built-in tiny model (`tiny`: SVD; `tiny-wan`: Wan, models/tiny_wan.py) as a diffusers folder
+    """Save a built-in tiny model (`tiny`: SVD; `tiny-wan`: Wan, models/tiny_wan.py; `tiny-ltx2`: LTX-2,
+    models/tiny_ltx.py) as a diffusers folder
     (safetensors) with its stillmotion defaults and manifest."""
     folder = Path(folder)
     if name == "tiny":
         build_tiny_pipeline(seed).save_pretrained(folder, safe_serialization=True)
+    elif name == "tiny-ltx2":
+        from .tiny_ltx import build_tiny_ltx
+
+        build_tiny_ltx(folder, "ltx2", seed)
     else:
         from .tiny_wan import build_tiny_wan
 
@@ -88,7 +93,7 @@ def save_tiny(folder: str | os.PathLike, seed: int = 0, name: str = "tiny") -> P
     return folder
 
 
-BUILT_ON_USE = ("tiny", "tiny-wan")
+BUILT_ON_USE = ("tiny", "tiny-wan", "tiny-ltx2")
 
 
 def tiny_folder(name: str = "tiny") -> Path:

@@ -7,9 +7,10 @@ the store. The gallery lists recent jobs from the queue, API jobs included.
 The function behind Generate is also the UI's API endpoint `/generate`
 (gradio_client: `client.predict(..., api_name="/generate")`). A server with a
 choice (several models, or LoRAs) shows a model and LoRA picker; its three
-inputs (model, lora, lora_scale) come last, after end_image and the prompt
-fields (prompt, negative_prompt, guidance_scale), so calls made without them
-still work. Every numeric control takes the range its request field takes
+inputs (model, lora, lora_scale) come last, after end_image, the prompt
+fields (prompt, negative_prompt, guidance_scale) and LTX's other guidance
+terms (guidance_rescale, stg_scale, modality_scale, audio_guidance_scale), so
+calls made without them still work. Every numeric control takes the range its request field takes
 (CONTROLS: read from GenerationSpec's schema and submit.INPUTS).
 
 Which controls show follows the schema too, never a family's name: each
@@ -50,7 +51,8 @@ CONTROLS = {
     "sm-seed": "seed", "sm-fps": "fps", "sm-frames": "num_frames", "sm-steps": "num_inference_steps",
     "sm-motion": "motion_bucket_id", "sm-noise": "noise_aug_strength", "sm-width": "width", "sm-height": "height",
     "sm-min-cfg": "min_guidance_scale", "sm-max-cfg": "max_guidance_scale", "sm-decode-chunk": "decode_chunk_size",
-    "sm-guidance": "guidance_scale", "sm-lora-scale": "lora_scale",
+    "sm-guidance": "guidance_scale", "sm-lora-scale": "lora_scale", "sm-guidance-rescale": "guidance_rescale",
+    "sm-stg": "stg_scale", "sm-modality": "modality_scale", "sm-audio-guidance": "audio_guidance_scale",
 }
 # The text controls and the spec field each sets (its length limit is the field's).
 TEXT_CONTROLS = {"sm-prompt": "prompt", "sm-negative-prompt": "negative_prompt"}
@@ -68,7 +70,8 @@ class UI:
     # ------------------------------------------------------------------ generate / cancel
     def generate(self, image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
                  min_cfg, max_cfg, decode_chunk, fmt, end_image=None, prompt=None, negative_prompt=None,
-                 guidance=None, model=None, lora=None, lora_scale=None,
+                 guidance=None, guidance_rescale=None, stg=None, modality=None, audio_guidance=None, model=None,
+                 lora=None, lora_scale=None,
                  request: gr.Request = None, progress=gr.Progress()):
         if not image:
             raise gr.Error("Upload an image first.")
@@ -79,6 +82,8 @@ class UI:
             "min_guidance_scale": min_cfg, "max_guidance_scale": max_cfg, "format": fmt or "mp4",
             "width": _int(width) or None, "height": _int(height) or None, "decode_chunk_size": _int(decode_chunk) or None,
             "prompt": _text(prompt), "negative_prompt": _text(negative_prompt), "guidance_scale": guidance,
+            "guidance_rescale": guidance_rescale, "stg_scale": stg, "modality_scale": modality,
+            "audio_guidance_scale": audio_guidance,
         }
         try:
             entry, family = self.model_of(model)
@@ -344,6 +349,15 @@ def build_ui(svc) -> gr.Blocks:
                                           visible=shown("max_guidance_scale"))
                     decode_chunk = _number("sm-decode-chunk", UNSET, "Decode chunk (0: all frames at once)", unset=True,
                                            visible=shown("decode_chunk_size"))
+                    with gr.Row():  # LTX's other guidance terms
+                        rescale = _slider("sm-guidance-rescale", initial("guidance_rescale"), "Guidance rescale", 0.05,
+                                          visible=shown("guidance_rescale"))
+                        stg = _slider("sm-stg", initial("stg_scale"), "Spatio-temporal guidance (STG)", 0.1,
+                                      visible=shown("stg_scale"))
+                        modality = _slider("sm-modality", initial("modality_scale"), "Modality guidance", 0.1,
+                                           visible=shown("modality_scale"))
+                        audio_guidance = _slider("sm-audio-guidance", initial("audio_guidance_scale"),
+                                                 "Sound guidance", 0.1, visible=shown("audio_guidance_scale"))
                     fmt = gr.Radio(list(PLAYABLE), value="mp4", label="Format")
                 with gr.Row():
                     go = gr.Button("Generate", variant="primary", elem_id="sm-generate")
@@ -359,7 +373,8 @@ def build_ui(svc) -> gr.Blocks:
             refresh = gr.Button("Refresh", size="sm")
 
         inputs = [image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
-                  min_cfg, max_cfg, decode_chunk, fmt, end_image, prompt, negative, guidance, *picker]
+                  min_cfg, max_cfg, decode_chunk, fmt, end_image, prompt, negative, guidance, rescale, stg, modality,
+                  audio_guidance, *picker]
         # every control that sets a spec field, by field: what a model switch shows, hides and resets
         by_field = {FIELD_CONTROLS[c.elem_id]: c for c in inputs if c.elem_id in FIELD_CONTROLS}
         labels = {f: c.label for f, c in by_field.items()}

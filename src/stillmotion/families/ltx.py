@@ -1,0 +1,234 @@
+"""LTX (Lightricks): LTX-2, video with its own soundtrack (diffusers' LTX2ImageToVideoPipeline), and LTX-Video
+0.9.x, video alone (LTXImageToVideoPipeline). Two families in one module: their rules and their decode are the same
+up to the sound.
+
+Rules: 8k+1 frames (the VAE compresses time 8x and the pipelines truncate any other count in silence: we refuse it,
+naming the nearest counts); sizes in multiples of 32 (the VAE's 32x). A prompt, a negative prompt and one guidance
+scale; LTX-2's other guidance terms (spatio-temporal guidance, modality isolation, the rescale and the soundtrack's
+own CFG) are spec fields of their own; what no flag sets is the pipeline's own default. The fps is the pipeline's
+`frame_rate`: LTX conditions its positions on it, and LTX-2 makes as many seconds of sound as frames / fps.
+
+An end image is LTX's own keyframe conditioning: LTX-2's LTX2ConditionPipeline with the image at latent index 0
+and the end image at the last latent index (-1), LTX-Video's LTXConditionPipeline with the end image at the last
+frame index. Both are built once from the loaded pipeline's components (no second copy of the weights).
+
+`--speed fast` is diffusers' First Block Cache (families/caching.py) on the transformer; LTX-2's audio-video block
+is registered for it there. FAST_THRESHOLD is the Wan family's until bench/bench_ltx.py has measured LTX's.
+
+Decoding is the end of the pipelines' __call__, run here so the engine can time it and report it: the video VAE
+(with its decode timestep where the VAE is timestep-conditioned), and for LTX-2 the audio VAE (latents to a mel
+spectrogram) and the vocoder (mel to a stereo waveform at its `output_sampling_rate`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .base import Family, pipeline_kwargs, to_uint8
+from .caching import FirstBlockCache
+from .wan import FAST_THRESHOLD as WAN_FAST_THRESHOLD
+
+# First Block Cache threshold for --speed fast on LTX: Wan's measured one (families/wan.py) until bench_ltx measures
+FAST_THRESHOLD = WAN_FAST_THRESHOLD
+# the pipelines' own decode_timestep default (no spec field sets it yet): the VAE decodes clean latents
+DECODE_TIMESTEP = 0.0
+
+
+@dataclass
+class LTXLatents:
+    """What `run` hands `decode`: the video latents, LTX-2's audio latents, and the run's generator (the decode
+    noise of a timestep-conditioned VAE is drawn from it after the steps, as the pipeline draws it)."""
+
+    video: Any
+    audio: Any
+    generator: Any
+
+
+class _LTXBase(Family):
+    speeds = frozenset({"exact", "fast"})
+    end_image = True
+    pipeline_class: str  # diffusers' image-to-video pipeline
+    condition_class: str  # the pipeline that conditions on frames at any index (an end image)
+
+    def size_multiple(self, entry) -> int:
+        return entry.defaults.size_multiple or 32
+
+    def frames_rule(self, n: int) -> Optional[str]:
+        if (n - 1) % 8 == 0:
+            return None
+        lo, hi = (n - 1) // 8 * 8 + 1, ((n - 1) // 8 + 1) * 8 + 1
+        return f"LTX makes 8k+1 frames: use {lo} or {hi}" if lo > 1 else f"LTX makes 8k+1 frames: use {hi}"
+
+    def folder_defaults(self, folder):
+        """A folder runs with the pipeline's own __call__ defaults for every knob no flag sets (size, frames, fps,
+        steps, guidance and the other guidance terms), named in the spec so the sidecar and the UI show them."""
+        import diffusers
+
+        from ..models.registry import ltx_defaults
+
+        d = {k: p.default for k, p in inspect.signature(getattr(diffusers, self.pipeline_class).__call__)
+             .parameters.items()}
+        w, h = d["width"], d["height"]
+        side = int((w * h) ** 0.5 // 32 * 32)
+        guidance = {k: d[k] for k in ("guidance_scale", "guidance_rescale", "stg_scale", "modality_scale",
+                                      "audio_guidance_scale") if k in d and self.takes(k)}
+        return ltx_defaults(num_frames=d["num_frames"] or 121, num_inference_steps=d["num_inference_steps"],
+                            fps=int(d["frame_rate"]), landscape=(w, h), portrait=(h, w), square=(side, side),
+                            size_multiple=None, **guidance)
+
+    def load(self, path, variant, dtype):
+        import diffusers
+
+        cls = getattr(diffusers, self.pipeline_class)
+        return cls.from_pretrained(path, torch_dtype=dtype, variant=variant, use_safetensors=True)
+
+    def condition_pipeline(self, pipe):
+        """The keyframe pipeline on the same components (built once per loaded pipeline, sharing its modules)."""
+        cond = getattr(pipe, "_stillmotion_condition", None)
+        if cond is None:
+            import diffusers
+
+            cls = getattr(diffusers, self.condition_class)
+            names = set(inspect.signature(cls.__init__).parameters)
+            cond = cls(**{k: v for k, v in pipe.components.items() if k in names})
+            cond.set_progress_bar_config(disable=True)
+            pipe._stillmotion_condition = cond
+        return cond
+
+    def speed_cache(self, spec, pipe):
+        return FirstBlockCache([pipe.transformer], FAST_THRESHOLD) if spec.speed == "fast" else None
+
+    def describe_run(self, spec, end_image):
+        return {"method": f"{self.condition_class} (LTX's own keyframe conditioning: the image first, the end image "
+                          f"at the last frame)"}
+
+    def guidance(self, spec) -> dict:
+        """The guidance keywords a spec sets (None: the pipeline's own default)."""
+        return pipeline_kwargs(negative_prompt=spec.negative_prompt, guidance_scale=spec.guidance_scale,
+                               guidance_rescale=spec.guidance_rescale)
+
+    def run(self, pipe, image, spec, *, generator, on_step_end, end_image=None, cache=None):
+        """The pipeline (or, with an end image, its condition pipeline) to latents; --speed fast's cache on for this
+        call only, off again when it returns or raises."""
+        if cache is None:
+            cache = self.speed_cache(spec, pipe)
+        try:
+            if cache is not None:
+                cache.attach()  # a no-op when the engine attached it already
+            common = dict(prompt=spec.prompt or "", height=spec.height, width=spec.width, num_frames=spec.num_frames,
+                          frame_rate=spec.fps, num_inference_steps=spec.num_inference_steps, generator=generator,
+                          output_type="latent", callback_on_step_end=on_step_end, **self.guidance(spec))
+            if end_image is None:
+                out = pipe(image=image, **common)
+            else:
+                out = self.condition_pipeline(pipe)(**self.end_conditions(image, end_image, spec), **common)
+            return LTXLatents(out.frames, getattr(out, "audio", None), generator)
+        finally:
+            if cache is not None:
+                cache.detach()
+
+    def end_conditions(self, image, end_image, spec) -> dict:
+        raise NotImplementedError
+
+    def decode_video(self, pipe, video, generator, dtype, *, noise_first: bool):
+        """The video VAE's decode of normalised, unpacked latents as the pipelines end -> [0, 1] frames (T, H, W, 3).
+        A timestep-conditioned VAE gets DECODE_TIMESTEP and noise mixed in at that scale, drawn from the run's
+        generator: LTX-2 mixes it into the normalised latents (`noise_first`), LTX-Video into the denormalised ones
+        after casting them to the text encoder's dtype."""
+        import torch
+        from diffusers.utils.torch_utils import randn_tensor
+
+        vae = pipe.vae
+
+        def denormalise(x):
+            return pipe._denormalize_latents(x, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+
+        video = video.to(dtype) if noise_first else denormalise(video).to(dtype)
+        timestep = None
+        if vae.config.timestep_conditioning:
+            noise = randn_tensor(video.shape, generator=generator, device=video.device, dtype=video.dtype)
+            timestep = torch.tensor([DECODE_TIMESTEP], device=video.device, dtype=video.dtype)
+            scale = timestep[:, None, None, None, None]
+            video = (1 - scale) * video + scale * noise
+        if noise_first:
+            video = denormalise(video)
+        video = vae.decode(video.to(vae.dtype), timestep, return_dict=False)[0]
+        return pipe.video_processor.postprocess_video(video, output_type="np")[0]
+
+    def report_decoded(self, spec, report, span) -> None:
+        from ..engine.types import Progress
+
+        report(Progress("decode", spec.num_frames, spec.num_frames, span[1], f"decoded {spec.num_frames} frames"))
+
+
+class LTX2Family(_LTXBase):
+    """LTX-2 (19B audio-video DiT, Gemma-3 text encoder): frames and a stereo soundtrack from one run."""
+
+    name = "ltx2"
+    label = "LTX-2"
+    article = "an"
+    pipeline_class = "LTX2ImageToVideoPipeline"
+    condition_class = "LTX2ConditionPipeline"
+
+    def guidance(self, spec) -> dict:
+        return super().guidance(spec) | pipeline_kwargs(stg_scale=spec.stg_scale, modality_scale=spec.modality_scale,
+                                                        audio_guidance_scale=spec.audio_guidance_scale)
+
+    def end_conditions(self, image, end_image, spec) -> dict:
+        from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+
+        return {"conditions": [LTX2VideoCondition(frames=image, index=0), LTX2VideoCondition(frames=end_image, index=-1)]}
+
+    def decode(self, pipe, latents, spec, chunk, report, cancel, span):
+        """LTX-2's latents come back denormalised (output_type="latent"); the video as the pipeline decodes it, the
+        audio latents through the audio VAE to a mel spectrogram and the vocoder to a waveform."""
+        import torch
+
+        from ..video.audio import Audio
+
+        vae = pipe.vae
+        with torch.inference_mode():
+            video = pipe._normalize_latents(latents.video, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+            frames = self.decode_video(pipe, video, latents.generator, pipe.text_encoder.dtype, noise_first=True)
+            if cancel():
+                from ..errors import Cancelled
+
+                raise Cancelled()
+            mel = pipe.audio_vae.decode(latents.audio.to(pipe.audio_vae.dtype), return_dict=False)[0]
+            wave = pipe.vocoder(mel)
+        self.report_decoded(spec, report, span)
+        audio = Audio(wave[0].float().cpu().numpy(), int(pipe.vocoder.config.output_sampling_rate))
+        return to_uint8(frames), audio
+
+
+class LTXFamily(_LTXBase):
+    """LTX-Video 0.9.x (2B and 13B DiTs, T5 text encoder): video alone."""
+
+    name = "ltx"
+    label = "LTX-Video"
+    pipeline_class = "LTXImageToVideoPipeline"
+    condition_class = "LTXConditionPipeline"
+
+    def end_conditions(self, image, end_image, spec) -> dict:
+        from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+
+        return {"conditions": [LTXVideoCondition(image=image, frame_index=0),
+                               LTXVideoCondition(image=end_image, frame_index=spec.num_frames - 1)]}
+
+    def decode(self, pipe, latents, spec, chunk, report, cancel, span):
+        """LTX-Video's latents come back normalised; LTXImageToVideoPipeline's packed (batch, tokens, channels),
+        LTXConditionPipeline's already unpacked."""
+        import torch
+
+        with torch.inference_mode():
+            video = latents.video
+            if video.ndim == 3:
+                t = pipe.vae_temporal_compression_ratio
+                s = pipe.vae_spatial_compression_ratio
+                video = pipe._unpack_latents(video, (spec.num_frames - 1) // t + 1, spec.height // s, spec.width // s,
+                                             pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
+            frames = self.decode_video(pipe, video, latents.generator, pipe.text_encoder.dtype, noise_first=False)
+        self.report_decoded(spec, report, span)
+        return to_uint8(frames)

@@ -1,0 +1,221 @@
+"""LTX-2 and LTX-Video 0.9.x through stillmotion's one path, against diffusers' stock pipelines.
+
+Tiny offline models (models/tiny_ltx.py: random weights, tokenizers made in memory, no download) are saved to
+folders the way users keep real ones. `stillmotion generate --model FOLDER` must give the frames the stock
+pipeline gives for the same image, prompt, size, frames, steps, fps and seed (within 2 levels; PNG frames are
+compared), and LTX-2's soundtrack must be the stock pipeline's `audio`, sample for sample. An end image is LTX's own
+keyframe conditioning (the condition pipelines). What LTX cannot honour is refused with exit 2 and nothing written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from PIL import Image
+
+ARGS = ["--device", "cpu", "--frames", "9", "--steps", "2", "--seed", "3", "--format", "png", "--width", "64",
+        "--height", "64"]
+STOCK = {"ltx2": "LTX2ImageToVideoPipeline", "ltx": "LTXImageToVideoPipeline"}
+CONDITION = {"ltx2": "LTX2ConditionPipeline", "ltx": "LTXConditionPipeline"}
+
+
+@pytest.fixture(scope="module")
+def ltx_folders(tmp_path_factory):
+    """One saved folder per layout: LTX-2 (video and audio) and LTX-Video 0.9.x."""
+    from stillmotion.models.tiny_ltx import build_tiny_ltx
+
+    root = tmp_path_factory.mktemp("ltx")
+    return {v: build_tiny_ltx(root / v, v) for v in ("ltx2", "ltx")}
+
+
+def _frames(folder) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in sorted(folder.glob("*.png"))])
+
+
+def _square(tmp_path, seed=0, name="in.png") -> Image.Image:
+    """A square 64x64 input: fitting it to 64x64 changes nothing, so the stock pipeline gets the same pixels."""
+    img = Image.fromarray(np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    img.save(tmp_path / name)
+    return img
+
+
+def _stock(folder, variant, image, *, end_image=None, seed=3, frames=9, steps=2, fps=24, **kw):
+    """The stock pipeline's (frames uint8, audio or None) for the same arguments; with an end image, the condition
+    pipeline loaded from the same folder, the image at the first frame and the end image at the last."""
+    import diffusers
+    import torch
+
+    if end_image is None:
+        pipe = getattr(diffusers, STOCK[variant]).from_pretrained(folder)
+        inputs = {"image": image}
+    else:
+        pipe = getattr(diffusers, CONDITION[variant]).from_pretrained(folder)
+        if variant == "ltx2":
+            from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+
+            inputs = {"conditions": [LTX2VideoCondition(frames=image, index=0),
+                                     LTX2VideoCondition(frames=end_image, index=-1)]}
+        else:
+            from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+
+            inputs = {"conditions": [LTXVideoCondition(image=image, frame_index=0),
+                                     LTXVideoCondition(image=end_image, frame_index=frames - 1)]}
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(**inputs, height=64, width=64, num_frames=frames, num_inference_steps=steps, frame_rate=fps,
+               generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **kw)
+    video = np.clip(np.round(out.frames[0] * 255.0), 0, 255).astype(np.uint8)
+    audio = getattr(out, "audio", None)
+    return video, (None if audio is None else audio[0].float().numpy())
+
+
+GUIDED = {
+    "ltx2": (["--prompt", "a boat at sea", "--negative-prompt", "blurry", "--guidance", "4.0", "--stg-scale", "0.5",
+              "--modality-scale", "2.0", "--guidance-rescale", "0.5", "--audio-guidance-scale", "5.0"],
+             dict(prompt="a boat at sea", negative_prompt="blurry", guidance_scale=4.0, stg_scale=0.5,
+                  modality_scale=2.0, guidance_rescale=0.5, audio_guidance_scale=5.0)),
+    "ltx": (["--prompt", "a boat at sea", "--negative-prompt", "blurry", "--guidance", "4.0", "--guidance-rescale",
+             "0.5"],
+            dict(prompt="a boat at sea", negative_prompt="blurry", guidance_scale=4.0, guidance_rescale=0.5)),
+}
+
+
+@pytest.mark.parametrize("variant", ["ltx2", "ltx"])
+def test_generate_equals_the_stock_pipeline(ltx_folders, tmp_path, variant):
+    """Every knob set from the command line, the fps passed as frame_rate (25 here, not the default 24)."""
+    img = _square(tmp_path)
+    flags, kw = GUIDED[variant]
+    out = tmp_path / "out"
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(ltx_folders[variant]), *ARGS,
+                           "--fps", "25", *flags, "-o", str(out))
+    assert code == 0, err
+    ours = _frames(out)
+    stock, _ = _stock(ltx_folders[variant], variant, img, fps=25, **kw)
+    assert ours.shape == stock.shape == (9, 64, 64, 3)
+    assert np.abs(ours.astype(int) - stock.astype(int)).max() <= 2
+
+
+def test_ltx2_sound_is_the_stock_pipelines_audio_and_a_folder_runs_with_its_own_defaults(ltx_folders, tmp_path):
+    """Through Engine, no guidance given: the stock pipeline's own defaults (CFG 3, STG 1, modality 3, rescale 0.7,
+    audio CFG 7). The frames within 2 levels, the waveform equal to stock `audio`, at the vocoder's rate."""
+    from stillmotion.engine.core import Engine
+    from stillmotion.spec import GenerationSpec
+
+    img = _square(tmp_path)
+    engine = Engine(str(ltx_folders["ltx2"]), device="cpu")
+    result = engine.generate(img, GenerationSpec(width=64, height=64, num_frames=9, num_inference_steps=2, seed=3,
+                                                 prompt="waves"))
+    stock, audio = _stock(ltx_folders["ltx2"], "ltx2", img, prompt="waves")
+    assert np.abs(result.frames.astype(int) - stock.astype(int)).max() <= 2
+    assert result.audio is not None and result.audio.rate == engine.pipe.vocoder.config.output_sampling_rate == 16000
+    assert result.audio.samples.shape == audio.shape and audio.shape[0] == 2
+    assert np.array_equal(result.audio.samples, audio)
+    assert abs(result.audio.seconds - 9 / 24) < 0.1  # as long as the picture (tiny model: to a latent's rounding)
+    spec = result.metadata["spec"]  # the pipeline's __call__ defaults, named
+    assert (spec["guidance_scale"], spec["stg_scale"], spec["modality_scale"], spec["guidance_rescale"],
+            spec["audio_guidance_scale"], spec["fps"]) == (3.0, 1.0, 3.0, 0.7, 7.0, 24)
+    assert spec["motion_bucket_id"] is None
+
+
+def test_registry_names_the_pipelines_own_guidance_defaults():
+    """LTX2_GUIDANCE (what ltx-2 and tiny-ltx2 show and run) is LTX2ImageToVideoPipeline's own __call__ defaults."""
+    import inspect
+
+    from diffusers import LTX2ImageToVideoPipeline
+
+    from stillmotion.models.registry import LTX2_GUIDANCE, REGISTRY
+
+    params = inspect.signature(LTX2ImageToVideoPipeline.__call__).parameters
+    assert LTX2_GUIDANCE == {k: params[k].default for k in LTX2_GUIDANCE}
+    distilled = REGISTRY["ltx-2-distilled"].defaults  # 8 steps at CFG 1, no extra guidance pass
+    assert (distilled.num_inference_steps, distilled.guidance_scale, distilled.stg_scale,
+            distilled.modality_scale) == (8, 1.0, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("variant", ["ltx2", "ltx"])
+def test_end_image_is_ltxs_own_keyframe_conditioning(ltx_folders, tmp_path, variant):
+    img = _square(tmp_path)
+    end = _square(tmp_path, seed=1, name="end.png")
+    out = tmp_path / "out"
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--end-image", str(tmp_path / "end.png"),
+                           "--model", str(ltx_folders[variant]), *ARGS, "--prompt", "a boat", "-o", str(out))
+    assert code == 0, err
+    stock, _ = _stock(ltx_folders[variant], variant, img, end_image=end, prompt="a boat")
+    plain, _ = _stock(ltx_folders[variant], variant, img, prompt="a boat")
+    assert np.abs(_frames(out).astype(int) - stock.astype(int)).max() <= 2
+    assert np.abs(stock.astype(int) - plain.astype(int)).max() > 2  # the end image changed the video
+
+
+@pytest.mark.parametrize(("model", "flags", "words"), [
+    ("ltx2", ["--frames", "10"], "LTX makes 8k+1 frames: use 9 or 17"),
+    ("ltx", ["--frames", "120"], "LTX makes 8k+1 frames: use 113 or 121"),
+    ("ltx2", ["--width", "80", "--height", "64"], "LTX-2 sizes are multiples of 32"),
+    ("ltx", ["--height", "80", "--width", "64"], "LTX-Video sizes are multiples of 32"),
+    ("ltx2", ["--motion", "100"], "--motion (motion_bucket_id) is a setting of svd models"),
+    ("ltx", ["--stg-scale", "1.0"], "--stg-scale (stg_scale) is a setting of ltx2 models"),
+    ("tiny", ["--stg-scale", "1.0"], "--stg-scale (stg_scale) is a setting of ltx2 models"),
+    ("tiny-wan", ["--audio-guidance-scale", "3"], "is a setting of ltx2 models"),
+])
+def test_what_ltx_cannot_honour_is_refused_with_nothing_written(ltx_folders, tmp_path, model, flags, words):
+    _square(tmp_path)
+    code, out, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(ltx_folders.get(model, model)),
+                             "--device", "cpu", *flags, "-o", str(tmp_path / "out.mp4"))
+    assert code == 2, err
+    assert words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "out.json").exists()
+
+
+def test_tiny_ltx2_is_built_in_and_the_sidecar_round_trips(tmp_path):
+    """The built-in tiny-ltx2 (built on use), with a prompt; `--from` its sidecar makes the same frames."""
+    import json
+
+    _square(tmp_path)
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", "tiny-ltx2", "--device", "cpu",
+                           "--prompt", "waves roll in", "--seed", "5", "--format", "png", "-o", str(tmp_path / "a"))
+    assert code == 0, err
+    record = json.loads((tmp_path / "a.json").read_text())
+    assert record["model"]["name"] == "tiny-ltx2" and record["spec"]["prompt"] == "waves roll in"
+    assert record["spec"]["num_frames"] == 9 and record["spec"]["fps"] == 24  # the registry's defaults
+    code, _, err = run_cli("generate", "--from", str(tmp_path / "a.json"), "--device", "cpu", "-o", str(tmp_path / "b"))
+    assert code == 0, err
+    assert np.array_equal(_frames(tmp_path / "a"), _frames(tmp_path / "b"))
+
+
+# --- --speed fast: diffusers' First Block Cache on the transformer (LTX-2's audio-video block registered) ---
+
+def test_fast_runs_records_its_cache_and_leaves_exact_exact(ltx_folders, tmp_path, monkeypatch):
+    """exact, fast, exact on one Engine: fast records what ran; the exact run after it equals the one before, and
+    the transformer keeps no cache hook. With the threshold raised every pass after the first of each guidance pass
+    (CFG batch, STG, modality isolation: three caches) reuses the cached residuals of video and audio."""
+    from stillmotion.engine.core import Engine
+    from stillmotion.families import ltx
+    from stillmotion.spec import GenerationSpec
+
+    monkeypatch.setattr(ltx, "FAST_THRESHOLD", 10.0)
+    engine = Engine(str(ltx_folders["ltx2"]), device="cpu")
+    img = _square(tmp_path)
+    spec = dict(width=64, height=64, num_frames=9, num_inference_steps=3, seed=3, prompt="a boat")
+    runs = [engine.generate(img, GenerationSpec(**spec, speed=speed)) for speed in ("exact", "fast", "exact")]
+    assert np.array_equal(runs[0].frames, runs[2].frames)
+    assert np.array_equal(runs[0].audio.samples, runs[2].audio.samples)
+    assert runs[0].metadata["speed"] == runs[2].metadata["speed"] == {"mode": "exact"}
+    fast = runs[1].metadata["speed"]
+    assert fast == {"mode": "fast", "cache": "first-block", "threshold": 10.0, "full_passes": 3,
+                    "cached_passes": 6}, fast
+    assert not np.array_equal(runs[1].frames, runs[0].frames)
+    assert not np.array_equal(runs[1].audio.samples, runs[0].audio.samples)  # the audio stream was cached too
+    assert not engine.pipe.transformer.is_cache_enabled
+
+
+def test_fast_from_the_cli_at_the_default_threshold(ltx_folders, tmp_path):
+    import json
+
+    from stillmotion.families.ltx import FAST_THRESHOLD
+
+    _square(tmp_path)
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(ltx_folders["ltx"]), *ARGS,
+                           "--prompt", "a boat", "--speed", "fast", "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    speed = json.loads((tmp_path / "out.json").read_text())["speed"]
+    assert speed["mode"] == "fast" and speed["cache"] == "first-block" and speed["threshold"] == FAST_THRESHOLD
+    assert speed["full_passes"] + speed["cached_passes"] == 2  # 2 steps, CFG in one batch
