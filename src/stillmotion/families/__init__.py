@@ -21,11 +21,13 @@ from .base import Family
 FAMILIES: dict[str, tuple[str, str]] = {
     "svd": ("svd", "SVDFamily"),
     "wan": ("wan", "WanFamily"),
+    "framepack": ("framepack", "FramePackFamily"),
 }
 # the `_class_name` a diffusers folder's model_index.json declares -> family name
 PIPELINES: dict[str, str] = {
     "StableVideoDiffusionPipeline": "svd",
     "WanImageToVideoPipeline": "wan",
+    "HunyuanVideoFramepackPipeline": "framepack",
 }
 
 _loaded: dict[str, Family] = {}

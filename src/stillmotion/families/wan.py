@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from .base import Family, pipeline_kwargs, to_uint8
+from .cache import FirstBlockCache
 
 
 # First Block Cache threshold for --speed fast: the relative change of the first block's residual (mean |diff| over
@@ -98,7 +99,7 @@ class WanFamily(Family):
         return [m for m in (pipe.transformer, getattr(pipe, "transformer_2", None)) if m is not None]
 
     def speed_cache(self, spec, pipe):
-        return FirstBlockCache(self.denoisers(pipe)) if spec.speed == "fast" else None
+        return FirstBlockCache(self.denoisers(pipe), FAST_THRESHOLD) if spec.speed == "fast" else None
 
     def run(self, pipe, image, spec, *, generator, on_step_end, end_image=None, cache=None):
         """The pipeline to latents; with --speed fast the cache is on for this call only (the engine passes the one it
@@ -221,70 +222,6 @@ class WanFamily(Family):
         from ..engine.wanplan import apply_plan
 
         return apply_plan(pipe, plan, active, device, dtype)
-
-
-class FirstBlockCache:
-    """diffusers' First Block Cache on a list of Wan transformers, with the engine's cache protocol:
-    attach() enables it on each (CacheMixin.enable_cache), detach() disables it (idempotent, safe after a
-    failed attach), stats() says what ran: the threshold and how many transformer passes ran every block
-    ("full_passes") or only the first ("cached_passes"); with CFG a step is two passes (cond, uncond), each
-    with its own cache, and A14B's experts each start with a full pass."""
-
-    def __init__(self, denoisers, threshold: Optional[float] = None):
-        self.denoisers = list(denoisers)
-        self.threshold = float(FAST_THRESHOLD if threshold is None else threshold)
-        self.full_passes = 0
-        self.cached_passes = 0
-        self.counted = False  # whether the passes could be counted (a diffusers hook internal; see _count)
-        self._enabled: list = []
-
-    def attach(self) -> None:
-        if self._enabled:
-            return
-        from diffusers.hooks import FirstBlockCacheConfig
-
-        self.full_passes = self.cached_passes = 0
-        self.counted = True
-        for model in self.denoisers:
-            model.enable_cache(FirstBlockCacheConfig(threshold=self.threshold))
-            self._enabled.append(model)
-            self.counted = self._count(model) and self.counted
-
-    def detach(self) -> None:
-        while self._enabled:
-            model = self._enabled.pop()
-            if model.is_cache_enabled:
-                model.disable_cache()
-
-    def stats(self) -> dict:
-        out = {"cache": "first-block", "threshold": self.threshold}
-        if self.counted:
-            out |= {"full_passes": self.full_passes, "cached_passes": self.cached_passes}
-        return out
-
-    def _count(self, model) -> bool:
-        """Count full and cached passes by wrapping the head block hook's decision (FBCHeadBlockHook.
-        _should_compute_remaining_blocks, diffusers 0.35-0.42); False where that hook is not found."""
-        from diffusers.hooks.first_block_cache import _FBC_LEADER_BLOCK_HOOK
-
-        for module in model.modules():
-            registry = getattr(module, "_diffusers_hook", None)
-            hook = registry.get_hook(_FBC_LEADER_BLOCK_HOOK) if registry is not None else None
-            decide = getattr(hook, "_should_compute_remaining_blocks", None)
-            if decide is None:
-                continue
-
-            def counted(residual, decide=decide):
-                full = decide(residual)
-                if full:
-                    self.full_passes += 1
-                else:
-                    self.cached_passes += 1
-                return full
-
-            hook._should_compute_remaining_blocks = counted
-            return True
-        return False
 
 
 def _folder(entry) -> Optional[Path]:

@@ -255,7 +255,7 @@ REGISTRY: dict[str, ModelEntry] = {
                     "SigLIP) at toy width, random weights (output is noise)",
         approx_size_gb=0.001,
         defaults=framepack_defaults(num_frames=9, num_inference_steps=2, fps=8, latent_window_size=2,
-                                    landscape=(64, 48), portrait=(48, 64), square=(48, 48), buckets=None),
+                                    landscape=(96, 64), portrait=(64, 96), square=(64, 64), buckets=None),
     ),
     "demo": ModelEntry(
         name="demo",

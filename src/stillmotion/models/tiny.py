@@ -73,11 +73,16 @@ TINY_WAN_VARIANT = "wan2.2-a14b"  # the built-in tiny-wan: two experts, takes a 
 
 
 def save_tiny(folder: str | os.PathLike, seed: int = 0, name: str = "tiny") -> Path:
-    """Save a built-in tiny model (`tiny`: SVD; `tiny-wan`: Wan, models/tiny_wan.py) as a diffusers folder
+    """Save a built-in tiny model (`tiny`: SVD; `tiny-wan`: Wan, models/tiny_wan.py; `tiny-framepack`: FramePack,
+    models/tiny_framepack.py) as a diffusers folder
     (safetensors) with its stillmotion defaults and manifest."""
     folder = Path(folder)
     if name == "tiny":
         build_tiny_pipeline(seed).save_pretrained(folder, safe_serialization=True)
+    elif name == "tiny-framepack":
+        from .tiny_framepack import build_tiny_framepack
+
+        build_tiny_framepack(folder, seed)
     else:
         from .tiny_wan import build_tiny_wan
 
@@ -88,7 +93,7 @@ def save_tiny(folder: str | os.PathLike, seed: int = 0, name: str = "tiny") -> P
     return folder
 
 
-BUILT_ON_USE = ("tiny", "tiny-wan")
+BUILT_ON_USE = ("tiny", "tiny-wan", "tiny-framepack")
 
 
 def tiny_folder(name: str = "tiny") -> Path:
