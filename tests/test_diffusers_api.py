@@ -10,7 +10,8 @@ from __future__ import annotations
 import inspect
 
 import diffusers
-from diffusers import DiffusionPipeline, StableVideoDiffusionPipeline
+from diffusers import DiffusionPipeline, HunyuanVideoFramepackPipeline, StableVideoDiffusionPipeline
+from diffusers.models.cache_utils import CacheMixin
 from diffusers.pipelines.stable_video_diffusion import pipeline_stable_video_diffusion as svd_module
 
 # what we use -> (where, and the leading parameter names we rely on, in order; None: a property)
@@ -30,10 +31,15 @@ USED = {
         "engine/keyframes.py (called positionally)",
         ["batch_size", "num_frames", "num_channels_latents", "height", "width", "dtype", "device", "generator",
          "latents"]),
+    "HunyuanVideoFramepackPipeline._soft_append": (
+        "families/framepack.py (the section cross-fade of the pipeline's own decode)", ["history", "current", "overlap"]),
+    "CacheMixin._reset_stateful_cache": (
+        "families/cache.py (First Block Cache afresh in each FramePack section)", ["recurse"]),
 }
 
 OWNERS = {"StableVideoDiffusionPipeline": StableVideoDiffusionPipeline, "DiffusionPipeline": DiffusionPipeline,
-          "pipeline_stable_video_diffusion": svd_module}
+          "pipeline_stable_video_diffusion": svd_module, "HunyuanVideoFramepackPipeline": HunyuanVideoFramepackPipeline,
+          "CacheMixin": CacheMixin}
 
 
 def test_diffusers_internals_we_use_are_unchanged():

@@ -20,12 +20,15 @@ class FirstBlockCache:
 
     `contexts`: for a pipeline that opens no cache context, the context names its transformer passes take in turn
     (("cond",) for one pass a step, ("cond", "uncond") for two); the forward is wrapped in that context while
-    attached. None: the pipeline opens its own."""
+    attached. None: the pipeline opens its own. `reset_every`: with `contexts`, the cache is emptied after so many
+    passes (FramePack: each section starts from fresh noise, so its first pass runs every block)."""
 
-    def __init__(self, denoisers, threshold: float, contexts: Optional[Sequence[str]] = None):
+    def __init__(self, denoisers, threshold: float, contexts: Optional[Sequence[str]] = None,
+                 reset_every: Optional[int] = None):
         self.denoisers = list(denoisers)
         self.threshold = float(threshold)
         self.contexts = tuple(contexts) if contexts else None
+        self.reset_every = reset_every  # with `contexts`: passes after which the cache starts afresh (a section)
         self.full_passes = 0
         self.cached_passes = 0
         self.counted = False  # whether the passes could be counted (a diffusers hook internal; see _count)
@@ -68,9 +71,11 @@ class FirstBlockCache:
         """Every forward of `model` inside `model.cache_context(name)`, the names taken in turn from `contexts`."""
         own = model.__dict__.get("forward")
         forward = model.forward
-        names, turn = self.contexts, [0]
+        names, turn, every = self.contexts, [0], self.reset_every
 
         def in_context(*args, **kwargs):
+            if every and turn[0] and turn[0] % every == 0:
+                model._reset_stateful_cache()  # a new section: new noise, nothing to reuse from the last one
             name = names[turn[0] % len(names)]
             turn[0] += 1
             with model.cache_context(name):

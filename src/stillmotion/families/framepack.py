@@ -144,8 +144,12 @@ class FramePackFamily(Family):
                                                              use_safetensors=True)
 
     def bind(self, pipe, entry) -> None:
-        """The sampling type is the model's (its entry's defaults), kept with the pipeline for run and decode."""
-        pipe._stillmotion_sampling_type = entry.defaults.sampling_type
+        """The sampling type is the model's (its entry's defaults; a folder that says none: the pipeline's own
+        default), kept with the pipeline for run and decode."""
+        import inspect
+
+        default = inspect.signature(type(pipe).__call__).parameters["sampling_type"].default
+        pipe._stillmotion_sampling_type = entry.defaults.sampling_type or getattr(default, "value", default)
 
     def speed_cache(self, spec, pipe):
         if spec.speed != "fast":
@@ -153,7 +157,8 @@ class FramePackFamily(Family):
         from .cache import FirstBlockCache
 
         contexts = ("cond", "uncond") if spec.uses_cfg else ("cond",)  # true CFG: a second (negative) pass a step
-        return FirstBlockCache([pipe.transformer], FAST_THRESHOLD, contexts=contexts)
+        return FirstBlockCache([pipe.transformer], FAST_THRESHOLD, contexts=contexts,
+                               reset_every=len(contexts) * spec.num_inference_steps)  # afresh in each section
 
     def run(self, pipe, image, spec, *, generator, on_step_end, end_image=None, cache=None):
         """The pipeline to each section's latents (output_type="latent"), with progress and cancel at every step
