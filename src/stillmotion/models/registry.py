@@ -110,6 +110,9 @@ class ModelEntry:
     # components from other repos (Part); `repo_id` gives the rest (FramePack: HunyuanVideo's text encoders and VAE)
     parts: tuple[Part, ...] = ()
     pipeline_class: str | None = None  # the assembled folder's model_index.json `_class_name` (with `parts`)
+    # one repo of an assembled model (hub.pieces): the (allow, ignore) patterns fetched from it and, for a part, its
+    # component and subfolder; None for every other entry
+    piece: tuple | None = None
 
     @property
     def builtin(self) -> bool:
