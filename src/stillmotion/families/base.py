@@ -94,6 +94,11 @@ class Family:
     def end_image_hint(self, entry) -> str:
         return f"{self.label} models have no end-image conditioning."
 
+    def long_frames(self, spec: GenerationSpec) -> Optional[int]:
+        """The frames this family makes in one run for --duration/--segments, when it makes long videos itself
+        (FramePack's sections); None: the engine chains segments on the last frame (engine/long.py)."""
+        return None
+
     def check_engine(self, config, entry, *, lora: bool = False) -> None:
         """Refuse the engine settings this family has no implementation of (before loading)."""
         refused = [(config.attention != "sdpa", "--attention math"), (config.compile, "--compile"),
@@ -144,6 +149,23 @@ class Family:
     def load(self, path, variant: Optional[str], dtype) -> Any:
         """The diffusers pipeline from a folder (raises what from_pretrained raises: the engine converts it)."""
         raise NotImplementedError
+
+    def bind(self, pipe, entry) -> None:
+        """Keep with a loaded pipeline what running it needs from the model's entry beyond its folder (FramePack:
+        the sampling type the model was trained for). Nothing by default."""
+
+    def denoise_steps(self, spec: GenerationSpec) -> int:
+        """How many times a run calls the step callback (FramePack: steps in each of its sections)."""
+        return spec.num_inference_steps
+
+    def step_message(self, spec: GenerationSpec, n: int) -> str:
+        """The progress line after the n-th step callback of a run (1-based)."""
+        return f"step {n}/{spec.num_inference_steps}"
+
+    def describe_length(self, pipe, spec: GenerationSpec) -> Optional[dict]:
+        """What the sidecar records about how the frame count was made ("length"; FramePack: sections and trimming).
+        None: the spec's frames, made as asked."""
+        return None
 
     def run(self, pipe, image, spec: GenerationSpec, *, generator, on_step_end: Callable, end_image=None,
             cache=None) -> Any:
