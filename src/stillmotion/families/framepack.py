@@ -64,6 +64,17 @@ class FramePackFamily(Family):
     label = "FramePack"
     speeds = frozenset({"exact", "fast"})
     end_image = True  # inverted anti-drifting's last_image (not F1's vanilla sampling: supports_end_image)
+    plans_memory = True  # engine/dit_plan.py on engine/framepack_shape.py: text encoders first, leaf-level group offload
+
+    def plan_layout(self):
+        from ..engine.framepack_shape import FRAMEPACK
+
+        return FRAMEPACK
+
+    def plan_shape(self, entry, dtype_name, attention):
+        from ..engine.framepack_shape import framepack_shape
+
+        return framepack_shape(entry, dtype_name or "bf16")
 
     # ------------------------------------------------------------------ rules and defaults
     def size_multiple(self, entry) -> int:
