@@ -140,8 +140,13 @@ def build_shape(layout: Layout, modules: dict, dtype, name: str) -> DiTShape:
             m.to("meta", at)
             b = torch.empty((), dtype=at).element_size()
             weights[c] = sum(t.numel() for t in [*m.parameters(), *m.buffers()]) * b
-            leaves = [sum(p.numel() for p in x.parameters(recurse=False)) * b for x in m.modules()
-                      if next(iter(x.children()), None) is None]
+            seen: set = set()  # a tied weight (Gemma's embedding and LM head) counts once
+            leaves = []
+            for x in m.modules():
+                if next(iter(x.children()), None) is None:
+                    own = [p for p in x.parameters(recurse=False) if id(p) not in seen]
+                    seen.update(id(p) for p in own)
+                    leaves.append(sum(p.numel() for p in own) * b)
             leaf[c] = max(leaves, default=0)
             loose[c] = sum(p.numel() for p in m.parameters()) * b - sum(leaves)
             if c in layout.denoisers:
@@ -197,3 +202,24 @@ def component_dtype(shape: DiTShape, component: str):
     import torch
 
     return torch.float32 if component in shape.layout.fp32 else run_dtype(shape)
+
+
+def spatial_tiles(vae, height: int, width: int, factor: int) -> Optional[dict]:
+    """diffusers' spatial tiling of a VAE at this size (its enable_tiling() defaults): the tile in pixels, how many,
+    the spatial factor; None where the image is no larger than a tile (diffusers does not tile)."""
+    th, tw = vae.tile_sample_min_height, vae.tile_sample_min_width
+    sh, sw = vae.tile_sample_stride_height, vae.tile_sample_stride_width
+    if height <= th and width <= tw:
+        return None
+    return {"h": min(th, height), "w": min(tw, width), "s": factor,
+            "count": len(range(0, height, sh)) * len(range(0, width, sw))}
+
+
+def tiled_decode(tile_peak: int, tile_flops: int, tile: dict, frames: int, height: int, width: int,
+                 element: int) -> tuple[int, int]:
+    """A tiled decode from one tile's dry run: tiled_decode keeps every decoded tile, then blends them into the
+    video: the larger of (one tile's working memory + the tiles before it) and (every tile + the blended video),
+    with every tile's FLOPs. A dry run of every tile costs tens of seconds; this bound takes one tile's."""
+    out = 3 * frames * tile["h"] * tile["w"] * element
+    video = 3 * frames * height * width * element
+    return max(tile_peak + (tile["count"] - 1) * out, tile["count"] * out + 2 * video), tile_flops * tile["count"]

@@ -25,7 +25,8 @@ from __future__ import annotations
 import functools
 import math
 
-from .dit_shapes import DiTShape, Layout, configs_shape, folder_shape, pipe_shape, run_dtype
+from .dit_shapes import (DiTShape, Layout, configs_shape, folder_shape, pipe_shape, run_dtype, spatial_tiles,
+                         tiled_decode)
 from .dryrun import DryRun
 
 LLAMA_TOKENS = 256 + 95  # max_sequence_length + the prompt template's crop_start (the template is encoded too)
@@ -158,21 +159,23 @@ def _denoise(shape, frames, height, width, tiling, cfg, window: int = WINDOW, **
 def _decode(shape, frames, height, width, tiling, cfg, window: int = WINDOW, **knobs):
     """One section's decode: the latest 2 x window + 1 latent frames at most (a video of one section decodes
     window + 1). The family decodes section by section and keeps the video in host memory (dit_plan.host_bytes
-    counts it there), so the device holds one section's. FLOPs: one section's decode."""
+    counts it there), so the device holds one section's. Tiled: one tile's dry run (dit_shapes.tiled_decode;
+    the VAE decodes frame chunks either way, its framewise decoding). FLOPs: one section's decode."""
     import torch
 
     vae, dt = shape.modules["vae"], run_dtype(shape)
-    s = vae.spatial_compression_ratio
+    s, tt = vae.spatial_compression_ratio, vae.temporal_compression_ratio
     n = window + 1 if sections(frames, window) == 1 else 2 * window + 1
-    if tiling:
-        vae.enable_tiling()
-    try:
-        with DryRun() as run:
-            z = torch.empty(1, vae.config.latent_channels, n, height // s, width // s, dtype=dt, device="meta")
-            vae.decode(z, return_dict=False)[0]
-            return run.mode.peak, run.stage_flops()
-    finally:
-        vae.disable_tiling()
+    tile = spatial_tiles(vae, height, width, s) if tiling else None
+    h, w = (tile["h"], tile["w"]) if tile else (height, width)
+    with DryRun() as run:
+        z = torch.empty(1, vae.config.latent_channels, n, h // s, w // s, dtype=dt, device="meta")
+        vae.decode(z, return_dict=False)[0]
+        peak, flops = run.mode.peak, run.stage_flops()
+    if tile:
+        element = torch.empty((), dtype=dt).element_size()
+        return tiled_decode(peak, flops, tile, (n - 1) * tt + 1, height, width, element)
+    return peak, flops
 
 
 def _knobs(spec) -> dict:
