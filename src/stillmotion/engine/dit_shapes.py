@@ -36,7 +36,8 @@ class Layout:
     text_stages: tuple = ("text",)  # stages that run the text encoders
     batched_cfg: bool = False  # guidance runs the denoiser on a batch of two (its working memory doubles)
     denoise_stage: str = "denoise"
-    knobs: Callable = lambda spec: {}  # a resolved spec -> the family's own settings its stages and calls take
+    knobs: Callable = lambda spec: {}  # a resolved spec -> the family's own settings its calls take
+    profile_knobs: tuple = ()  # those of them the stages' dry runs take too (the rest change only the calls)
 
 
 @dataclass
@@ -183,7 +184,7 @@ def stage_profile(shape: DiTShape, frames: int, height: int, width: int, tiling:
                   knobs: Optional[dict] = None) -> dict:
     """{stage: (working bytes, FLOPs of one call)} from dry runs at this size (cached on the shape)."""
     cfg = cfg and shape.layout.batched_cfg  # else guidance runs the passes one after the other: the same profile
-    knobs = knobs or {}
+    knobs = {k: v for k, v in (knobs or {}).items() if k in shape.layout.profile_knobs}
     key = (frames, height, width, tiling, cfg, tuple(sorted(knobs.items())))
     if key not in shape.profiles:
         with quiet_diffusers():

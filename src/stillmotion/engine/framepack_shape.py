@@ -31,7 +31,6 @@ from .dryrun import DryRun
 
 LLAMA_TOKENS = 256 + 95  # max_sequence_length + the prompt template's crop_start (the template is encoded too)
 CLIP_TOKENS = 77
-SIGLIP_SIZE = 384
 HISTORY = (1, 2, 16)  # the history latent frames kept at 1x, 2x and 4x compression (both sampling types)
 WINDOW = 9  # latent_window_size, FramePack's default
 
@@ -104,9 +103,10 @@ def _text_2(shape, frames, height, width, tiling, cfg, **knobs):
 def _image(shape, frames, height, width, tiling, cfg, **knobs):
     import torch
 
+    enc = shape.modules["image_encoder"]
+    size = enc.config.image_size  # SigLIP so400m: 384 px (the feature extractor resizes to it)
     with DryRun() as run:
-        x = torch.empty(1, 3, SIGLIP_SIZE, SIGLIP_SIZE, dtype=run_dtype(shape), device="meta")
-        shape.modules["image_encoder"](pixel_values=x).last_hidden_state
+        enc(pixel_values=torch.empty(1, 3, size, size, dtype=run_dtype(shape), device="meta")).last_hidden_state
         return run.mode.peak, run.stage_flops()
 
 
@@ -199,5 +199,5 @@ FRAMEPACK = Layout(
     stages={"text": (("text_encoder",), _text), "text_2": (("text_encoder_2",), _text_2),
             "image": (("image_encoder",), _image), "vae_encode": (("vae",), _vae_encode),
             "denoise": (("transformer",), _denoise), "decode": (("vae",), _decode)},
-    calls=_calls, knobs=_knobs, text_off="first", group_level="leaf", reference="framepack_reference",
+    calls=_calls, knobs=_knobs, profile_knobs=("window",), text_off="first", group_level="leaf", reference="framepack_reference",
     text_stages=("text", "text_2"))
