@@ -43,7 +43,7 @@ def demo_engine():
 
 
 _ENGINES: dict = {}  # per test process (each xdist worker has its own)
-CACHEABLE = ("tiny", "demo")  # built-in models: their folders never change during a session
+CACHEABLE = ("tiny", "demo", "tiny-ltx2")  # built-in models: their folders never change during a session
 
 
 def cached_engine(config=None, **settings):
@@ -121,7 +121,7 @@ def batch_killed_at_first_video(args: list[str], out: Path, env: dict | None = N
 class ServeProcess:
     """A real server: `stillmotion serve --model tiny` on a free loopback port."""
 
-    def __init__(self, data_dir: Path, *args: str):
+    def __init__(self, data_dir: Path, *args: str, model: str = "tiny"):
         import socket
         import subprocess
         import sys
@@ -133,7 +133,7 @@ class ServeProcess:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log = open(self.data_dir / f"server-{self.port}.log", "ab")
-        cmd = [sys.executable, "-c", "from stillmotion.cli import main; main()", "serve", "--model", "tiny",
+        cmd = [sys.executable, "-c", "from stillmotion.cli import main; main()", "serve", "--model", model,
                "--device", "cpu", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(data_dir), "--threads", "1", *args]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
 

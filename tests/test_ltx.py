@@ -73,7 +73,8 @@ GUIDED = {
     "ltx2": (["--prompt", "a boat at sea", "--negative-prompt", "blurry", "--guidance", "4.0", "--stg-scale", "0.5",
               "--modality-scale", "2.0", "--guidance-rescale", "0.5", "--audio-guidance-scale", "5.0"],
              dict(prompt="a boat at sea", negative_prompt="blurry", guidance_scale=4.0, stg_scale=0.5,
-                  modality_scale=2.0, guidance_rescale=0.5, audio_guidance_scale=5.0)),
+                  audio_stg_scale=0.5, modality_scale=2.0, audio_modality_scale=2.0, guidance_rescale=0.5,
+                  audio_guidance_rescale=0.5, audio_guidance_scale=5.0)),
     "ltx": (["--prompt", "a boat at sea", "--negative-prompt", "blurry", "--guidance", "4.0", "--guidance-rescale",
              "0.5"],
             dict(prompt="a boat at sea", negative_prompt="blurry", guidance_scale=4.0, guidance_rescale=0.5)),
@@ -82,7 +83,8 @@ GUIDED = {
 
 @pytest.mark.parametrize("variant", ["ltx2", "ltx"])
 def test_generate_equals_the_stock_pipeline(ltx_folders, tmp_path, variant):
-    """Every knob set from the command line, the fps passed as frame_rate (25 here, not the default 24)."""
+    """Every knob set from the command line, the fps passed as frame_rate (25 here, not the default 24). LTX-2's STG,
+    modality and rescale act on picture and sound alike (the pipeline's audio_* twins get the same value)."""
     img = _square(tmp_path)
     flags, kw = GUIDED[variant]
     out = tmp_path / "out"
@@ -118,15 +120,19 @@ def test_ltx2_sound_is_the_stock_pipelines_audio_and_a_folder_runs_with_its_own_
 
 
 def test_registry_names_the_pipelines_own_guidance_defaults():
-    """LTX2_GUIDANCE (what ltx-2 and tiny-ltx2 show and run) is LTX2ImageToVideoPipeline's own __call__ defaults."""
+    """LTX2_GUIDANCE (what ltx-2 and tiny-ltx2 show and run) is LTX2ImageToVideoPipeline's own __call__ defaults;
+    ltx-2's negative prompt is Lightricks' (diffusers' copy of it)."""
     import inspect
 
     from diffusers import LTX2ImageToVideoPipeline
 
-    from stillmotion.models.registry import LTX2_GUIDANCE, REGISTRY
+    from diffusers.pipelines.ltx2.utils import DEFAULT_NEGATIVE_PROMPT
+
+    from stillmotion.models.registry import LTX2_GUIDANCE, LTX2_NEGATIVE_PROMPT, REGISTRY
 
     params = inspect.signature(LTX2ImageToVideoPipeline.__call__).parameters
     assert LTX2_GUIDANCE == {k: params[k].default for k in LTX2_GUIDANCE}
+    assert REGISTRY["ltx-2"].defaults.negative_prompt == LTX2_NEGATIVE_PROMPT == DEFAULT_NEGATIVE_PROMPT
     distilled = REGISTRY["ltx-2-distilled"].defaults  # 8 steps at CFG 1, no extra guidance pass
     assert (distilled.num_inference_steps, distilled.guidance_scale, distilled.stg_scale,
             distilled.modality_scale) == (8, 1.0, 0.0, 1.0)
@@ -219,3 +225,25 @@ def test_fast_from_the_cli_at_the_default_threshold(ltx_folders, tmp_path):
     speed = json.loads((tmp_path / "out.json").read_text())["speed"]
     assert speed["mode"] == "fast" and speed["cache"] == "first-block" and speed["threshold"] == FAST_THRESHOLD
     assert speed["full_passes"] + speed["cached_passes"] == 2  # 2 steps, CFG in one batch
+
+
+def test_batch_rows_carry_ltx2_knobs_and_equal_the_stock_pipeline(ltx_folders, tmp_path):
+    """A manifest with a prompt and an LTX-2 knob per row (the schema's columns): the video equals the stock
+    pipeline's at the seed its sidecar records; a row with an LTX-2 knob on LTX-Video is refused, nothing run."""
+    import json
+
+    img = _square(tmp_path)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("image,prompt,stg_scale,modality_scale\nin.png,waves roll in,0.5,1.0\n")
+    out = tmp_path / "out"
+    code, _, err = run_cli("batch", str(manifest), str(out), "--model", str(ltx_folders["ltx2"]), *ARGS)
+    assert code == 0, err
+    record = json.loads((out / "in.json").read_text())
+    assert (record["spec"]["stg_scale"], record["spec"]["modality_scale"]) == (0.5, 1.0)
+    stock, _ = _stock(ltx_folders["ltx2"], "ltx2", img, seed=record["seed"], prompt="waves roll in", stg_scale=0.5,
+                      audio_stg_scale=0.5, modality_scale=1.0, audio_modality_scale=1.0)
+    assert np.abs(_frames(out / "in").astype(int) - stock.astype(int)).max() <= 2
+
+    code, _, err = run_cli("batch", str(manifest), str(tmp_path / "out2"), "--model", str(ltx_folders["ltx"]), *ARGS)
+    assert code == 2 and "--stg-scale (stg_scale) is a setting of ltx2 models" in err, err
+    assert not (tmp_path / "out2").exists()

@@ -313,26 +313,32 @@ def test_ray_data_batch_makes_a_manifests_keyframe_videos_as_the_plain_batch(ray
 
 
 def test_ray_data_batch_runs_wan_with_a_prompt_as_the_plain_batch(ray_cluster, one_torch_thread, tmp_path):
-    """`batch --ray --model tiny-wan --prompt ...`: the actor runs the Wan family with the prompt; the videos are
-    byte-identical to the plain batch's (issue 21)."""
+    """`batch --ray --prompt ...` on each Wan layout (tiny-wan: 2.2 A14B; folders of 2.1 with CLIP and TI2V-5B): the
+    actor runs the Wan family with the prompt; the videos are byte-identical to the plain batch's (issue 21), which
+    equal `generate`'s and so the stock pipeline's (tests/test_wan.py)."""
     import json
 
     from conftest import run_cli
     from ray import serve
 
+    from stillmotion.models.tiny_wan import build_tiny_wan
+
     serve.shutdown()
     images = _tree(tmp_path / "images", 2)
-    args = ["--model", "tiny-wan", "--prompt", "waves roll in", "--device", "cpu", "--width", "64", "--height", "64",
-            "--frames", "5", "--steps", "2", "-q", "--recursive"]
-    code, _, err = run_cli("batch", str(images), str(tmp_path / "plain"), *args)
-    assert code == 0, err
-    code, _, err = run_cli("batch", str(images), str(tmp_path / "ray"), *args, "--ray", "--actors", "1")
-    assert code == 0, err
-    plain = _hashes(tmp_path / "plain")
-    assert len(plain) == 2 and _hashes(tmp_path / "ray") == plain
-    sidecars = [json.loads(p.read_text()) for p in sorted((tmp_path / "ray").rglob("img*.json"))]
-    assert len(sidecars) == 2
-    assert all(s["model"]["name"] == "tiny-wan" and s["spec"]["prompt"] == "waves roll in" for s in sidecars)
+    models = {"tiny-wan": "tiny-wan", **{v: str(build_tiny_wan(tmp_path / v, v)) for v in ("wan2.1", "wan2.2-ti2v-5b")}}
+    for name, model in models.items():
+        count = 2 if name == "tiny-wan" else 1  # the folders: one image each (the layout is what differs)
+        args = ["--model", model, "--prompt", "waves roll in", "--device", "cpu", "--width", "64", "--height", "64",
+                "--frames", "5", "--steps", "2", "-q", "--recursive"] + ([] if count == 2 else ["--pattern", "img01.png"])
+        code, _, err = run_cli("batch", str(images), str(tmp_path / name / "plain"), *args)
+        assert code == 0, err
+        code, _, err = run_cli("batch", str(images), str(tmp_path / name / "ray"), *args, "--ray", "--actors", "1")
+        assert code == 0, err
+        plain = _hashes(tmp_path / name / "plain")
+        assert len(plain) == count and _hashes(tmp_path / name / "ray") == plain, name
+        sidecars = [json.loads(p.read_text()) for p in sorted((tmp_path / name / "ray").rglob("img*.json"))]
+        assert len(sidecars) == count
+        assert all(s["model"]["name"] == model and s["spec"]["prompt"] == "waves roll in" for s in sidecars)
 
 
 def test_interrupted_ray_batch_driver_resumes_on_rerun(ray_cluster, one_torch_thread, tmp_path):
@@ -361,3 +367,30 @@ def test_interrupted_ray_batch_driver_resumes_on_rerun(ray_cluster, one_torch_th
     code, _, err = run_cli("batch", args[0], str(tmp_path / "plain"), *args[1:])
     assert code == 0, err
     assert _hashes(out) == _hashes(tmp_path / "plain") and len(_hashes(out)) == 6
+
+
+def test_ray_data_batch_writes_tiny_ltx2s_sound_as_the_plain_batch(ray_cluster, one_torch_thread, tmp_path):
+    """`batch --ray --model tiny-ltx2 --format gif`: each actor writes the gif, the NAME.wav beside it (the model's
+    soundtrack) and the sidecar that records it, byte for byte what the plain batch writes."""
+    import json
+
+    from conftest import run_cli
+    from ray import serve
+
+    serve.shutdown()
+    images = _tree(tmp_path / "images", 2)
+    args = ["--model", "tiny-ltx2", "--device", "cpu", "--width", "64", "--height", "64", "--frames", "9",
+            "--steps", "2", "--format", "gif", "-q", "--recursive"]
+    code, _, err = run_cli("batch", str(images), str(tmp_path / "plain"), *args)
+    assert code == 0, err
+    code, _, err = run_cli("batch", str(images), str(tmp_path / "ray"), *args, "--ray", "--actors", "1")
+    assert code == 0, err
+
+    def files(out: Path) -> dict:
+        return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted([*out.rglob("*.gif"), *out.rglob("*.wav")])}
+
+    plain = files(tmp_path / "plain")
+    assert len(plain) == 4 and sum(k.endswith(".wav") for k in plain) == 2 and files(tmp_path / "ray") == plain
+    for p in sorted((tmp_path / "ray").rglob("img*.json")):
+        assert json.loads(p.read_text())["audio"]["file"] == p.with_suffix(".wav").name

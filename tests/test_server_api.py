@@ -101,6 +101,34 @@ def test_multipart_submit_follow_sse_fetch_content(live_server, image_file):
         assert side["seed"] == 42 and side["spec"]["num_frames"] == 4
 
 
+def test_audio_input_is_refused_for_a_model_that_takes_none_and_a_silent_job_has_no_wav(live_server, image_file,
+                                                                                        tmp_path):
+    """The API's `audio` input (a soundtrack to follow) goes through the family's check: tiny (SVD) takes none, so
+    422 before a job exists, as multipart file or base64; a job without sound has no variant=audio (404)."""
+    import numpy as np
+
+    from stillmotion.video.audio import Audio, write_wav
+
+    write_wav(tmp_path / "tone.wav", Audio(np.sin(np.arange(8000) / 8).astype(np.float32), 16000))
+    wav = (tmp_path / "tone.wav").read_bytes()
+    with client(live_server) as c:
+        before = [j["id"] for j in c.get("/v1/videos", params={"limit": 100}).json()["data"]]
+        with open(image_file, "rb") as f:
+            r = c.post("/v1/videos", files={"image": ("in.png", f, "image/png"), "audio": ("tone.wav", wav, "audio/wav")},
+                       data=SMALL)
+        assert r.status_code == 422 and "cannot follow a soundtrack" in r.json()["error"]["message"], r.text
+        body = {"image": base64.b64encode(image_file.read_bytes()).decode(), "audio": "not base64!", **SMALL}
+        r = c.post("/v1/videos", json=body)
+        assert r.status_code == 422 and "audio: not valid base64" in r.json()["error"]["message"], r.text
+        assert [j["id"] for j in c.get("/v1/videos", params={"limit": 100}).json()["data"]] == before  # no job made
+        job = submit(c, image_file, seed=3)
+        assert sse_events(c, job["id"])[-1][0] == "succeeded"
+        done = c.get(f"/v1/videos/{job['id']}").json()
+        assert done["output"]["audio_url"] is None
+        r = c.get(f"/v1/videos/{job['id']}/content", params={"variant": "audio"})
+        assert r.status_code == 404 and "no soundtrack" in r.json()["error"]["message"]
+
+
 def test_json_base64_with_prefer_wait(live_server, image_file):
     body = {"image": base64.b64encode(image_file.read_bytes()).decode(), "num_frames": 4,
             "num_inference_steps": 2, "width": 64, "height": 64}

@@ -364,3 +364,42 @@ def test_wan_keyframes_chain_the_pipelines_last_image(tmp_path):
     assert np.abs(ours[8:].astype(int) - second.astype(int)).max() <= 2
     segments = json.loads((tmp_path / "out.json").read_text())["segments"]
     assert [s["conditioned_on"] for s in segments] == [["image", "keyframe 1"], ["keyframe 1", "keyframe 2"]]
+
+
+def test_each_layout_is_the_same_through_batch_and_a_server(wan_folders, tmp_path_factory):
+    """For each Wan layout (2.1 with CLIP, 2.2 A14B, TI2V-5B): `generate`, `batch` and `generate --server` write MP4s
+    whose decoded frames are identical (the files differ only in the recorded source and paths). `generate` equals the stock pipeline (test_generate_equals_the_stock_pipeline), so every front
+    end does. The Ray batch of these layouts: tests/test_ray.py. One server serves the three folders."""
+    import hashlib
+    import json
+
+    from conftest import ServeProcess
+    from stillmotion.video import read_video
+
+    tmp = tmp_path_factory.mktemp("wan-fronts")
+    _square(tmp)
+    (tmp / "images").mkdir()
+    _square(tmp / "images", name="in.png")
+    flags = ["--frames", "5", "--steps", "2", "--width", "64", "--height", "64",
+             "--prompt", "a boat at sea", "--negative-prompt", "blurry", "--guidance", "4.0"]
+    srv = ServeProcess(tmp / "server", *(a for v in wan_folders.values() for a in ("--model", str(v))))
+    try:
+        srv.wait_ready()
+        for variant, folder in wan_folders.items():
+            model = ["--model", str(folder)]
+            code, _, err = run_cli("batch", str(tmp / "images"), str(tmp / variant / "batch"), *model,
+                                   "--device", "cpu", *flags, "-q")
+            assert code == 0, err
+            seed = str(json.loads((tmp / variant / "batch" / "in.json").read_text())["spec"]["seed"])  # derived
+            outs = {"batch": tmp / variant / "batch" / "in.mp4", "generate": tmp / variant / "local.mp4",
+                    "server": tmp / variant / "remote.mp4"}
+            code, _, err = run_cli("generate", str(tmp / "in.png"), *model, "--device", "cpu", *flags, "--seed", seed,
+                                   "-o", str(outs["generate"]))
+            assert code == 0, err
+            code, _, err = run_cli("generate", str(tmp / "in.png"), *model, *flags, "--seed", seed,
+                                   "--server", srv.url, "-o", str(outs["server"]))
+            assert code == 0, err
+            digests = {k: hashlib.sha256(read_video(p)[0].tobytes()).hexdigest() for k, p in outs.items()}
+            assert len(set(digests.values())) == 1, (variant, digests)
+    finally:
+        srv.stop()

@@ -33,6 +33,7 @@ SVD = {"x-families": ["svd"]}
 PROMPTED = {"x-families": ["wan", "ltx2", "ltx", "framepack"]}
 LTX2 = {"x-families": ["ltx2"]}  # LTX-2's other guidance terms (diffusers' LTX2ImageToVideoPipeline)
 FRAMEPACK = {"x-families": ["framepack"]}
+SOUND = {"x-families": ["ltx2"]}  # the families whose videos have a soundtrack
 
 
 class GenerationSpec(BaseModel):
@@ -54,10 +55,11 @@ class GenerationSpec(BaseModel):
     prompt: Optional[str] = Field(None, max_length=4000, description="what should happen in the video (Wan, LTX, FramePack)", json_schema_extra=PROMPTED)
     negative_prompt: Optional[str] = Field(None, max_length=4000, description="what should not (Wan, LTX; default: the model's own; FramePack: with --true-cfg above 1)", json_schema_extra=PROMPTED)
     guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="Wan, LTX: classifier-free guidance for the prompt (<= 1 turns it off); FramePack: the distilled guidance the transformer is conditioned on (its app: 10)", json_schema_extra={"x-flag": "--guidance", **PROMPTED})
-    guidance_rescale: Optional[float] = Field(None, ge=0.0, le=1.0, description="rescales the guided prediction toward the conditional one's spread, against over-exposure (LTX; 0 turns it off)", json_schema_extra={"x-families": ["ltx2", "ltx"]})
-    stg_scale: Optional[float] = Field(None, ge=0.0, le=10.0, description="spatio-temporal guidance: away from a pass with perturbed blocks (LTX-2; 0 turns it off, one more transformer pass per step otherwise)", json_schema_extra=LTX2)
-    modality_scale: Optional[float] = Field(None, ge=0.0, le=10.0, description="modality isolation guidance: away from a pass without audio-video cross attention (LTX-2; 1 turns it off)", json_schema_extra=LTX2)
+    guidance_rescale: Optional[float] = Field(None, ge=0.0, le=1.0, description="rescales the guided prediction toward the conditional one's spread, against over-exposure (LTX; LTX-2: picture and sound; 0 turns it off)", json_schema_extra={"x-families": ["ltx2", "ltx"]})
+    stg_scale: Optional[float] = Field(None, ge=0.0, le=10.0, description="spatio-temporal guidance of picture and sound: away from a pass with perturbed blocks (LTX-2; 0 turns it off, one more transformer pass per step otherwise)", json_schema_extra=LTX2)
+    modality_scale: Optional[float] = Field(None, ge=0.0, le=10.0, description="modality isolation guidance of picture and sound: away from a pass without audio-video cross attention (LTX-2; 1 turns it off, one more pass per step otherwise)", json_schema_extra=LTX2)
     audio_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="classifier-free guidance of the soundtrack (LTX-2; None: the model's own)", json_schema_extra=LTX2)
+    flow_shift: Optional[float] = Field(None, gt=0.0, le=100.0, description="the scheduler's flow shift, as ComfyUI's ModelSamplingSD3 sets it (Wan; None: the model's own)", json_schema_extra={"x-flag": "--shift", "x-families": ["wan"]})
     true_cfg_scale: Optional[float] = Field(None, ge=1.0, le=30.0, description="FramePack: real classifier-free guidance with the negative prompt (1 turns it off, as its app does; above 1 runs the transformer twice a step)", json_schema_extra={"x-flag": "--true-cfg", **FRAMEPACK})
     latent_window_size: Optional[int] = Field(None, ge=1, le=33, description="FramePack: latent frames per section (a section is 4x this many frames; its app: 9)", json_schema_extra={"x-flag": "--latent-window", **FRAMEPACK})
 
@@ -68,6 +70,7 @@ class GenerationSpec(BaseModel):
                                   json_schema_extra=_SIZE_SCHEMA)
     resize: Resize = Field("crop", description="how the image meets the target size: crop, pad or stretch")
     format: Format = Field("mp4", description="mp4 (H.264), webm (VP9), gif, webp, or png (a folder of frames)")
+    no_audio: Optional[bool] = Field(None, description="drop the soundtrack the model makes (mp4: AAC, webm: Opus, gif/webp/png: NAME.wav beside)", json_schema_extra=SOUND)
 
     # --- post-processing (video/) ---
     interpolate: int = Field(1, description="frame interpolation factor: 1 (off), 2, 3, 4 or 8; multiplies the playback fps",

@@ -157,6 +157,7 @@ def expected_seconds(plan: BatchPlan, config: EngineConfig, devices: Optional[li
     if per is not None:
         return per * len(todo) / len(devices), f"measured {per:.1f} s/item in the last run here"
     from ..engine import timing
+    from ..families import run_entry
     from ..models.resolve import entry_for
 
     here = timing.card_for_device(device_name(devices[0]))
@@ -165,7 +166,7 @@ def expected_seconds(plan: BatchPlan, config: EngineConfig, devices: Optional[li
            "cached after)...")
     try:
         shape = timing.workload_shape(config)
-        entry = entry_for(config.model)
+        entry = run_entry(entry_for(config.model))  # a Wan folder's defaults are its pipeline's
     except StillmotionError as e:
         return None, f"no estimate: {first_line(e)}"
     seconds: dict[tuple, float] = {}  # one count per distinct workload

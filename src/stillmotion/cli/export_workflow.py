@@ -12,8 +12,10 @@ import click
 def export_workflow(sidecar, output):
     """Write the ComfyUI API workflow for the video SIDECAR describes.
 
-    The nodes are ComfyUI's own (ImageOnlyCheckpointLoader, SVD_img2vid_Conditioning,
-    VideoLinearCFGGuidance, KSampler, VAEDecode and a save node), so the workflow opens
+    The nodes are ComfyUI's own (SVD: ImageOnlyCheckpointLoader, SVD_img2vid_Conditioning,
+    VideoLinearCFGGuidance; Wan: UNETLoader, ModelSamplingSD3, CLIPLoader, CLIPTextEncode,
+    VAELoader, WanImageToVideo, CLIPVisionLoader/Encode; then KSampler, VAEDecode and a save
+    node), so the workflow opens
     in ComfyUI (Workflow > Open); `stillmotion generate --from WORKFLOW.json` runs the
     same spec again.
 
@@ -32,4 +34,5 @@ def export_workflow(sidecar, output):
     write_workflow(prompt, out)
     for note in notes:
         click.echo(f"note: {note}", err=True)
-    click.echo(f"wrote {out} ({len(prompt)} nodes, {prompt['1']['inputs']['ckpt_name']})")
+    model = prompt["1"]["inputs"].get("ckpt_name") or prompt["1"]["inputs"].get("unet_name")  # SVD's or Wan's loader
+    click.echo(f"wrote {out} ({len(prompt)} nodes, {model})")

@@ -21,13 +21,17 @@ from .remote import generate_on_server, server_options
 @click.option("--from", "from_file", type=click.Path(), default=None,
               help="reproduce a video from its sidecar NAME.json, or run a ComfyUI API workflow (.json, or a ComfyUI output carrying one)")
 @click.option("--comfyui-dir", type=click.Path(file_okay=False), default=None,
-              help="ComfyUI's folder: a workflow's ckpt_name is looked up in its models/checkpoints [env: STILLMOTION_COMFYUI_DIR]")
+              help="ComfyUI's folder: a workflow's model files, and a --model given as a file name, are looked up in its "
+                   "models/ folders (checkpoints, diffusion_models, vae, ...) [env: STILLMOTION_COMFYUI_DIR]")
 @click.option("--end-image", default=None, metavar="PATH|URL", help="end the video on this image (keyframes, training-free)")
 @click.option("--keyframes", default=None, metavar="A,B,C", help="images the video passes through, first to last: one segment per pair")
+@click.option("--audio", "audio_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="a soundtrack for the model to follow (wav, mp3, m4a), where its family takes one")
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="print one machine-readable JSON line with the result")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def generate(image, output, from_file, comfyui_dir, end_image, keyframes, server, api_key, as_json, quiet, **kwargs):
+def generate(image, output, from_file, comfyui_dir, end_image, keyframes, audio_file, server, api_key, as_json, quiet,
+             **kwargs):
     """Turn IMAGE (a path or an http(s) URL) into a video.
 
     \b
@@ -50,6 +54,11 @@ def generate(image, output, from_file, comfyui_dir, end_image, keyframes, server
     sidecar = from_file if from_file and workflow is None else None  # --from names one of our sidecars (or videos)
     if workflow is not None:
         fields, model, image, workflow = _from_workflow(workflow, from_file, given, model, image, comfyui_dir)
+    elif model is not None and comfyui_dir is not None:  # --model FILE_NAME in ComfyUI's model folders
+        from ..comfy import comfyui_dir as find_comfyui_dir
+        from ..comfy.checkpoints import find_model_file
+
+        model = find_model_file(model, find_comfyui_dir(comfyui_dir))
     if sidecar:
         from ..video import read_sidecar
 
@@ -102,25 +111,31 @@ def generate(image, output, from_file, comfyui_dir, end_image, keyframes, server
         for d, _ in read:
             images.load_image(d)
         end_data, end_where = [d for d, _ in read], [w for _, w in read]
+    sound = None
+    if audio_file is not None:  # read now: a file that is not sound is refused before the model loads
+        from ..video.audio import read_audio
+
+        sound = read_audio(audio_file)
 
     # 3. Load, generate, write
     show = not quiet and not as_json and sys.stderr.isatty()
     if server:  # the same run on a stillmotion server; its video and sidecar are written here
-        if end_data is not None or workflow is not None:
-            raise InvalidInput("--end-image, --keyframes and ComfyUI workflows are not sent with --server yet; run them here.")
+        if end_data is not None or workflow is not None or sound is not None:
+            raise InvalidInput("--end-image, --keyframes, --audio and ComfyUI workflows are not sent with --server yet; "
+                               "run them here.")
         return generate_on_server(server, api_key, data, where, spec, out, model=model, as_json=as_json, show=show)
     from ..engine import Engine
     from ..families import family_for
     from ..models.resolve import entry_for
 
     entry = entry_for(config.model)  # what the model's family cannot honour is refused before it loads
-    family_for(entry).check(spec, entry, end_image=end_data is not None)
+    family_for(entry).check(spec, entry, end_image=end_data is not None, audio=sound is not None)
     progress, on_progress, update = rich_progress(enabled=show)
     with progress, CancelOnSigint() as cancel:
         update(stage="loading", detail=config.model)
         engine = Engine(config)
         result = engine.generate(data, spec, on_progress=on_progress, should_cancel=cancel, source=where,
-                                 end_image=end_data, end_source=end_where)
+                                 end_image=end_data, end_source=end_where, audio=sound, audio_source=audio_file)
         update(stage="writing", detail=str(out))
         if workflow is not None:
             result.metadata["workflow"] = workflow  # where the spec came from, and what was not applied
@@ -178,6 +193,11 @@ def _from_workflow(prompt: dict, path: str, given: dict, model, image, comfyui_d
             raise InvalidInput(f"The workflow's LoadImage names {wf.image!r}, not found in ComfyUI's input folder or "
                                "next to the workflow: pass IMAGE.")
     _check_workflow_family(wf, model)
+    if wf.files:  # the model files a Wan workflow loads, and its shift, against the model that runs
+        from ..comfy import check_wan_model
+        from ..models.registry import DEFAULT_MODEL
+
+        check_wan_model(wf, model or DEFAULT_MODEL)
     for note in wf.notes:
         click.echo(f"note: {note}", err=True)
     return {**wf.fields, **given}, model, image, wf.record(source=str(path))

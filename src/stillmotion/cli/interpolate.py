@@ -1,4 +1,5 @@
-"""`stillmotion interpolate VIDEO`: more frames for any video, the playback fps multiplied."""
+"""`stillmotion interpolate VIDEO`: more frames for any video, the playback fps multiplied; its sound (an audio
+track, or the NAME.wav beside a gif/webp/frames folder) is kept as it is, since the duration does not change."""
 
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ from .options import CancelOnSigint, rich_progress
 @click.option("--device", default=None, help="rife only: cpu, cuda, cuda:N (default: a GPU when there is one)")
 @click.option("--format", "fmt", type=click.Choice(["mp4", "webm", "gif", "webp", "png"]), default=None,
               help="output format (default: from -o, else mp4)")
+@click.option("--no-audio", is_flag=True, help="drop the video's soundtrack (kept by default: the duration is unchanged)")
 @click.option("--json", "as_json", is_flag=True, help="print one machine-readable JSON line with the result")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def interpolate(video, output, factor, target_fps, backend, rife_weights, device, fmt, as_json, quiet):
+def interpolate(video, output, factor, target_fps, backend, rife_weights, device, fmt, no_audio, as_json, quiet):
     """Interpolate frames of VIDEO (any format PyAV reads, GIF and WebP too).
 
     \b
@@ -37,6 +39,7 @@ def interpolate(video, output, factor, target_fps, backend, rife_weights, device
     stillmotion interpolate clip.mp4 --backend rife --rife-weights rife.safetensors
     """
     from ..video import format_from_path, read_video, write
+    from ..video.audio import soundtrack_of
     from ..video.interpolate import check_factor, check_target_fps, make_interpolator, resample, times_for_factor, \
         times_for_fps
 
@@ -51,6 +54,7 @@ def interpolate(video, output, factor, target_fps, backend, rife_weights, device
     # 2. Read the video
     t0 = time.perf_counter()
     frames, fps_in = read_video(video)
+    audio = None if no_audio else soundtrack_of(video)
     if len(frames) < 2:
         raise InvalidVideo(f"{video} has {len(frames)} frame(s); interpolation needs at least 2.")
     if target_fps is not None:
@@ -86,11 +90,12 @@ def interpolate(video, output, factor, target_fps, backend, rife_weights, device
                 "fps_in": float(fps_in),
                 "frames_out": int(len(result)),
                 "fps_out": fps_out,
+                "audio": "kept" if audio is not None else ("dropped" if no_audio else "none"),
             },
             "timings": timings,
         }
         t = time.perf_counter()
-        artifact = write(result, out, fps=fps_out, format=fmt, metadata=meta)
+        artifact = write(result, out, fps=fps_out, format=fmt, metadata=meta, audio=audio)
         timings["write"] = round(time.perf_counter() - t, 4)
         update(completed=1.0, stage="done", detail="")
 
@@ -104,6 +109,8 @@ def interpolate(video, output, factor, target_fps, backend, rife_weights, device
         "height": artifact.height,
         "fps_in": float(fps_in),
         "fps": artifact.fps,
+        "audio": meta["interpolate"]["audio"],
+        "wav": str(artifact.audio) if artifact.audio else None,
         "timings": timings,
     }
     if as_json:

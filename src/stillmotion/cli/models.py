@@ -29,8 +29,8 @@ def models():
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list instead of a table")
 @click.option("--comfyui-dir", type=click.Path(file_okay=False, path_type=Path), envvar="STILLMOTION_COMFYUI_DIR",
-              help="a ComfyUI folder: also list the single-file checkpoints in its models/checkpoints/ "
-                   "(env STILLMOTION_COMFYUI_DIR)")
+              help="a ComfyUI folder: also list the SVD checkpoints in its models/checkpoints/ and the Wan files in "
+                   "models/diffusion_models, vae, text_encoders, clip_vision (env STILLMOTION_COMFYUI_DIR)")
 def list_models(as_json, comfyui_dir):
     """Known models and the ones in the cache, with their size on disk."""
     rows = model_rows() + (checkpoint_rows(comfyui_dir) if comfyui_dir else [])
@@ -141,27 +141,42 @@ def model_rows() -> list[dict]:
 
 
 def checkpoint_rows(comfyui_dir: Path) -> list[dict]:
-    """One row per single-file checkpoint under ComfyUI's models/checkpoints/, saying what it is (header only)."""
+    """One row per model file in a ComfyUI folder, saying what it is from its header: the single-file SVD
+    checkpoints of models/checkpoints/, and the Wan files of models/diffusion_models (or unet), vae, text_encoders
+    and clip_vision (models/wan_files.py; a Wan transformer's row is runnable with --model, the others are its
+    parts)."""
     from ..errors import StillmotionError
     from ..models.single_file import inspect_file
+    from ..models.wan_files import FOLDERS
+    from ..models.wan_inspect import inspect_wan_file
 
-    folder = Path(comfyui_dir).expanduser() / "models" / "checkpoints"
-    if not folder.is_dir():
-        raise InvalidInput(f"{comfyui_dir} has no models/checkpoints/ folder: point --comfyui-dir at the ComfyUI folder.")
+    models = Path(comfyui_dir).expanduser() / "models"
+    subs = ("checkpoints", *(s for kind in FOLDERS.values() for s in kind))
+    if not any((models / s).is_dir() for s in subs):
+        raise InvalidInput(f"{comfyui_dir} has no models/checkpoints/ or models/diffusion_models/ folder: point "
+                           "--comfyui-dir at the ComfyUI folder.")
     rows = []
-    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".safetensors", ".ckpt", ".pt")):
-        kind = "video"
-        try:
-            if f.suffix.lower() == ".safetensors":
-                what = inspect_file(f).label
-            else:
-                what, kind = "pickle: convert to .safetensors", "other"
-        except StillmotionError:
-            what, kind = "not SVD", "other"
-        rows.append(
-            {**_ROW, "name": f.name, "kind": kind, "description": what, "status": "single file", "path": str(f),
-             "size_bytes": f.stat().st_size}
-        )
+    for sub in subs:
+        folder = models / sub
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in
+                       (".safetensors", ".gguf", ".ckpt", ".pt")) if folder.is_dir() else []
+        for f in files:
+            kind = "video"
+            try:
+                if f.suffix.lower() in (".ckpt", ".pt"):
+                    what, kind = "pickle: convert to .safetensors", "other"
+                elif sub == "checkpoints":
+                    what = inspect_file(f).label
+                else:
+                    info = inspect_wan_file(f)
+                    what = info.label
+                    kind = "video" if info.kind == "transformer" else "part"
+            except StillmotionError:
+                what, kind = ("not SVD" if sub == "checkpoints" else "not a Wan file stillmotion runs"), "other"
+            rows.append(
+                {**_ROW, "name": f"{sub}/{f.relative_to(folder)}" if sub != "checkpoints" else f.name, "kind": kind,
+                 "description": what, "status": "single file", "path": str(f), "size_bytes": f.stat().st_size}
+            )
     return rows
 
 
@@ -212,6 +227,11 @@ def convert(file, out):
     refuse_pickle(file)
     if not file.is_file():
         raise InvalidInput(f"{file}: no such file.")
+    from ..models.wan_inspect import looks_like_wan_file
+
+    if looks_like_wan_file(file):
+        raise InvalidInput(f"{file.name} is one of ComfyUI's Wan files, which run as they are: pass it as --model "
+                           "(the model is assembled around it in the cache; `models convert` writes SVD folders).")
     info = inspect_file(file)
     t = time.perf_counter()
     with atomic_path(out) as tmp:

@@ -43,7 +43,8 @@ def _field_options(model, names=None) -> list[tuple]:
             help_ += f" [default: {f.default}]"
         kw: dict = {"help": help_, "default": None}
         if kind is bool:
-            kw = {"help": help_, "is_flag": True, "default": False}
+            # a flag of a field that defaults to None (one some families take) is None when not given
+            kw = {"help": help_, "is_flag": True, "default": None if f.default is None else False}
         else:
             kw["type"] = typ
         if "x-flag-value" in extra:  # e.g. `--loop` alone means `--loop blend`

@@ -42,8 +42,10 @@ def _unsupported_format(fmt: str) -> None:
 
 
 def _fetch(client, job: dict, out: Path, sidecar: Path, patch: Callable[[dict], None]) -> dict:
-    """The job's video to `out` and its sidecar to `sidecar` (what a local run records); returns the sidecar."""
+    """The job's video to `out`, the NAME.wav beside it where a gif/webp video has sound, and its sidecar to
+    `sidecar` (what a local run records, in a local run's order: video, sound, sidecar); returns the sidecar."""
     from ..util import atomic_write
+    from ..video.audio import wav_path
     from ..video.metadata import dumps
 
     client.download(job["id"], out)
@@ -51,6 +53,8 @@ def _fetch(client, job: dict, out: Path, sidecar: Path, patch: Callable[[dict], 
     client.download(job["id"], tmp, variant="sidecar")
     try:
         record = json.loads(tmp.read_text())
+        if (record.get("audio") or {}).get("file"):  # the sound beside the video: a local run's name for it
+            client.download(job["id"], wav_path(out), variant="audio")
         patch(record)
         atomic_write(sidecar, dumps(record))
     finally:

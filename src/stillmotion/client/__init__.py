@@ -5,6 +5,7 @@
         job = c.submit("photo.jpg", {"seed": 42, "num_frames": 14})
         job = c.wait(job["id"], on_event=lambda name, job: print(name, job["progress"]["fraction"]))
         c.download(job["id"], "photo.mp4")                    # and "photo.json" with variant="sidecar"
+        # a gif/webp job of a model with sound (LTX-2): its "photo.wav" with variant="audio" (job output.audio_url)
 
 `AsyncClient` has the same methods as coroutines. Both:
 - retry 503 and 429 answers after the server's Retry-After (a full queue: for up to `busy_for` s, 15 min by

@@ -128,7 +128,8 @@ class Client:
         return job
 
     def download(self, job_id: str, path: Union[str, os.PathLike], *, variant: str = "video") -> Path:
-        """The job's video (or variant="sidecar": its JSON sidecar) to `path`, whole or not at all: an interrupted
+        """The job's video (variant="sidecar": its JSON sidecar; "audio": the WAV beside a gif/webp video with sound)
+        to `path`, whole or not at all: an interrupted
         download resumes with a Range request (also in a later call)."""
         dl = _Download(path, job_id, variant, self.retries)
         for attempt in range(self.retries + 1):

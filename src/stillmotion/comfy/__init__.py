@@ -1,6 +1,8 @@
 """ComfyUI workflows in and out: an API-format workflow <-> GenerationSpec fields.
 
-graph.py: the nodes we know and parse_workflow(); media.py: reading a workflow from a .json or from a
+graph.py: SVD's nodes, parse_svd_workflow() and the steps every graph shares; wan_graph.py: Wan's nodes
+(UNETLoader, ModelSamplingSD3, CLIPLoader, CLIPTextEncode, CLIPVision*, VAELoader, WanImageToVideo), their
+export, and parse_workflow(), which picks the graph by its nodes; media.py: reading a workflow from a .json or from a
 ComfyUI output's metadata; checkpoints.py: ckpt_name -> --model, and workflows in API requests and
 manifests; export.py: a sidecar -> a workflow.
 
@@ -42,11 +44,12 @@ from __future__ import annotations
 
 from .checkpoints import KNOWN_CHECKPOINTS, apply_workflow, comfyui_dir, resolve_checkpoint, same_model, workflow_fields
 from .export import export_workflow, write_workflow
-from .graph import Workflow, as_prompt, is_api_workflow, parse_workflow
+from .graph import Workflow, as_prompt, is_api_workflow
+from .wan_graph import check_wan_model, parse_workflow
 from .media import read_from_file, workflow_from_media
 
 __all__ = [
-    "KNOWN_CHECKPOINTS", "Workflow", "apply_workflow", "as_prompt", "comfyui_dir", "export_workflow", "is_api_workflow",
+    "KNOWN_CHECKPOINTS", "Workflow", "apply_workflow", "as_prompt", "check_wan_model", "comfyui_dir", "export_workflow", "is_api_workflow",
     "parse_workflow", "read_from_file", "resolve_checkpoint", "same_model", "workflow_fields",
     "workflow_from_media", "write_workflow",
 ]

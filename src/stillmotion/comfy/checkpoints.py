@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import InvalidInput, ModelUnavailable
-from .graph import LOADER, parse_workflow
+from .graph import LOADER
 from .media import read_from_file
+from .wan_graph import parse_workflow
 
 # ComfyUI's names for the checkpoints that sit at the root of Stability's hub repos
 KNOWN_CHECKPOINTS = {
@@ -31,10 +32,12 @@ def resolve_checkpoint(ckpt_name: str, *, base_dir: Optional[Path] = None, comfy
     the workflow, the hub model of a known name (svd_xt.safetensors -> svd-xt), or a registry name as it is."""
     from ..models.registry import REGISTRY
 
+    from .wan_graph import COMFY_FILES
+
     rel = Path(ckpt_name.replace("\\", "/"))
     looked = []
-    if comfy_dir is not None:
-        looked.append(comfy_dir / "models" / "checkpoints")
+    if comfy_dir is not None:  # checkpoints (SVD's ckpt_name), diffusion_models and unet (Wan's unet_name)
+        looked += [comfy_dir / "models" / sub for sub in MODEL_FOLDERS]
     if base_dir is not None:
         looked.append(base_dir)
     for folder in looked:
@@ -43,19 +46,39 @@ def resolve_checkpoint(ckpt_name: str, *, base_dir: Optional[Path] = None, comfy
                 return str(cand)
     if rel.name.lower() in KNOWN_CHECKPOINTS:
         return KNOWN_CHECKPOINTS[rel.name.lower()]
+    wan_names = {v.lower(): k for k, v in COMFY_FILES.items() if "/" not in k}  # (not A14B's low-noise file)
+    if rel.name.lower() in wan_names:  # Comfy-Org's file of a registry Wan model: its diffusers repo
+        return wan_names[rel.name.lower()]
     if ckpt_name in REGISTRY or Path(ckpt_name).expanduser().is_dir():
         return ckpt_name  # a registry name or a diffusers folder, as export_workflow writes them for such models
     where = " or ".join(str(f) for f in looked) or "no folder (no --comfyui-dir given)"
     raise ModelUnavailable(
-        f"{LOADER}.ckpt_name {ckpt_name!r} was not found in {where}; pass --comfyui-dir DIR (the folder holding "
-        "models/checkpoints) or --model."
+        f"The workflow's model {ckpt_name!r} ({LOADER}.ckpt_name or UNETLoader.unet_name) was not found in {where}; "
+        "pass --comfyui-dir DIR (the ComfyUI folder, holding models/) or --model."
     )
 
 
-def workflow_fields(data: Any, *, where: str = "workflow") -> tuple[dict, Optional[str]]:
+# ComfyUI's folders that hold a model file --model may name: checkpoints (SVD), diffusion models (Wan's transformers)
+MODEL_FOLDERS = ("checkpoints", "diffusion_models", "unet")
+
+
+def find_model_file(name: str, comfy_dir: Optional[Path]) -> str:
+    """--model NAME with --comfyui-dir: a file name found in ComfyUI's model folders, else NAME as it is."""
+    if comfy_dir is None or Path(name).expanduser().exists() or "/" in name.replace("\\", "/").strip("./"):
+        return name
+    for sub in MODEL_FOLDERS:
+        cand = comfy_dir / "models" / sub / name
+        if cand.is_file():
+            return str(cand)
+    return name
+
+
+def workflow_fields(data: Any, *, where: str = "workflow", running_model: Optional[str] = None
+                    ) -> tuple[dict, Optional[str]]:
     """(spec fields, the model it names) for the API and batch manifests: explicit fields are merged over these
     by the caller. The model is the known hub name or registry name of ckpt_name when there is one, else the
-    file name as written."""
+    file name as written. A Wan graph's VAE and expert split are checked against the model that runs
+    (`running_model`, else the one it names), as generate checks them."""
     wf = parse_workflow(data, where=where)
     model = wf.ckpt_name
     if model is not None:
@@ -63,6 +86,11 @@ def workflow_fields(data: Any, *, where: str = "workflow") -> tuple[dict, Option
             model = resolve_checkpoint(model, comfy_dir=comfyui_dir())
         except ModelUnavailable:
             pass
+    if wf.files:
+        from ..models.registry import DEFAULT_MODEL
+        from .wan_graph import check_wan_model
+
+        check_wan_model(wf, running_model or model or DEFAULT_MODEL)
     return wf.fields, model
 
 
@@ -88,11 +116,11 @@ def apply_workflow(fields: dict, running_model: Optional[str] = None, *, base_di
             raise InvalidInput(f"{where}: {path} is a stillmotion sidecar, not a ComfyUI workflow.")
     elif not isinstance(value, dict):
         raise InvalidInput(f"{where}: must be a ComfyUI API workflow object (Workflow > Export (API) in ComfyUI).")
-    wf_fields, model = workflow_fields(value, where=where)
+    wf_fields, model = workflow_fields(value, where=where, running_model=running_model)
     if running_model is not None and not same_model(model, running_model):
         raise InvalidInput(
-            f"{where}: its {LOADER}.ckpt_name runs {model!r}, but this runs {running_model!r}; change the workflow's "
-            "checkpoint or run it with that model."
+            f"{where}: its {LOADER}.ckpt_name (or UNETLoader.unet_name) runs {model!r}, but this runs "
+            f"{running_model!r}; change the workflow's checkpoint or run it with that model."
         )
     return {**wf_fields, **fields}
 
@@ -103,7 +131,10 @@ def same_model(workflow_model: Optional[str], running: str) -> bool:
         return True
     if workflow_model == running:
         return True
+    from .wan_graph import COMFY_FILES
+
     a, b = Path(workflow_model).name, Path(running).name
-    return a == b or KNOWN_CHECKPOINTS.get(a.lower()) == running or KNOWN_CHECKPOINTS.get(b.lower()) == workflow_model
+    return (a == b or KNOWN_CHECKPOINTS.get(a.lower()) == running or KNOWN_CHECKPOINTS.get(b.lower()) == workflow_model
+            or COMFY_FILES.get(workflow_model, "").lower() == b.lower())  # Comfy-Org's Wan file of that model
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..errors import InvalidInput
 from ..spec import MAX_SEED, SPEC_FIELDS, GenerationSpec
@@ -55,10 +55,13 @@ class Workflow:
     image: Optional[str] = None       # LoadImage.image as written
     notes: list = field(default_factory=list)  # settings accepted but not applied, and why
     origin: dict = field(default_factory=dict)  # spec field -> "node 3 SVD_img2vid_Conditioning.fps"
+    settings: dict = field(default_factory=dict)  # model settings that are no spec field (Wan: flow_shift), checked
+    files: dict = field(default_factory=dict)  # the other model files a workflow loads (Wan: vae, text_encoder, ...)
 
     def record(self, source: Optional[str] = None) -> dict:
         """The sidecar's `workflow` block."""
-        out = {"ckpt_name": self.ckpt_name, "image": self.image, "from": self.origin, "notes": self.notes}
+        out = {"ckpt_name": self.ckpt_name, "image": self.image, "from": self.origin, "notes": self.notes,
+               **({"settings": self.settings} if self.settings else {}), **({"files": self.files} if self.files else {})}
         if source:
             out = {"source": source, **out}
         return out
@@ -140,41 +143,18 @@ class _Graph:
         return v
 
 
-def parse_workflow(data: Any, *, where: str = "the workflow") -> Workflow:
-    """Spec fields (and the checkpoint and image names) from a ComfyUI API workflow.
+def parse_svd_workflow(data: Any, *, where: str = "the workflow") -> Workflow:
+    """Spec fields (and the checkpoint and image names) from a ComfyUI API workflow of SVD's nodes
+    (comfy/wan_graph.parse_workflow picks this or Wan's by the nodes the workflow has).
 
     Refuses (InvalidInput, exit 2) any node or setting stillmotion cannot honour,
     naming the node id, its class and the input.
     """
-    prompt = as_prompt(data, where)
-    g = _Graph({str(k): v for k, v in prompt.items()})
-    wf = Workflow(fields={})
-
-    # 0. Every node is one we know
-    for nid, node in g.nodes.items():
-        cls = node.get("class_type")
-        if cls not in KNOWN_NODES:
-            raise InvalidInput(
-                f"{g.where(nid)}: stillmotion cannot run this node (it runs {LOADER}, {CONDITIONING}, {GUIDANCE}, "
-                f"KSampler, {DECODE} and a save node); remove it or run this workflow in ComfyUI."
-            )
-
-    def put(name: str, value: Any, nid: str, input_name: str) -> None:
-        try:
-            GenerationSpec.build(**{name: value})
-        except InvalidInput as e:
-            reason = e.message.removeprefix("Invalid spec: ")
-            raise InvalidInput(f"{g.where(nid, input_name)} = {value!r}: stillmotion cannot honour it ({reason}).") from None
-        wf.fields[name] = value
-        wf.origin[name] = g.where(nid, input_name)
+    g, wf, put = start(data, where, KNOWN_NODES,
+                       f"{LOADER}, {CONDITIONING}, {GUIDANCE}, KSampler, {DECODE} and a save node")
 
     # 1. The sampler
-    samplers = [nid for nid, n in g.nodes.items() if n["class_type"] in SAMPLERS]
-    if len(samplers) != 1:
-        found = ", ".join(g.where(n) for n in samplers) or "none"
-        raise InvalidInput(f"{where}: needs exactly one KSampler or KSamplerAdvanced node (found {found}).")
-    ks = samplers[0]
-    advanced = g.nodes[ks]["class_type"] == "KSamplerAdvanced"
+    ks = only_sampler(g, where)
     sampler_name = g.value(ks, "sampler_name", (str,))
     if sampler_name != "euler":
         raise InvalidInput(
@@ -188,36 +168,7 @@ def parse_workflow(data: Any, *, where: str = "the workflow") -> Workflow:
         )
     if scheduler == "normal":
         wf.notes.append(f"{g.where(ks, 'scheduler')} = 'normal' ran as karras (SVD's Euler scheduler with Karras sigmas)")
-    seed = g.value(ks, "noise_seed" if advanced else "seed", (int,))
-    if not 0 <= seed <= MAX_SEED:
-        raise InvalidInput(
-            f"{g.where(ks, 'noise_seed' if advanced else 'seed')} = {seed}: stillmotion seeds are 0..{MAX_SEED}; "
-            "pick a seed in that range."
-        )
-    put("seed", seed, ks, "noise_seed" if advanced else "seed")
-    steps = g.value(ks, "steps", (int,))
-    put("num_inference_steps", steps, ks, "steps")
-    if advanced:
-        checks = (("add_noise", "enable"), ("return_with_leftover_noise", "disable"))
-        for name, want in checks:
-            got = g.value(ks, name, (str,), default=want, required=False)
-            if got != want:
-                raise InvalidInput(f"{g.where(ks, name)} = {got!r}: stillmotion runs the whole schedule; set it to {want!r}.")
-        start = g.value(ks, "start_at_step", (int,), default=0, required=False)
-        end = g.value(ks, "end_at_step", (int,), default=10000, required=False)
-        if start != 0:
-            raise InvalidInput(f"{g.where(ks, 'start_at_step')} = {start}: stillmotion runs from step 0; set it to 0.")
-        if end < steps:
-            raise InvalidInput(
-                f"{g.where(ks, 'end_at_step')} = {end}: stillmotion runs all {steps} steps; set it to {steps} or more."
-            )
-    else:
-        denoise = g.value(ks, "denoise", (int, float), default=1.0, required=False)
-        if float(denoise) != 1.0:
-            raise InvalidInput(
-                f"{g.where(ks, 'denoise')} = {denoise}: stillmotion generates from pure noise (denoise 1.0); set it to 1.0."
-            )
-    cfg = g.value(ks, "cfg", (int, float))
+    cfg = sample_settings(g, put, ks)
 
     # 2. Guidance and the checkpoint: sampler.model <- VideoLinearCFGGuidance <- ImageOnlyCheckpointLoader
     src = g.link(ks, "model", (GUIDANCE, LOADER))
@@ -256,12 +207,92 @@ def parse_workflow(data: Any, *, where: str = "the workflow") -> Workflow:
     image_node = g.link(cond, "init_image", (LOAD_IMAGE,))
     wf.image = g.value(image_node, "image", (str,))
 
-    # 4. Decode and save
+    # 4. Decode and save; 5. stillmotion's own settings
+    finish(g, wf, put, ks, where, vae=(loader, (LOADER,)), fallback_fps=(cond_fps, cond, "fps"))
+    if wf.fields["fps"] == wf.fields["conditioning_fps"]:
+        wf.fields["conditioning_fps"] = None  # one rate for both, as a spec without a workflow says it
+        wf.origin.pop("conditioning_fps")
+    GenerationSpec.build(**wf.fields)  # the whole set, checked together
+    return wf
+
+
+# --------------------------------------------------------------------------- steps every model's graph shares
+def start(data: Any, where: str, known: set, runs: str) -> tuple[_Graph, Workflow, Callable]:
+    """The graph, an empty Workflow, and put(field, value, node, input): a value checked as a spec field (refused
+    naming node and input) and recorded with where it came from. Every node must be one of `known`."""
+    prompt = as_prompt(data, where)
+    g = _Graph({str(k): v for k, v in prompt.items()})
+    wf = Workflow(fields={})
+    for nid, node in g.nodes.items():
+        if node.get("class_type") not in known:
+            raise InvalidInput(f"{g.where(nid)}: stillmotion cannot run this node (it runs {runs}); remove it or run "
+                               "this workflow in ComfyUI.")
+
+    def put(name: str, value: Any, nid: str, input_name: str) -> None:
+        try:
+            GenerationSpec.build(**{name: value})
+        except InvalidInput as e:
+            reason = e.message.removeprefix("Invalid spec: ")
+            raise InvalidInput(f"{g.where(nid, input_name)} = {value!r}: stillmotion cannot honour it ({reason}).") from None
+        wf.fields[name] = value
+        wf.origin[name] = g.where(nid, input_name)
+
+    return g, wf, put
+
+
+def only_sampler(g: _Graph, where: str) -> str:
+    samplers = [nid for nid, n in g.nodes.items() if n["class_type"] in SAMPLERS]
+    if len(samplers) != 1:
+        found = ", ".join(g.where(n) for n in samplers) or "none"
+        raise InvalidInput(f"{where}: needs exactly one KSampler or KSamplerAdvanced node (found {found}).")
+    return samplers[0]
+
+
+def sample_settings(g: _Graph, put: Callable, ks: str) -> Any:
+    """The sampler's seed and steps (put), its whole-schedule settings checked; returns its cfg."""
+    advanced = g.nodes[ks]["class_type"] == "KSamplerAdvanced"
+    seed = g.value(ks, "noise_seed" if advanced else "seed", (int,))
+    if not 0 <= seed <= MAX_SEED:
+        raise InvalidInput(
+            f"{g.where(ks, 'noise_seed' if advanced else 'seed')} = {seed}: stillmotion seeds are 0..{MAX_SEED}; "
+            "pick a seed in that range."
+        )
+    put("seed", seed, ks, "noise_seed" if advanced else "seed")
+    steps = g.value(ks, "steps", (int,))
+    put("num_inference_steps", steps, ks, "steps")
+    if advanced:
+        checks = (("add_noise", "enable"), ("return_with_leftover_noise", "disable"))
+        for name, want in checks:
+            got = g.value(ks, name, (str,), default=want, required=False)
+            if got != want:
+                raise InvalidInput(f"{g.where(ks, name)} = {got!r}: stillmotion runs the whole schedule; set it to {want!r}.")
+        start = g.value(ks, "start_at_step", (int,), default=0, required=False)
+        end = g.value(ks, "end_at_step", (int,), default=10000, required=False)
+        if start != 0:
+            raise InvalidInput(f"{g.where(ks, 'start_at_step')} = {start}: stillmotion runs from step 0; set it to 0.")
+        if end < steps:
+            raise InvalidInput(
+                f"{g.where(ks, 'end_at_step')} = {end}: stillmotion runs all {steps} steps; set it to {steps} or more."
+            )
+    else:
+        denoise = g.value(ks, "denoise", (int, float), default=1.0, required=False)
+        if float(denoise) != 1.0:
+            raise InvalidInput(
+                f"{g.where(ks, 'denoise')} = {denoise}: stillmotion generates from pure noise (denoise 1.0); set it to 1.0."
+            )
+    cfg = g.value(ks, "cfg", (int, float))
+    return cfg
+
+
+def finish(g: _Graph, wf: Workflow, put: Callable, ks: str, where: str, *, vae: tuple[str, tuple],
+           fallback_fps: Optional[tuple] = None, node_fields: tuple = NODE_FIELDS) -> None:
+    """Decode and save nodes (every VAEDecode from the sampler and `vae` = (node, classes)), the playback rate
+    (else `fallback_fps` = (value, node, input)), and the sampler's _meta.stillmotion settings."""
     decoders = [nid for nid, n in g.nodes.items() if n["class_type"] == DECODE]
     for nid in decoders:
         g.link(nid, "samples", SAMPLERS)
-        if g.link(nid, "vae", (LOADER,)) != loader:
-            raise InvalidInput(f"{g.where(nid, 'vae')}: must come from the sampler's checkpoint (node {loader}).")
+        if g.link(nid, "vae", vae[1]) != vae[0]:
+            raise InvalidInput(f"{g.where(nid, 'vae')}: must come from node {vae[0]}, as the sampler's latents do.")
     savers = [nid for nid, n in g.nodes.items() if n["class_type"] in SAVERS]
     if len(savers) > 1:
         raise InvalidInput(
@@ -328,22 +359,18 @@ def parse_workflow(data: Any, *, where: str = "the workflow") -> Workflow:
         if ignored:
             wf.notes.append(f"{g.where(nid)}: {', '.join(ignored)} only change how ComfyUI names or encodes the "
                             "file; not applied")
-    if "fps" not in wf.fields:
-        put("fps", cond_fps, cond, "fps")
-    if wf.fields["fps"] == wf.fields["conditioning_fps"]:
-        wf.fields["conditioning_fps"] = None  # one rate for both, as a spec without a workflow says it
-        wf.origin.pop("conditioning_fps")
+    if "fps" not in wf.fields and fallback_fps is not None:
+        put("fps", *fallback_fps)
 
-    # 5. stillmotion's own settings, carried by a workflow we exported
+    # stillmotion's own settings, carried by a workflow we exported
     extra = (g.nodes[ks].get("_meta") or {}).get("stillmotion") or {}
     if not isinstance(extra, dict):
         raise InvalidInput(f"{g.where(ks)}: _meta.stillmotion must be an object of spec fields.")
     for name, value in extra.items():
-        if name not in SPEC_FIELDS or name in NODE_FIELDS:
+        if name not in SPEC_FIELDS or name in node_fields:
             raise InvalidInput(f"{g.where(ks)}: _meta.stillmotion.{name} is not a setting it may carry; remove it.")
         wf.fields[name] = value
         wf.origin[name] = f"{g.where(ks)} _meta.stillmotion.{name}"
-    GenerationSpec.build(**wf.fields)  # the whole set, checked together
-    return wf
+
 
 

@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ..errors import Cancelled, ModelUnavailable, OutOfMemory, is_out_of_memory
+from ..errors import Cancelled, InvalidInput, ModelUnavailable, OutOfMemory, is_out_of_memory
 from ..families import family_for
 from ..spec import GenerationSpec
 from ..util import first_line, fmt_bytes
@@ -110,7 +110,7 @@ class Engine:
 
     def _apply_plan(self, plan) -> None:
         """Set the pipeline up for a memory plan: forward chunking and where the weights live (a family with
-        its own plan type, Wan, applies its own axes: families/wan.py -> engine/wanplan.apply_plan)."""
+        its own plan type, a transformer family, applies its own axes: Family.apply_plan -> engine/dit_plan.apply_plan)."""
         from .memory import MemoryPlan
         from .profile import set_forward_chunking
 
@@ -218,18 +218,32 @@ class Engine:
         source: Optional[str] = None,
         end_image=None,
         end_source=None,
+        audio=None,
+        audio_source: Optional[str] = None,
     ) -> GenerationResult:
         """Image (path, URL, bytes or PIL image) -> GenerationResult. Raises StillmotionError subclasses.
 
         `source` names where bytes came from (a path or URL) for the sidecar. `end_image` (like `image`,
         or a list of them: keyframes after the first) makes the video end on it (keyframes.py);
-        `end_source` names where its bytes came from (one name, or a list).
+        `end_source` names where its bytes came from (one name, or a list). `audio` (a path, bytes or
+        video.audio.Audio; `audio_source` names it) is a soundtrack for the model to follow, where its family
+        takes one (Family.audio_input; refused otherwise).
         """
         with self._lock:
             t0 = time.perf_counter()
-            # 1-3. Load and check the image(s), resolve the spec, fit the image(s) to the target size
+            # 1-3. Load and check the image(s) (and a soundtrack), resolve the spec, fit the image(s) to the target size
+            sound = None
+            if audio is not None:
+                from ..video.audio import open_audio
+
+                sound, sound_info = open_audio(audio, audio_source)
             prepared, spec, input_info, ends = prepare_inputs(self.entry, image, spec, end_image, source, end_source,
-                                                              family=self.family)
+                                                              family=self.family, audio=sound is not None)
+            if sound is not None:
+                if len(ends) > 1:
+                    raise InvalidInput("--audio with --keyframes is not built: one soundtrack cannot follow chained "
+                                       "segments yet; leave one of them out.")
+                input_info["audio"] = sound_info
             if ends:
                 from .keyframes import loop_ends
 
@@ -245,16 +259,18 @@ class Engine:
 
                 frames, fps, run = generate_keyframes(self.sample, prepared, ends, spec, report, cancel)
             elif ends:
-                frames, run = self.sample(prepared, spec, report, cancel, end_image=ends[0])
+                frames, run = self.sample(prepared, spec, report, cancel, end_image=ends[0], audio=sound)
                 fps = float(spec.fps)
             elif (spec.duration is not None or spec.segments is not None) and self.family.long_frames(spec) is None:
                 from .long import generate_long  # chained segments; a family that makes long videos runs once
 
                 frames, fps, run = generate_long(self.sample, prepared, spec, report, cancel)
             else:
-                frames, run = self.sample(prepared, spec, report, cancel)
+                frames, run = self.sample(prepared, spec, report, cancel, audio=sound)
                 fps = float(spec.fps)
             run.timings = {"prepare": prepare_seconds, **run.timings}
+            if spec.no_audio:
+                run.audio = None  # --no-audio: the video without the model's soundtrack
 
             # 5. Post-process: interpolation and loops multiply/shape playback, never the conditioning
             post_spec = spec
@@ -264,9 +280,11 @@ class Engine:
                 frames, post_spec = close_loop(frames, spec, run)
             if post_spec.interpolate > 1 or post_spec.interpolate_fps is not None or post_spec.loop != "none":
                 from ..video.postprocess import apply as postprocess
+                from ..video.postprocess import apply_audio
 
                 t = time.perf_counter()
                 report(Progress("postprocess", 0, 1, 0.99, "post-processing"))
+                run.audio = apply_audio(run.audio, len(frames), fps, post_spec)  # refuses first what it cannot do
                 frames, fps, run.postprocess = postprocess(frames, fps, post_spec, should_cancel=cancel)
                 run.timings["postprocess"] = round(time.perf_counter() - t, 4)
 
@@ -277,9 +295,11 @@ class Engine:
 
     # ------------------------------------------------------------------
     def sample(self, image, spec: GenerationSpec, report: ProgressFn, cancel: CancelFn,
-               progress_span: tuple[float, float] = (0.0, 0.98), end_image=None) -> tuple[np.ndarray, RunRecord]:
+               progress_span: tuple[float, float] = (0.0, 0.98), end_image=None, audio=None
+               ) -> tuple[np.ndarray, RunRecord]:
         """One SVD run on a prepared PIL image -> (uint8 frames (T, H, W, 3), what the run did).
-        With a prepared `end_image` the run ends on it (keyframes.py: bidirectional sampling).
+        With a prepared `end_image` the run ends on it (keyframes.py: bidirectional sampling); with `audio`
+        (video.audio.Audio) the family follows that soundtrack (Family.audio_input).
 
         Runs under a memory plan (see memory.py); an out-of-memory error steps the plan down
         (smaller decode chunk, forward chunking, model offload, sequential offload) and retries
@@ -301,7 +321,7 @@ class Engine:
         retry = functools.partial(retry_on_oom, apply_plan=self._apply_plan, spec=spec, device=self.device,
                                   fallbacks=run.fallbacks, step_down=self.config.memory != "none")
         latents, plan = retry("denoising", plan, lambda p: self._denoise(
-            image, spec, report, cancel, run, (lo, hi), denoise_share, end_image))
+            image, spec, report, cancel, run, (lo, hi), denoise_share, end_image, audio))
 
         # 3. Decode (only decoding is retried)
         t = time.perf_counter()
@@ -318,7 +338,7 @@ class Engine:
         return video, run
 
     def _denoise(self, image, spec: GenerationSpec, report: ProgressFn, cancel: CancelFn, run: RunRecord,
-                 span: tuple[float, float], denoise_share: float, end_image=None):
+                 span: tuple[float, float], denoise_share: float, end_image=None, audio=None):
         """diffusers' denoising loop (output_type="latent") with progress, cancel, timings and the speed mode."""
         import torch
 
@@ -351,8 +371,9 @@ class Engine:
                 if cache is not None:
                     cache.attach()
                 last[0] = time.perf_counter()
+                sound = {"audio": audio} if audio is not None else {}  # only a family with audio_input takes it
                 latents = self.family.run(pipe, image, spec, generator=generator, on_step_end=on_step_end,
-                                          end_image=end_image, cache=cache)
+                                          end_image=end_image, cache=cache, **sound)
                 if end_image is not None:
                     run.keyframes = self.family.describe_run(spec, end_image)
         finally:
@@ -405,11 +426,11 @@ def resolve_spec(entry, spec: Optional[GenerationSpec], image_size=None) -> Gene
 
 
 def prepare_inputs(entry, image, spec: Optional[GenerationSpec], end_image=None, source: Optional[str] = None,
-                   end_source=None, family=None) -> tuple[Any, GenerationSpec, dict, list]:
+                   end_source=None, family=None, audio: bool = False) -> tuple[Any, GenerationSpec, dict, list]:
     """Steps 1-3 of a run, for `Engine.generate` and batch's loader thread (no engine lock needed):
     open and check the image (and the end image or keyframes), resolve the spec for `entry`, fit the
     images to its size -> (prepared image, resolved spec, what the sidecar's "input" records,
-    prepared end images: [] without `end_image`)."""
+    prepared end images: [] without `end_image`). `audio`: a soundtrack to follow is given (the family checks it)."""
     from .. import images
 
     # 1. Load and check the image(s)
@@ -423,7 +444,7 @@ def prepare_inputs(entry, image, spec: Optional[GenerationSpec], end_image=None,
 
     # 2. Resolve the spec: model defaults, size from the aspect, a seed; refuse what the model's family cannot honour
     spec = resolve_spec(entry, spec, pil.size)
-    (family or family_for(entry)).check(spec, entry, end_image=bool(ends))
+    (family or family_for(entry)).check(spec, entry, end_image=bool(ends), audio=audio)
 
     # 3. Fit the image(s) to the target size
     prepared = images.prepare(pil, spec.width, spec.height, spec.resize)

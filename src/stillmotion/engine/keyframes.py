@@ -82,11 +82,16 @@ def loop_ends(ends: list, image, spec) -> list:
 
 
 def close_loop(frames, spec, run):
-    """After a keyframe loop (--loop blend), which ends on the first frame: drop the repeat; the loop is
-    done, so post-processing runs with loop "none" -> (frames, the spec for post-processing)."""
+    """After a keyframe loop (--loop blend), which ends on the first frame: drop the repeat (and its sound: the
+    soundtrack is cut to the frames kept); the loop is done, so post-processing runs with loop "none" ->
+    (frames, the spec for post-processing)."""
     if spec.loop != "blend":
         return frames, spec
     run.keyframes = {**(run.keyframes or {}), "loop": "keyframe (last segment back to the first image)"}
+    if run.audio is not None:
+        from ..video.audio import fit
+
+        run.audio = fit(run.audio, len(frames) - 1, spec.fps)
     return frames[:-1], spec.update(loop="none")
 
 

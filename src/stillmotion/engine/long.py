@@ -19,6 +19,13 @@ from the RunRecord this returns.
 
 Through keyframes (`generate_keyframes`): one segment per pair of given images,
 each sampled to end on its next image (keyframes.py), seams shared.
+
+Sound (a family that makes it, LTX-2): each segment's soundtrack is placed at
+its first frame's time in the joined video (seam_at / fps) and cross-faded into
+the one before where they overlap: over the `overlap` frames the picture is
+morphed across (a keyframe seam: the one shared frame), so picture and sound
+change hands together; the whole is cut to the video's length
+(video/audio.join, fit).
 """
 
 from __future__ import annotations
@@ -118,6 +125,7 @@ class _Chain:
         self.run = RunRecord(segments=[])
         self.sums = {"encode": 0.0, "denoise": 0.0, "decode": 0.0}
         self.seconds: list[float] = []
+        self.parts: list[tuple] = []  # each segment's (soundtrack or None, first frame in the joined video)
 
     def sample(self, sample: SampleFn, k: int, cond, report: ProgressFn, cancel: CancelFn, spec_changes: dict,
                **kwargs) -> tuple[np.ndarray, int, RunRecord]:
@@ -135,6 +143,7 @@ class _Chain:
         run = self.run
         run.fallbacks.extend(seg.fallbacks)
         run.memory, run.speed, run.decode_chunk_size = seg.memory, seg.speed, seg.decode_chunk_size
+        self.parts.append((seg.audio, None))  # its place is set by the caller, which knows the seam
         return frames, seed, seg
 
     def finish(self) -> RunRecord:
@@ -166,7 +175,7 @@ def generate_long(sample: SampleFn, image, spec: GenerationSpec, report: Progres
 
     for k in range(count):
         # 2. Sample segment k from the current conditioning frame
-        raw, seed, _ = chain.sample(sample, k, cond, report, cancel, {"duration": None, "segments": None})
+        raw, seed, seg = chain.sample(sample, k, cond, report, cancel, {"duration": None, "segments": None})
 
         # 3. Hold the colours to the first segment's
         if k == 0:
@@ -176,8 +185,9 @@ def generate_long(sample: SampleFn, image, spec: GenerationSpec, report: Progres
             frames = match_colour(raw, ref)
         last_raw, last_matched = raw, frames
 
-        # 4. Append, morphing the overlap in over the previous segment's tail
+        # 4. Append, morphing the overlap in over the previous segment's tail (its sound cross-faded the same)
         seam_at = k * step
+        chain.parts[-1] = (seg.audio, seam_at)
         if out is None:
             out = frames
         else:
@@ -199,6 +209,7 @@ def generate_long(sample: SampleFn, image, spec: GenerationSpec, report: Progres
     assert out is not None
     out = out[:total]
     run = chain.finish()
+    run.audio = _joined(chain.parts, len(out), spec.fps)
     run.long = {
         **p,
         "frames": int(len(out)),
@@ -209,6 +220,14 @@ def generate_long(sample: SampleFn, image, spec: GenerationSpec, report: Progres
         "colour_drift": quality.colour_drift(first_raw, last_matched),  # first vs last segment after matching
     }
     return out, float(spec.fps), run
+
+
+def _joined(parts: list[tuple], frames: int, fps: float):
+    """The segments' soundtracks joined at their seams and cut to `frames` frames (None: no segment had sound)."""
+    from ..video.audio import fit, join
+
+    audio = join(parts, fps)
+    return None if audio is None else fit(audio, frames, fps)
 
 
 # ----------------------------------------------------------------------------
@@ -230,10 +249,12 @@ def generate_keyframes(sample: SampleFn, image, keyframes: list, spec: Generatio
         frames, seed, seg = chain.sample(sample, k, starts[k], report, cancel, {}, end_image=keyframes[k])
         chain.run.keyframes = seg.keyframes
         seam_at = 0 if out is None else len(out) - 1
+        chain.parts[-1] = (seg.audio, seam_at)
         out = frames if out is None else np.concatenate([out[:-1], frames], axis=0)
         chain.run.segments.append({"index": k, "seed": seed, "frames": int(len(frames)), "seam_at": seam_at,
                              "conditioned_on": ["image" if k == 0 else f"keyframe {k}", f"keyframe {k + 1}"]})
     assert out is not None
     run = chain.finish()
+    run.audio = _joined(chain.parts, len(out), spec.fps)
     run.keyframes = {**(run.keyframes or {}), "pairs": count, "frames": int(len(out)), "seed_rule": SEED_RULE}
     return out, float(spec.fps), run

@@ -83,6 +83,7 @@ class GenerationResult:
 
         t = time.perf_counter()
         fmt = format or format_from_path(out) or self.spec.format
-        artifact = write(self.frames, out, fps=self.fps, format=fmt, metadata=self.metadata, sidecar=sidecar)
+        artifact = write(self.frames, out, fps=self.fps, format=fmt, metadata=self.metadata, sidecar=sidecar,
+                         audio=self.audio)
         self.metadata.setdefault("timings", {})["write"] = round(time.perf_counter() - t, 4)
         return artifact

@@ -68,6 +68,21 @@ def family_of_folder(path) -> str | None:
     return PIPELINES[declared]
 
 
+def run_entry(entry, folder=None):
+    """The entry a model runs with, as the Engine will (Family.entry_for_folder): a local folder with no stillmotion
+    defaults gets its family's (e.g. a Wan folder: the pipeline's own), every other entry is its own. Front ends
+    that resolve a spec before a worker loads the model (the server's submit, the UI) use this entry."""
+    if folder is None and entry.source == "local":
+        from ..models.lora import lora_record
+        from ..models.resolve import lora_base
+
+        folder = Path(entry.name).expanduser()
+        if lora_record(folder) is not None:  # a LoRA folder: its base folder (a named base: the entry is its own)
+            base = Path(lora_base(folder)).expanduser()
+            folder = base if base.is_dir() else None
+    return family_for(entry, folder).entry_for_folder(entry, folder) if folder is not None else entry
+
+
 def family_for(entry, folder=None) -> Family:
     """The family of a model entry (registry.ModelEntry): what its folder declares (the resolved `folder`, or
     a local folder's own, a LoRA folder's base folder, a hub id's cached snapshot), else the entry's `family`
@@ -89,4 +104,4 @@ def family_for(entry, folder=None) -> Family:
     return get_family(declared or entry.family)
 
 
-__all__ = ["FAMILIES", "PIPELINES", "Family", "family_for", "family_of_folder", "get_family"]
+__all__ = ["FAMILIES", "PIPELINES", "Family", "family_for", "family_of_folder", "get_family", "run_entry"]

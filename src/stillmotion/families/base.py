@@ -25,6 +25,8 @@ class Family:
     plans_memory: ClassVar[bool] = False  # engine/memory.py counts this family's stages
     end_image: ClassVar[bool] = False  # --end-image (and --keyframes) can be honoured
     lora: ClassVar[bool] = False  # --lora / LoRA folders attach to it
+    sound: ClassVar[bool] = False  # its decode makes a soundtrack (video.audio.Audio) with the frames
+    audio_input: ClassVar[bool] = False  # --audio FILE: `run` takes a soundtrack to follow (audio=)
 
     # ------------------------------------------------------------------ defaults
     def entry_for_folder(self, entry, folder):
@@ -63,9 +65,10 @@ class Family:
         """None when `n` frames can be made; else the rule and the nearest counts that can."""
         return None
 
-    def check(self, spec: GenerationSpec, entry, *, end_image: bool = False) -> None:
+    def check(self, spec: GenerationSpec, entry, *, end_image: bool = False, audio: bool = False) -> None:
         """Refuse what this family cannot honour (InvalidInput naming the setting and the rule).
-        Works on a spec before or after resolve(): only the fields that are set are checked."""
+        Works on a spec before or after resolve(): only the fields that are set are checked.
+        `audio`: a soundtrack is given to follow (--audio FILE)."""
         for field, families in family_fields().items():
             if getattr(spec, field) is not None and not self.takes(field):
                 names = sorted(families)
@@ -75,6 +78,15 @@ class Family:
         if spec.speed not in self.speeds:
             raise refusal("speed", f"--speed {spec.speed} is not built for {self.label} models ({entry.name}) yet: "
                                    f"use --speed {' or '.join(sorted(self.speeds))}.")
+        if audio and not self.audio_input:
+            raise InvalidInput(f"{entry.name} cannot follow a soundtrack (--audio): {self.label} models take no "
+                               "audio input; leave --audio out.")
+        if audio and (spec.duration is not None or spec.segments is not None):
+            raise InvalidInput("--audio with --duration/--segments is not built: one soundtrack cannot follow "
+                               "chained segments yet; leave one of them out.")
+        if spec.loop == "pingpong" and (self.sound and not spec.no_audio):
+            raise refusal("loop", f"--loop pingpong would play {entry.name}'s soundtrack backwards: use --loop blend "
+                                  "(its sound is cross-faded like its frames) or add --no-audio.")
         if end_image and not self.supports_end_image(entry):
             raise InvalidInput(f"{entry.name} cannot end on an image (--end-image, --keyframes): "
                                f"{self.end_image_hint(entry)}")

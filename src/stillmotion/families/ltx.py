@@ -167,6 +167,7 @@ class LTX2Family(_LTXBase):
     """LTX-2 (19B audio-video DiT, Gemma-3 text encoder): frames and a stereo soundtrack from one run."""
 
     name = "ltx2"
+    sound = True  # its decode makes a stereo soundtrack (the vocoder's waveform)
     label = "LTX-2"
     article = "an"
     pipeline_class = "LTX2ImageToVideoPipeline"
@@ -184,8 +185,13 @@ class LTX2Family(_LTXBase):
         return ltx2_shape(entry, dtype_name or "bf16")
 
     def guidance(self, spec) -> dict:
-        return super().guidance(spec) | pipeline_kwargs(stg_scale=spec.stg_scale, modality_scale=spec.modality_scale,
-                                                        audio_guidance_scale=spec.audio_guidance_scale)
+        """STG, modality isolation and the rescale act on picture and sound alike: the pipeline's audio_* twins get the
+        same value (their defaults are the same; a distilled preset must turn both off to save the passes). The
+        sound's CFG has its own field (its default, 7, is not the picture's)."""
+        return super().guidance(spec) | pipeline_kwargs(
+            stg_scale=spec.stg_scale, audio_stg_scale=spec.stg_scale, modality_scale=spec.modality_scale,
+            audio_modality_scale=spec.modality_scale, audio_guidance_rescale=spec.guidance_rescale,
+            audio_guidance_scale=spec.audio_guidance_scale)
 
     def end_conditions(self, image, end_image, spec) -> dict:
         from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition

@@ -84,7 +84,13 @@ class WanFamily(Family):
         import torch
         from diffusers import WanImageToVideoPipeline
 
-        pipe = WanImageToVideoPipeline.from_pretrained(path, torch_dtype=dtype, variant=variant, use_safetensors=True)
+        from ..models.wan_files import is_assembled, load_components
+
+        if is_assembled(path):  # ComfyUI's split files (models/wan_files.py): converted as they load
+            pipe = WanImageToVideoPipeline(**load_components(path, dtype))
+        else:
+            pipe = WanImageToVideoPipeline.from_pretrained(path, torch_dtype=dtype, variant=variant,
+                                                           use_safetensors=True)
         if dtype != torch.float32:  # the model cards' recipe: the VAE and the CLIP image encoder stay in fp32
             from ..engine.shapes import quiet_diffusers
 
@@ -106,7 +112,11 @@ class WanFamily(Family):
         attached; called without one, run makes its own), and off again when it returns or raises."""
         if cache is None:
             cache = self.speed_cache(spec, pipe)
+        scheduler = pipe.scheduler
         try:
+            if spec.flow_shift is not None and spec.flow_shift != scheduler.config.get("flow_shift"):
+                # --shift (ComfyUI's ModelSamplingSD3): the same scheduler with another shift, for this run only
+                pipe.scheduler = type(scheduler).from_config(scheduler.config, flow_shift=spec.flow_shift)
             if cache is not None:
                 cache.attach()  # a no-op when the engine attached it already
             return pipe(
@@ -123,6 +133,7 @@ class WanFamily(Family):
                 callback_on_step_end=on_step_end,
             ).frames
         finally:
+            pipe.scheduler = scheduler
             if cache is not None:
                 cache.detach()
 
@@ -206,6 +217,15 @@ class WanFamily(Family):
         from ..engine.wan_shape import wan_shape
 
         return wan_shape(entry, dtype_name or "bf16")
+
+    def apply_plan(self, pipe, plan, active, device, dtype):
+        """The planner's plan, less fp8 storage over a quantised (GGUF) transformer: its weights are stored
+        quantised already, and layerwise casting would cast those blocks of bytes as if they were weights."""
+        from dataclasses import replace
+
+        if plan.fp8 and any(getattr(m, "is_quantized", False) for m in self.denoisers(pipe)):
+            plan = replace(plan, fp8=False)
+        return super().apply_plan(pipe, plan, active, device, dtype)
 
 
 def _folder(entry) -> Optional[Path]:

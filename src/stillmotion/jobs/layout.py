@@ -6,6 +6,8 @@
                                     output_name, lora, lora_scale
     DATA/jobs/ID/NAME.FORMAT        the video (NAME: output_name, else the job id)   jobs/worker.py writes
     DATA/jobs/ID/NAME.json          its sidecar; a png job's frames also as NAME.zip
+    DATA/jobs/ID/NAME.wav           the soundtrack beside a gif/webp/png video (mp4 and webm carry it inside)
+    DATA/jobs/ID/audio.EXT          a soundtrack for the model to follow (--audio)   server/submit.py writes
 
 The worker reads the inputs back (read_record, find_end_image) and records the outputs (output_record);
 the API and the UI serve them; deleting a job (a client, or retention) removes the folder.
@@ -22,6 +24,7 @@ from ..util import atomic_path
 
 INPUT = "input"  # the image is kept as input.<ext>
 END_IMAGE = "end_image"  # a job's end image (keyframes) is kept as end_image.<ext> beside its input
+AUDIO = "audio"  # a job's soundtrack to follow (--audio) is kept as audio.<ext> beside its input
 RECORD_FILE = "record.json"  # the request's keys beyond the spec (the `batch` of `stillmotion batch --server`, ...)
 
 
@@ -44,6 +47,11 @@ def find_end_image(folder: Path) -> Optional[Path]:
     return next(iter(sorted(Path(folder).glob(END_IMAGE + ".*"))), None)
 
 
+def find_audio(folder: Path) -> Optional[Path]:
+    """The job's soundtrack to follow (--audio), or None."""
+    return next(iter(sorted(Path(folder).glob(AUDIO + ".*"))), None)
+
+
 def output_record(artifact, folder: Path) -> dict:
     """The job's `output` (Job.output) for a video written in its folder: the file the API serves (a png job's
     frames zipped into NAME.zip beside their folder), its sidecar's name, its size and the artifact's fields."""
@@ -59,5 +67,6 @@ def output_record(artifact, folder: Path) -> dict:
     d.pop("path", None)
     d["file"] = name
     d["sidecar"] = Path(artifact.sidecar).name if artifact.sidecar else None
+    d["audio"] = Path(artifact.audio).name if artifact.audio else None  # NAME.wav beside a gif/webp/png video
     d["bytes"] = (Path(folder) / name).stat().st_size
     return d

@@ -75,6 +75,23 @@ LTX2_GUIDANCE = dict(guidance_scale=3.0, stg_scale=1.0, modality_scale=3.0, guid
                      audio_guidance_scale=7.0)
 
 
+# LTX-2's default negative prompt, Lightricks' own (ltx-pipelines' constants; diffusers' ltx2.utils.DEFAULT_NEGATIVE_PROMPT,
+# which tests/test_ltx.py checks this against)
+LTX2_NEGATIVE_PROMPT = (
+    "blurry, out of focus, overexposed, underexposed, low contrast, washed out colors, excessive noise, "
+    "grainy texture, poor lighting, flickering, motion blur, distorted proportions, unnatural skin tones, "
+    "deformed facial features, asymmetrical face, missing facial features, extra limbs, disfigured hands, "
+    "wrong hand count, artifacts around text, inconsistent perspective, camera shake, incorrect depth of "
+    "field, background too sharp, background clutter, distracting reflections, harsh shadows, inconsistent "
+    "lighting direction, color banding, cartoonish rendering, 3D CGI look, unrealistic materials, uncanny "
+    "valley effect, incorrect ethnicity, wrong gender, exaggerated expressions, wrong gaze direction, "
+    "mismatched lip sync, silent or muted audio, distorted voice, robotic voice, echo, background noise, "
+    "off-sync audio, incorrect dialogue, added dialogue, repetitive speech, jittery movement, awkward "
+    "pauses, incorrect timing, unnatural transitions, inconsistent framing, tilted camera, flat lighting, "
+    "inconsistent tone, cinematic oversaturation, stylized filters, or AI artifacts."
+)
+
+
 def ltx_defaults(**values) -> ModelDefaults:
     """Defaults for an LTX entry (LTX-2, LTX-Video 0.9.x): no SVD knobs; 8k+1 frames at sizes in multiples of 32."""
     base = dict(motion_bucket_id=None, noise_aug_strength=None, min_guidance_scale=None, max_guidance_scale=None,
@@ -214,8 +231,8 @@ REGISTRY: dict[str, ModelEntry] = {
                               portrait=(704, 1280), square=(960, 960), size_multiple=32, end_image=False),
     ),
     # LTX-2 (Lightricks, 19B audio-video DiT; Gemma-3 12B text encoder). The model card's diffusers recipe: 121 frames
-    # at 24 fps, 768x512, sizes in multiples of 32 and 8k+1 frames, 40 steps at CFG 4; the other guidance terms (STG,
-    # modality isolation, rescale, audio CFG) at the pipeline's own defaults (LTX2_GUIDANCE).
+    # at 24 fps, 768x512, sizes in multiples of 32 and 8k+1 frames, 40 steps at CFG 4, Lightricks' negative prompt;
+    # the other guidance terms (STG, modality isolation, rescale, audio CFG) at the pipeline's own (LTX2_GUIDANCE).
     "ltx-2": ModelEntry(
         name="ltx-2",
         repo_id="Lightricks/LTX-2",
@@ -223,7 +240,8 @@ REGISTRY: dict[str, ModelEntry] = {
         family="ltx2",
         description="LTX-2 19B dev: video with its own soundtrack, 121 frames at 24 fps, 768x512",
         approx_size_gb=70.0,
-        defaults=ltx_defaults(**{**LTX2_GUIDANCE, "num_inference_steps": 40, "guidance_scale": 4.0}),
+        defaults=ltx_defaults(**{**LTX2_GUIDANCE, "num_inference_steps": 40, "guidance_scale": 4.0,
+                                 "negative_prompt": LTX2_NEGATIVE_PROMPT}),
     ),
     # The distilled LTX-2: 8 steps at CFG 1 and no other guidance pass (STG 0, modality 1, no rescale), as its model
     # card recommends. Lightricks publish it as a single file (ltx-2-19b-distilled.safetensors); this is the

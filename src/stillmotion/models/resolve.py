@@ -23,6 +23,8 @@ from .paths import DEMO_FOLDER, cache_root
 from .registry import REGISTRY, ModelDefaults, ModelEntry, get_entry
 from .single_file import FileInfo, convert, inspect_file, looks_like_single_file, refuse_pickle
 from .tiny import BUILT_ON_USE, ensure_tiny
+from .wan_files import resolve_wan_file
+from .wan_inspect import inspect_wan_file
 
 
 def entry_for(name_or_path: str) -> ModelEntry:
@@ -33,6 +35,9 @@ def entry_for(name_or_path: str) -> ModelEntry:
         return REGISTRY[name_or_path]
     p = Path(name_or_path).expanduser()
     if looks_like_single_file(name_or_path):
+        wan = _wan_file(p)
+        if wan is not None:
+            return _wan_file_entry(p, wan)
         return _single_file_entry(p, inspect_file(p))
     if p.is_dir():
         if lora_record(p) is not None:
@@ -66,6 +71,30 @@ def lora_base(path) -> str:
 def _single_file_entry(path: Path, info: FileInfo) -> ModelEntry:
     return ModelEntry(name=str(path), repo_id=None, variant=None, source="single-file",
                       description=f"single file ({info.label})", defaults=ModelDefaults(num_frames=info.num_frames))
+
+
+def _wan_file(path: Path):
+    """A ComfyUI Wan file's WanFile (wan_files.py), or None when the file is not one (an SVD checkpoint)."""
+    from ..errors import ModelUnavailable
+
+    if not path.is_file() or path.suffix.lower() not in (".safetensors", ".gguf"):
+        return None
+    try:
+        return inspect_wan_file(path)
+    except ModelUnavailable:
+        if path.suffix.lower() == ".gguf":
+            raise  # only Wan transformers come as GGUF
+        return None
+
+
+def _wan_file_entry(path: Path, info) -> ModelEntry:
+    """A Wan transformer file's entry: the defaults of the registry model whose layout it has."""
+    if info.kind != "transformer":
+        resolve_wan_file(path)  # refuses, saying what the file is and what to pass
+    base = REGISTRY[info.model]
+    return ModelEntry(name=str(path), repo_id=None, variant=None, source="single-file", family="wan",
+                      description=f"single file ({info.label})", approx_size_gb=base.approx_size_gb,
+                      defaults=base.defaults)
 
 
 def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) -> LocalModel:
@@ -112,6 +141,10 @@ def resolve_single_file(path: Path) -> LocalModel:
     refuse_pickle(path)
     if not path.is_file():
         raise ModelUnavailable(f"{path}: no such checkpoint file; pass a .safetensors file, a model folder or a model name.")
+    wan = _wan_file(path)
+    if wan is not None:  # one of ComfyUI's Wan files: assembled around it (wan_files.py)
+        folder, record = resolve_wan_file(path)
+        return LocalModel(entry=_wan_file_entry(path, wan), path=folder, source="single-file", single_file=record)
     info = inspect_file(path)  # header only: a file that is not SVD fails here, before hashing gigabytes
     digest = cached_sha256(path)
     folder = cache_root() / "single-file" / digest

@@ -71,7 +71,7 @@ def refuse_pickle(path: Path) -> None:
 def looks_like_single_file(value: str) -> bool:
     """Whether a --model value names a single checkpoint file (not a folder, name or hub id)."""
     p = Path(value).expanduser()
-    return p.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES) and not p.is_dir()
+    return p.suffix.lower() in (".safetensors", ".gguf", *PICKLE_SUFFIXES) and not p.is_dir()
 
 
 # --------------------------------------------------------------------------- what the file is

@@ -73,9 +73,9 @@ def tiny_gemma3(vocab_size: int):
     return Gemma3ForConditionalGeneration(config).eval()
 
 
-def tiny_ltx2_components(seed: int = 0, *, width: int = 8, layers: int = 2) -> dict:
-    """The keyword arguments of `LTX2ImageToVideoPipeline` for a tiny LTX-2 (fp32, CPU, deterministic). `width`
-    (the transformer's attention head dim) and `layers` make a mid-size one for benchmarks."""
+def tiny_ltx2_components(seed: int = 0, *, heads: int = 2, head_dim: int = 8, layers: int = 2) -> dict:
+    """The keyword arguments of `LTX2ImageToVideoPipeline` for a tiny LTX-2 (fp32, CPU, deterministic). `heads`,
+    `head_dim` and `layers` of the transformer make a mid-size one for benchmarks (bench/bench_ltx.py)."""
     import torch
     from diffusers import (AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, FlowMatchEulerDiscreteScheduler,
                            LTX2VideoTransformer3DModel)
@@ -87,9 +87,10 @@ def tiny_ltx2_components(seed: int = 0, *, width: int = 8, layers: int = 2) -> d
     text_encoder = tiny_gemma3(len(tokenizer))
     torch.manual_seed(seed + 1)
     transformer = LTX2VideoTransformer3DModel(
-        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=width,
-        cross_attention_dim=2 * width, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
-        audio_attention_head_dim=max(4, width // 2), audio_cross_attention_dim=2 * max(4, width // 2),
+        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=heads,
+        attention_head_dim=head_dim, cross_attention_dim=heads * head_dim, audio_in_channels=4, audio_out_channels=4,
+        audio_num_attention_heads=heads, audio_attention_head_dim=max(4, head_dim // 2),
+        audio_cross_attention_dim=heads * max(4, head_dim // 2),
         num_layers=layers, qk_norm="rms_norm_across_heads", caption_channels=TEXT_DIM, rope_double_precision=False,
         rope_type="split").eval()
     torch.manual_seed(seed + 2)

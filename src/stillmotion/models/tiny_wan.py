@@ -216,13 +216,16 @@ def tiny_transformer(
     *,
     image_dim: int | None = None,
     pos_embed_seq_len: int | None = None,
+    heads: int = HEADS,
+    head_dim: int = HEAD_DIM,
 ):
+    """heads x head_dim: 2 x 12 by default; ComfyUI's files assume 128-wide heads (tests of them use 1 x 128)."""
     from diffusers import WanTransformer3DModel
 
     return WanTransformer3DModel(
         patch_size=(1, 2, 2),  # the TI2V timestep mask in the pipeline hard-codes 2x2
-        num_attention_heads=HEADS,
-        attention_head_dim=HEAD_DIM,
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
         in_channels=in_channels,
         out_channels=out_channels,
         text_dim=TEXT_DIM,
@@ -234,7 +237,7 @@ def tiny_transformer(
         eps=1e-6,
         image_dim=image_dim,
         # the real I2V 14B has added_kv_proj_dim = inner dim (image K/V projections)
-        added_kv_proj_dim=INNER_DIM if image_dim is not None else None,
+        added_kv_proj_dim=heads * head_dim if image_dim is not None else None,
         rope_max_seq_len=1024,
         pos_embed_seq_len=pos_embed_seq_len,
     ).eval()

@@ -125,7 +125,7 @@ def get_video(request: Request, job_id: str):
 
 
 @router.get("/videos/{job_id}/content", summary="The video file (Range requests supported)", operation_id="get_content")
-def get_content(request: Request, job_id: str, variant: Literal["video", "sidecar"] = "video",
+def get_content(request: Request, job_id: str, variant: Literal["video", "sidecar", "audio"] = "video",
                 range_: Annotated[Optional[str], Header(alias="Range", description="bytes=START-END: part of the file (206)")] = None):
     svc = get_svc(request)
     job = svc.store.get(check_job_id(job_id))
@@ -135,13 +135,18 @@ def get_content(request: Request, job_id: str, variant: Literal["video", "sideca
     folder = job_dir(svc.settings.data_dir, job_id)
     if variant == "video":
         name, media = out.get("file"), out.get("content_type") or "application/octet-stream"
+    elif variant == "audio":  # the NAME.wav beside a gif/webp/png video (mp4 and webm carry their sound inside)
+        name, media = out.get("audio"), "audio/wav"
+        if not name:
+            raise NotFound(f"Job {job_id} has no soundtrack beside its video (mp4 and webm carry it inside; "
+                           "a model without sound makes none).")
     else:  # sidecar (FastAPI refuses any other variant with 422)
         name, media = out.get("sidecar"), "application/json"
     path = folder / name if name else None
     if path is None or Path(name).name != name or not path.is_file():
         raise NotFound(f"The {variant} file of job {job_id} is gone from the data folder.")
     fmt = out.get("format", "mp4")
-    ext = {"png": "zip"}.get(fmt, fmt) if variant == "video" else "json"
+    ext = {"png": "zip"}.get(fmt, fmt) if variant == "video" else {"sidecar": "json", "audio": "wav"}[variant]
     return FileResponse(path, media_type=media, filename=f"{job_id}.{ext}", content_disposition_type="inline")
 
 

@@ -147,11 +147,12 @@ class Services:
         return self.entry(self.settings.engine.model)
 
     def entry(self, model: str):
-        """The registry entry (defaults) of a served model."""
+        """The entry (defaults) a served model runs with, as its worker's Engine will (families.run_entry)."""
         if model not in self.model_entries:
+            from ..families import run_entry
             from ..models.resolve import entry_for
 
-            self.model_entries[model] = entry_for(model)
+            self.model_entries[model] = run_entry(entry_for(model))
         return self.model_entries[model]
 
     def models_view(self, workers: list[dict]) -> dict:

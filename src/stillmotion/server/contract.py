@@ -95,6 +95,8 @@ def _routes() -> dict[tuple[str, str], dict]:
     """(method, path) -> its responses: every status the route can answer."""
     content = {t: {"schema": {"type": "string", "format": "binary"}} for t in VIDEO_TYPES}
     content["application/json"] = {"schema": {"type": "object", "description": "the sidecar (variant=sidecar)"}}
+    content["audio/wav"] = {"schema": {"type": "string", "format": "binary",
+                                       "description": "the soundtrack beside a gif/webp/png video (variant=audio)"}}
     range_error = {"application/json": {"schema": ERROR_REF}, "text/plain": {"schema": {"type": "string"}}}
     return {
         ("post", "/v1/videos"): {
@@ -108,7 +110,9 @@ def _routes() -> dict[tuple[str, str], dict]:
         ("get", "/v1/videos"): {"200": _json("JobList", "a page of jobs, newest first"), **errors(E401, E422)},
         ("get", "/v1/videos/{job_id}"): {"200": _json("JobView", "the job"), **errors(E401, E404)},
         ("get", "/v1/videos/{job_id}/content"): {
-            "200": {"description": "the video (or with variant=sidecar its JSON sidecar)", "content": content},
+            "200": {"description": "the video: one file, with its soundtrack muxed in where the model makes sound "
+                    "(mp4: AAC, webm: Opus); with variant=sidecar its JSON sidecar; with variant=audio the float32 "
+                    "WAV beside a gif/webp/png video", "content": content},
             "206": {"description": "the requested byte range (Range: bytes=START-END)", "content": content,
                     "headers": {"Content-Range": {"schema": {"type": "string"}}}},
             "400": {"description": "a malformed Range header", "content": range_error},
@@ -183,6 +187,9 @@ def request_bodies() -> tuple[dict, dict]:
             json_props[name] = {"type": "string", "description": inp.description + "; base64 (or a data: URL) "
                                 "or an http(s) URL"}
             form_props[name] = {"type": "string", "format": "binary", "description": inp.description}
+        elif inp.kind == "audio":
+            json_props[name] = {"type": "string", "description": inp.description + "; base64"}
+            form_props[name] = {"type": "string", "format": "binary", "description": inp.description}
         else:
             schema = dict(inp.schema or {"type": "string"})
             json_props[name] = {**schema, "description": inp.description}
@@ -204,7 +211,9 @@ def request_bodies() -> tuple[dict, dict]:
         "required": True,
         "content": {
             "multipart/form-data": {"schema": {"$ref": SCHEMAS + "VideoForm"},
-                                    "encoding": {n: {"contentType": "image/*"} for n in image_inputs}},
+                                    "encoding": {**{n: {"contentType": "image/*"} for n in image_inputs},
+                                                 **{n: {"contentType": "audio/*"} for n, i in INPUTS.items()
+                                                    if i.kind == "audio"}}},
             "application/json": {"schema": {"$ref": SCHEMAS + "VideoRequest"},
                                  "example": {"image": _example_image(), "width": 64, "height": 64, "num_frames": 4,
                                              "num_inference_steps": 2, "seed": 1}},

@@ -21,7 +21,7 @@ from ..errors import BadRequest, ImageTooLarge, InvalidImage, InvalidInput, Queu
 from ..families import family_for
 from ..jobs.store import new_job_id
 from ..jobs.types import Job
-from ..jobs.layout import END_IMAGE, INPUT, job_dir, write_record
+from ..jobs.layout import AUDIO, END_IMAGE, INPUT, job_dir, write_record
 from ..netguard import check_public_url
 from ..spec import GenerationSpec
 
@@ -35,6 +35,7 @@ class Submission:
     end_image: Optional[bytes] = None  # keyframes: the image the video ends on
     end_image_url: Optional[str] = None
     end_filename: Optional[str] = None
+    audio: Optional[bytes] = None  # a soundtrack for the model to follow (wav, mp3, m4a)
     filename: Optional[str] = None
     fields: dict = field(default_factory=dict)
     model: Optional[str] = None
@@ -62,6 +63,8 @@ INPUTS: dict[str, Input] = {
     "image": Input("image", "the still image: a file (multipart), or base64, a data: URL or an http(s) URL (JSON)",
                    required=True),
     "end_image": Input("image", "optional: the image the video ends on (keyframes; the same forms as image)"),
+    "audio": Input("audio", "optional: a soundtrack for the model to follow (wav, mp3 or m4a: a file in multipart, "
+                   "base64 in JSON), where the model's family takes one (refused otherwise)"),
     "model": Input("text", "the model to run: one the server serves (leave it out for its first, the default)"),
     "lora": Input("text", "a LoRA adapter the server serves (`serve --lora NAME=FOLDER`), applied to this job only"),
     "lora_scale": Input("number", "the LoRA's strength (with lora; default 1)",
@@ -112,7 +115,7 @@ async def _parse_multipart(request: Request, body: bytes) -> Submission:
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form(max_files=2, max_fields=64)
+        form = await Request(request.scope, replay).form(max_files=3, max_fields=64)
     except Exception as e:  # noqa: BLE001 - python-multipart's errors become ours
         raise BadRequest(f"Could not parse the multipart form ({str(e)[:200]}).") from None
     try:
@@ -124,14 +127,16 @@ async def _parse_multipart(request: Request, body: bytes) -> Submission:
 async def _form_submission(form) -> Submission:
     sub = Submission()
     for key, value in form.multi_items():
-        if INPUTS.get(key, _SPEC_FIELD).kind == "image":
+        if INPUTS.get(key, _SPEC_FIELD).kind == "audio":
+            sub.audio = await value.read() if hasattr(value, "read") else _base64(value, key)
+        elif INPUTS.get(key, _SPEC_FIELD).kind == "image":
             if hasattr(value, "read"):
                 setattr(sub, key, await value.read())
                 setattr(sub, "filename" if key == "image" else "end_filename", value.filename)
             else:
                 _image_text(sub, value, key)
         elif hasattr(value, "read"):
-            raise InvalidInput(f"{key}: only `image` and `end_image` may be files.")
+            raise InvalidInput(f"{key}: only `image`, `end_image` and `audio` may be files.")
         elif value.strip() == "":
             continue  # an empty form field means "default"
         elif INPUTS.get(key, _SPEC_FIELD).kind == "text":
@@ -160,6 +165,12 @@ def _parse_json(body: bytes) -> Submission:
             raise InvalidInput(f"{key}: must be a base64 string, a data: URL or an http(s) URL.")
         if v is not None:
             _image_text(sub, v, key)
+    for key in (k for k, i in INPUTS.items() if i.kind == "audio"):
+        v = data.pop(key, None)
+        if v is not None and not isinstance(v, str):
+            raise InvalidInput(f"{key}: must be a base64 string (the file's bytes).")
+        if v is not None:
+            setattr(sub, key, _base64(v, key))
     for key in (k for k, i in INPUTS.items() if i.kind == "text"):
         v = data.pop(key, None)
         if v is not None and not isinstance(v, str):
@@ -172,6 +183,17 @@ def _parse_json(body: bytes) -> Submission:
         setattr(sub, key, None if v is None else float(v))
     sub.fields = data
     return sub
+
+
+def _base64(text: str, key: str) -> bytes:
+    """A file's bytes sent as base64 (or a base64 data: URL)."""
+    text = text.strip()
+    if text[:5].lower() == "data:":
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{key}: not valid base64; send the file's bytes base64-encoded.") from None
 
 
 def _image_text(sub: Submission, text: str, key: str = "image") -> None:
@@ -219,7 +241,8 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
     if lora:  # what the LoRA recommends (a distilled one: its steps, guidance 1) where the request sets nothing
         spec = _lora_recommends(spec, settings.loras[lora["lora"]], family)
     # what the model's family cannot honour (another family's fields, its frame and size rules), in one line
-    family.check(spec, entry, end_image=sub.end_image is not None or sub.end_image_url is not None)
+    family.check(spec, entry, end_image=sub.end_image is not None or sub.end_image_url is not None,
+                 audio=sub.audio is not None)
     if sub.output_name is not None:
         _check_output_name(sub.output_name, spec.format)
     if sub.webhook and not sub.webhook.lower().startswith(("http://", "https://")):
@@ -236,6 +259,12 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
     end = None
     if sub.end_image is not None or sub.end_image_url is not None:
         end, _, _ = _read_image(sub.end_image, sub.end_image_url, None, limit, public_only, "end image")
+    if sub.audio is not None:  # decoded now: a file that is not sound is refused before a job exists
+        from ..video.audio import read_audio
+
+        if len(sub.audio) > limit:
+            raise ImageTooLarge(f"The audio is {_mb(len(sub.audio))}, over the {_mb(limit)} upload limit (--max-upload-mb).")
+        read_audio(sub.audio, name="audio")
     # 3. Resolve the spec now, so the job shows its seed and sizes from the start
     resolved = spec.resolve(entry, pil.size)
     if end is not None:
@@ -244,6 +273,7 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
         check_spec(resolved)
     request_hash = hashlib.sha256(
         hashlib.sha256(data).digest() + (hashlib.sha256(end).digest() if end is not None else b"")
+        + (hashlib.sha256(sub.audio).digest() if sub.audio is not None else b"")
         + json.dumps([spec.model_dump(mode="json"), sub.model, sub.webhook] + ([lora] if lora else []),
                      sort_keys=True).encode()
     ).hexdigest()
@@ -257,6 +287,8 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
         write_record(folder, {"batch": batch, "output_name": sub.output_name, **(lora or {})})
     if end is not None:  # the worker finds it by name (jobs/layout.py)
         (folder / f"{END_IMAGE}.{_EXT.get(_sniff_format(end), 'img')}").write_bytes(end)
+    if sub.audio is not None:  # the worker finds it by name (jobs/layout.py); PyAV reads it by its bytes
+        (folder / f"{AUDIO}.snd").write_bytes(sub.audio)
     try:
         job, created = store.create(
             resolved.model_dump(mode="json"), job_id=job_id, model=model, source=source,

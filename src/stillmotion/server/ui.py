@@ -363,7 +363,9 @@ def build_ui(svc) -> gr.Blocks:
                     go = gr.Button("Generate", variant="primary", elem_id="sm-generate")
                     stop = gr.Button("Cancel", variant="stop", elem_id="sm-cancel")
             with gr.Column():
-                video = gr.Video(label="Video", autoplay=True, loop=True, interactive=False, elem_id="sm-video")
+                # include_audio: a model's soundtrack (LTX-2) stays in the file and the player is not muted
+                video = gr.Video(label="Video", autoplay=True, loop=True, interactive=False, include_audio=True,
+                                 elem_id="sm-video")
                 files = gr.File(label="Download (video and its JSON)", file_count="multiple", elem_id="sm-files")
                 info = gr.Markdown(elem_id="sm-info")
         with gr.Accordion("Recent jobs (web and API)", open=True):

@@ -76,6 +76,7 @@ def job_view(job: Job, queue_position: Optional[int] = None) -> dict:
     if out:
         view["output"] = {k: out.get(k) for k in ("format", "content_type", "frames", "width", "height", "fps", "bytes")}
         view["output"]["sidecar_url"] = f"/v1/videos/{jid}/content?variant=sidecar"
+        view["output"]["audio_url"] = f"/v1/videos/{jid}/content?variant=audio" if out.get("audio") else None
     if job.timings:
         view["timings"] = {k: v for k, v in job.timings.items() if k != "step_seconds"}
     return view
@@ -122,6 +123,8 @@ class JobOutput(BaseModel):
     fps: Optional[float]
     bytes: Optional[int]
     sidecar_url: str
+    audio_url: Optional[str] = Field(None, description="the NAME.wav beside a gif/webp/png video that has sound "
+                                     "(mp4 and webm carry their sound inside the file)")
 
 
 class JobWebhook(BaseModel):

@@ -26,8 +26,11 @@ def _padded_frames(frames, even: bool) -> Iterator:
         yield frame
 
 
-def write_av(path: Path, frames, fmt: str, rate: Fraction, crf: int, comment: str) -> None:
+def write_av(path: Path, frames, fmt: str, rate: Fraction, crf: int, comment: str, audio=None) -> None:
+    """H.264 mp4 or VP9 webm; with `audio` (video.audio.Audio) an AAC or Opus track muxed beside the picture."""
     import av
+
+    from .audio import add_track
 
     if fmt == "mp4":
         codec = "libx264"
@@ -62,6 +65,8 @@ def write_av(path: Path, frames, fmt: str, rate: Fraction, crf: int, comment: st
         ctx.colorspace = ctx.color_primaries = ctx.color_trc = 1  # BT.709
         ctx.color_range = 1  # limited ("tv") range, what players expect
         ctx.options = codec_options
+        if audio is not None:
+            add_track(container, audio, fmt)()  # the sound first: the muxer interleaves by timestamp
         for i, array in enumerate(_padded_frames(frames, even=True)):
             frame = av.VideoFrame.from_ndarray(array, format="rgb24")
             frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")

@@ -8,10 +8,18 @@
 
 Both return frames meant to be played cyclically: interpolating a loop should
 also fill the gap from its last frame back to its first (`cyclic=True`).
+
+Sound (`loop_audio`): blend does to the soundtrack what it does to the frames
+(the clip's sound from frame K on, then the last K frames' sound cross-faded
+into the first K frames'), so picture and sound stay together and the loop's
+sound has no cut either. pingpong refuses a soundtrack: sound played backwards
+is not what anyone wants from a loop (speech turns to gibberish, a hit
+becomes a swell); --no-audio or --loop blend.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import numpy as np
@@ -57,6 +65,24 @@ def blend(frames: np.ndarray, k: Optional[int] = None, interp=None) -> np.ndarra
         alpha = (i + 1) / k
         tail.append(b.copy() if alpha >= 1.0 else interp.at(interp.prepare(a, b), alpha))
     return np.concatenate([body, np.stack(tail)], axis=0)
+
+
+def loop_audio(audio, frames: int, fps: float, mode: str):
+    """The soundtrack of a clip of `frames` frames at `fps`, looped like its frames (see the module notes);
+    None stays None."""
+    if audio is None or mode == "none":
+        return audio
+    if mode == "pingpong":
+        raise InvalidInput("--loop pingpong would play the soundtrack backwards: use --loop blend (its sound is "
+                           "cross-faded like its frames) or add --no-audio.")
+    from .audio import Audio, crossfade, fit, frame_sample
+
+    k = blend_length(frames)
+    a = fit(audio, frames, fps).samples  # exactly the clip's length, so frame i's sound is at frame_sample(i)
+    at = functools.partial(frame_sample, fps=fps, rate=audio.rate)
+    n = at(k)
+    head, tail = a[:, :n], a[:, at(frames - k):at(frames - k) + n]
+    return Audio(np.concatenate([a[:, n:at(frames - k)], crossfade(tail, head)], axis=1), audio.rate)
 
 
 def make_loop(frames: np.ndarray, mode: str, interp=None) -> np.ndarray:

@@ -8,6 +8,10 @@
    the step from its last frame back to its first is filled in too.
 `info` goes into the sidecar under "postprocess": what was done, frame counts,
 rates, the back end (and RIFE weight hash), timings and the loop's jump measure.
+
+The soundtrack (`apply_audio`): interpolation leaves it as it is (the duration
+does not change); a loop reshapes it like the frames (loop.loop_audio: blend
+cross-fades it, pingpong refuses it).
 """
 
 from __future__ import annotations
@@ -19,7 +23,13 @@ import numpy as np
 
 from . import quality
 from .interpolate import check_factor, check_target_fps, interpolate, make_interpolator, retime
-from .loop import make_loop
+from .loop import loop_audio, make_loop
+
+
+def apply_audio(audio, frames: int, fps: float, spec):
+    """The soundtrack of `frames` frames at `fps` after `apply(..., spec)`: looped like the frames, else unchanged.
+    Call it first: it refuses what it cannot do (pingpong with sound) before the frames are worked on."""
+    return loop_audio(audio, frames, fps, spec.loop)
 
 
 def apply(

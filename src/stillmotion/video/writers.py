@@ -28,6 +28,11 @@ Format notes (what a user would notice):
   add up), so the file may hold fewer frames than given.
 - webp: animated, loops forever, lossy; `quality` is 0-100 (default 90;
   higher is better). Identical consecutive frames may be merged, as for gif.
+- audio (a video.audio.Audio, e.g. LTX-2's): mp4 gets an AAC track (at the
+  model's rate when AAC has it, else 48 kHz), webm an Opus track (48 kHz);
+  gif, webp and png get ``NAME.wav`` beside them (float32: the samples
+  exactly), renamed into place with the video. The sidecar's "audio" says
+  what was written (rates, seconds, channels, codec, sha256 of the samples).
 - png: a folder of ``frame_00000.png`` ...; a ".png" suffix on `out` names the
   folder without it (``photo.png`` -> folder ``photo``). An existing folder is
   replaced only if it holds nothing but frame_NNNNN.png files. Over HTTP the
@@ -49,6 +54,7 @@ from typing import TYPE_CHECKING
 
 from stillmotion.errors import InvalidInput, OutOfMemory, StillmotionError
 from stillmotion.util import remove, replace, temp_name
+from stillmotion.video.audio import Audio, record, wav_path, write_wav
 from stillmotion.video.encoders import write_av, write_gif, write_png_folder, write_webp
 from stillmotion.video.metadata import VOLATILE_KEYS, build_sidecar, dumps, sidecar_path
 
@@ -89,6 +95,7 @@ class Artifact:
     height: int
     fps: float
     bytes: int  # file size; for png, the frames' total
+    audio: Path | None = None  # NAME.wav beside a gif/webp/png output that has sound (mp4/webm mux it)
 
     @property
     def content_type(self) -> str:
@@ -105,6 +112,7 @@ class Artifact:
             "height": self.height,
             "fps": self.fps,
             "bytes": self.bytes,
+            "audio": str(self.audio) if self.audio is not None else None,
         }
 
 
@@ -127,13 +135,15 @@ def write(
     metadata: dict | None = None,
     sidecar: bool = True,
     quality: int | None = None,
+    audio: Audio | None = None,
 ) -> Artifact:
     """Write `frames` (uint8 T,H,W,3 RGB) to `out`, atomically, with a sidecar.
 
     `format` None: from the suffix of `out`; no suffix means mp4 and ".mp4" is
     appended. `fps` is the playback rate (int, float or Fraction; 29.97 and
     30000/1001 both work). Raises InvalidInput for bad arguments or an
-    unwritable place, StillmotionError when encoding fails.
+    unwritable place, StillmotionError when encoding fails. `audio`: the soundtrack, muxed (mp4, webm) or
+    written beside as NAME.wav (gif, webp, png), and recorded in the sidecar's "audio".
     """
     # 1. Check everything before touching the disk.
     frames = _check_frames(frames)
@@ -153,6 +163,13 @@ def write(
         "height": height,
         "fps": float(rate),
     }
+    if audio is not None and not isinstance(audio, Audio):
+        raise InvalidInput(f"audio must be a video.audio.Audio; got {type(audio).__name__}.")
+    if audio is not None and len(audio) == 0:
+        audio = None  # no samples: no track (an encoder given nothing would write an empty, unplayable one)
+    wav = wav_path(target) if audio is not None and fmt not in ("mp4", "webm") else None
+    if audio is not None:
+        metadata = {**(metadata or {}), "audio": record(audio, fmt, wav.name if wav else None)}
     stable = {k: v for k, v in (metadata or {}).items() if k not in VOLATILE_KEYS}
     comment = dumps(build_sidecar(stable, output), pretty=False)  # also checks metadata is JSON-able
     side = sidecar_path(target) if sidecar else None
@@ -160,13 +177,19 @@ def write(
     # 2. Make the folder; refuse to replace something that is not ours.
     _prepare_target(target, fmt)
 
-    # 3. Encode under temp names, 4. rename into place: video, then sidecar.
+    # 3. Encode under temp names, 4. rename into place: video, its WAV, then sidecar.
     tmp: Path | None = temp_name(target)
     side_tmp: Path | None = None
+    wav_tmp: Path | None = None
     try:
         with _library_errors(fmt, target):
+            if wav is not None:
+                if wav.is_dir():
+                    raise InvalidInput(f"{wav} is a folder; the sound beside {target.name} goes there: move it.")
+                wav_tmp = temp_name(wav)
+                write_wav(wav_tmp, audio)
             if fmt in ("mp4", "webm"):
-                write_av(tmp, frames, fmt, rate, crf, comment)
+                write_av(tmp, frames, fmt, rate, crf, comment, audio)
             elif fmt == "gif":
                 write_gif(tmp, frames, rate)
             elif fmt == "webp":
@@ -179,11 +202,15 @@ def write(
                 side_tmp.write_text(dumps(build_sidecar(metadata, output)), encoding="utf-8")
             replace(tmp, target)  # a frames folder: the old one goes only after
             tmp = None
+            if wav_tmp is not None:
+                replace(wav_tmp, wav)
+                wav_tmp = None
             if side_tmp is not None:
                 replace(side_tmp, side)
                 side_tmp = None
     except BaseException:
         remove(tmp)
+        remove(wav_tmp)
         remove(side_tmp)
         raise
 
@@ -196,6 +223,7 @@ def write(
         height=height,
         fps=float(rate),
         bytes=output["bytes"],
+        audio=wav,
     )
 
 
