@@ -16,8 +16,9 @@ sound are noise, so fast mode's PSNR is this model's, not a trained LTX-2's.
     median of --repeat runs in rotating order.
 (b) fast vs exact: --speed fast (diffusers' First Block Cache, LTX-2's audio-video block registered by
     families/caching.py) at the default threshold in the same rotation, and one run at each of --thresholds:
-    wall and CPU seconds and their ratio to exact, the PSNR of the frames against exact, the passes that ran every
-    block or only the first.
+    wall and CPU seconds and their ratio to exact, the ratio the FLOPs predict (a cached pass skips blocks 1..L-1;
+    torch.utils.flop_counter per block), the PSNR of the frames (and the SNR of the sound) against exact, the passes
+    that ran every block or only the first.
 (c) the distilled preset (ltx-2-distilled's registry defaults: 8 steps, CFG 1, STG 0, modality 1: one transformer
     pass a step) against ltx-2's dev defaults (40 steps, CFG 4, STG 1, modality 3: a CFG batch of two and two more
     passes a step), counted with torch.utils.flop_counter over one step of each, on the mid-size model at the bench's
@@ -114,8 +115,12 @@ def step_flops(runner, **preset) -> dict:
                      frame_rate=24, num_inference_steps=1, generator=runner.torch.Generator("cpu").manual_seed(0),
                      output_type="latent", **preset)
     counts = fc.get_flop_counts()
-    return {"transformer_flops_per_step": int(sum(counts.get("LTX2VideoTransformer3DModel", {}).values())),
-            "all_flops_one_step_run": int(fc.get_total_flops())}
+    name = "LTX2VideoTransformer3DModel"
+    layers = len(runner.stock.transformer.transformer_blocks)
+    later = sum(sum(counts.get(f"{name}.transformer_blocks.{i}", {}).values()) for i in range(1, layers))
+    total = sum(counts.get(name, {}).values())
+    return {"transformer_flops_per_step": int(total), "all_flops_one_step_run": int(fc.get_total_flops()),
+            "cached_pass_fraction": (total - later) / total}
 
 
 def main(argv=None) -> int:
@@ -175,13 +180,19 @@ def bench(a, tmp: Path, default_threshold: float, thresholds: list) -> int:
     diff = int(np.abs(runs["stock"][0]["frames"].astype(int) - exact.astype(int)).max())
     audio_diff = float(np.abs(runs["stock"][0]["audio"] - exact_audio).max())
 
+    # a First-Block-Cache "cached" pass runs everything but blocks 1..L-1: its share of a full pass's FLOPs
+    cached_fraction = step_flops(runner)["cached_pass_fraction"]
+
     def fast_row(threshold, rs):
         rec = rs[0]["speed"]
         sm = summary(rs)
+        full, cached = rec.get("full_passes"), rec.get("cached_passes")
+        predicted = (full + cached) / (full + cached * cached_fraction) if full is not None else None
         noise = float(np.mean((rs[0]["audio"] - exact_audio) ** 2))
         return {"threshold": threshold, **sm, "speed_record": rec,
                 "wall_ratio_vs_exact": s["exact"]["wall_s_median"] / sm["wall_s_median"],
                 "cpu_ratio_vs_exact": s["exact"]["cpu_s_median"] / sm["cpu_s_median"],
+                "flop_ratio_vs_exact": predicted,
                 "psnr_db_vs_exact": psnr(rs[0]["frames"], exact),
                 "audio_snr_db_vs_exact": (10 * np.log10(float(np.mean(exact_audio ** 2)) / noise) if noise > 0
                                           else float("inf")),
@@ -261,7 +272,8 @@ def bench(a, tmp: Path, default_threshold: float, thresholds: list) -> int:
     for row in fast_rows:
         rec = row["speed_record"]
         print(f"    threshold {row['threshold']:<5} {row['wall_s_median']:.2f} s  x{row['wall_ratio_vs_exact']:.2f} wall "
-              f"x{row['cpu_ratio_vs_exact']:.2f} CPU  PSNR {row['psnr_db_vs_exact']:.1f} dB  audio SNR "
+              f"x{row['cpu_ratio_vs_exact']:.2f} CPU  x{row['flop_ratio_vs_exact'] or float('nan'):.2f} FLOPs  "
+              f"PSNR {row['psnr_db_vs_exact']:.1f} dB  audio SNR "
               f"{row['audio_snr_db_vs_exact']:.1f} dB  passes full/cached {rec.get('full_passes')}/{rec.get('cached_passes')}")
     print(f"    exact after fast == exact: {exact_again}; PSNR of exact with another seed: {other_seed:.1f} dB")
     print(f"(c) ltx-2 dev defaults {flops['ltx-2']['transformer_flops'] / 1e12:.3f} TFLOP vs ltx-2-distilled "

@@ -14,7 +14,7 @@ fast against exact is a property of this model, not of a trained Wan (see "cavea
     image, prompt, negative prompt, guidance, size, frames, steps and seed: frames compared (max abs
     difference, <= 2 expected), seconds per video, median of --repeat runs in rotating order.
 (b) fast vs exact: the same Engine with --speed fast (diffusers' First Block Cache on every
-    transformer, families/wan.py FirstBlockCache) at the default threshold in the same rotation, and
+    transformer, families/caching.py FirstBlockCache) at the default threshold in the same rotation, and
     one run at each of --thresholds: wall and CPU seconds, the ratio to exact, the PSNR of fast
     against exact (stillmotion.metrics.psnr over all frames), the passes that ran every block or only
     the first, and the ratio the FLOPs predict (from a per-block FlopCounterMode count).

@@ -40,11 +40,14 @@ def _square(tmp_path, seed=0, name="in.png") -> Image.Image:
     return img
 
 
-def _stock(folder, variant, image, *, end_image=None, seed=3, frames=9, steps=2, fps=24, **kw):
+def _stock(folder, variant, image, *, end_image=None, seed=3, frames=9, steps=2, fps=None, **kw):
     """The stock pipeline's (frames uint8, audio or None) for the same arguments; with an end image, the condition
-    pipeline loaded from the same folder, the image at the first frame and the end image at the last."""
+    pipeline loaded from the same folder, the image at the first frame and the end image at the last. The fps
+    defaults to the pipeline's own frame_rate (LTX-2 24, LTX-Video 25), as a folder's does."""
     import diffusers
     import torch
+
+    fps = fps if fps is not None else {"ltx2": 24, "ltx": 25}[variant]
 
     if end_image is None:
         pipe = getattr(diffusers, STOCK[variant]).from_pretrained(folder)
@@ -152,8 +155,72 @@ def test_end_image_is_ltxs_own_keyframe_conditioning(ltx_folders, tmp_path, vari
     assert np.abs(stock.astype(int) - plain.astype(int)).max() > 2  # the end image changed the video
 
 
+def test_ltx2_end_image_run_has_the_condition_pipelines_sound(ltx_folders, tmp_path):
+    """Through Engine with an end image: the soundtrack is LTX2ConditionPipeline's `audio`, and the sidecar names
+    the conditioning."""
+    from stillmotion.engine.core import Engine
+    from stillmotion.spec import GenerationSpec
+
+    img, end = _square(tmp_path), _square(tmp_path, seed=1, name="end.png")
+    engine = Engine(str(ltx_folders["ltx2"]), device="cpu")
+    result = engine.generate(img, GenerationSpec(width=64, height=64, num_frames=9, num_inference_steps=2, seed=3,
+                                                 prompt="a boat"), end_image=end)
+    stock, audio = _stock(ltx_folders["ltx2"], "ltx2", img, end_image=end, prompt="a boat")
+    assert np.abs(result.frames.astype(int) - stock.astype(int)).max() <= 2
+    assert np.array_equal(result.audio.samples, audio)
+    assert "LTX2ConditionPipeline" in result.metadata["keyframes"]["method"]
+
+
+def test_the_distilled_schedule_is_the_stock_pipelines_distilled_sigmas(ltx_folders, tmp_path):
+    """--schedule distilled (ltx-2-distilled's default) runs the 8 sigmas the distilled checkpoint was trained on,
+    as its model card passes them: equal to the stock pipeline given diffusers' DISTILLED_SIGMA_VALUES."""
+    from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES
+
+    from stillmotion.models.registry import REGISTRY
+
+    img = _square(tmp_path)
+    out = tmp_path / "out"
+    flags = [f for f in ARGS if f not in ("--steps", "2")]
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(ltx_folders["ltx2"]), *flags,
+                           "--steps", "8", "--schedule", "distilled", "--guidance", "1", "--stg-scale", "0",
+                           "--modality-scale", "1", "--audio-guidance-scale", "1", "-o", str(out))
+    assert code == 0, err
+    stock, _ = _stock(ltx_folders["ltx2"], "ltx2", img, steps=8, sigmas=DISTILLED_SIGMA_VALUES, guidance_scale=1.0,
+                      stg_scale=0.0, audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0,
+                      audio_guidance_scale=1.0, prompt="")
+    assert np.abs(_frames(out).astype(int) - stock.astype(int)).max() <= 2
+    plain, _ = _stock(ltx_folders["ltx2"], "ltx2", img, steps=8, guidance_scale=1.0, stg_scale=0.0, audio_stg_scale=0.0,
+                      modality_scale=1.0, audio_modality_scale=1.0, audio_guidance_scale=1.0, prompt="")
+    assert np.abs(stock.astype(int) - plain.astype(int)).max() > 2  # the schedule changed the video
+    assert REGISTRY["ltx-2-distilled"].defaults.sigma_schedule == "distilled"
+
+
+def test_decode_timestep_and_noise_equal_the_stock_decode(ltx_folders, tmp_path):
+    """LTX-Video's VAE is timestep-conditioned (tiny too): --decode-timestep / --decode-noise-scale (the 0.9.7
+    distilled card's 0.05 / 0.025) give the stock pipeline's frames, the noise drawn from the run's generator after
+    the steps as the pipeline draws it; on LTX-2's VAE, which is not, they are refused."""
+    img = _square(tmp_path)
+    out = tmp_path / "out"
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(ltx_folders["ltx"]), *ARGS,
+                           "--prompt", "a boat", "--decode-timestep", "0.05", "--decode-noise-scale", "0.025",
+                           "-o", str(out))
+    assert code == 0, err
+    stock, _ = _stock(ltx_folders["ltx"], "ltx", img, prompt="a boat", decode_timestep=0.05, decode_noise_scale=0.025)
+    plain, _ = _stock(ltx_folders["ltx"], "ltx", img, prompt="a boat")
+    assert np.abs(_frames(out).astype(int) - stock.astype(int)).max() <= 2
+    assert np.abs(stock.astype(int) - plain.astype(int)).max() > 2  # the decode timestep and noise changed it
+
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(ltx_folders["ltx2"]), *ARGS,
+                           "--decode-timestep", "0.05", "-o", str(tmp_path / "x.mp4"))
+    assert code == 2 and "not timestep-conditioned" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.mp4").exists() and not (tmp_path / "x.json").exists()
+
+
 @pytest.mark.parametrize(("model", "flags", "words"), [
     ("ltx2", ["--frames", "10"], "LTX makes 8k+1 frames: use 9 or 17"),
+    ("ltx2", ["--schedule", "distilled", "--steps", "4"], "the distilled schedule is 8 steps: use --steps 8"),
+    ("ltx", ["--schedule", "distilled"], "--schedule (sigma_schedule) is a setting of ltx2 models"),
+    ("ltx-2-distilled", ["--steps", "4"], "the distilled schedule is 8 steps"),  # refused before any download
     ("ltx", ["--frames", "120"], "LTX makes 8k+1 frames: use 113 or 121"),
     ("ltx2", ["--width", "80", "--height", "64"], "LTX-2 sizes are multiples of 32"),
     ("ltx", ["--height", "80", "--width", "64"], "LTX-Video sizes are multiples of 32"),
@@ -247,3 +314,21 @@ def test_batch_rows_carry_ltx2_knobs_and_equal_the_stock_pipeline(ltx_folders, t
     code, _, err = run_cli("batch", str(manifest), str(tmp_path / "out2"), "--model", str(ltx_folders["ltx"]), *ARGS)
     assert code == 2 and "--stg-scale (stg_scale) is a setting of ltx2 models" in err, err
     assert not (tmp_path / "out2").exists()
+
+
+def test_a_hub_download_fetches_every_file_an_ltx2_folder_needs(ltx_folders):
+    """The hub fetch patterns (models/hub.py) take every file of a saved LTX-2 folder but its weights' other
+    variants: the Gemma tokenizer's own files included (tokenizer.json: without it the pipeline cannot load), and
+    the folder counts as complete."""
+    from fnmatch import fnmatch
+
+    from stillmotion.models.hub import allow_patterns, ignore_patterns, missing_files
+
+    folder = ltx_folders["ltx2"]
+    files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    assert "tokenizer/tokenizer.json" in files
+    allow, ignore = allow_patterns(None), ignore_patterns(None) or []
+    fetched = [f for f in files if any(fnmatch(f, a) for a in allow) and not any(fnmatch(f, i) for i in ignore)]
+    assert sorted(fetched) == sorted(files)
+    assert missing_files(folder, None) == []
+

@@ -24,6 +24,7 @@ Format = Literal["mp4", "webm", "gif", "webp", "png"]
 Speed = Literal["exact", "fast"]
 Loop = Literal["none", "pingpong", "blend"]
 InterpolateBackend = Literal["flow", "rife"]
+SigmaSchedule = Literal["default", "distilled"]
 # what the _size validator checks, in the JSON schema too (the API contract shows it); each model family
 # narrows the multiple (SVD 64, Wan 16 or 32: families/*.py)
 _SIZE_SCHEMA = {"minimum": 64, "maximum": 2048, "multipleOf": 16}
@@ -62,6 +63,9 @@ class GenerationSpec(BaseModel):
     flow_shift: Optional[float] = Field(None, gt=0.0, le=100.0, description="the scheduler's flow shift, as ComfyUI's ModelSamplingSD3 sets it (Wan; None: the model's own)", json_schema_extra={"x-flag": "--shift", "x-families": ["wan"]})
     true_cfg_scale: Optional[float] = Field(None, ge=1.0, le=30.0, description="FramePack: real classifier-free guidance with the negative prompt (1 turns it off, as its app does; above 1 runs the transformer twice a step)", json_schema_extra={"x-flag": "--true-cfg", **FRAMEPACK})
     latent_window_size: Optional[int] = Field(None, ge=1, le=33, description="FramePack: latent frames per section (a section is 4x this many frames; its app: 9)", json_schema_extra={"x-flag": "--latent-window", **FRAMEPACK})
+    decode_timestep: Optional[float] = Field(None, ge=0.0, le=1.0, description="the timestep a timestep-conditioned VAE decodes at (LTX-Video 0.9.1 and later: a last touch of denoising in the decoder; 0: none)", json_schema_extra={"x-families": ["ltx2", "ltx"]})
+    decode_noise_scale: Optional[float] = Field(None, ge=0.0, le=1.0, description="noise mixed into the latents before that decode (LTX; None: the decode timestep)", json_schema_extra={"x-families": ["ltx2", "ltx"]})
+    sigma_schedule: Optional[SigmaSchedule] = Field(None, description="the noise levels the steps visit: default (the pipeline's) or distilled (the 8 LTX-2's distilled checkpoint was trained on; --steps 8)", json_schema_extra={"x-flag": "--schedule", **LTX2})
 
     # --- ours ---
     width: Optional[int] = Field(None, description="output width, a multiple of 16 in 64..2048 (SVD: of 64; Wan 2.2 TI2V-5B and LTX: of 32); None: from the image's aspect",
@@ -167,7 +171,8 @@ class GenerationSpec(BaseModel):
 # the fields a model's registry entry gives defaults for (registry.ModelDefaults)
 DEFAULTED = ("num_frames", "num_inference_steps", "fps", "motion_bucket_id", "noise_aug_strength",
              "min_guidance_scale", "max_guidance_scale", "negative_prompt", "guidance_scale", "guidance_rescale",
-             "stg_scale", "modality_scale", "audio_guidance_scale", "true_cfg_scale", "latent_window_size")
+             "stg_scale", "modality_scale", "audio_guidance_scale", "sigma_schedule", "decode_timestep",
+             "decode_noise_scale", "true_cfg_scale", "latent_window_size")
 
 
 @functools.cache

@@ -9,22 +9,22 @@ residuals and a block that does not run hands both streams on unchanged.
 
 from __future__ import annotations
 
+
 def register_block(model) -> None:
     """Register `model`'s transformer block class with diffusers' TransformerBlockRegistry where diffusers has not
     (LTX-2's audio-video block; see the module's docstring). A no-op for the blocks diffusers knows."""
     from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+    from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformerBlock
 
-    blocks = getattr(model, "transformer_blocks", None) or getattr(model, "blocks", None)
-    if not blocks:
-        return
-    cls = type(blocks[0])
+    blocks = getattr(model, "transformer_blocks", None)
+    cls = type(blocks[0]) if blocks else None
+    if cls is not LTX2VideoTransformerBlock:
+        return  # a block diffusers registers itself (or whose missing registration diffusers names on enable)
     try:
         TransformerBlockRegistry.get(cls)
-        return
+        return  # a later diffusers registers it: theirs is used
     except ValueError:
         pass
-    if cls.__name__ != "LTX2VideoTransformerBlock":
-        return  # diffusers' own error names the block when the cache is enabled
 
     class AudioStreamMetadata(TransformerBlockMetadata):
         """The hook asks for "encoder_hidden_states" as the block's second stream: LTX-2's is the audio."""

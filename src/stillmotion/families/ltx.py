@@ -13,7 +13,7 @@ and the end image at the last latent index (-1), LTX-Video's LTXConditionPipelin
 frame index. Both are built once from the loaded pipeline's components (no second copy of the weights).
 
 `--speed fast` is diffusers' First Block Cache (families/caching.py) on the transformer; LTX-2's audio-video block
-is registered for it there. FAST_THRESHOLD is the Wan family's until bench/bench_ltx.py has measured LTX's.
+is registered for it there (a cached pass reuses the video and the audio residuals). FAST_THRESHOLD: see below.
 
 Decoding is the end of the pipelines' __call__, run here so the engine can time it and report it: the video VAE
 (with its decode timestep where the VAE is timestep-conditioned), and for LTX-2 the audio VAE (latents to a mel
@@ -30,9 +30,13 @@ from .base import Family, pipeline_kwargs, to_uint8
 from .caching import FirstBlockCache
 from .wan import FAST_THRESHOLD as WAN_FAST_THRESHOLD
 
-# First Block Cache threshold for --speed fast on LTX: Wan's measured one (families/wan.py) until bench_ltx measures
+# First Block Cache threshold for --speed fast on LTX: Wan's (families/wan.py). bench/bench_ltx.py on a mid-size random
+# LTX-2 (4 heads x 32, 8 blocks, 192x192, 25 frames, 20 steps at the pipeline's guidance: three caches a step, for the
+# CFG batch, STG and modality isolation) measured it: 47 of 60 passes cached, 2.75x fewer FLOPs, 2.6x CPU time, PSNR
+# 43 dB against exact (another seed: 19.5 dB), the sound's SNR 82 dB; 0.1 gave 1.95x FLOPs at 49 dB, 0.2 3.1x at
+# 39 dB (bench/results/ltx-cpu-20261202.json). Random weights: a trained LTX-2's residuals move differently.
 FAST_THRESHOLD = WAN_FAST_THRESHOLD
-# the pipelines' own decode_timestep default (no spec field sets it yet): the VAE decodes clean latents
+# the pipelines' own decode_timestep default (a spec's decode_timestep None): the VAE decodes clean latents
 DECODE_TIMESTEP = 0.0
 
 
@@ -112,6 +116,11 @@ class _LTXBase(Family):
     def run(self, pipe, image, spec, *, generator, on_step_end, end_image=None, cache=None):
         """The pipeline (or, with an end image, its condition pipeline) to latents; --speed fast's cache on for this
         call only, off again when it returns or raises."""
+        if (spec.decode_timestep or spec.decode_noise_scale) and not pipe.vae.config.timestep_conditioning:
+            from ..errors import InvalidInput
+
+            raise InvalidInput("--decode-timestep / --decode-noise-scale: this model's VAE is not timestep-conditioned, "
+                               "so they would change nothing: leave them out.")
         if cache is None:
             cache = self.speed_cache(spec, pipe)
         try:
@@ -132,10 +141,10 @@ class _LTXBase(Family):
     def end_conditions(self, image, end_image, spec) -> dict:
         raise NotImplementedError
 
-    def decode_video(self, pipe, video, generator, dtype, *, noise_first: bool):
+    def decode_video(self, pipe, video, generator, dtype, spec, *, noise_first: bool):
         """The video VAE's decode of normalised, unpacked latents as the pipelines end -> [0, 1] frames (T, H, W, 3).
-        A timestep-conditioned VAE gets DECODE_TIMESTEP and noise mixed in at that scale, drawn from the run's
-        generator: LTX-2 mixes it into the normalised latents (`noise_first`), LTX-Video into the denormalised ones
+        A timestep-conditioned VAE gets the spec's decode timestep (DECODE_TIMESTEP when None) and noise mixed in at
+        the decode noise scale (None: the timestep), drawn from the run's generator after the steps: LTX-2 mixes it into the normalised latents (`noise_first`), LTX-Video into the denormalised ones
         after casting them to the text encoder's dtype."""
         import torch
         from diffusers.utils.torch_utils import randn_tensor
@@ -149,8 +158,10 @@ class _LTXBase(Family):
         timestep = None
         if vae.config.timestep_conditioning:
             noise = randn_tensor(video.shape, generator=generator, device=video.device, dtype=video.dtype)
-            timestep = torch.tensor([DECODE_TIMESTEP], device=video.device, dtype=video.dtype)
-            scale = timestep[:, None, None, None, None]
+            t = DECODE_TIMESTEP if spec.decode_timestep is None else spec.decode_timestep
+            noise_scale = t if spec.decode_noise_scale is None else spec.decode_noise_scale
+            timestep = torch.tensor([t], device=video.device, dtype=video.dtype)
+            scale = torch.tensor([noise_scale], device=video.device, dtype=video.dtype)[:, None, None, None, None]
             video = (1 - scale) * video + scale * noise
         if noise_first:
             video = denormalise(video)
@@ -191,7 +202,19 @@ class LTX2Family(_LTXBase):
         return super().guidance(spec) | pipeline_kwargs(
             stg_scale=spec.stg_scale, audio_stg_scale=spec.stg_scale, modality_scale=spec.modality_scale,
             audio_modality_scale=spec.modality_scale, audio_guidance_rescale=spec.guidance_rescale,
-            audio_guidance_scale=spec.audio_guidance_scale)
+            audio_guidance_scale=spec.audio_guidance_scale,
+            sigmas=list(distilled_sigmas()) if spec.sigma_schedule == "distilled" else None)
+
+    def check(self, spec, entry, *, end_image: bool = False) -> None:
+        """Also: the distilled schedule (given, or the entry's default: refused before loading) is its 8 steps."""
+        super().check(spec, entry, end_image=end_image)
+        steps = len(distilled_sigmas())
+        schedule = spec.sigma_schedule if spec.sigma_schedule is not None else entry.defaults.sigma_schedule
+        if schedule == "distilled" and spec.num_inference_steps not in (None, steps):
+            from .base import refusal
+
+            raise refusal("num_inference_steps", f"--steps {spec.num_inference_steps}: the distilled schedule is "
+                                                 f"{steps} steps: use --steps {steps}, or --schedule default.")
 
     def end_conditions(self, image, end_image, spec) -> dict:
         from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
@@ -208,7 +231,7 @@ class LTX2Family(_LTXBase):
         vae = pipe.vae
         with torch.inference_mode():
             video = pipe._normalize_latents(latents.video, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
-            frames = self.decode_video(pipe, video, latents.generator, pipe.text_encoder.dtype, noise_first=True)
+            frames = self.decode_video(pipe, video, latents.generator, pipe.text_encoder.dtype, spec, noise_first=True)
             if cancel():
                 from ..errors import Cancelled
 
@@ -246,6 +269,13 @@ class LTXFamily(_LTXBase):
                 s = pipe.vae_spatial_compression_ratio
                 video = pipe._unpack_latents(video, (spec.num_frames - 1) // t + 1, spec.height // s, spec.width // s,
                                              pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
-            frames = self.decode_video(pipe, video, latents.generator, pipe.text_encoder.dtype, noise_first=False)
+            frames = self.decode_video(pipe, video, latents.generator, pipe.text_encoder.dtype, spec, noise_first=False)
         self.report_decoded(spec, report, span)
         return to_uint8(frames)
+
+
+def distilled_sigmas() -> tuple:
+    """The noise levels LTX-2's distilled checkpoint was trained on (diffusers' DISTILLED_SIGMA_VALUES)."""
+    from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES
+
+    return tuple(DISTILLED_SIGMA_VALUES)

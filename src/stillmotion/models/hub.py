@@ -27,7 +27,12 @@ from .local import LocalModel
 from .paths import hub_cache_dir, repo_folder
 from .registry import ModelEntry
 
-CONFIG_ONLY = ("scheduler", "feature_extractor", "tokenizer", "tokenizer_2", "safety_checker_config")
+CONFIG_ONLY = ("scheduler", "feature_extractor", "tokenizer", "tokenizer_2", "safety_checker_config", "processor")
+# a tokenizer's or processor's own files beside its *_config.json (fast tokenizers, sentencepiece models,
+# vocabularies, chat templates): Wan's T5, LTX-2's Gemma-3 and its processor read them
+TOKENIZER_FILES = ["*/tokenizer.json", "*/tokenizer.model", "*/spiece.model", "*/special_tokens_map.json",
+                   "*/added_tokens.json", "*/vocab.json", "*/vocab.txt", "*/merges.txt", "*/chat_template.json",
+                   "*/chat_template.jinja"]
 
 
 # --------------------------------------------------------------------------- environment
@@ -43,7 +48,7 @@ def is_offline() -> bool:
 # --------------------------------------------------------------------------- what to fetch
 def allow_patterns(variant: str | None) -> list[str]:
     """The files diffusers reads for a pipeline: configs and safetensors of one variant (never .bin/.ckpt)."""
-    configs = ["model_index.json", "*/config.json", "*/*_config.json"]
+    configs = ["model_index.json", "*/config.json", "*/*_config.json", *TOKENIZER_FILES]
     if variant:  # diffusers names: x.fp16.safetensors, shards x.fp16-00001-of-00002.safetensors
         return configs + [
             f"*/*.{variant}.safetensors",
@@ -124,7 +129,7 @@ def missing_files(folder: Path, variant: str | None, skip: tuple[str, ...] = ())
             need = ["scheduler_config.json"]
         elif name == "feature_extractor":
             need = ["preprocessor_config.json"]
-        elif name.startswith("tokenizer"):
+        elif name.startswith("tokenizer") or name == "processor":
             continue
         else:
             need = ["config.json"]

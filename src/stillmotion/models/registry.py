@@ -40,6 +40,9 @@ class ModelDefaults:
     stg_scale: float | None = None
     modality_scale: float | None = None
     audio_guidance_scale: float | None = None
+    sigma_schedule: str | None = None  # LTX-2: "distilled" for the distilled checkpoint's 8 trained sigmas
+    decode_timestep: float | None = None  # LTX: a timestep-conditioned VAE's decode timestep and noise
+    decode_noise_scale: float | None = None
     # (width, height) for auto sizing by aspect
     landscape: tuple[int, int] = (1024, 576)
     portrait: tuple[int, int] = (576, 1024)
@@ -243,8 +246,8 @@ REGISTRY: dict[str, ModelEntry] = {
         defaults=ltx_defaults(**{**LTX2_GUIDANCE, "num_inference_steps": 40, "guidance_scale": 4.0,
                                  "negative_prompt": LTX2_NEGATIVE_PROMPT}),
     ),
-    # The distilled LTX-2: 8 steps at CFG 1 and no other guidance pass (STG 0, modality 1, no rescale), as its model
-    # card recommends. Lightricks publish it as a single file (ltx-2-19b-distilled.safetensors); this is the
+    # The distilled LTX-2: 8 steps at CFG 1 on the 8 sigmas it was trained on (diffusers' DISTILLED_SIGMA_VALUES) and
+    # no other guidance pass (STG 0, modality 1, no rescale), as its model card recommends. Lightricks publish it as a single file (ltx-2-19b-distilled.safetensors); this is the
     # community diffusers-layout conversion of it (LTX2ImageToVideoPipeline).
     "ltx-2-distilled": ModelEntry(
         name="ltx-2-distilled",
@@ -254,10 +257,11 @@ REGISTRY: dict[str, ModelEntry] = {
         description="LTX-2 19B distilled: 8 steps at CFG 1, video with its own soundtrack, 121 frames at 24 fps",
         approx_size_gb=70.0,
         defaults=ltx_defaults(num_inference_steps=8, guidance_scale=1.0, stg_scale=0.0, modality_scale=1.0,
-                              guidance_rescale=0.0, audio_guidance_scale=1.0),
+                              guidance_rescale=0.0, audio_guidance_scale=1.0, sigma_schedule="distilled"),
     ),
     # LTX-Video 0.9.7 distilled (13B, T5-XXL text encoder, no audio), diffusers layout (LTXConditionPipeline): 8 steps
-    # at CFG 1 as its model card runs it, 121 frames at 24 fps, 768x512.
+    # at CFG 1 as its model card runs it, its VAE decoding at timestep 0.05 with noise 0.025, 121 frames at 24 fps,
+    # 768x512.
     "ltx-video-0.9.7-distilled": ModelEntry(
         name="ltx-video-0.9.7-distilled",
         repo_id="Lightricks/LTX-Video-0.9.7-distilled",
@@ -265,7 +269,8 @@ REGISTRY: dict[str, ModelEntry] = {
         family="ltx",
         description="LTX-Video 0.9.7 13B distilled (no audio): 8 steps at CFG 1, 121 frames at 24 fps, 768x512",
         approx_size_gb=36.0,
-        defaults=ltx_defaults(num_inference_steps=8, guidance_scale=1.0, guidance_rescale=0.0),
+        defaults=ltx_defaults(num_inference_steps=8, guidance_scale=1.0, guidance_rescale=0.0, decode_timestep=0.05,
+                              decode_noise_scale=0.025),
     ),
     "framepack": ModelEntry(
         name="framepack",

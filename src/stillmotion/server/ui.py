@@ -7,9 +7,9 @@ the store. The gallery lists recent jobs from the queue, API jobs included.
 The function behind Generate is also the UI's API endpoint `/generate`
 (gradio_client: `client.predict(..., api_name="/generate")`). A server with a
 choice (several models, or LoRAs) shows a model and LoRA picker; its three
-inputs (model, lora, lora_scale) come last, after end_image, the prompt
-fields (prompt, negative_prompt, guidance_scale) and LTX's other guidance
-terms (guidance_rescale, stg_scale, modality_scale, audio_guidance_scale), so
+inputs (model, lora, lora_scale) come after end_image and the prompt fields
+(prompt, negative_prompt, guidance_scale), and LTX's other guidance terms
+(guidance_rescale, stg_scale, modality_scale, audio_guidance_scale) last, so
 calls made without them still work. Every numeric control takes the range its request field takes
 (CONTROLS: read from GenerationSpec's schema and submit.INPUTS).
 
@@ -70,8 +70,8 @@ class UI:
     # ------------------------------------------------------------------ generate / cancel
     def generate(self, image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
                  min_cfg, max_cfg, decode_chunk, fmt, end_image=None, prompt=None, negative_prompt=None,
-                 guidance=None, guidance_rescale=None, stg=None, modality=None, audio_guidance=None, model=None,
-                 lora=None, lora_scale=None,
+                 guidance=None, model=None, lora=None, lora_scale=None, guidance_rescale=None, stg=None,
+                 modality=None, audio_guidance=None,
                  request: gr.Request = None, progress=gr.Progress()):
         if not image:
             raise gr.Error("Upload an image first.")
@@ -374,9 +374,10 @@ def build_ui(svc) -> gr.Blocks:
                                  elem_id="sm-jobs")
             refresh = gr.Button("Refresh", size="sm")
 
+        # the picker's three inputs keep their places (hidden states when there is no choice), LTX's come after them
         inputs = [image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
-                  min_cfg, max_cfg, decode_chunk, fmt, end_image, prompt, negative, guidance, rescale, stg, modality,
-                  audio_guidance, *picker]
+                  min_cfg, max_cfg, decode_chunk, fmt, end_image, prompt, negative, guidance,
+                  *(picker or [gr.State(None) for _ in range(3)]), rescale, stg, modality, audio_guidance]
         # every control that sets a spec field, by field: what a model switch shows, hides and resets
         by_field = {FIELD_CONTROLS[c.elem_id]: c for c in inputs if c.elem_id in FIELD_CONTROLS}
         labels = {f: c.label for f, c in by_field.items()}
