@@ -110,8 +110,8 @@ class FramePackFamily(Family):
         return ("FramePack takes a last image with its inverted anti-drifting sampling (framepack); F1's vanilla "
                 "sampling (framepack-f1) has none: use framepack.")
 
-    def check(self, spec, entry, *, end_image: bool = False) -> None:
-        super().check(spec, entry, end_image=end_image)
+    def check(self, spec, entry, *, end_image: bool = False, audio: bool = False) -> None:
+        super().check(spec, entry, end_image=end_image, audio=audio)
         d = entry.defaults
         cfg = spec.true_cfg_scale if spec.true_cfg_scale is not None else (d.true_cfg_scale or 1.0)
         if spec.negative_prompt is not None and cfg <= 1:

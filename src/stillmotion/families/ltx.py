@@ -205,9 +205,9 @@ class LTX2Family(_LTXBase):
             audio_guidance_scale=spec.audio_guidance_scale,
             sigmas=list(distilled_sigmas()) if spec.sigma_schedule == "distilled" else None)
 
-    def check(self, spec, entry, *, end_image: bool = False) -> None:
+    def check(self, spec, entry, *, end_image: bool = False, audio: bool = False) -> None:
         """Also: the distilled schedule (given, or the entry's default: refused before loading) is its 8 steps."""
-        super().check(spec, entry, end_image=end_image)
+        super().check(spec, entry, end_image=end_image, audio=audio)
         steps = len(distilled_sigmas())
         schedule = spec.sigma_schedule if spec.sigma_schedule is not None else entry.defaults.sigma_schedule
         if schedule == "distilled" and spec.num_inference_steps not in (None, steps):
