@@ -62,10 +62,12 @@ def test_submit_declares_both_bodies_with_every_spec_field(doc):
     # the model families that take a field (x-families): a request that gives another family's field is refused
     for body_props in (form["properties"], js["properties"]):
         for name in ("prompt", "negative_prompt", "guidance_scale"):
-            assert body_props[name]["x-families"] == ["wan", "ltx2", "ltx"], name
+            assert body_props[name]["x-families"] == ["wan", "ltx2", "ltx", "framepack"], name
         for name in ("stg_scale", "modality_scale", "audio_guidance_scale"):
             assert body_props[name]["x-families"] == ["ltx2"], name
         assert body_props["guidance_rescale"]["x-families"] == ["ltx2", "ltx"]
+        for name in ("true_cfg_scale", "latent_window_size"):
+            assert body_props[name]["x-families"] == ["framepack"], name
         for name in ("motion_bucket_id", "noise_aug_strength", "min_guidance_scale", "max_guidance_scale",
                      "conditioning_fps", "decode_chunk_size"):
             assert body_props[name]["x-families"] == ["svd"], name

@@ -304,5 +304,5 @@ def test_manifest_prompts_on_a_wan_model_and_rows_it_cannot_honour(tmp_path):
     # a flag for every row: refused by the plan, one line; a prompt on an SVD model likewise
     code, _, err = run_cli("batch", str(tmp_path), str(tmp_path / "out3"), *wan, "--noise-aug", "0.1")
     assert code == 2 and "--noise-aug (noise_aug_strength) is a setting of svd models" in err, err
-    with pytest.raises(InvalidInput, match="line 2: --prompt \\(prompt\\) is a setting of ltx, ltx2 and wan models"):
+    with pytest.raises(InvalidInput, match="line 2: --prompt \\(prompt\\) is a setting of framepack, ltx, ltx2 and wan models"):
         plan_batch(manifest, tmp_path / "out4", model="tiny")

@@ -51,18 +51,24 @@ USED = {
         ["identifier", "args", "kwargs"]),
     "FBCHeadBlockHook._should_compute_remaining_blocks": (
         "families/caching.py (wrapped to count full and cached passes)", ["hidden_states_residual"]),
+    "HunyuanVideoFramepackPipeline._soft_append": (
+        "families/framepack.py (the section cross-fade of the pipeline's own decode)", ["history", "current", "overlap"]),
+    "CacheMixin._reset_stateful_cache": (
+        "families/cache.py (First Block Cache afresh in each FramePack section)", ["recurse"]),
 }
 
 
 def _owners() -> dict:
-    from diffusers import LTX2ImageToVideoPipeline, LTXImageToVideoPipeline
+    from diffusers import HunyuanVideoFramepackPipeline, LTX2ImageToVideoPipeline, LTXImageToVideoPipeline
+    from diffusers.models.cache_utils import CacheMixin
     from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
     from diffusers.hooks.first_block_cache import FBCHeadBlockHook
 
     return {"StableVideoDiffusionPipeline": StableVideoDiffusionPipeline, "DiffusionPipeline": DiffusionPipeline,
             "pipeline_stable_video_diffusion": svd_module, "LTX2ImageToVideoPipeline": LTX2ImageToVideoPipeline,
             "LTXImageToVideoPipeline": LTXImageToVideoPipeline, "TransformerBlockRegistry": TransformerBlockRegistry,
-            "TransformerBlockMetadata": TransformerBlockMetadata, "FBCHeadBlockHook": FBCHeadBlockHook}
+            "TransformerBlockMetadata": TransformerBlockMetadata, "FBCHeadBlockHook": FBCHeadBlockHook,
+            "HunyuanVideoFramepackPipeline": HunyuanVideoFramepackPipeline, "CacheMixin": CacheMixin}
 
 
 def test_the_first_block_cache_hook_name_is_still_there():

@@ -29,7 +29,8 @@ LAYERS = {
 # modules of its own sub-layer or an earlier one; every module of the package has a place here
 SUB_LAYERS = {
     "stillmotion.models": (
-        ("registry",), ("paths", "folder_info"), ("hashes",), ("local", "lora", "small_svd", "tiny_wan", "tiny_ltx"), ("hub", "tiny"),
+        ("registry",), ("paths", "folder_info"), ("hashes",), ("local", "lora", "small_svd", "tiny_wan", "tiny_ltx",
+         "tiny_framepack"), ("hub", "tiny"),
         ("safetensors_stream", "sgm_configs"), ("sgm_keys",), ("single_file",), ("wan_inspect",), ("wan_files",), ("resolve",), ("verify",),
     ),
 }

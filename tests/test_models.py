@@ -623,3 +623,81 @@ def test_folder_info_has_one_schema_written_whole_and_reads_old_files(tmp_path):
     for bad in ("[1, 2]", "not json"):
         (tmp_path / FOLDER_INFO_FILE).write_text(bad)
         assert read_folder_info(tmp_path) == {} and folder_defaults(tmp_path) == ModelDefaults()
+
+
+# --------------------------------------------------------------------------- several repos assembled into one model
+FP_BASE, FP_TRANSFORMER, FP_SIGLIP = "hunyuanvideo-community/HunyuanVideo", "lllyasviel/FramePackI2V_HY", \
+    "lllyasviel/flux_redux_bfl"
+
+
+@pytest.fixture()
+def framepack_hub(env, monkeypatch, tmp_path):
+    """The three repos FramePack is assembled from, laid out as on the hub with the tiny FramePack's weights: the
+    HunyuanVideo pipeline (its own text-to-video transformer, which must not be fetched), FramePack's transformer
+    at a repo's root, SigLIP in subfolders beside Redux's image embedder (not fetched either)."""
+    from stillmotion.models.tiny_framepack import build_tiny_framepack
+
+    files = repo_files(build_tiny_framepack(tmp_path / "fp-src"))
+    index = json.loads(files["model_index.json"])
+    index |= {"_class_name": "HunyuanVideoPipeline", "transformer": ["diffusers", "HunyuanVideoTransformer3DModel"]}
+    for name in ("image_encoder", "feature_extractor"):
+        index.pop(name)
+    base = {rel: data for rel, data in files.items() if rel.split("/")[0] not in (
+        "transformer", "image_encoder", "feature_extractor")}
+    base |= {"model_index.json": json.dumps(index).encode(), "transformer/config.json": b"{}",
+             "transformer/diffusion_pytorch_model.safetensors": b"HunyuanVideo T2V weights we never fetch"}
+    hub = FakeHub()
+    hub.repos[FP_BASE] = base
+    hub.repos[FP_TRANSFORMER] = {rel.removeprefix("transformer/"): data for rel, data in files.items()
+                                 if rel.startswith("transformer/")}
+    hub.repos[FP_SIGLIP] = {rel: data for rel, data in files.items()
+                            if rel.split("/")[0] in ("image_encoder", "feature_extractor")}
+    hub.repos[FP_SIGLIP]["image_embedder/diffusion_pytorch_model.safetensors"] = b"Redux weights we never fetch"
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    yield hub
+    hub.close()
+
+
+def test_framepack_downloads_from_three_repos_assembles_one_model_and_verifies_each(framepack_hub, env, monkeypatch,
+                                                                                 image_file):
+    from stillmotion.models.resolve import resolve
+
+    code, out, err = run_cli("models", "download", "framepack", "--quiet")
+    assert code == 0, err
+    got = [r.split(" ", 1)[1] for r in framepack_hub.requests if r.startswith("GET ") and "/resolve/" in r]
+    assert not [r for r in got if "never" in r or r.endswith(("transformer/diffusion_pytorch_model.safetensors",
+                                                              "image_embedder/diffusion_pytorch_model.safetensors"))]
+    assert any(r.startswith(f"/{FP_TRANSFORMER}/resolve/") for r in got)
+
+    local = resolve("framepack")
+    index = json.loads((local.path / "model_index.json").read_text())
+    assert index["_class_name"] == "HunyuanVideoFramepackPipeline"
+    assert index["transformer"] == ["diffusers", "HunyuanVideoFramepackTransformer3DModel"]
+    assert index["image_encoder"] == ["transformers", "SiglipVisionModel"]
+    assert [(p["component"], p["repo_id"]) for p in local.describe()["parts"]] == [
+        ("base", FP_BASE), ("transformer", FP_TRANSFORMER), ("image_encoder", FP_SIGLIP),
+        ("feature_extractor", FP_SIGLIP)]
+    assert "transformer/diffusion_pytorch_model.safetensors" in local.weight_hashes()
+
+    # every repo is checked against its own reference: the hub's LFS hashes, then the download manifests
+    for flag in ("--online", "--offline"):
+        code, out, err = run_cli("models", "verify", "framepack", flag)
+        assert code == 0, err
+    snapshot = env / "hf" / "hub" / ("models--" + FP_TRANSFORMER.replace("/", "--")) / "snapshots" / COMMIT
+    flip_byte(snapshot / "diffusion_pytorch_model.safetensors")
+    code, out, err = run_cli("models", "verify", "framepack", "--offline")
+    assert code == 3 and f"{FP_TRANSFORMER}/diffusion_pytorch_model.safetensors" in err, err
+    assert "stillmotion models download framepack --force" in err
+    assert run_cli("models", "download", "framepack", "--force", "--quiet")[0] == 0
+    assert run_cli("models", "verify", "framepack", "--online")[0] == 0
+
+    # the cache is enough from now on, and the assembled model runs as FramePack
+    framepack_hub.requests.clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run_cli("generate", str(image_file), "--model", "framepack", "--device", "cpu", "--frames", "5",
+                           "--steps", "1", "--latent-window", "2", "--width", "64", "--height", "64",
+                           "--prompt", "a cat", "-o", str(env / "fp.mp4"))
+    assert code == 0, err
+    side = json.loads((env / "fp.json").read_text())
+    assert side["model"]["parts"][1]["repo_id"] == FP_TRANSFORMER and side["length"]["frames"] == 5
+    assert framepack_hub.requests == []

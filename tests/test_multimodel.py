@@ -134,7 +134,7 @@ def test_wan_beside_svd_a_prompt_runs_and_what_wan_cannot_honour_is_refused(mult
     before = len(c.get("/v1/videos", params={"limit": 100}).json()["data"])
     for fields, words in (({**WAN, "motion_bucket_id": 100}, "--motion (motion_bucket_id) is a setting of svd "
                            "models; tiny-wan is a Wan model: leave it out."),
-                          ({"prompt": "a boat"}, "--prompt (prompt) is a setting of ltx, ltx2 and wan models; tiny is a"),
+                          ({"prompt": "a boat"}, "--prompt (prompt) is a setting of framepack, ltx, ltx2 and wan models; tiny is a"),
                           ({**WAN, "num_frames": 4}, "Wan makes 4k+1 frames: use 1 or 5"),
                           ({**WAN, "lora": "wave"}, "lora: 'wave' was trained on 'tiny'; send model='tiny' with it.")):
         r = _post(c, image_file, **fields)

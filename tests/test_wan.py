@@ -98,7 +98,7 @@ def test_end_image_is_the_pipelines_last_image(wan_folders, tmp_path):
     ("wan2.2-a14b", ["--frames", "10"], "Wan makes 4k+1 frames: use 9 or 13"),
     ("wan2.2-ti2v-5b", ["--width", "80", "--height", "64"], "multiples of 32"),
     ("wan2.1", ["--end-image", "END"], "cannot end on an image"),
-    ("tiny", ["--prompt", "a boat"], "--prompt (prompt) is a setting of ltx, ltx2 and wan models"),
+    ("tiny", ["--prompt", "a boat"], "--prompt (prompt) is a setting of framepack, ltx, ltx2 and wan models"),
     ("tiny", ["--width", "80"], "SVD sizes are multiples of 64"),
 ])
 def test_what_a_family_cannot_honour_is_refused_with_nothing_written(wan_folders, tmp_path, model, flags, words):

@@ -169,7 +169,7 @@ def test_a_gguf_transformer_stays_quantised(offline):
     # a memory plan with fp8 storage leaves the quantised weights as they are (no layerwise casting over them)
     from diffusers import WanImageToVideoPipeline
 
-    from stillmotion.engine.wanplan import WanPlan
+    from stillmotion.engine.dit_plan import DiTPlan as WanPlan
     from stillmotion.families import get_family
 
     pipe = WanImageToVideoPipeline(**load_components(folder, torch.float32))

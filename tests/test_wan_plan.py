@@ -1,4 +1,4 @@
-"""Wan's memory plan (engine/wanplan.py): counted on meta, the 24 GB targets, and every knob on tiny-wan.
+"""Wan's memory plan (engine/dit_plan.py on engine/wan_shape.py): counted on meta, the 24 GB targets, and every knob on tiny-wan.
 
 The estimate runs offline (published configs, shapes.wan_configs); the knobs are applied to the built-in
 tiny-wan on the CPU, where offload is a no-op: what can be checked there is that each knob does what it
@@ -34,7 +34,7 @@ def test_the_two_targets_fit_24gb_offline(model, size, frames, plan):
 
 
 def test_plans_fastest_first_and_the_step_down():
-    from stillmotion.engine.wanplan import WanPlan, candidate_plans
+    from stillmotion.engine.dit_plan import DiTPlan as WanPlan, candidate_plans
 
     plans = candidate_plans("cuda")
     assert plans[0] == WanPlan() and plans[-1] == WanPlan("cpu", True, "group", True)
@@ -53,7 +53,8 @@ def engine():
 def test_each_knob_changes_what_it_should(engine):
     import torch
 
-    from stillmotion.engine.wanplan import WanPlan, apply_plan
+    from stillmotion.engine.dit_plan import DiTPlan as WanPlan
+    from stillmotion.engine.wan_shape import apply_plan
 
     pipe = engine.pipe
     apply_plan(pipe, WanPlan("cpu", True), None, "cpu", engine.dtype)
@@ -66,7 +67,8 @@ def test_fp8_storage_stores_the_transformer_in_float8():
     import torch
 
     from stillmotion.engine import Engine
-    from stillmotion.engine.wanplan import WanPlan, apply_plan
+    from stillmotion.engine.dit_plan import DiTPlan as WanPlan
+    from stillmotion.engine.wan_shape import apply_plan
 
     e = Engine("tiny-wan", device="cpu")
     applied = apply_plan(e.pipe, WanPlan(fp8=True), None, "cpu", e.dtype)
@@ -75,7 +77,7 @@ def test_fp8_storage_stores_the_transformer_in_float8():
 
 
 def _run(engine, monkeypatch, plan, tiles=None):
-    from stillmotion.engine import wanplan
+    from stillmotion.engine import dit_plan as wanplan
     from stillmotion.spec import GenerationSpec
 
     monkeypatch.setattr(engine, "_plan", lambda spec, keyframe=False: (plan, {"plan": plan.to_dict()}))
@@ -87,7 +89,7 @@ def _run(engine, monkeypatch, plan, tiles=None):
 
 
 def test_exact_plans_give_the_same_frames_and_tiling_within_2_levels(engine, monkeypatch):
-    from stillmotion.engine.wanplan import WanPlan
+    from stillmotion.engine.dit_plan import DiTPlan as WanPlan
 
     base = _run(engine, monkeypatch, WanPlan())
     assert np.array_equal(base, _run(engine, monkeypatch, WanPlan("cpu")))

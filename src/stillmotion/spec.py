@@ -31,8 +31,9 @@ _SIZE_SCHEMA = {"minimum": 64, "maximum": 2048, "multipleOf": 16}
 # `x-families`: the model families that take a field (families/); a field without it is every family's.
 # A family refuses a field it does not take (families/base.Family.check), and the UI shows only its own.
 SVD = {"x-families": ["svd"]}
-PROMPTED = {"x-families": ["wan", "ltx2", "ltx"]}
+PROMPTED = {"x-families": ["wan", "ltx2", "ltx", "framepack"]}
 LTX2 = {"x-families": ["ltx2"]}  # LTX-2's other guidance terms (diffusers' LTX2ImageToVideoPipeline)
+FRAMEPACK = {"x-families": ["framepack"]}
 SOUND = {"x-families": ["ltx2"]}  # the families whose videos have a soundtrack
 
 
@@ -42,7 +43,7 @@ class GenerationSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # --- the image-to-video pipelines' knobs (diffusers' names) ---
-    num_frames: Optional[int] = Field(None, ge=1, le=257, description="frames the model generates (each family has its rule: SVD at most 64, Wan 4k+1, LTX 8k+1)", json_schema_extra={"x-flag": "--frames"})
+    num_frames: Optional[int] = Field(None, ge=1, le=257, description="frames the model generates (each family has its rule: SVD at most 64, Wan 4k+1, LTX 8k+1; FramePack any count, from whole sections trimmed at the end)", json_schema_extra={"x-flag": "--frames"})
     num_inference_steps: Optional[int] = Field(None, ge=1, le=200, description="denoising steps", json_schema_extra={"x-flag": "--steps"})
     min_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the first frame", json_schema_extra={"x-flag": "--min-cfg", **SVD})
     max_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="guidance at the last frame", json_schema_extra={"x-flag": "--max-cfg", **SVD})
@@ -52,14 +53,16 @@ class GenerationSpec(BaseModel):
     noise_aug_strength: Optional[float] = Field(None, ge=0.0, le=1.0, description="noise added to the conditioning image", json_schema_extra={"x-flag": "--noise-aug", **SVD})
     decode_chunk_size: Optional[int] = Field(None, ge=1, le=64, description="frames the VAE decodes at once (None: as many as fit)", json_schema_extra={"x-flag": "--decode-chunk", **SVD})
     seed: int = Field(-1, ge=-1, le=MAX_SEED, description="0..2^32-1, or -1 for a random seed (recorded)")
-    prompt: Optional[str] = Field(None, max_length=4000, description="what should happen in the video (Wan, LTX)", json_schema_extra=PROMPTED)
-    negative_prompt: Optional[str] = Field(None, max_length=4000, description="what should not (Wan, LTX; default: the model's own)", json_schema_extra=PROMPTED)
-    guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="classifier-free guidance for the prompt (Wan, LTX; <= 1 turns it off)", json_schema_extra={"x-flag": "--guidance", **PROMPTED})
+    prompt: Optional[str] = Field(None, max_length=4000, description="what should happen in the video (Wan, LTX, FramePack)", json_schema_extra=PROMPTED)
+    negative_prompt: Optional[str] = Field(None, max_length=4000, description="what should not (Wan, LTX; default: the model's own; FramePack: with --true-cfg above 1)", json_schema_extra=PROMPTED)
+    guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="Wan, LTX: classifier-free guidance for the prompt (<= 1 turns it off); FramePack: the distilled guidance the transformer is conditioned on (its app: 10)", json_schema_extra={"x-flag": "--guidance", **PROMPTED})
     guidance_rescale: Optional[float] = Field(None, ge=0.0, le=1.0, description="rescales the guided prediction toward the conditional one's spread, against over-exposure (LTX; LTX-2: picture and sound; 0 turns it off)", json_schema_extra={"x-families": ["ltx2", "ltx"]})
     stg_scale: Optional[float] = Field(None, ge=0.0, le=10.0, description="spatio-temporal guidance of picture and sound: away from a pass with perturbed blocks (LTX-2; 0 turns it off, one more transformer pass per step otherwise)", json_schema_extra=LTX2)
     modality_scale: Optional[float] = Field(None, ge=0.0, le=10.0, description="modality isolation guidance of picture and sound: away from a pass without audio-video cross attention (LTX-2; 1 turns it off, one more pass per step otherwise)", json_schema_extra=LTX2)
     audio_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0, description="classifier-free guidance of the soundtrack (LTX-2; None: the model's own)", json_schema_extra=LTX2)
     flow_shift: Optional[float] = Field(None, gt=0.0, le=100.0, description="the scheduler's flow shift, as ComfyUI's ModelSamplingSD3 sets it (Wan; None: the model's own)", json_schema_extra={"x-flag": "--shift", "x-families": ["wan"]})
+    true_cfg_scale: Optional[float] = Field(None, ge=1.0, le=30.0, description="FramePack: real classifier-free guidance with the negative prompt (1 turns it off, as its app does; above 1 runs the transformer twice a step)", json_schema_extra={"x-flag": "--true-cfg", **FRAMEPACK})
+    latent_window_size: Optional[int] = Field(None, ge=1, le=33, description="FramePack: latent frames per section (a section is 4x this many frames; its app: 9)", json_schema_extra={"x-flag": "--latent-window", **FRAMEPACK})
     decode_timestep: Optional[float] = Field(None, ge=0.0, le=1.0, description="the timestep a timestep-conditioned VAE decodes at (LTX-Video 0.9.1 and later: a last touch of denoising in the decoder; 0: none)", json_schema_extra={"x-families": ["ltx2", "ltx"]})
     decode_noise_scale: Optional[float] = Field(None, ge=0.0, le=1.0, description="noise mixed into the latents before that decode (LTX; None: the decode timestep)", json_schema_extra={"x-families": ["ltx2", "ltx"]})
     sigma_schedule: Optional[SigmaSchedule] = Field(None, description="the noise levels the steps visit: default (the pipeline's) or distilled (the 8 LTX-2's distilled checkpoint was trained on; --steps 8)", json_schema_extra={"x-flag": "--schedule", **LTX2})
@@ -80,8 +83,8 @@ class GenerationSpec(BaseModel):
     interpolate_backend: InterpolateBackend = Field("flow", description="flow (no weights) or rife")
     loop: Loop = Field("none", description="make a seamless loop: blend (--loop alone) or pingpong",
                       json_schema_extra={"x-flag-value": "blend"})
-    duration: Optional[float] = Field(None, gt=0, le=600, description="seconds of video: chains segments from each last frame")
-    segments: Optional[int] = Field(None, ge=1, le=64, description="number of chained segments (instead of duration)")
+    duration: Optional[float] = Field(None, gt=0, le=600, description="seconds of video: chains segments from each last frame (FramePack: its own sections)")
+    segments: Optional[int] = Field(None, ge=1, le=64, description="number of chained segments (instead of duration; FramePack: sections)")
 
     # --- speed (engine/) ---
     speed: Speed = Field("exact", description="exact (same frames as diffusers) or fast (feature caching)")
@@ -123,8 +126,11 @@ class GenerationSpec(BaseModel):
     @property
     def uses_cfg(self) -> bool:
         """Classifier-free guidance (the denoiser runs on a batch of two): on when the guidance (SVD: the max
-        guidance) is above 1. Of a resolved spec: None (the model's default, not known here) counts as off."""
+        guidance) is above 1. Of a resolved spec: None (the model's default, not known here) counts as off. Where a
+        model has a real CFG scale beside a distilled guidance (FramePack's true_cfg_scale), that one decides."""
         scale = self.max_guidance_scale if self.max_guidance_scale is not None else self.guidance_scale
+        if self.true_cfg_scale is not None:
+            scale = self.true_cfg_scale
         return scale is not None and scale > 1
 
     @property
@@ -166,7 +172,7 @@ class GenerationSpec(BaseModel):
 DEFAULTED = ("num_frames", "num_inference_steps", "fps", "motion_bucket_id", "noise_aug_strength",
              "min_guidance_scale", "max_guidance_scale", "negative_prompt", "guidance_scale", "guidance_rescale",
              "stg_scale", "modality_scale", "audio_guidance_scale", "sigma_schedule", "decode_timestep",
-             "decode_noise_scale")
+             "decode_noise_scale", "true_cfg_scale", "latent_window_size")
 
 
 @functools.cache
@@ -181,7 +187,8 @@ def family_fields() -> dict[str, tuple[str, ...]]:
 
 
 def auto_size(defaults, image_size, width=None, height=None, multiple: int = 64) -> tuple[int, int]:
-    """Target size by aspect: the model's landscape, portrait or square size.
+    """Target size by aspect: the model's landscape, portrait or square size, or where the model has a bucket list
+    (FramePack) the bucket nearest the image's aspect (its app's find_nearest_bucket: ties go to the later bucket).
 
     If only one of width/height is given, the other follows the image's aspect
     (rounded to the model's size multiple).
@@ -194,6 +201,14 @@ def auto_size(defaults, image_size, width=None, height=None, multiple: int = 64)
         return width, _round(width / aspect, multiple)
     if height is not None:
         return _round(height * aspect, multiple), height
+    if getattr(defaults, "buckets", None) and image_size is not None:
+        w, h = image_size
+        best, metric = defaults.buckets[0], float("inf")
+        for bw, bh in defaults.buckets:
+            m = abs(h * bw - w * bh)
+            if m <= metric:
+                best, metric = (bw, bh), m
+        return tuple(best)
     if aspect > 1.1:
         return defaults.landscape
     if aspect < 1 / 1.1:

@@ -26,27 +26,27 @@ def run_estimate(spec, config, *, keyframe: bool = False, price: Optional[float]
     (its max_memory: also plan for that budget), planned as the Engine plans it (engine/timing.Workload)."""
     from ..engine import timing
 
-    from ..engine.wanplan import WanShape
-
     shape = timing.workload_shape(config)
-    wan = isinstance(shape, WanShape)  # Wan's plan axes and its own efficiency reference (gpus.json wan_reference)
+    dit = timing.dit_planner(shape) is not None  # a transformer family: its plan axes, host memory and reference
+    reference = shape.layout.reference if dit else "reference"
     job = timing.Workload(spec, config, keyframe)
     est = job.peak(shape)
     flops = job.flops(shape)
     out = {
         "model": config.model, "frames": spec.num_frames, "width": spec.width, "height": spec.height,
         "steps": spec.num_inference_steps, "speed": spec.speed,
-        "cache_interval": spec.cache_interval if spec.speed == "fast" else None, "dtype": config.dtype or ("bf16" if wan else "fp16"),
+        "cache_interval": spec.cache_interval if spec.speed == "fast" else None, "dtype": config.dtype or ("bf16" if dit else "fp16"),
         "attention": config.attention, "keyframe": keyframe,
         "weights_bytes": shape.weights_total,
         "plan": est.to_dict() | {"label": job.given.label()},
+        "host": job.host(shape),
         "flops": flops | {"source": "counted (dry run)"},
         "memory_source": "estimated (dry run of the model code on shapes; checked against measured CPU peaks in tests)",
     }
     if config.max_memory is not None:
         best = job.plan(shape, config.max_memory)
         out["budget"] = {"bytes": config.max_memory, "fits": best.fits, "plan": best.plan.to_dict(),
-                         "label": best.plan.label(), "peak_bytes": best.peak_bytes}
+                         "label": best.plan.label(), "peak_bytes": best.peak_bytes, "host": job.host(shape, best.plan)}
     rows = []
     for card in timing.cards():
         t = job.time_on(card, shape, flops["per_video"])
@@ -56,24 +56,25 @@ def run_estimate(spec, config, *, keyframe: bool = False, price: Optional[float]
             "peak_bytes": t.plan.peak_bytes, "seconds": t.seconds if t.fits else None,
             "price_per_hour": rate, "cost": t.seconds / 3600 * rate if t.fits else None,
             "source": "estimated",
-            "efficiency": _wan_efficiency(card) if wan else
+            "host_bytes": (job.host(shape, t.plan.plan) or {}).get("peak"),
+            "efficiency": _dit_efficiency(card, reference) if dit else
                           {"value": card.efficiency, "basis": card.basis, "source": card.source},
         })
     out["gpus"] = rows
-    out["reference"] = timing.load_gpus()["wan_reference" if wan else "reference"]
+    out["reference"] = timing.load_gpus()[reference]
     return out
 
 
-def _wan_efficiency(card) -> dict:
+def _dit_efficiency(card, reference: str) -> dict:
     from ..engine import timing
 
     data = timing.load_gpus()
-    ref = data["wan_reference"]
+    ref = data[reference]
     m = data["measurements"][ref["measurement"]]
     how = f"{m['seconds']} s on the {ref['card']} ({m['source']})"
     if card.name != ref["card"]:
         how += f" x this card's SVD efficiency over the {ref['card']}'s ({card.source})"
-    return {"value": timing.wan_efficiency(card.name), "basis": "measured" if card.name == ref["card"] else "estimated",
+    return {"value": timing.dit_efficiency(card.name, reference), "basis": "measured" if card.name == ref["card"] else "estimated",
             "source": how}
 
 
@@ -116,6 +117,10 @@ def estimate_command(price_per_hour, keyframe, as_json, **kwargs):
     click.echo(f"planned peak memory ({p['label']}): {fmt_bytes(p['peak_bytes'])}  [estimated]")
     click.echo("  " + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in p["stages"].items())
                + f"; weights {fmt_bytes(r['weights_bytes'])}")
+    if r.get("host"):
+        h = r["host"]
+        click.echo(f"host memory (RAM): {fmt_bytes(h['peak'])} at most (loading {fmt_bytes(h['load'])}: every weight "
+                   f"is read into RAM first; running {fmt_bytes(h['run'])})  [estimated]")
     f = r["flops"]
     click.echo(f"compute: {_flops(f['per_video'])} per video ({'denoiser' if 'transformer_pass' in f else 'UNet'} step {_flops(f['unet_step'])}, "
                f"cached step {_flops(f['unet_cached_step'])}"
@@ -124,18 +129,22 @@ def estimate_command(price_per_hour, keyframe, as_json, **kwargs):
     if "budget" in r:
         b = r["budget"]
         if b["fits"]:
-            click.echo(f"--max-memory {max_memory}: fits with {b['label']} ({fmt_bytes(b['peak_bytes'])})")
+            click.echo(f"--max-memory {max_memory}: fits with {b['label']} ({fmt_bytes(b['peak_bytes'])})"
+                       + (f"; host memory {fmt_bytes(b['host']['peak'])} (running {fmt_bytes(b['host']['run'])})"
+                          if b.get("host") else ""))
         else:
             click.echo(f"--max-memory {max_memory}: does not fit; even {b['label']} needs about "
                        f"{fmt_bytes(b['peak_bytes'])}")
     click.echo("")
-    click.echo(f"{'GPU':<11} {'memory':>7}  {'fits':<4} {'plan':<44} {'s/video':>8} {'$/h':>6} {'$/video':>8}")
+    host = r.get("host") is not None
+    click.echo(f"{'GPU':<11} {'memory':>7}  {'fits':<4} {'plan':<44} {'s/video':>8} {'$/h':>6} {'$/video':>8}"
+               + (f" {'RAM':>9}" if host else ""))
     for g in r["gpus"]:
         secs = f"{g['seconds']:.1f}" if g["seconds"] is not None else "-"
         cost = f"{g['cost']:.4f}" if g["cost"] is not None else "-"
         plan = g["plan"] if g["fits"] else f"does not fit (needs {fmt_bytes(g['peak_bytes'])})"
         click.echo(f"{g['gpu']:<11} {g['memory_gb']:>5}GB  {'yes' if g['fits'] else 'no':<4} {plan:<44} {secs:>8} "
-                   f"{g['price_per_hour']:>6.2f} {cost:>8}")
+                   f"{g['price_per_hour']:>6.2f} {cost:>8}" + (f" {fmt_bytes(g['host_bytes']):>9}" if host else ""))
     click.echo("")
     click.echo("memory: estimated by a dry run of the model code; FLOPs: counted; seconds and cost: estimated, the "
                "FLOPs over each card's fp16 peak times its efficiency on " + r["reference"]["job"].split(" (")[0] + ":")

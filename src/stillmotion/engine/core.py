@@ -93,6 +93,7 @@ class Engine:
                 f"Could not load model from {self.local.path}: {first_line(e)}; run `stillmotion models verify {self.entry.name}`."
             ) from None
         pipe.set_progress_bar_config(disable=True)
+        self.family.bind(pipe, self.entry)
         if self.local.lora is not None:  # a LoRA folder: its adapters on for good, the family's way
             self.family.apply_lora(pipe, self.local.lora)
         from .memory import MemoryPlan
@@ -109,7 +110,7 @@ class Engine:
 
     def _apply_plan(self, plan) -> None:
         """Set the pipeline up for a memory plan: forward chunking and where the weights live (a family with
-        its own plan type, Wan, applies its own axes: families/wan.py -> engine/wanplan.apply_plan)."""
+        its own plan type, a transformer family, applies its own axes: Family.apply_plan -> engine/dit_plan.apply_plan)."""
         from .memory import MemoryPlan
         from .profile import set_forward_chunking
 
@@ -260,8 +261,8 @@ class Engine:
             elif ends:
                 frames, run = self.sample(prepared, spec, report, cancel, end_image=ends[0], audio=sound)
                 fps = float(spec.fps)
-            elif spec.duration is not None or spec.segments is not None:
-                from .long import generate_long
+            elif (spec.duration is not None or spec.segments is not None) and self.family.long_frames(spec) is None:
+                from .long import generate_long  # chained segments; a family that makes long videos runs once
 
                 frames, fps, run = generate_long(self.sample, prepared, spec, report, cancel)
             else:
@@ -333,6 +334,7 @@ class Engine:
         run.timings["decode"] = round(time.perf_counter() - t, 4)
         if run.fallbacks:
             run.memory["final_plan"] = plan.to_dict()
+        run.length = self.family.describe_length(self.pipe, spec)
         return video, run
 
     def _denoise(self, image, spec: GenerationSpec, report: ProgressFn, cancel: CancelFn, run: RunRecord,
@@ -344,7 +346,7 @@ class Engine:
 
         pipe = self.pipe
         lo, hi = span
-        steps = spec.num_inference_steps
+        steps = self.family.denoise_steps(spec)  # FramePack: the steps of every section
         step_times: list[float] = []
         last = [time.perf_counter()]
 
@@ -352,7 +354,9 @@ class Engine:
             now = time.perf_counter()
             step_times.append(now - last[0])
             last[0] = now
-            report(Progress("denoise", i + 1, steps, lo + (hi - lo) * denoise_share * (i + 1) / steps, f"step {i + 1}/{steps}"))
+            n = len(step_times)  # counted here: a pipeline's `i` restarts in each FramePack section
+            report(Progress("denoise", n, steps, lo + (hi - lo) * denoise_share * n / steps,
+                            self.family.step_message(spec, n)))
             if cancel():
                 raise Cancelled()
             return kwargs

@@ -161,7 +161,7 @@ def choose_plan(shape: ModelShape, frames: int, height: int, width: int, budget_
 def next_plan_down(current: MemoryPlan, frames: int, device: str, stage: str) -> Optional[MemoryPlan]:
     """The next step down after an out-of-memory in `stage`: a smaller decode chunk (decoding only),
     then forward chunking, then model offload, then sequential offload. None when nothing is left.
-    A family's own plan type (wanplan.WanPlan) steps down its own way."""
+    A family's own plan type (dit_plan.DiTPlan) steps down its own way."""
     if not isinstance(current, MemoryPlan):
         return current.step_down(device)
     if stage == "decoding" and current.decode_chunk_size > 1:

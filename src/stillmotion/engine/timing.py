@@ -195,11 +195,12 @@ def workload_shape(config: "EngineConfig") -> ModelShape:
 
 
 @functools.lru_cache(maxsize=None)
-def wan_efficiency(card_name: str) -> float:
-    """A card's efficiency on Wan: the published Wan run's card's (gpus.json "wan_reference"), scaled by the
-    card's efficiency on the SVD reference over that card's (no other card has a published Wan figure here)."""
+def dit_efficiency(card_name: str, reference: str) -> float:
+    """A card's efficiency on a transformer family: the published run's card's (gpus.json `reference`, e.g.
+    "wan_reference"), scaled by the card's efficiency on the SVD reference over that card's (the published
+    runs name one card each)."""
     data = load_gpus()
-    ref = data["wan_reference"]
+    ref = data[reference]
     by_name = {c.name: c for c in cards()}
     base = by_name[ref["card"]]
     seconds = data["measurements"][ref["measurement"]]["seconds"]
@@ -207,10 +208,13 @@ def wan_efficiency(card_name: str) -> float:
     return measured * by_name[card_name].efficiency / base.efficiency
 
 
-def _is_wan(shape) -> bool:
-    from .wanplan import WanShape
+def dit_planner(shape):
+    """The transformer planner (engine/dit_plan.py) for a shape it counts (dit_shapes.DiTShape), else None:
+    the shape is SVD's (engine/memory.py's planner)."""
+    from . import dit_plan
+    from .dit_shapes import DiTShape
 
-    return isinstance(shape, WanShape)
+    return dit_plan if isinstance(shape, DiTShape) else None
 
 
 @dataclass(frozen=True)
@@ -253,30 +257,35 @@ class Workload:
     def peak(self, shape: ModelShape) -> PeakEstimate:
         """Peak memory on a GPU under the given plan."""
         s = self.spec
-        if _is_wan(shape):
-            from .wanplan import estimate_peak as wan_peak
-
-            return wan_peak(shape, s.num_frames, s.height, s.width, self.given)
+        if (dit := dit_planner(shape)) is not None:
+            return dit.estimate_peak(shape, s.num_frames, s.height, s.width, self.given, cfg=s.uses_cfg,
+                                     knobs=shape.layout.knobs(s))
         return estimate_peak(shape, s.num_frames, s.height, s.width, self.given, cfg=s.uses_cfg, keyframe=self.keyframe)
 
     def plan(self, shape: ModelShape, budget_bytes: int, device: str = "cuda") -> PeakEstimate:
         """The fastest plan that fits the budget, keeping what the user chose; else the leanest (fits=False)."""
         s = self.spec
-        if _is_wan(shape):
-            from .wanplan import choose_plan as wan_choose
-
-            return wan_choose(shape, s.num_frames, s.height, s.width, budget_bytes, device=device,
-                              user_offload=self.config.offload)[0]
+        if (dit := dit_planner(shape)) is not None:
+            return dit.choose_plan(shape, s.num_frames, s.height, s.width, budget_bytes, device=device,
+                                   user_offload=self.config.offload, cfg=s.uses_cfg, knobs=shape.layout.knobs(s))[0]
         return choose_plan(shape, s.num_frames, s.height, s.width, budget_bytes, device=device, cfg=s.uses_cfg,
                            keyframe=self.keyframe, **self.fixed)[0]
+
+    def host(self, shape: ModelShape, plan=None) -> Optional[dict]:
+        """Host memory of this workload under `plan` (default: the given plan), where the shape's planner counts
+        it (the transformer families'); None for SVD's."""
+        s = self.spec
+        if (dit := dit_planner(shape)) is None:
+            return None
+        return dit.host_bytes(shape, plan or self.given, s.num_frames, s.height, s.width, cfg=s.uses_cfg,
+                              knobs=shape.layout.knobs(s))
 
     def flops(self, shape: ModelShape) -> dict:
         """video_flops() of this workload under its given plan."""
         s = self.spec
-        if _is_wan(shape):
-            from .wanplan import video_flops as wan_flops
-
-            return wan_flops(shape, s.num_frames, s.height, s.width, s.num_inference_steps, cfg=s.uses_cfg)
+        if (dit := dit_planner(shape)) is not None:
+            return dit.video_flops(shape, s.num_frames, s.height, s.width, s.num_inference_steps, cfg=s.uses_cfg,
+                                   knobs=shape.layout.knobs(s))
         return video_flops(shape, s.num_frames, s.height, s.width, s.num_inference_steps, speed=s.speed,
                            cache_interval=s.cache_interval, cfg=s.uses_cfg, decode_chunk=self.given.decode_chunk_size,
                            forward_chunking=self.config.forward_chunking, keyframe=self.keyframe)
@@ -284,14 +293,12 @@ class Workload:
     def time_on(self, card: Card, shape: ModelShape, flops: float) -> CardTime:
         """Seconds for this workload (of `flops`) on `card`, under the fastest plan that fits the card."""
         s = self.spec
-        if _is_wan(shape):
-            from .wanplan import extra_seconds
-
+        if (dit := dit_planner(shape)) is not None:
             best = self.plan(shape, card.budget_bytes)
             f = self.flops(shape)
-            compute = flops / (card.fp16_tflops * 1e12 * wan_efficiency(card.name))
+            compute = flops / (card.fp16_tflops * 1e12 * dit_efficiency(card.name, shape.layout.reference))
             denoise = compute * s.num_inference_steps * f["unet_step"] / f["per_video"]
-            return CardTime(card, best, compute + extra_seconds(shape, best.plan, f, s.num_inference_steps,
-                                                                card.pcie_gbps, denoise))
+            return CardTime(card, best, compute + dit.extra_seconds(shape, best.plan, f, s.num_inference_steps,
+                                                                    card.pcie_gbps, denoise))
         return time_on(card, shape, flops, s.num_frames, s.height, s.width, s.num_inference_steps, cfg=s.uses_cfg,
                        keyframe=self.keyframe, **self.fixed)

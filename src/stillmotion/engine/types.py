@@ -47,13 +47,14 @@ class RunRecord:
     long: Optional[dict] = None
     postprocess: Optional[dict] = None
     keyframes: Optional[dict] = None  # set by keyframe sampling (an end image): method, loop, pairs
+    length: Optional[dict] = None  # how a family made the frame count (FramePack: sections, frames trimmed)
     audio: Optional[Audio] = None  # the soundtrack a family made with the frames (LTX-2); not sidecar metadata
 
     def to_metadata(self) -> dict:
         """The sidecar's keys for this run (timings go in separately)."""
         out: dict[str, Any] = {"fallbacks": self.fallbacks, "memory": self.memory, "speed": self.speed,
                                "decode_chunk_size": self.decode_chunk_size}
-        for name in ("segments", "long", "postprocess", "keyframes"):
+        for name in ("segments", "long", "postprocess", "keyframes", "length"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value

@@ -23,6 +23,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "wan": ("wan", "WanFamily"),
     "ltx2": ("ltx", "LTX2Family"),
     "ltx": ("ltx", "LTXFamily"),
+    "framepack": ("framepack", "FramePackFamily"),
 }
 # the `_class_name` a diffusers folder's model_index.json declares -> family name
 PIPELINES: dict[str, str] = {
@@ -36,6 +37,7 @@ PIPELINES: dict[str, str] = {
     "LTXPipeline": "ltx",
     "LTXImageToVideoPipeline": "ltx",
     "LTXConditionPipeline": "ltx",
+    "HunyuanVideoFramepackPipeline": "framepack",
 }
 
 _loaded: dict[str, Family] = {}

@@ -106,6 +106,11 @@ class Family:
     def end_image_hint(self, entry) -> str:
         return f"{self.label} models have no end-image conditioning."
 
+    def long_frames(self, spec: GenerationSpec) -> Optional[int]:
+        """The frames this family makes in one run for --duration/--segments, when it makes long videos itself
+        (FramePack's sections); None: the engine chains segments on the last frame (engine/long.py)."""
+        return None
+
     def check_engine(self, config, entry, *, lora: bool = False) -> None:
         """Refuse the engine settings this family has no implementation of (before loading)."""
         refused = [(config.attention != "sdpa", "--attention math"), (config.compile, "--compile"),
@@ -157,6 +162,23 @@ class Family:
         """The diffusers pipeline from a folder (raises what from_pretrained raises: the engine converts it)."""
         raise NotImplementedError
 
+    def bind(self, pipe, entry) -> None:
+        """Keep with a loaded pipeline what running it needs from the model's entry beyond its folder (FramePack:
+        the sampling type the model was trained for). Nothing by default."""
+
+    def denoise_steps(self, spec: GenerationSpec) -> int:
+        """How many times a run calls the step callback (FramePack: steps in each of its sections)."""
+        return spec.num_inference_steps
+
+    def step_message(self, spec: GenerationSpec, n: int) -> str:
+        """The progress line after the n-th step callback of a run (1-based)."""
+        return f"step {n}/{spec.num_inference_steps}"
+
+    def describe_length(self, pipe, spec: GenerationSpec) -> Optional[dict]:
+        """What the sidecar records about how the frame count was made ("length"; FramePack: sections and trimming).
+        None: the spec's frames, made as asked."""
+        return None
+
     def run(self, pipe, image, spec: GenerationSpec, *, generator, on_step_end: Callable, end_image=None,
             cache=None) -> Any:
         """Denoise to latents (diffusers' own loop; `on_step_end` is its callback_on_step_end)."""
@@ -177,13 +199,43 @@ class Family:
         return None
 
     # ------------------------------------------------------------------ memory plan (None: engine/memory.py's)
+    # A transformer family opts into engine/dit_plan.py with plans_memory = True, its plan_layout() (its
+    # engine/*_shape.py Layout) and plan_shape(); the other hooks below then follow from the layout.
+    def plan_layout(self):
+        """The transformer planner's layout of this family (engine/dit_shapes.Layout); None: SVD's planner."""
+        return None
+
     def plan_shape(self, entry, dtype_name: Optional[str], attention: str):
         """The shape the planner counts this family on (None: shapes.model_shape, SVD's)."""
         return None
 
     def given_plan(self, config):
         """The plan the engine settings name, when this family has its own plan type (None: memory.MemoryPlan)."""
-        return None
+        layout = self.plan_layout()
+        if layout is None:
+            return None
+        from ..engine.dit_plan import given_plan
+
+        return given_plan(layout, config.offload)
+
+    def pipeline_shape(self, pipe, dtype, name: str):
+        """The planner's shape of a loaded pipeline (its components' configs on meta)."""
+        from ..engine.dit_shapes import pipe_shape
+
+        return pipe_shape(self.plan_layout(), pipe, dtype, name)
+
+    def choose_plan(self, shape, spec: GenerationSpec, budget: int, device: str, config):
+        """The fastest of the layout's plans that fits `budget` for this resolved spec (a PeakEstimate)."""
+        from ..engine.dit_plan import choose_plan
+
+        return choose_plan(shape, spec.num_frames, spec.height, spec.width, budget, device=device,
+                           user_offload=config.offload, cfg=spec.uses_cfg, knobs=shape.layout.knobs(spec))[0]
+
+    def apply_plan(self, pipe, plan, active, device: str, dtype):
+        """Set the pipeline up for `plan`; returns the plan in force."""
+        from ..engine.dit_plan import apply_plan
+
+        return apply_plan(pipe, plan, active, device, dtype, self.plan_layout())
 
 
 def refusal(field: str, message: str) -> InvalidInput:

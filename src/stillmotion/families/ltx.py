@@ -184,6 +184,17 @@ class LTX2Family(_LTXBase):
     article = "an"
     pipeline_class = "LTX2ImageToVideoPipeline"
     condition_class = "LTX2ConditionPipeline"
+    plans_memory = True  # engine/dit_plan.py on engine/ltx2_shape.py: Gemma encoded first and freed, fp8, group offload
+
+    def plan_layout(self):
+        from ..engine.ltx2_shape import LTX2
+
+        return LTX2
+
+    def plan_shape(self, entry, dtype_name, attention):
+        from ..engine.ltx2_shape import ltx2_shape
+
+        return ltx2_shape(entry, dtype_name or "bf16")
 
     def guidance(self, spec) -> dict:
         """STG, modality isolation and the rescale act on picture and sound alike: the pipeline's audio_* twins get the

@@ -43,7 +43,7 @@ class WanFamily(Family):
     speeds = frozenset({"exact", "fast"})
     end_image = True
     lora = True  # diffusers' WanLoraLoaderMixin, into every expert (the LoRA methods below)
-    plans_memory = True  # engine/wanplan.py: weights on meta, dry-run stages, the Wan plan axes
+    plans_memory = True  # engine/dit_plan.py on engine/wan_shape.py: weights on meta, dry-run stages, the plan axes
 
     def size_multiple(self, entry) -> int:
         return entry.defaults.size_multiple or _folder_multiple(entry) or 16
@@ -207,38 +207,25 @@ class WanFamily(Family):
     def describe_run(self, spec, end_image):
         return {"method": "wan last_image (the pipeline's own first-last-frame conditioning)"}
 
-    # ------------------------------------------------------------------ memory plan (engine/wanplan.py)
+    # ------------------------------------------------------------------ memory plan (engine/dit_plan.py)
+    def plan_layout(self):
+        from ..engine.wan_shape import WAN
+
+        return WAN
+
     def plan_shape(self, entry, dtype_name, attention):
-        from ..engine.wanplan import wan_shape
+        from ..engine.wan_shape import wan_shape
 
         return wan_shape(entry, dtype_name or "bf16")
-
-    def given_plan(self, config):
-        from ..engine.wanplan import WanPlan
-
-        return WanPlan(offload=config.offload)
-
-    def pipeline_shape(self, pipe, dtype, name):
-        from ..engine.wanplan import wan_shape_from_pipe
-
-        return wan_shape_from_pipe(pipe, dtype, name)
-
-    def choose_plan(self, shape, spec, budget, device, config):
-        from ..engine.wanplan import choose_plan
-
-        return choose_plan(shape, spec.num_frames, spec.height, spec.width, budget, device=device,
-                           user_offload=config.offload)[0]
 
     def apply_plan(self, pipe, plan, active, device, dtype):
         """The planner's plan, less fp8 storage over a quantised (GGUF) transformer: its weights are stored
         quantised already, and layerwise casting would cast those blocks of bytes as if they were weights."""
         from dataclasses import replace
 
-        from ..engine.wanplan import apply_plan
-
         if plan.fp8 and any(getattr(m, "is_quantized", False) for m in self.denoisers(pipe)):
             plan = replace(plan, fp8=False)
-        return apply_plan(pipe, plan, active, device, dtype)
+        return super().apply_plan(pipe, plan, active, device, dtype)
 
 
 def _folder(entry) -> Optional[Path]:

@@ -40,6 +40,8 @@ def folder_defaults(folder) -> ModelDefaults:
     for k in ("landscape", "portrait", "square"):
         if k in known:
             known[k] = tuple(known[k])
+    if known.get("buckets"):
+        known["buckets"] = tuple(tuple(b) for b in known["buckets"])
     return ModelDefaults(**known)
 
 

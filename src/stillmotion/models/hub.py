@@ -64,7 +64,11 @@ def ignore_patterns(variant: str | None) -> list[str] | None:
 
 
 def fetch_patterns(entry: ModelEntry) -> dict:
-    """allow/ignore patterns for snapshot_download: a single-file entry's files, else a pipeline's."""
+    """allow/ignore patterns for snapshot_download: a single-file entry's files, a piece of an assembled model's, else
+    a pipeline's."""
+    if entry.piece is not None:
+        allow, ignore = entry.piece[0], entry.piece[1]
+        return {"allow_patterns": list(allow), "ignore_patterns": list(ignore) or None}
     if entry.files:
         return {"allow_patterns": list(entry.files), "ignore_patterns": None}
     return {"allow_patterns": allow_patterns(entry.variant), "ignore_patterns": ignore_patterns(entry.variant)}
@@ -72,11 +76,26 @@ def fetch_patterns(entry: ModelEntry) -> dict:
 
 def entry_wants(entry: ModelEntry, relpath: str) -> bool:
     """True for a weight file that a download of this entry fetches and verify checks."""
+    if entry.piece is not None:
+        from fnmatch import fnmatch
+
+        allow, ignore = entry.piece[0], entry.piece[1]
+        return (relpath.endswith(WEIGHT_SUFFIXES) and any(fnmatch(relpath, a) for a in allow)
+                and not any(fnmatch(relpath, i) for i in ignore))
     return relpath in entry.files if entry.files else is_wanted_weight(relpath, entry.variant)
 
 
 def entry_missing(entry: ModelEntry, folder: Path) -> list[str]:
-    """What a cached snapshot of this entry lacks (empty when complete)."""
+    """What a cached snapshot of this entry lacks (empty when complete; an assembled model: what its repos lack)."""
+    if entry.parts:
+        missing = []
+        for piece in pieces(entry):
+            snap = cached_snapshot(piece, complete=False)
+            missing += [f"{piece.repo_id}: everything"] if snap is None else [
+                f"{piece.repo_id}/{m}" for m in entry_missing(piece, snap)]
+        return missing
+    if entry.piece is not None:
+        return _piece_missing(entry, folder)
     if entry.files:
         return [f for f in entry.files if not (folder / f).is_file()]
     return missing_files(folder, entry.variant)
@@ -93,8 +112,9 @@ def is_wanted_weight(relpath: str, variant: str | None) -> bool:
     return "." not in stem
 
 
-def missing_files(folder: Path, variant: str | None) -> list[str]:
-    """What a complete pipeline folder lacks: model_index.json, a component's config or its weights."""
+def missing_files(folder: Path, variant: str | None, skip: tuple[str, ...] = ()) -> list[str]:
+    """What a complete pipeline folder lacks: model_index.json, a component's config or its weights (`skip`: the
+    components an assembled model takes from other repos)."""
     index = folder / "model_index.json"
     try:
         components = json.loads(index.read_text())
@@ -102,7 +122,7 @@ def missing_files(folder: Path, variant: str | None) -> list[str]:
         return ["model_index.json"]
     missing = []
     for name, value in components.items():
-        if name.startswith("_") or not isinstance(value, list) or None in value:
+        if name.startswith("_") or not isinstance(value, list) or None in value or name in skip:
             continue
         sub = folder / name
         if name == "scheduler":
@@ -119,6 +139,126 @@ def missing_files(folder: Path, variant: str | None) -> list[str]:
         ):
             missing.append(f"{name}/*{'.' + variant if variant else ''}.safetensors")
     return missing
+
+
+# --------------------------------------------------------------------------- several repos assembled into one model
+_NOT_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.msgpack", "*.h5", "*.onnx", "*.gguf")
+
+
+def pieces(entry: ModelEntry) -> list[ModelEntry]:
+    """The repos an assembled entry (registry `parts`) is fetched from, each as an entry of its own (the same name,
+    so messages name the model): the base repo without the parts' components, then each part's component."""
+    import dataclasses
+
+    taken = tuple(p.component for p in entry.parts)
+    variant_files = () if entry.variant else ("*/*.*.safetensors",)  # as ignore_patterns(): no variant files
+    base = dataclasses.replace(entry, parts=(), piece=(
+        ("model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors"),
+        tuple(f"{c}/*" for c in taken) + _NOT_WEIGHTS + variant_files, None, None))
+    out = [base]
+    for part in entry.parts:
+        prefix = f"{part.subfolder}/" if part.subfolder else ""
+        allow = tuple(f"{prefix}*.{ext}" for ext in ("json", "txt", "safetensors"))
+        out.append(dataclasses.replace(entry, repo_id=part.repo_id, revision=part.revision, variant=None, parts=(),
+                                       piece=(allow, _NOT_WEIGHTS, part.component, part.subfolder)))
+    return out
+
+
+def _piece_missing(piece: ModelEntry, folder: Path) -> list[str]:
+    """What one repo of an assembled model lacks: the base its pipeline files, a part its config and weights."""
+    component, sub = piece.piece[2], piece.piece[3]
+    if component is None:
+        skip = tuple(i.split("/")[0] for i in piece.piece[1] if i.endswith("/*"))
+        return missing_files(folder, piece.variant, skip=skip)
+    where = folder / sub if sub else folder
+    if component in CONFIG_ONLY:
+        return [] if any(where.glob("*config.json")) else [f"{sub + '/' if sub else ''}*config.json"]
+    missing = [] if (where / "config.json").is_file() else [f"{sub + '/' if sub else ''}config.json"]
+    if not any(where.glob("*.safetensors")):
+        missing.append(f"{sub + '/' if sub else ''}*.safetensors")
+    return missing
+
+
+def _component_class(folder: Path, component: str) -> list[str]:
+    """[library, class] of a component folder, as model_index.json names it (from its own config)."""
+    for name in ("config.json", "preprocessor_config.json", "scheduler_config.json"):
+        try:
+            config = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if config.get("_class_name"):
+            return ["diffusers", config["_class_name"]]
+        if config.get("architectures"):
+            return ["transformers", config["architectures"][0]]
+        if config.get("image_processor_type") or config.get("feature_extractor_type"):
+            return ["transformers", config.get("image_processor_type") or config["feature_extractor_type"]]
+    raise ModelUnavailable(f"{folder} does not say what {component} it holds (no class in its config)")
+
+
+def assemble(entry: ModelEntry, snapshots: list[Path]) -> LocalModel:
+    """One diffusers folder for an assembled model: the base repo's model_index.json with the parts' components
+    (their classes from their own configs) and `_class_name` the entry's pipeline, and every file linked from the
+    snapshots (real folders, linked files: rglob and the weight hashes see them). Kept under the stillmotion cache,
+    named by the repos' commits; rebuilt only when one changes."""
+    import hashlib
+
+    from ..util import atomic_path
+    from .paths import cache_root
+
+    parts = pieces(entry)
+    commits = [s.name for s in snapshots]
+    key = hashlib.sha256(" ".join(f"{p.repo_id}@{c}" for p, c in zip(parts, commits)).encode()).hexdigest()[:40]
+    folder = cache_root() / "assembled" / entry.name / key
+    if not (folder / "model_index.json").is_file():
+        with atomic_path(folder) as tmp:
+            tmp.mkdir(parents=True, exist_ok=True)
+            base = snapshots[0]
+            index = json.loads((base / "model_index.json").read_text())
+            taken = {p.piece[2] for p in parts[1:]}
+            for name, value in list(index.items()):
+                if name.startswith("_") or name in taken or not isinstance(value, list):
+                    continue
+                if (base / name).is_dir():
+                    _link_tree(base / name, tmp / name)
+            for piece, snap in zip(parts[1:], snapshots[1:]):
+                component, sub = piece.piece[2], piece.piece[3]
+                src = snap / sub if sub else snap
+                _link_tree(src, tmp / component, only=lambda p: p.suffix in (".json", ".txt", ".safetensors"))
+                index[component] = _component_class(src, component)
+            if entry.pipeline_class:
+                index["_class_name"] = entry.pipeline_class
+            (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+    described = [{"component": p.piece[2] or "base", "repo_id": p.repo_id, "commit": c} for p, c in zip(parts, commits)]
+    return LocalModel(entry=entry, path=folder, source="hub", repo_id=entry.repo_id, revision=entry.revision,
+                      commit=commits[0], variant=entry.variant, parts=described)
+
+
+def _link_tree(src: Path, dst: Path, only=None) -> None:
+    for path in sorted(src.rglob("*")):
+        if not path.is_file() or (only is not None and not only(path)):
+            continue
+        target = dst / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(path.resolve(), target)
+
+
+def _assembled_snapshot(entry: ModelEntry, complete: bool) -> Path | None:
+    snaps = [cached_snapshot(p, complete=complete) for p in pieces(entry)]
+    if any(s is None for s in snaps):
+        return None
+    try:
+        return assemble(entry, snaps).path
+    except (ModelUnavailable, OSError, ValueError):  # a part not whole yet: the base repo's snapshot says "partial"
+        if complete:
+            return None
+        return snaps[0]
+
+
+def resolve_assembled(entry: ModelEntry, download: bool = True, progress: bool = True, *, force: bool = False
+                      ) -> LocalModel:
+    """An assembled model: each repo from the cache or downloaded (resolve_hub: offline rules, manifests), then one
+    folder made of them."""
+    return assemble(entry, [resolve_hub(p, download, progress, force=force).path for p in pieces(entry)])
 
 
 # --------------------------------------------------------------------------- messages
@@ -161,6 +301,8 @@ def cached_snapshot(entry: ModelEntry, *, complete: bool = True) -> Path | None:
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import LocalEntryNotFoundError
 
+    if entry.parts:  # several repos: the assembled folder once each is cached
+        return _assembled_snapshot(entry, complete)
     try:
         folder = Path(
             snapshot_download(
@@ -184,6 +326,8 @@ def cached_snapshot(entry: ModelEntry, *, complete: bool = True) -> Path | None:
 
 def snapshot_model(entry: ModelEntry, folder: Path) -> LocalModel:
     """The LocalModel of a cached hub snapshot (its folder name is the commit)."""
+    if entry.parts:
+        return assemble(entry, [cached_snapshot(p, complete=False) for p in pieces(entry)])
     return LocalModel(
         entry=entry,
         path=folder,
@@ -200,6 +344,8 @@ def resolve_hub(entry: ModelEntry, download: bool = True, progress: bool = True,
 
     force=True downloads every file again (repairs a corrupted cache).
     """
+    if entry.parts:
+        return resolve_assembled(entry, download, progress, force=force)
     # 1. The cache first: a cached model works with no network at all
     if not force:
         folder = cached_snapshot(entry)
@@ -219,7 +365,7 @@ def resolve_hub(entry: ModelEntry, download: bool = True, progress: bool = True,
     # 3. Download the files diffusers needs, resumable, into the standard cache
     folder = _download(entry, cache_dir, progress=progress, force=force)
     missing = entry_missing(entry, folder)
-    if missing and entry.files:
+    if missing and (entry.files or entry.piece is not None):
         raise ModelUnavailable(f"{entry.repo_id} at {folder.name} does not hold {', '.join(missing)}: check the registry entry.")
     if missing:
         raise ModelUnavailable(

@@ -20,6 +20,7 @@ class LocalModel:
     variant: str | None = None
     lora: Path | None = None  # a LoRA folder (stillmotion train --lora) applied on top of this model
     single_file: dict | None = None  # the .safetensors checkpoint this folder was converted from: path, sha256, model, frames
+    parts: list | None = None  # an assembled model (registry parts): each component's repo_id and commit
     _hashes: dict | None = field(default=None, repr=False)
 
     def weight_files(self) -> list[Path]:
@@ -42,6 +43,7 @@ class LocalModel:
             "weights": self.weight_hashes(),
             **({"lora": describe_lora(self.lora)} if self.lora else {}),
             **({"single_file": self.single_file} if self.single_file else {}),
+            **({"parts": self.parts} if self.parts else {}),
         }
 
 

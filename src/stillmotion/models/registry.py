@@ -47,8 +47,14 @@ class ModelDefaults:
     landscape: tuple[int, int] = (1024, 576)
     portrait: tuple[int, int] = (576, 1024)
     square: tuple[int, int] = (768, 768)
+    true_cfg_scale: float | None = None  # FramePack: real classifier-free guidance (1: off)
+    latent_window_size: int | None = None  # FramePack: latent frames per section
     size_multiple: int | None = None  # None: the family's (families/*.size_multiple)
     end_image: bool = True  # the model can end on an image (--end-image), where its family can
+    # (width, height) sizes to pick from by the image's aspect instead of landscape/portrait/square (spec.auto_size;
+    # FramePack's app picks from such a bucket list)
+    buckets: tuple[tuple[int, int], ...] | None = None
+    sampling_type: str | None = None  # FramePack: how the model was trained to sample (a model property, no knob)
 
 
 # The negative prompt the Wan model cards and diffusers' Wan examples use (the Wan authors' own, in Chinese).
@@ -96,6 +102,34 @@ def ltx_defaults(**values) -> ModelDefaults:
     return ModelDefaults(**{**base, **values})
 
 
+# FramePack's own app (lllyasviel/FramePack demo_gradio.py, diffusers_helper/bucket_tools.py): sizes near 640 px, as
+# (width, height); the app picks the bucket nearest the image's aspect (find_nearest_bucket, ties to the later one).
+FRAMEPACK_BUCKETS = ((960, 416), (864, 448), (832, 480), (768, 512), (704, 544), (672, 576), (640, 608), (608, 640),
+                     (576, 672), (544, 704), (512, 768), (480, 832), (448, 864), (416, 960))
+
+
+def framepack_defaults(**values) -> ModelDefaults:
+    """Defaults for a FramePack entry, from its app: 30 fps, latent window 9, 25 steps, distilled guidance 10, real CFG
+    off (1.0, so no negative prompt), its 640 bucket list; 145 frames = the app's default 5 s (round(5 * 30 / 36) = 4
+    sections of 4 x 9 frames, plus the first)."""
+    base = dict(num_frames=145, num_inference_steps=25, fps=30, motion_bucket_id=None, noise_aug_strength=None,
+                min_guidance_scale=None, max_guidance_scale=None, negative_prompt=None, guidance_scale=10.0,
+                true_cfg_scale=1.0, latent_window_size=9, landscape=(832, 480), portrait=(480, 832),
+                square=(608, 640), buckets=FRAMEPACK_BUCKETS, sampling_type="inverted_anti_drifting")
+    return ModelDefaults(**{**base, **values})
+
+
+@dataclass(frozen=True)
+class Part:
+    """A pipeline component fetched from another repo than its entry's own: several repos assembled into one model
+    (models/hub.py downloads each, builds the pipeline folder from them; verify checks every repo's files)."""
+
+    component: str  # the pipeline's component name ("transformer", "image_encoder", ...)
+    repo_id: str
+    subfolder: str | None = None  # the component's folder in that repo (None: the repo's root)
+    revision: str = "main"
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
@@ -112,6 +146,12 @@ class ModelEntry:
     kind: str = "video"
     # single-file models: exactly these repo files are fetched and verified (no pipeline layout)
     files: tuple[str, ...] = ()
+    # components from other repos (Part); `repo_id` gives the rest (FramePack: HunyuanVideo's text encoders and VAE)
+    parts: tuple[Part, ...] = ()
+    pipeline_class: str | None = None  # the assembled folder's model_index.json `_class_name` (with `parts`)
+    # one repo of an assembled model (hub.pieces): the (allow, ignore) patterns fetched from it and, for a part, its
+    # component and subfolder; None for every other entry
+    piece: tuple | None = None
 
     @property
     def builtin(self) -> bool:
@@ -232,6 +272,34 @@ REGISTRY: dict[str, ModelEntry] = {
         defaults=ltx_defaults(num_inference_steps=8, guidance_scale=1.0, guidance_rescale=0.0, decode_timestep=0.05,
                               decode_noise_scale=0.025),
     ),
+    "framepack": ModelEntry(
+        name="framepack",
+        repo_id="hunyuanvideo-community/HunyuanVideo",  # the Llama and CLIP text encoders, tokenizers, VAE, scheduler
+        variant=None,
+        family="framepack",
+        parts=(Part("transformer", "lllyasviel/FramePackI2V_HY"),
+               Part("image_encoder", "lllyasviel/flux_redux_bfl", "image_encoder"),
+               Part("feature_extractor", "lllyasviel/flux_redux_bfl", "feature_extractor")),
+        pipeline_class="HunyuanVideoFramepackPipeline",
+        description="FramePack (HunyuanVideo 13B, next-frame-section packing, inverted anti-drifting): long videos "
+                    "section by section at 30 fps, sizes near 640 px; ends on an image",
+        approx_size_gb=42.0,
+        defaults=framepack_defaults(),
+    ),
+    "framepack-f1": ModelEntry(
+        name="framepack-f1",
+        repo_id="hunyuanvideo-community/HunyuanVideo",
+        variant=None,
+        family="framepack",
+        parts=(Part("transformer", "lllyasviel/FramePack_F1_I2V_HY_20250503"),
+               Part("image_encoder", "lllyasviel/flux_redux_bfl", "image_encoder"),
+               Part("feature_extractor", "lllyasviel/flux_redux_bfl", "feature_extractor")),
+        pipeline_class="HunyuanVideoFramepackPipeline",
+        description="FramePack F1 (forward-only 'vanilla' sampling of HunyuanVideo 13B): long videos section by "
+                    "section at 30 fps, sizes near 640 px",
+        approx_size_gb=42.0,
+        defaults=framepack_defaults(sampling_type="vanilla", end_image=False),
+    ),
     "tiny": ModelEntry(
         name="tiny",
         repo_id=None,
@@ -268,6 +336,18 @@ REGISTRY: dict[str, ModelEntry] = {
         approx_size_gb=0.001,
         defaults=ltx_defaults(**LTX2_GUIDANCE, num_frames=9, num_inference_steps=4, landscape=(96, 64),
                               portrait=(64, 96), square=(64, 64)),
+    ),
+    "tiny-framepack": ModelEntry(
+        name="tiny-framepack",
+        repo_id=None,
+        variant=None,
+        source="builtin",
+        family="framepack",
+        description="built-in smoke-test model: FramePack's architecture (HunyuanVideo transformer, Llama, CLIP, "
+                    "SigLIP) at toy width, random weights (output is noise)",
+        approx_size_gb=0.001,
+        defaults=framepack_defaults(num_frames=9, num_inference_steps=2, fps=8, latent_window_size=2,
+                                    landscape=(96, 64), portrait=(64, 96), square=(64, 64), buckets=None),
     ),
     "demo": ModelEntry(
         name="demo",

@@ -74,7 +74,7 @@ TINY_WAN_VARIANT = "wan2.2-a14b"  # the built-in tiny-wan: two experts, takes a 
 
 def save_tiny(folder: str | os.PathLike, seed: int = 0, name: str = "tiny") -> Path:
     """Save a built-in tiny model (`tiny`: SVD; `tiny-wan`: Wan, models/tiny_wan.py; `tiny-ltx2`: LTX-2,
-    models/tiny_ltx.py) as a diffusers folder
+    models/tiny_ltx.py; `tiny-framepack`: FramePack, models/tiny_framepack.py) as a diffusers folder
     (safetensors) with its stillmotion defaults and manifest."""
     folder = Path(folder)
     if name == "tiny":
@@ -83,6 +83,10 @@ def save_tiny(folder: str | os.PathLike, seed: int = 0, name: str = "tiny") -> P
         from .tiny_ltx import build_tiny_ltx
 
         build_tiny_ltx(folder, "ltx2", seed)
+    elif name == "tiny-framepack":
+        from .tiny_framepack import build_tiny_framepack
+
+        build_tiny_framepack(folder, seed)
     else:
         from .tiny_wan import build_tiny_wan
 
@@ -93,7 +97,7 @@ def save_tiny(folder: str | os.PathLike, seed: int = 0, name: str = "tiny") -> P
     return folder
 
 
-BUILT_ON_USE = ("tiny", "tiny-wan", "tiny-ltx2")
+BUILT_ON_USE = ("tiny", "tiny-wan", "tiny-ltx2", "tiny-framepack")
 
 
 def tiny_folder(name: str = "tiny") -> Path:

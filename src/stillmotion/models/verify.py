@@ -25,7 +25,7 @@ from .hashes import (
     sha256_file,
     weight_relpaths,
 )
-from .hub import cached_snapshot, entry_wants, hub_hashes, is_offline, snapshot_model
+from .hub import cached_snapshot, entry_wants, hub_hashes, is_offline, pieces, snapshot_model
 from .local import LocalModel
 from .registry import ModelEntry
 from .resolve import entry_for, resolve
@@ -86,16 +86,37 @@ def verify(name_or_path: str, online: bool | None = None) -> VerifyReport:
     manifest only.
     """
     entry = entry_for(name_or_path)
-    # 1. Find the files: a hub snapshot as it is in the cache (even incomplete), else the resolved folder
-    if entry.repo_id is not None:
-        folder = cached_snapshot(entry, complete=False)
-        if folder is None:
-            raise ModelUnavailable(
-                f"{entry.name} is not downloaded, so there is nothing to verify: run `stillmotion models download {entry.name}`."
-            )
-        local = snapshot_model(entry, folder)
-    else:
-        local = resolve(name_or_path, download=False, progress=False)
+    # 1. Find the files: a hub snapshot as it is in the cache (even incomplete), else the resolved folder; an
+    #    assembled model (registry parts): each of its repos' snapshots, checked against that repo's reference
+    if entry.parts:
+        report = None
+        for piece in pieces(entry):
+            one = _report(piece, _snapshot(piece), online)
+            for f in one.files:
+                f.path = f"{piece.repo_id}/{f.path}"
+            one.notes = [f"{piece.repo_id}: {n}" for n in one.notes]
+            if report is None:
+                report = one
+            else:
+                report.files += one.files
+                report.notes += one.notes
+                report.reference = ", ".join(dict.fromkeys(report.reference.split(", ") + [one.reference]))
+        return _judge(entry, report, "hub")
+    local = _snapshot(entry) if entry.repo_id is not None else resolve(name_or_path, download=False, progress=False)
+    return _judge(entry, _report(entry, local, online), local.source)
+
+
+def _snapshot(entry: ModelEntry) -> LocalModel:
+    folder = cached_snapshot(entry, complete=False)
+    if folder is None:
+        raise ModelUnavailable(
+            f"{entry.name} is not downloaded, so there is nothing to verify: run `stillmotion models download {entry.name}`."
+        )
+    return snapshot_model(entry, folder)
+
+
+def _report(entry: ModelEntry, local: LocalModel, online: bool | None) -> VerifyReport:
+    """Steps 2-3 of verify: the reference hashes and each file's check."""
     report = VerifyReport(
         name=entry.name,
         path=str(local.path),
@@ -113,25 +134,26 @@ def verify(name_or_path: str, online: bool | None = None) -> VerifyReport:
     present = [p for p in weight_relpaths(local.path) if local.source != "hub" or entry_wants(local.entry, p)]
     for rel in sorted(set(present) | set(expected)):
         report.files.append(_check_file(local.path, rel, expected.get(rel)))
-
-    # 4. Name the bad files and the command that repairs them
-    bad = report.bad
-    if not report.files:
-        message = f"{entry.name}: {local.path} holds no .safetensors weight files; {repair_hint(entry, local.source)}."
-    elif bad:
-        what = "; ".join(f"{f.path} ({f.detail or f.status})" for f in bad)
-        files = "weight file fails" if len(bad) == 1 else f"{len(bad)} weight files fail"
-        message = f"{entry.name}: {files} verification: {what}; {repair_hint(entry, local.source)}."
-    else:
-        message = None
-    if message:
-        err = ModelCorrupted(message)
-        err.report = report
-        raise err
     for f in report.files:
         if f.status == "ok" and f.sha256:
             remember_sha256(local.path / f.path, f.sha256)
     return report
+
+
+def _judge(entry: ModelEntry, report: VerifyReport, source: str) -> VerifyReport:
+    """Step 4 of verify: name the bad files and the command that repairs them (ModelCorrupted), or the report."""
+    bad = report.bad
+    if not report.files:
+        message = f"{entry.name}: {report.path} holds no .safetensors weight files; {repair_hint(entry, source)}."
+    elif bad:
+        what = "; ".join(f"{f.path} ({f.detail or f.status})" for f in bad)
+        files = "weight file fails" if len(bad) == 1 else f"{len(bad)} weight files fail"
+        message = f"{entry.name}: {files} verification: {what}; {repair_hint(entry, source)}."
+    else:
+        return report
+    err = ModelCorrupted(message)
+    err.report = report
+    raise err
 
 
 def _expected_hashes(local: LocalModel, report: VerifyReport, online: bool | None) -> dict[str, tuple[str | None, int | None]]:
