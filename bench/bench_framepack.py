@@ -180,6 +180,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--thresholds", type=float, nargs="*", default=[0.1, 0.25])
     p.add_argument("--sections", type=int, nargs="*", default=[1, 2, 4])
+    p.add_argument("--parts", nargs="*", default=["speed", "memory"],
+                   help="what to measure; a part left out keeps its figures from today's results file")
     p.add_argument("--child")
     p.add_argument("--child-sections", type=int)
     a = p.parse_args()
@@ -194,26 +196,32 @@ def main() -> None:
         params = sum(t.numel() for t in __import__("safetensors.torch", fromlist=["load_file"]).load_file(
             str(next((folder / "transformer").glob("*.safetensors")))).values())
         print(f"mid-size FramePack transformer: {params / 1e6:.1f} M parameters; {a.size}x{a.size}, {a.steps} steps")
-        print("(a) fast vs exact, one section of 37 frames")
-        fast = speed_part(folder, a)
-        print(json.dumps(fast, indent=1))
-        print("(b) peak RSS by sections (a child process each)")
-        mem = memory_part(folder, a)
+        out = HERE / "results" / f"framepack-cpu-{datetime.now(timezone.utc):%Y%m%d}.json"
+        before = json.loads(out.read_text()) if out.is_file() else {}
+        fast, mem = before.get("fast_vs_exact"), before.get("memory_by_sections")
+        if "speed" in a.parts:
+            print(f"(a) fast vs exact, one section of 37 frames, {a.steps} steps")
+            fast = speed_part(folder, a)
+            print(json.dumps(fast, indent=1))
+        if "memory" in a.parts:
+            print("(b) peak RSS by sections (a child process each)")
+            mem = memory_part(folder, a)
     result = {
         "bench": "framepack", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "OMP_NUM_THREADS=1 python bench/bench_framepack.py " + " ".join(sys.argv[1:]),
+        "commands_before": before.get("commands_before", []) + ([before["command"]] if before.get("command") else []),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
         "model": {"transformer_params_m": round(params / 1e6, 1), "heads": a.heads, "head_dim": a.head_dim,
                   "double_blocks": a.layers, "single_blocks": a.single_layers, "size": a.size,
-                  "latent_window_size": 9, "steps": a.steps},
+                  "latent_window_size": 9, "speed_steps": a.steps if "speed" in a.parts else
+                  before.get("model", {}).get("speed_steps"), "memory_steps_per_section": a.mem_steps},
         "fast_vs_exact": fast, "memory_by_sections": mem,
         "caveats": ["random weights: a trained FramePack's residuals move differently between steps, so its speed-up "
                     "and fidelity at this threshold are not measured here",
                     "CPU, a shared 2-core VM: wall times are noisy; the cached/full pass counts are not",
                     "peak RSS includes the model; what grows with sections is the decoded video kept in host memory"],
     }
-    out = HERE / "results" / f"framepack-cpu-{datetime.now(timezone.utc):%Y%m%d}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
 

@@ -86,14 +86,14 @@ def test_one_section_equals_the_stock_pipeline(folders, stock, tmp_path, samplin
 
 def test_other_counts_are_the_stock_outputs_first_frames_and_duration_is_its_own_sections(folders, stock, tmp_path):
     """--frames 12: two sections (17 frames) trimmed to 12, the stock two-section video's first 12. --duration
-    1.5 at 8 fps is the same 12 frames from the same two sections, not chained segments. --frames 5: one
-    section's first 5."""
+    1.5 at 8 fps is the same 12 frames from the same two sections, not chained segments; --segments 2 is the two
+    sections whole. --frames 5: one section's first 5."""
     img = _square(tmp_path)
     two = stock("inverted_anti_drifting", img, 2)
     assert two.shape[0] == 17
     folder = str(folders["inverted_anti_drifting"])
     for name, flags, n in (("f12", ["--frames", "12"], 12), ("d", ["--duration", "1.5", "--fps", "8"], 12),
-                           ("f5", ["--frames", "5"], 5)):
+                           ("s", ["--segments", "2"], 17), ("f5", ["--frames", "5"], 5)):
         code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", folder, *ARGS, *flags,
                                "-o", str(tmp_path / name))
         assert code == 0, err
@@ -272,3 +272,26 @@ def test_ray_data_batch_runs_framepack_as_the_plain_batch(ray_cluster, tmp_path)
     assert len(hashes(tmp_path / "plain")) == 2 and hashes(tmp_path / "ray") == hashes(tmp_path / "plain")
     side = json.loads((tmp_path / "ray" / "img0.json").read_text())
     assert side["model"]["name"] == "tiny-framepack" and side["length"]["sections"] == 2
+
+
+def test_registry_defaults_are_framepacks_app_and_sizes_come_from_its_buckets():
+    """30 fps, window 9, 25 steps, distilled guidance 10 with real CFG off (so no batch of two to plan for), 145
+    frames (the app's 5 s: 4 sections); sizes from the app's 640 px buckets, nearest the image's aspect (ties to the
+    later bucket, as its find_nearest_bucket)."""
+    from stillmotion.families import get_family
+    from stillmotion.models.registry import REGISTRY
+    from stillmotion.spec import GenerationSpec
+
+    fp, f1 = REGISTRY["framepack"], REGISTRY["framepack-f1"]
+    s = GenerationSpec(seed=1).resolve(fp, (1920, 1080))
+    assert (s.fps, s.latent_window_size, s.num_inference_steps, s.guidance_scale, s.true_cfg_scale, s.num_frames) == (
+        30, 9, 25, 10.0, 1.0, 145)
+    assert (s.width, s.height) == (832, 480) and not s.uses_cfg
+    assert (GenerationSpec(seed=1).resolve(fp, (512, 512)).width, GenerationSpec(seed=1).resolve(fp, (512, 512)).height) \
+        == (608, 640)
+    assert (GenerationSpec(seed=1).resolve(fp, (768, 1024)).width, GenerationSpec(seed=1).resolve(fp, (768, 1024)).height) \
+        == (544, 704)
+    family = get_family("framepack")
+    assert family.supports_end_image(fp) and not family.supports_end_image(f1)
+    assert f1.defaults.sampling_type == "vanilla" and fp.defaults.sampling_type == "inverted_anti_drifting"
+    assert family.layout(s) == (145, 4, 9) and family.denoise_steps(s) == 100
