@@ -122,7 +122,7 @@ def test_end_image_is_the_pipelines_last_image_and_true_cfg_takes_the_negative_p
 
 
 @pytest.mark.parametrize(("model", "flags", "words"), [
-    ("inverted_anti_drifting", ["--negative-prompt", "blurry"], "add --true-cfg above 1"),
+    ("inverted_anti_drifting", ["--negative-prompt", "blurry"], "add --true-cfg (true_cfg_scale) above 1"),
     ("vanilla", ["--end-image", "END"], "F1's vanilla sampling (framepack-f1) has none"),
     ("inverted_anti_drifting", ["--motion", "100"], "--motion (motion_bucket_id) is a setting of svd models"),
     ("inverted_anti_drifting", ["--width", "72"], "multiple of 16"),
@@ -240,7 +240,7 @@ def test_api_and_generate_server_run_framepack_as_a_local_run(server, image_file
     before = len(c.get("/v1/videos", params={"limit": 100}).json()["data"])
     code, _, err = run_cli("generate", str(image_file), "--server", server.url, *flags, "--negative-prompt", "blurry",
                            "-o", str(tmp_path / "x.mp4"))
-    assert code == 2 and "add --true-cfg above 1" in err and not (tmp_path / "x.mp4").exists()
+    assert code == 2 and "add --true-cfg (true_cfg_scale) above 1" in err and not (tmp_path / "x.mp4").exists()
     assert len(c.get("/v1/videos", params={"limit": 100}).json()["data"]) == before
 
 

@@ -108,8 +108,9 @@ class FramePackFamily(Family):
         d = entry.defaults
         cfg = spec.true_cfg_scale if spec.true_cfg_scale is not None else (d.true_cfg_scale or 1.0)
         if spec.negative_prompt is not None and cfg <= 1:
-            raise refusal("negative_prompt", "--negative-prompt: FramePack uses a negative prompt only with real "
-                                             "guidance: add --true-cfg above 1 (e.g. 1.5), or leave it out.")
+            raise refusal("negative_prompt", "--negative-prompt (negative_prompt): FramePack uses a negative prompt "
+                                             "only with real guidance: add --true-cfg (true_cfg_scale) above 1, e.g. "
+                                             "1.5, or leave it out.")
 
     def long_frames(self, spec) -> Optional[int]:
         """FramePack makes long videos itself, section by section: --segments N is N sections, --duration S is
