@@ -36,9 +36,10 @@ TEMPORAL = 4  # HunyuanVideo's VAE: frames per latent frame (pipe.vae_scale_fact
 # First Block Cache threshold for --speed fast: the relative change of the first block's residual since the last full
 # pass below which the other blocks' cached residual is reused. 0.15 is FramePack's own TeaCache threshold (its app's
 # rel_l1_thresh, a relative L1 change of the same kind). Not tuned on random weights: on bench/bench_framepack.py's
-# mid-size random FramePack (25 steps) the residual moves 0.30-0.50 a step, so nothing is cached below 0.35, while
-# 0.5 caches 20 of 25 passes at 56.8 dB against exact (bench/results/framepack-cpu-20261202*.json); a trained model's
-# residuals move differently, and its speed-up at this threshold is not measured yet (no weights offline).
+# mid-size random FramePack (25 steps) the residual moves 0.30-0.50 a step, so nothing is cached below 0.35; 0.4
+# caches 10 of 25 passes (1.7x CPU time, 63.8 dB against exact), 0.5 caches 20 of 25 (2.0x, 56.8 dB; another seed is
+# 14.2 dB) (bench/results/framepack-cpu-20261202*.json). A trained model's residuals move differently, and its
+# speed-up at this threshold is not measured yet (no weights offline).
 FAST_THRESHOLD = 0.15
 
 
