@@ -14,7 +14,8 @@ the frames are noise, so the PSNR of fast against exact is a property of this mo
     frames) beside the PSNR of exact against another seed (what "different" looks like), the passes that ran every
     block or only the first.
 (b) flat memory: a child process per measurement loads the folder and makes 1, 2 and 4 sections (37, 73, 145
-    frames); its peak RSS (ru_maxrss) and the RSS right after loading, so the growth is the run's. What grows with
+    frames): the RSS after loading, the peak while loading (ru_maxrss then), and the run's own peak (VmHWM reset
+    through /proc/self/clear_refs after loading), so the growth is the run's. What grows with
     length is the video itself (the frames kept in host memory); the model and one section's activations do not.
 
 Writes bench/results/framepack-cpu-<date>.json (machine, versions, the command) and prints a summary.
@@ -139,19 +140,27 @@ def memory_child(folder: str, sections: int, size: int, steps: int) -> None:
     torch.set_num_threads(1)
     engine = Engine(folder, device="cpu")
     loaded = _rss_now()
+    load_peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM: the run's own peak, not loading's
+        f.write("5")
     a = argparse.Namespace(steps=steps, size=size)
     t = time.perf_counter()
     res = engine.generate(image(size), spec(a, sections))
     print(json.dumps({"sections": sections, "frames": int(len(res.frames)), "rss_after_load_mb": loaded,
+                      "peak_rss_loading_mb": load_peak, "peak_rss_run_mb": _status_mb("VmHWM"),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                       "video_bytes_mb": round(res.frames.nbytes / 2**20, 2),
                       "seconds": round(time.perf_counter() - t, 2), "length": res.metadata.get("length")}))
 
 
 def _rss_now() -> float:
+    return _status_mb("VmRSS")
+
+
+def _status_mb(key: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return round(int(line.split()[1]) / 1024, 1)
     return float("nan")
 
