@@ -295,3 +295,14 @@ def test_registry_defaults_are_framepacks_app_and_sizes_come_from_its_buckets():
     assert family.supports_end_image(fp) and not family.supports_end_image(f1)
     assert f1.defaults.sampling_type == "vanilla" and fp.defaults.sampling_type == "inverted_anti_drifting"
     assert family.layout(s) == (145, 4, 9) and family.denoise_steps(s) == 100
+
+
+def test_a_worker_warms_up_framepack(tmp_path):
+    """`serve --model tiny-framepack`: the warm-up run (2 frames, one step) is one section trimmed to 2 frames."""
+    from stillmotion.engine.config import EngineConfig
+    from stillmotion.jobs.worker import JobWorker
+
+    worker = JobWorker(tmp_path, "w", EngineConfig.build(model="tiny-framepack", device="cpu"))
+    worker.load()
+    assert worker.info["model"] == "tiny-framepack" and worker.info["warmup_seconds"] > 0
+    assert worker.info["defaults"]["latent_window_size"] == 2
