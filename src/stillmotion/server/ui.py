@@ -133,9 +133,9 @@ class UI:
                     progress(0.0, desc=f"queued ({ahead} job{'s' if ahead != 1 else ''} ahead)" if ahead else "queued")
             else:
                 now = (job.progress, job.stage, job.step)
-                if now != last:
+                if now != last:  # the run's own line (Progress.message: FramePack "section 2/4, step 7/25")
                     stage, step, total = job.stage or "starting", job.step, job.total
-                    desc = f"{stage} {step}/{total}" if step is not None and total else stage
+                    desc = job.message or (f"{stage} {step}/{total}" if step is not None and total else stage)
                     progress(float(job.progress or 0.0), desc=desc)
             last = now
             time.sleep(0.1)
