@@ -10,6 +10,7 @@ step, cancel between steps; refusals exit 2 with nothing written; batch, the API
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -242,6 +243,23 @@ def test_api_and_generate_server_run_framepack_as_a_local_run(server, image_file
                            "-o", str(tmp_path / "x.mp4"))
     assert code == 2 and "add --true-cfg (true_cfg_scale) above 1" in err and not (tmp_path / "x.mp4").exists()
     assert len(c.get("/v1/videos", params={"limit": 100}).json()["data"]) == before
+
+
+def test_the_ui_runs_framepack_with_its_own_knobs(server, image_file, tmp_path):
+    """The UI endpoint with the model picker on tiny-framepack: its latent window and real CFG reach the job; SVD's
+    hidden knobs do not."""
+    from gradio_client import Client, handle_file
+
+    c = Client(server.url + "/", verbose=False, download_files=str(tmp_path))
+    _video, files, info = c.predict(
+        handle_file(str(image_file)), 6, False, 8, 12, 2, 127, 0.02, 64, 64, "crop", 1.0, 3.0, 0, "mp4", None,
+        "a cat walks", "blurry", 10.0, 1.5, 3, "tiny-framepack", "none", 1.0, api_name="/generate")
+    assert "Seed used: 6" in info
+    sidecar = next(Path(f) for f in map(str, files) if f.endswith(".json"))
+    side = json.loads(sidecar.read_text())
+    spec = side["spec"]
+    assert (spec["latent_window_size"], spec["true_cfg_scale"], spec["negative_prompt"]) == (3, 1.5, "blurry")
+    assert spec["motion_bucket_id"] is None and side["length"]["sections"] == 1 and side["length"]["frames"] == 12
 
 
 @pytest.mark.ray

@@ -194,7 +194,7 @@ def test_ui_shows_the_picker_only_when_there_is_a_choice(multi, image_file, tmp_
     assert params[-3:] == ["model", "lora", "lora_scale"]
     _video, _files, info = c.predict(
         handle_file(str(image_file)), 5, False, 7, 4, 2, 127, 0.02, 64, 64, "crop", 1.0, 3.0, 0, "mp4", None,
-        "", "", 5.0, "demo", "none", 1.0, api_name="/generate")
+        "", "", 5.0, 1.0, 9, "demo", "none", 1.0, api_name="/generate")
     assert "Seed used: 5" in info
     jobs = httpx.get(multi.url + "/v1/videos", params={"source": "ui"}).json()["data"]
     assert jobs[0]["model"] == "demo"

@@ -169,11 +169,13 @@ def test_controls_show_by_the_models_family_as_the_schema_says(tmp_path):
 
     takes = family_fields()
     assert {"prompt", "negative_prompt", "guidance_scale", "motion_bucket_id"} <= set(FIELD_CONTROLS.values())
-    for default, other, family in (("tiny", "tiny-wan", "svd"), ("tiny-wan", "tiny", "wan")):
+    for default, other, family in (("tiny", "tiny-wan", "svd"), ("tiny-wan", "tiny", "wan"),
+                                   ("tiny-framepack", "tiny", "framepack")):
         app = app_without_workers(data_dir=tmp_path / default, engine=EngineConfig(model=default), models=(other,))
         with TestClient(app) as c:
             components = c.get("/config").json()["components"]
         props = {p["elem_id"]: p for p in (comp.get("props", {}) for comp in components) if p.get("elem_id")}
         visible = {field: props[elem_id].get("visible", True) is True for elem_id, field in FIELD_CONTROLS.items()}
         assert visible == {field: family in takes.get(field, (family,)) for field in FIELD_CONTROLS.values()}, default
-        assert visible["prompt"] == (family == "wan") and visible["motion_bucket_id"] == (family == "svd")
+        assert visible["prompt"] == (family != "svd") and visible["motion_bucket_id"] == (family == "svd")
+        assert visible["latent_window_size"] == visible["true_cfg_scale"] == (family == "framepack")

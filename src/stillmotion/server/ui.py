@@ -7,9 +7,9 @@ the store. The gallery lists recent jobs from the queue, API jobs included.
 The function behind Generate is also the UI's API endpoint `/generate`
 (gradio_client: `client.predict(..., api_name="/generate")`). A server with a
 choice (several models, or LoRAs) shows a model and LoRA picker; its three
-inputs (model, lora, lora_scale) come last, after end_image and the prompt
-fields (prompt, negative_prompt, guidance_scale), so calls made without them
-still work. Every numeric control takes the range its request field takes
+inputs (model, lora, lora_scale) come last, after end_image, the prompt
+fields (prompt, negative_prompt, guidance_scale) and FramePack's
+(true_cfg_scale, latent_window_size), so calls made without them still work. Every numeric control takes the range its request field takes
 (CONTROLS: read from GenerationSpec's schema and submit.INPUTS).
 
 Which controls show follows the schema too, never a family's name: each
@@ -50,7 +50,8 @@ CONTROLS = {
     "sm-seed": "seed", "sm-fps": "fps", "sm-frames": "num_frames", "sm-steps": "num_inference_steps",
     "sm-motion": "motion_bucket_id", "sm-noise": "noise_aug_strength", "sm-width": "width", "sm-height": "height",
     "sm-min-cfg": "min_guidance_scale", "sm-max-cfg": "max_guidance_scale", "sm-decode-chunk": "decode_chunk_size",
-    "sm-guidance": "guidance_scale", "sm-lora-scale": "lora_scale",
+    "sm-guidance": "guidance_scale", "sm-lora-scale": "lora_scale", "sm-true-cfg": "true_cfg_scale",
+    "sm-latent-window": "latent_window_size",
 }
 # The text controls and the spec field each sets (its length limit is the field's).
 TEXT_CONTROLS = {"sm-prompt": "prompt", "sm-negative-prompt": "negative_prompt"}
@@ -68,7 +69,7 @@ class UI:
     # ------------------------------------------------------------------ generate / cancel
     def generate(self, image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
                  min_cfg, max_cfg, decode_chunk, fmt, end_image=None, prompt=None, negative_prompt=None,
-                 guidance=None, model=None, lora=None, lora_scale=None,
+                 guidance=None, true_cfg=None, latent_window=None, model=None, lora=None, lora_scale=None,
                  request: gr.Request = None, progress=gr.Progress()):
         if not image:
             raise gr.Error("Upload an image first.")
@@ -79,6 +80,7 @@ class UI:
             "min_guidance_scale": min_cfg, "max_guidance_scale": max_cfg, "format": fmt or "mp4",
             "width": _int(width) or None, "height": _int(height) or None, "decode_chunk_size": _int(decode_chunk) or None,
             "prompt": _text(prompt), "negative_prompt": _text(negative_prompt), "guidance_scale": guidance,
+            "true_cfg_scale": true_cfg, "latent_window_size": _int(latent_window),
         }
         try:
             entry, family = self.model_of(model)
@@ -330,6 +332,11 @@ def build_ui(svc) -> gr.Blocks:
                                 visible=shown("noise_aug_strength"))
                 guidance = _slider("sm-guidance", initial("guidance_scale"), "Guidance (prompt strength)", 0.1,
                                    visible=shown("guidance_scale"))
+                true_cfg = _slider("sm-true-cfg", initial("true_cfg_scale"),
+                                   "Real guidance with the negative prompt (1: off)", 0.1, visible=shown("true_cfg_scale"))
+                window = _slider("sm-latent-window", initial("latent_window_size"),
+                                 "Latent window (a section is 4x this many frames)", 1,
+                                 visible=shown("latent_window_size"))
                 picker = _picker(svc, family.lora and any(_lora_family(f, family.name) == family.name
                                                           for f in svc.settings.loras.values()))
                 with gr.Accordion("Advanced settings", open=False):
@@ -359,7 +366,8 @@ def build_ui(svc) -> gr.Blocks:
             refresh = gr.Button("Refresh", size="sm")
 
         inputs = [image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
-                  min_cfg, max_cfg, decode_chunk, fmt, end_image, prompt, negative, guidance, *picker]
+                  min_cfg, max_cfg, decode_chunk, fmt, end_image, prompt, negative, guidance, true_cfg, window,
+                  *picker]
         # every control that sets a spec field, by field: what a model switch shows, hides and resets
         by_field = {FIELD_CONTROLS[c.elem_id]: c for c in inputs if c.elem_id in FIELD_CONTROLS}
         labels = {f: c.label for f, c in by_field.items()}
