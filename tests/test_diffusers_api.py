@@ -54,7 +54,7 @@ USED = {
     "HunyuanVideoFramepackPipeline._soft_append": (
         "families/framepack.py (the section cross-fade of the pipeline's own decode)", ["history", "current", "overlap"]),
     "CacheMixin._reset_stateful_cache": (
-        "families/cache.py (First Block Cache afresh in each FramePack section)", ["recurse"]),
+        "families/caching.py (First Block Cache afresh in each FramePack section)", ["recurse"]),
 }
 
 

@@ -10,6 +10,7 @@ step, cancel between steps; refusals exit 2 with nothing written; batch, the API
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,14 +87,14 @@ def test_one_section_equals_the_stock_pipeline(folders, stock, tmp_path, samplin
 
 def test_other_counts_are_the_stock_outputs_first_frames_and_duration_is_its_own_sections(folders, stock, tmp_path):
     """--frames 12: two sections (17 frames) trimmed to 12, the stock two-section video's first 12. --duration
-    1.5 at 8 fps is the same 12 frames from the same two sections, not chained segments. --frames 5: one
-    section's first 5."""
+    1.5 at 8 fps is the same 12 frames from the same two sections, not chained segments; --segments 2 is the two
+    sections whole. --frames 5: one section's first 5."""
     img = _square(tmp_path)
     two = stock("inverted_anti_drifting", img, 2)
     assert two.shape[0] == 17
     folder = str(folders["inverted_anti_drifting"])
     for name, flags, n in (("f12", ["--frames", "12"], 12), ("d", ["--duration", "1.5", "--fps", "8"], 12),
-                           ("f5", ["--frames", "5"], 5)):
+                           ("s", ["--segments", "2"], 17), ("f5", ["--frames", "5"], 5)):
         code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", folder, *ARGS, *flags,
                                "-o", str(tmp_path / name))
         assert code == 0, err
@@ -122,7 +123,7 @@ def test_end_image_is_the_pipelines_last_image_and_true_cfg_takes_the_negative_p
 
 
 @pytest.mark.parametrize(("model", "flags", "words"), [
-    ("inverted_anti_drifting", ["--negative-prompt", "blurry"], "add --true-cfg above 1"),
+    ("inverted_anti_drifting", ["--negative-prompt", "blurry"], "add --true-cfg (true_cfg_scale) above 1"),
     ("vanilla", ["--end-image", "END"], "F1's vanilla sampling (framepack-f1) has none"),
     ("inverted_anti_drifting", ["--motion", "100"], "--motion (motion_bucket_id) is a setting of svd models"),
     ("inverted_anti_drifting", ["--width", "72"], "multiple of 16"),
@@ -240,8 +241,26 @@ def test_api_and_generate_server_run_framepack_as_a_local_run(server, image_file
     before = len(c.get("/v1/videos", params={"limit": 100}).json()["data"])
     code, _, err = run_cli("generate", str(image_file), "--server", server.url, *flags, "--negative-prompt", "blurry",
                            "-o", str(tmp_path / "x.mp4"))
-    assert code == 2 and "add --true-cfg above 1" in err and not (tmp_path / "x.mp4").exists()
+    assert code == 2 and "add --true-cfg (true_cfg_scale) above 1" in err and not (tmp_path / "x.mp4").exists()
     assert len(c.get("/v1/videos", params={"limit": 100}).json()["data"]) == before
+
+
+def test_the_ui_runs_framepack_with_its_own_knobs(server, image_file, tmp_path):
+    """The UI endpoint with the model picker on tiny-framepack: its latent window and real CFG reach the job; SVD's
+    hidden knobs do not."""
+    from gradio_client import Client, handle_file
+
+    c = Client(server.url + "/", verbose=False, download_files=str(tmp_path))
+    _video, files, info = c.predict(
+        handle_file(str(image_file)), 6, False, 8, 12, 2, 127, 0.02, 64, 64, "crop", 1.0, 3.0, 0, "mp4", None,
+        "a cat walks", "blurry", 10.0, "tiny-framepack", "none", 1.0, 0.7, 1.0, 3.0, 7.0, 1.5, 3,  # LTX's hidden: not sent
+        api_name="/generate")
+    assert "Seed used: 6" in info
+    sidecar = next(Path(f) for f in map(str, files) if f.endswith(".json"))
+    side = json.loads(sidecar.read_text())
+    spec = side["spec"]
+    assert (spec["latent_window_size"], spec["true_cfg_scale"], spec["negative_prompt"]) == (3, 1.5, "blurry")
+    assert spec["motion_bucket_id"] is None and side["length"]["sections"] == 1 and side["length"]["frames"] == 12
 
 
 @pytest.mark.ray
@@ -272,3 +291,37 @@ def test_ray_data_batch_runs_framepack_as_the_plain_batch(ray_cluster, tmp_path)
     assert len(hashes(tmp_path / "plain")) == 2 and hashes(tmp_path / "ray") == hashes(tmp_path / "plain")
     side = json.loads((tmp_path / "ray" / "img0.json").read_text())
     assert side["model"]["name"] == "tiny-framepack" and side["length"]["sections"] == 2
+
+
+def test_registry_defaults_are_framepacks_app_and_sizes_come_from_its_buckets():
+    """30 fps, window 9, 25 steps, distilled guidance 10 with real CFG off (so no batch of two to plan for), 145
+    frames (the app's 5 s: 4 sections); sizes from the app's 640 px buckets, nearest the image's aspect (ties to the
+    later bucket, as its find_nearest_bucket)."""
+    from stillmotion.families import get_family
+    from stillmotion.models.registry import REGISTRY
+    from stillmotion.spec import GenerationSpec
+
+    fp, f1 = REGISTRY["framepack"], REGISTRY["framepack-f1"]
+    s = GenerationSpec(seed=1).resolve(fp, (1920, 1080))
+    assert (s.fps, s.latent_window_size, s.num_inference_steps, s.guidance_scale, s.true_cfg_scale, s.num_frames) == (
+        30, 9, 25, 10.0, 1.0, 145)
+    assert (s.width, s.height) == (832, 480) and not s.uses_cfg
+    assert (GenerationSpec(seed=1).resolve(fp, (512, 512)).width, GenerationSpec(seed=1).resolve(fp, (512, 512)).height) \
+        == (608, 640)
+    assert (GenerationSpec(seed=1).resolve(fp, (768, 1024)).width, GenerationSpec(seed=1).resolve(fp, (768, 1024)).height) \
+        == (544, 704)
+    family = get_family("framepack")
+    assert family.supports_end_image(fp) and not family.supports_end_image(f1)
+    assert f1.defaults.sampling_type == "vanilla" and fp.defaults.sampling_type == "inverted_anti_drifting"
+    assert family.layout(s) == (145, 4, 9) and family.denoise_steps(s) == 100
+
+
+def test_a_worker_warms_up_framepack(tmp_path):
+    """`serve --model tiny-framepack`: the warm-up run (2 frames, one step) is one section trimmed to 2 frames."""
+    from stillmotion.engine.config import EngineConfig
+    from stillmotion.jobs.worker import JobWorker
+
+    worker = JobWorker(tmp_path, "w", EngineConfig.build(model="tiny-framepack", device="cpu"))
+    worker.load()
+    assert worker.info["model"] == "tiny-framepack" and worker.info["warmup_seconds"] > 0
+    assert worker.info["defaults"]["latent_window_size"] == 2

@@ -678,6 +678,8 @@ def test_framepack_downloads_from_three_repos_assembles_one_model_and_verifies_e
         ("base", FP_BASE), ("transformer", FP_TRANSFORMER), ("image_encoder", FP_SIGLIP),
         ("feature_extractor", FP_SIGLIP)]
     assert "transformer/diffusion_pytorch_model.safetensors" in local.weight_hashes()
+    row = next(r for r in json.loads(run_cli("models", "list", "--json")[1]) if r["name"] == "framepack")
+    assert row["status"] == "cached" and row["size_bytes"] > sum(map(len, framepack_hub.repos[FP_TRANSFORMER].values()))
 
     # every repo is checked against its own reference: the hub's LFS hashes, then the download manifests
     for flag in ("--online", "--offline"):

@@ -171,7 +171,7 @@ def test_controls_show_by_the_models_family_as_the_schema_says(tmp_path):
     takes = family_fields()
     assert {"prompt", "negative_prompt", "guidance_scale", "motion_bucket_id"} <= set(FIELD_CONTROLS.values())
     for default, other, family in (("tiny", "tiny-wan", "svd"), ("tiny-wan", "tiny", "wan"),
-                                   ("tiny-ltx2", "tiny", "ltx2")):
+                                   ("tiny-ltx2", "tiny", "ltx2"), ("tiny-framepack", "tiny", "framepack")):
         app = app_without_workers(data_dir=tmp_path / default, engine=EngineConfig(model=default), models=(other,))
         with TestClient(app) as c:
             components = c.get("/config").json()["components"]
@@ -180,3 +180,4 @@ def test_controls_show_by_the_models_family_as_the_schema_says(tmp_path):
         assert visible == {field: family in takes.get(field, (family,)) for field in FIELD_CONTROLS.values()}, default
         assert visible["prompt"] == (family != "svd") and visible["motion_bucket_id"] == (family == "svd")
         assert visible["stg_scale"] == visible["audio_guidance_scale"] == (family == "ltx2")
+        assert visible["latent_window_size"] == visible["true_cfg_scale"] == (family == "framepack")

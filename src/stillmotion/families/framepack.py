@@ -19,7 +19,7 @@ Decoding is the pipeline's own, section by section (each section's latents decod
 overlap onto the video so far, pipe._soft_append), with progress and cancel between sections; the video so far is
 kept in host memory, so the device holds one section's decode at a time.
 
-`--speed fast` is First Block Cache (families/cache.py); the pipeline opens no cache context, so the transformer's
+`--speed fast` is First Block Cache (families/caching.py); the pipeline opens no cache context, so the transformer's
 forward is wrapped in one ("cond", and "uncond" for true CFG's second pass).
 """
 
@@ -33,8 +33,13 @@ from .base import Family, pipeline_kwargs, refusal, to_uint8
 
 TEMPORAL = 4  # HunyuanVideo's VAE: frames per latent frame (pipe.vae_scale_factor_temporal)
 
-# First Block Cache threshold for --speed fast, chosen with bench/bench_framepack.py on a mid-size random FramePack
-# (bench/results/framepack-cpu-20261202.json); random weights: a trained model's residuals move differently.
+# First Block Cache threshold for --speed fast: the relative change of the first block's residual since the last full
+# pass below which the other blocks' cached residual is reused. 0.15 is FramePack's own TeaCache threshold (its app's
+# rel_l1_thresh, a relative L1 change of the same kind). Not tuned on random weights: on bench/bench_framepack.py's
+# mid-size random FramePack (25 steps) the residual moves 0.30-0.50 a step, so nothing is cached below 0.35; 0.4
+# caches 10 of 25 passes (1.7x CPU time, 63.8 dB against exact), 0.5 caches 20 of 25 (2.0x, 56.8 dB; another seed is
+# 14.2 dB) (bench/results/framepack-cpu-20261202*.json). A trained model's residuals move differently, and its
+# speed-up at this threshold is not measured yet (no weights offline).
 FAST_THRESHOLD = 0.15
 
 
@@ -115,8 +120,9 @@ class FramePackFamily(Family):
         d = entry.defaults
         cfg = spec.true_cfg_scale if spec.true_cfg_scale is not None else (d.true_cfg_scale or 1.0)
         if spec.negative_prompt is not None and cfg <= 1:
-            raise refusal("negative_prompt", "--negative-prompt: FramePack uses a negative prompt only with real "
-                                             "guidance: add --true-cfg above 1 (e.g. 1.5), or leave it out.")
+            raise refusal("negative_prompt", "--negative-prompt (negative_prompt): FramePack uses a negative prompt "
+                                             "only with real guidance: add --true-cfg (true_cfg_scale) above 1, e.g. "
+                                             "1.5, or leave it out.")
 
     def long_frames(self, spec) -> Optional[int]:
         """FramePack makes long videos itself, section by section: --segments N is N sections, --duration S is
@@ -165,7 +171,7 @@ class FramePackFamily(Family):
     def speed_cache(self, spec, pipe):
         if spec.speed != "fast":
             return None
-        from .cache import FirstBlockCache
+        from .caching import FirstBlockCache
 
         contexts = ("cond", "uncond") if spec.uses_cfg else ("cond",)  # true CFG: a second (negative) pass a step
         return FirstBlockCache([pipe.transformer], FAST_THRESHOLD, contexts=contexts,

@@ -25,7 +25,7 @@ from ..version import __version__
 from .hashes import WEIGHT_SUFFIXES, hub_manifest_path, write_manifest
 from .local import LocalModel
 from .paths import hub_cache_dir, repo_folder
-from .registry import ModelEntry
+from .registry import ModelEntry, Piece
 
 CONFIG_ONLY = ("scheduler", "feature_extractor", "tokenizer", "tokenizer_2", "safety_checker_config", "processor")
 # a tokenizer's or processor's own files beside its *_config.json (fast tokenizers, sentencepiece models,
@@ -67,8 +67,7 @@ def fetch_patterns(entry: ModelEntry) -> dict:
     """allow/ignore patterns for snapshot_download: a single-file entry's files, a piece of an assembled model's, else
     a pipeline's."""
     if entry.piece is not None:
-        allow, ignore = entry.piece[0], entry.piece[1]
-        return {"allow_patterns": list(allow), "ignore_patterns": list(ignore) or None}
+        return {"allow_patterns": list(entry.piece.allow), "ignore_patterns": list(entry.piece.ignore) or None}
     if entry.files:
         return {"allow_patterns": list(entry.files), "ignore_patterns": None}
     return {"allow_patterns": allow_patterns(entry.variant), "ignore_patterns": ignore_patterns(entry.variant)}
@@ -79,9 +78,9 @@ def entry_wants(entry: ModelEntry, relpath: str) -> bool:
     if entry.piece is not None:
         from fnmatch import fnmatch
 
-        allow, ignore = entry.piece[0], entry.piece[1]
-        return (relpath.endswith(WEIGHT_SUFFIXES) and any(fnmatch(relpath, a) for a in allow)
-                and not any(fnmatch(relpath, i) for i in ignore))
+        piece = entry.piece
+        return (relpath.endswith(WEIGHT_SUFFIXES) and any(fnmatch(relpath, a) for a in piece.allow)
+                and not any(fnmatch(relpath, i) for i in piece.ignore))
     return relpath in entry.files if entry.files else is_wanted_weight(relpath, entry.variant)
 
 
@@ -152,23 +151,23 @@ def pieces(entry: ModelEntry) -> list[ModelEntry]:
 
     taken = tuple(p.component for p in entry.parts)
     variant_files = () if entry.variant else ("*/*.*.safetensors",)  # as ignore_patterns(): no variant files
-    base = dataclasses.replace(entry, parts=(), piece=(
-        ("model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors"),
-        tuple(f"{c}/*" for c in taken) + _NOT_WEIGHTS + variant_files, None, None))
+    base = dataclasses.replace(entry, parts=(), piece=Piece(
+        allow=("model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors"),
+        ignore=tuple(f"{c}/*" for c in taken) + _NOT_WEIGHTS + variant_files))
     out = [base]
     for part in entry.parts:
         prefix = f"{part.subfolder}/" if part.subfolder else ""
         allow = tuple(f"{prefix}*.{ext}" for ext in ("json", "txt", "safetensors"))
         out.append(dataclasses.replace(entry, repo_id=part.repo_id, revision=part.revision, variant=None, parts=(),
-                                       piece=(allow, _NOT_WEIGHTS, part.component, part.subfolder)))
+                                       piece=Piece(allow, _NOT_WEIGHTS, part.component, part.subfolder)))
     return out
 
 
 def _piece_missing(piece: ModelEntry, folder: Path) -> list[str]:
     """What one repo of an assembled model lacks: the base its pipeline files, a part its config and weights."""
-    component, sub = piece.piece[2], piece.piece[3]
+    component, sub = piece.piece.component, piece.piece.subfolder
     if component is None:
-        skip = tuple(i.split("/")[0] for i in piece.piece[1] if i.endswith("/*"))
+        skip = tuple(i.split("/")[0] for i in piece.piece.ignore if i.endswith("/*"))
         return missing_files(folder, piece.variant, skip=skip)
     where = folder / sub if sub else folder
     if component in CONFIG_ONLY:
@@ -214,21 +213,22 @@ def assemble(entry: ModelEntry, snapshots: list[Path]) -> LocalModel:
             tmp.mkdir(parents=True, exist_ok=True)
             base = snapshots[0]
             index = json.loads((base / "model_index.json").read_text())
-            taken = {p.piece[2] for p in parts[1:]}
+            taken = {p.piece.component for p in parts[1:]}
             for name, value in list(index.items()):
                 if name.startswith("_") or name in taken or not isinstance(value, list):
                     continue
                 if (base / name).is_dir():
                     _link_tree(base / name, tmp / name)
             for piece, snap in zip(parts[1:], snapshots[1:]):
-                component, sub = piece.piece[2], piece.piece[3]
+                component, sub = piece.piece.component, piece.piece.subfolder
                 src = snap / sub if sub else snap
                 _link_tree(src, tmp / component, only=lambda p: p.suffix in (".json", ".txt", ".safetensors"))
                 index[component] = _component_class(src, component)
             if entry.pipeline_class:
                 index["_class_name"] = entry.pipeline_class
             (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
-    described = [{"component": p.piece[2] or "base", "repo_id": p.repo_id, "commit": c} for p, c in zip(parts, commits)]
+    described = [{"component": p.piece.component or "base", "repo_id": p.repo_id, "commit": c}
+                 for p, c in zip(parts, commits)]
     return LocalModel(entry=entry, path=folder, source="hub", repo_id=entry.repo_id, revision=entry.revision,
                       commit=commits[0], variant=entry.variant, parts=described)
 

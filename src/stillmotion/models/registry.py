@@ -131,6 +131,17 @@ class Part:
 
 
 @dataclass(frozen=True)
+class Piece:
+    """One repo of an assembled model as models/hub.py fetches it (hub.pieces makes these): the patterns fetched
+    from it, and for a part its component and the folder it sits in (None for the base repo)."""
+
+    allow: tuple[str, ...]
+    ignore: tuple[str, ...]
+    component: str | None = None
+    subfolder: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     repo_id: str | None  # None for built-in models
@@ -149,9 +160,7 @@ class ModelEntry:
     # components from other repos (Part); `repo_id` gives the rest (FramePack: HunyuanVideo's text encoders and VAE)
     parts: tuple[Part, ...] = ()
     pipeline_class: str | None = None  # the assembled folder's model_index.json `_class_name` (with `parts`)
-    # one repo of an assembled model (hub.pieces): the (allow, ignore) patterns fetched from it and, for a part, its
-    # component and subfolder; None for every other entry
-    piece: tuple | None = None
+    piece: Piece | None = None  # one repo of an assembled model (hub.pieces); None for every other entry
 
     @property
     def builtin(self) -> bool:

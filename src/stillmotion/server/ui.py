@@ -8,9 +8,10 @@ The function behind Generate is also the UI's API endpoint `/generate`
 (gradio_client: `client.predict(..., api_name="/generate")`). A server with a
 choice (several models, or LoRAs) shows a model and LoRA picker; its three
 inputs (model, lora, lora_scale) come after end_image and the prompt fields
-(prompt, negative_prompt, guidance_scale), and LTX's other guidance terms
-(guidance_rescale, stg_scale, modality_scale, audio_guidance_scale) last, so
-calls made without them still work. Every numeric control takes the range its request field takes
+(prompt, negative_prompt, guidance_scale), then LTX's other guidance terms
+(guidance_rescale, stg_scale, modality_scale, audio_guidance_scale) and
+FramePack's (true_cfg_scale, latent_window_size), so calls made without them
+still work. Every numeric control takes the range its request field takes
 (CONTROLS: read from GenerationSpec's schema and submit.INPUTS).
 
 Which controls show follows the schema too, never a family's name: each
@@ -53,6 +54,7 @@ CONTROLS = {
     "sm-min-cfg": "min_guidance_scale", "sm-max-cfg": "max_guidance_scale", "sm-decode-chunk": "decode_chunk_size",
     "sm-guidance": "guidance_scale", "sm-lora-scale": "lora_scale", "sm-guidance-rescale": "guidance_rescale",
     "sm-stg": "stg_scale", "sm-modality": "modality_scale", "sm-audio-guidance": "audio_guidance_scale",
+    "sm-true-cfg": "true_cfg_scale", "sm-latent-window": "latent_window_size",
 }
 # The text controls and the spec field each sets (its length limit is the field's).
 TEXT_CONTROLS = {"sm-prompt": "prompt", "sm-negative-prompt": "negative_prompt"}
@@ -71,7 +73,7 @@ class UI:
     def generate(self, image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
                  min_cfg, max_cfg, decode_chunk, fmt, end_image=None, prompt=None, negative_prompt=None,
                  guidance=None, model=None, lora=None, lora_scale=None, guidance_rescale=None, stg=None,
-                 modality=None, audio_guidance=None,
+                 modality=None, audio_guidance=None, true_cfg=None, latent_window=None,
                  request: gr.Request = None, progress=gr.Progress()):
         if not image:
             raise gr.Error("Upload an image first.")
@@ -84,6 +86,7 @@ class UI:
             "prompt": _text(prompt), "negative_prompt": _text(negative_prompt), "guidance_scale": guidance,
             "guidance_rescale": guidance_rescale, "stg_scale": stg, "modality_scale": modality,
             "audio_guidance_scale": audio_guidance,
+            "true_cfg_scale": true_cfg, "latent_window_size": _int(latent_window),
         }
         try:
             entry, family = self.model_of(model)
@@ -138,9 +141,9 @@ class UI:
                     progress(0.0, desc=f"queued ({ahead} job{'s' if ahead != 1 else ''} ahead)" if ahead else "queued")
             else:
                 now = (job.progress, job.stage, job.step)
-                if now != last:
+                if now != last:  # the run's own line (Progress.message: FramePack "section 2/4, step 7/25")
                     stage, step, total = job.stage or "starting", job.step, job.total
-                    desc = f"{stage} {step}/{total}" if step is not None and total else stage
+                    desc = job.message or (f"{stage} {step}/{total}" if step is not None and total else stage)
                     progress(float(job.progress or 0.0), desc=desc)
             last = now
             time.sleep(0.1)
@@ -335,6 +338,11 @@ def build_ui(svc) -> gr.Blocks:
                                 visible=shown("noise_aug_strength"))
                 guidance = _slider("sm-guidance", initial("guidance_scale"), "Guidance (prompt strength)", 0.1,
                                    visible=shown("guidance_scale"))
+                true_cfg = _slider("sm-true-cfg", initial("true_cfg_scale"),
+                                   "Real guidance with the negative prompt (1: off)", 0.1, visible=shown("true_cfg_scale"))
+                window = _slider("sm-latent-window", initial("latent_window_size"),
+                                 "Latent window (a section is 4x this many frames)", 1,
+                                 visible=shown("latent_window_size"))
                 picker = _picker(svc, family.lora and any(_lora_family(f, family.name) == family.name
                                                           for f in svc.settings.loras.values()))
                 with gr.Accordion("Advanced settings", open=False):
@@ -374,10 +382,11 @@ def build_ui(svc) -> gr.Blocks:
                                  elem_id="sm-jobs")
             refresh = gr.Button("Refresh", size="sm")
 
-        # the picker's three inputs keep their places (hidden states when there is no choice), LTX's come after them
+        # the picker's three inputs keep their places (hidden states when there is no choice); LTX's and FramePack's come after them
         inputs = [image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
                   min_cfg, max_cfg, decode_chunk, fmt, end_image, prompt, negative, guidance,
-                  *(picker or [gr.State(None) for _ in range(3)]), rescale, stg, modality, audio_guidance]
+                  *(picker or [gr.State(None) for _ in range(3)]), rescale, stg, modality, audio_guidance,
+                  true_cfg, window]
         # every control that sets a spec field, by field: what a model switch shows, hides and resets
         by_field = {FIELD_CONTROLS[c.elem_id]: c for c in inputs if c.elem_id in FIELD_CONTROLS}
         labels = {f: c.label for f, c in by_field.items()}
