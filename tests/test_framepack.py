@@ -263,36 +263,6 @@ def test_the_ui_runs_framepack_with_its_own_knobs(server, image_file, tmp_path):
     assert spec["motion_bucket_id"] is None and side["length"]["sections"] == 1 and side["length"]["frames"] == 12
 
 
-@pytest.mark.ray
-def test_ray_data_batch_runs_framepack_as_the_plain_batch(ray_cluster, tmp_path):
-    import hashlib
-
-    import torch
-    from ray import serve
-
-    serve.shutdown()  # the Serve tests' replicas hold the CPUs; the actor pool needs them
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as test_ray's one_torch_thread: the actor runs the driver's count
-    try:
-        for k in range(2):
-            _square(tmp_path, k, f"img{k}.png")
-        args = ["--model", "tiny-framepack", "--prompt", "a cat walks", "--device", "cpu", "--frames", "12",
-                "--steps", "2", "-q"]
-        code, _, err = run_cli("batch", str(tmp_path), str(tmp_path / "plain"), *args)
-        assert code == 0, err
-        code, _, err = run_cli("batch", str(tmp_path), str(tmp_path / "ray"), *args, "--ray", "--actors", "1")
-        assert code == 0, err
-    finally:
-        torch.set_num_threads(threads)
-
-    def hashes(out):
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("*.mp4"))}
-
-    assert len(hashes(tmp_path / "plain")) == 2 and hashes(tmp_path / "ray") == hashes(tmp_path / "plain")
-    side = json.loads((tmp_path / "ray" / "img0.json").read_text())
-    assert side["model"]["name"] == "tiny-framepack" and side["length"]["sections"] == 2
-
-
 def test_registry_defaults_are_framepacks_app_and_sizes_come_from_its_buckets():
     """30 fps, window 9, 25 steps, distilled guidance 10 with real CFG off (so no batch of two to plan for), 145
     frames (the app's 5 s: 4 sections); sizes from the app's 640 px buckets, nearest the image's aspect (ties to the

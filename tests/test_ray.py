@@ -341,6 +341,30 @@ def test_ray_data_batch_runs_wan_with_a_prompt_as_the_plain_batch(ray_cluster, o
         assert all(s["model"]["name"] == model and s["spec"]["prompt"] == "waves roll in" for s in sidecars)
 
 
+def test_ray_data_batch_runs_framepack_as_the_plain_batch(ray_cluster, one_torch_thread, tmp_path):
+    """`batch --ray` on tiny-framepack: the actor runs FramePack's sections (12 frames: 2 sections, trimmed) and the
+    videos are byte-identical to the plain batch's (issue 23; the plain run equals the stock pipeline's first frames:
+    tests/test_framepack.py). Here, not in test_framepack.py, so that the file and the one Ray cluster stay on one
+    xdist worker."""
+    import json
+
+    from conftest import run_cli
+    from ray import serve
+
+    serve.shutdown()  # the Serve tests' replicas hold the CPUs; the actor pool needs them
+    images = _tree(tmp_path / "images", 2)
+    args = ["--model", "tiny-framepack", "--prompt", "a cat walks", "--device", "cpu", "--frames", "12",
+            "--steps", "2", "-q", "--recursive"]
+    code, _, err = run_cli("batch", str(images), str(tmp_path / "plain"), *args)
+    assert code == 0, err
+    code, _, err = run_cli("batch", str(images), str(tmp_path / "ray"), *args, "--ray", "--actors", "1")
+    assert code == 0, err
+    plain = _hashes(tmp_path / "plain")
+    assert len(plain) == 2 and _hashes(tmp_path / "ray") == plain
+    side = json.loads(next((tmp_path / "ray").rglob("img01.json")).read_text())
+    assert side["model"]["name"] == "tiny-framepack" and side["length"]["sections"] == 2
+
+
 def test_interrupted_ray_batch_driver_resumes_on_rerun(ray_cluster, one_torch_thread, tmp_path):
     """The driver of `batch --ray` killed (SIGKILL) mid-batch: the same command again makes only what is
     missing, and every video equals the plain batch's."""

@@ -143,27 +143,3 @@ class FirstBlockCache:
 
         model.forward = in_context
         self._wrapped.append((model, own))
-
-    def _count(self, model) -> bool:
-        """Count full and cached passes by wrapping the head block hook's decision (FBCHeadBlockHook.
-        _should_compute_remaining_blocks, diffusers 0.35-0.42); False where that hook is not found."""
-        from diffusers.hooks.first_block_cache import _FBC_LEADER_BLOCK_HOOK
-
-        for module in model.modules():
-            registry = getattr(module, "_diffusers_hook", None)
-            hook = registry.get_hook(_FBC_LEADER_BLOCK_HOOK) if registry is not None else None
-            decide = getattr(hook, "_should_compute_remaining_blocks", None)
-            if decide is None:
-                continue
-
-            def counted(residual, decide=decide):
-                full = decide(residual)
-                if full:
-                    self.full_passes += 1
-                else:
-                    self.cached_passes += 1
-                return full
-
-            hook._should_compute_remaining_blocks = counted
-            return True
-        return False
