@@ -187,7 +187,7 @@ def test_autoscales_on_queue_and_replaces_a_replica_that_fails_its_health_check(
     assert len(new_live()) == 1  # min_replicas
 
     ids = []
-    for k in range(12):  # a queue of a dozen 4-step jobs outlasts the 5 s upscale delay
+    for k in range(30):  # a queue that outlasts the upscale delay and the second replica's start, on a busy machine
         r = client.post("/v1/videos", files={"image": (f"q{k}.png", _png(300 + k), "image/png")},
                         data={**FIELDS, "num_inference_steps": "4", "seed": str(300 + k)})
         assert r.status_code == 202, r.text
