@@ -87,6 +87,17 @@ def configs_shape(layout: Layout, classes: dict, configs: dict, dtype_name: str,
     return build_shape(layout, modules, torch_dtype(dtype_name), name)
 
 
+def entry_shape(layout: Layout, classes: Callable[[], dict], configs: Callable[[str], dict], entry,
+                dtype_name: str) -> DiTShape:
+    """A family's shape of a model entry: a registry model's published configs (`configs(name)`, built as
+    `classes()`), else its folder's (no download). Each family caches its own calls (a Layout is not hashable)."""
+    if entry.source == "registry":
+        return configs_shape(layout, classes(), configs(entry.name), dtype_name, entry.name)
+    from ..models.resolve import resolve
+
+    return folder_shape(layout, resolve(entry.name, download=False, progress=False).path, dtype_name, entry.name)
+
+
 def folder_shape(layout: Layout, folder, dtype_name: str, name: str) -> DiTShape:
     """DiTShape from a diffusers folder's model_index.json and component configs (no weights read)."""
     import json

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 
-from .dit_shapes import (DiTShape, Layout, configs_shape, folder_shape, pipe_shape, run_dtype, spatial_tiles,
+from .dit_shapes import (DiTShape, Layout, entry_shape, pipe_shape, run_dtype, spatial_tiles,
                          tiled_decode)
 from .dryrun import DryRun
 
@@ -66,11 +66,7 @@ def framepack_shape(entry, dtype_name: str = "bf16") -> DiTShape:
 
 @functools.lru_cache(maxsize=4)
 def _entry_shape(entry, dtype_name: str) -> DiTShape:
-    if entry.source == "registry":
-        return configs_shape(FRAMEPACK, framepack_classes(), framepack_configs(entry.name), dtype_name, entry.name)
-    from ..models.resolve import resolve
-
-    return folder_shape(FRAMEPACK, resolve(entry.name, download=False, progress=False).path, dtype_name, entry.name)
+    return entry_shape(FRAMEPACK, framepack_classes, framepack_configs, entry, dtype_name)
 
 
 def framepack_shape_from_pipe(pipe, dtype, name: str = "") -> DiTShape:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
-from .dit_shapes import DiTShape, Layout, configs_shape, folder_shape, pipe_shape, run_dtype
+from .dit_shapes import DiTShape, Layout, entry_shape, pipe_shape, run_dtype
 from .dryrun import DryRun
 
 TEXT_TOKENS = 512  # the pipeline pads every prompt to 512 tokens
@@ -28,17 +28,16 @@ def wan_shape(entry, dtype_name: str = "bf16") -> DiTShape:
 
 @functools.lru_cache(maxsize=8)
 def _entry_shape(entry, dtype_name: str) -> DiTShape:
+    return entry_shape(WAN, wan_classes, wan_configs, entry, dtype_name)
+
+
+def wan_classes() -> dict:
     import diffusers
     import transformers
 
-    if entry.source == "registry":
-        classes = {"transformer": diffusers.WanTransformer3DModel, "transformer_2": diffusers.WanTransformer3DModel,
-                   "vae": diffusers.AutoencoderKLWan, "text_encoder": transformers.UMT5EncoderModel,
-                   "image_encoder": transformers.CLIPVisionModel}
-        return configs_shape(WAN, classes, wan_configs(entry.name), dtype_name, entry.name)
-    from ..models.resolve import resolve
-
-    return folder_shape(WAN, resolve(entry.name, download=False, progress=False).path, dtype_name, entry.name)
+    return {"transformer": diffusers.WanTransformer3DModel, "transformer_2": diffusers.WanTransformer3DModel,
+            "vae": diffusers.AutoencoderKLWan, "text_encoder": transformers.UMT5EncoderModel,
+            "image_encoder": transformers.CLIPVisionModel}
 
 
 def wan_shape_from_pipe(pipe, dtype, name: str = "") -> DiTShape:
