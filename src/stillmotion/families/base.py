@@ -9,6 +9,8 @@ and the rule (InvalidInput: exit 2, HTTP 422); nothing is dropped or rounded in 
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
@@ -157,6 +159,21 @@ class Family:
         from ..engine.speed import deepcache_for
 
         return deepcache_for(spec, self.denoiser(pipe))
+
+    @contextlib.contextmanager
+    def cache_on(self, spec: GenerationSpec, pipe, cache=None):
+        """The `--speed fast` cache on for one `run` call, and off again when it returns or raises: the one the
+        engine passes (attached already: attach() is then a no-op), or for a call made without one, this family's
+        own (speed_cache; None for exact)."""
+        if cache is None:
+            cache = self.speed_cache(spec, pipe)
+        try:
+            if cache is not None:
+                cache.attach()
+            yield
+        finally:
+            if cache is not None:
+                cache.detach()
 
     def load(self, path, variant: Optional[str], dtype) -> Any:
         """The diffusers pipeline from a folder (raises what from_pretrained raises: the engine converts it)."""

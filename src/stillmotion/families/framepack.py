@@ -182,11 +182,7 @@ class FramePackFamily(Family):
         of every section through its callback; the cache (--speed fast) on for this call only."""
         frames, sections, window = self.layout(spec)
         sampling = _sampling(pipe)
-        if cache is None:
-            cache = self.speed_cache(spec, pipe)
-        try:
-            if cache is not None:
-                cache.attach()  # a no-op when the engine attached it already
+        with self.cache_on(spec, pipe, cache):
             history = pipe(
                 image=image,
                 prompt=spec.prompt or "",
@@ -202,9 +198,6 @@ class FramePackFamily(Family):
                 output_type="latent",
                 callback_on_step_end=on_step_end,
             ).frames
-        finally:
-            if cache is not None:
-                cache.detach()
         return SectionLatents(history=list(history), sampling_type=sampling or "inverted_anti_drifting",
                               window=window, sections=sections, frames=frames)
 

@@ -121,11 +121,7 @@ class _LTXBase(Family):
 
             raise InvalidInput("--decode-timestep / --decode-noise-scale: this model's VAE is not "
                                "timestep-conditioned, so they would change nothing: leave them out.")
-        if cache is None:
-            cache = self.speed_cache(spec, pipe)
-        try:
-            if cache is not None:
-                cache.attach()  # a no-op when the engine attached it already
+        with self.cache_on(spec, pipe, cache):
             common = dict(prompt=spec.prompt or "", height=spec.height, width=spec.width, num_frames=spec.num_frames,
                           frame_rate=spec.fps, num_inference_steps=spec.num_inference_steps, generator=generator,
                           output_type="latent", callback_on_step_end=on_step_end, **self.guidance(spec))
@@ -134,9 +130,6 @@ class _LTXBase(Family):
             else:
                 out = self.condition_pipeline(pipe)(**self.end_conditions(image, end_image, spec), **common)
             return LTXLatents(out.frames, getattr(out, "audio", None), generator)
-        finally:
-            if cache is not None:
-                cache.detach()
 
     def end_conditions(self, image, end_image, spec) -> dict:
         raise NotImplementedError

@@ -110,32 +110,27 @@ class WanFamily(Family):
     def run(self, pipe, image, spec, *, generator, on_step_end, end_image=None, cache=None):
         """The pipeline to latents; with --speed fast the cache is on for this call only (the engine passes the one it
         attached; called without one, run makes its own), and off again when it returns or raises."""
-        if cache is None:
-            cache = self.speed_cache(spec, pipe)
         scheduler = pipe.scheduler
         try:
             if spec.flow_shift is not None and spec.flow_shift != scheduler.config.get("flow_shift"):
                 # --shift (ComfyUI's ModelSamplingSD3): the same scheduler with another shift, for this run only
                 pipe.scheduler = type(scheduler).from_config(scheduler.config, flow_shift=spec.flow_shift)
-            if cache is not None:
-                cache.attach()  # a no-op when the engine attached it already
-            return pipe(
-                image=image,
-                prompt=spec.prompt or "",
-                **pipeline_kwargs(negative_prompt=spec.negative_prompt, guidance_scale=spec.guidance_scale,
-                                  last_image=end_image),
-                height=spec.height,
-                width=spec.width,
-                num_frames=spec.num_frames,
-                num_inference_steps=spec.num_inference_steps,
-                generator=generator,
-                output_type="latent",
-                callback_on_step_end=on_step_end,
-            ).frames
+            with self.cache_on(spec, pipe, cache):
+                return pipe(
+                    image=image,
+                    prompt=spec.prompt or "",
+                    **pipeline_kwargs(negative_prompt=spec.negative_prompt, guidance_scale=spec.guidance_scale,
+                                      last_image=end_image),
+                    height=spec.height,
+                    width=spec.width,
+                    num_frames=spec.num_frames,
+                    num_inference_steps=spec.num_inference_steps,
+                    generator=generator,
+                    output_type="latent",
+                    callback_on_step_end=on_step_end,
+                ).frames
         finally:
             pipe.scheduler = scheduler
-            if cache is not None:
-                cache.detach()
 
     def decode(self, pipe, latents, spec, chunk, report, cancel, span):
         """The end of WanImageToVideoPipeline.__call__ (un-normalise, decode, postprocess), as one step:
