@@ -332,3 +332,72 @@ def test_a_hub_download_fetches_every_file_an_ltx2_folder_needs(ltx_folders):
     assert sorted(fetched) == sorted(files)
     assert missing_files(folder, None) == []
 
+
+
+# --- --speed fast on a model with a fast preset (registry.FastPreset): LTX-2's distilled LoRA, its sigmas, the cache ---
+
+def test_fast_on_a_preset_model_is_its_distilled_lora_and_schedule_with_the_cache(tmp_path):
+    """tiny-ltx2 carries a fast preset as ltx-2 does (a LoRA in Lightricks' layout, the distilled defaults): exact,
+    fast, exact on one Engine. The fast run resolves to the distilled preset (8 sigmas, CFG 1, no STG or modality
+    pass) and equals the stock pipeline with that LoRA loaded by diffusers' load_lora_weights and diffusers' First
+    Block Cache on, same arguments; the exact run after it equals the one before (the LoRA is off again)."""
+    import torch
+    from diffusers import LTX2ImageToVideoPipeline
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    from stillmotion.engine.core import Engine
+    from stillmotion.families.caching import register_block
+    from stillmotion.families.ltx import FAST_THRESHOLD, distilled_sigmas
+    from stillmotion.models.registry import REGISTRY
+    from stillmotion.models.tiny import tiny_folder
+    from stillmotion.spec import GenerationSpec
+
+    img = _square(tmp_path)
+    engine = Engine("tiny-ltx2", device="cpu")
+    spec = dict(width=64, height=64, seed=3, prompt="a boat")
+    runs = [engine.generate(img, GenerationSpec(**spec, speed=speed)) for speed in ("exact", "fast", "exact")]
+    assert np.array_equal(runs[0].frames, runs[2].frames)
+    assert np.array_equal(runs[0].audio.samples, runs[2].audio.samples)
+    fast = runs[1].metadata
+    assert fast["speed"]["preset"] == "distilled" and fast["speed"]["lora"] == REGISTRY["tiny-ltx2"].fast.lora
+    s = fast["spec"]
+    assert (s["num_inference_steps"], s["sigma_schedule"], s["guidance_scale"], s["stg_scale"], s["modality_scale"],
+            s["guidance_rescale"], s["audio_guidance_scale"]) == (8, "distilled", 1.0, 0.0, 1.0, 0.0, 1.0)
+    assert runs[0].metadata["spec"]["num_inference_steps"] == 4  # exact keeps the entry's own defaults
+
+    folder = tiny_folder("tiny-ltx2")
+    pipe = LTX2ImageToVideoPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(str(folder / REGISTRY["tiny-ltx2"].fast.lora), adapter_name="d")
+    register_block(pipe.transformer)
+    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=FAST_THRESHOLD))
+    out = pipe(image=img, prompt="a boat", height=64, width=64, num_frames=9, num_inference_steps=8, frame_rate=24,
+               sigmas=list(distilled_sigmas()), guidance_scale=1.0, stg_scale=0.0, audio_stg_scale=0.0,
+               modality_scale=1.0, audio_modality_scale=1.0, guidance_rescale=0.0, audio_guidance_rescale=0.0,
+               audio_guidance_scale=1.0, negative_prompt=s["negative_prompt"],
+               generator=torch.Generator("cpu").manual_seed(3), output_type="np")
+    stock = np.clip(np.round(out.frames[0] * 255.0), 0, 255).astype(np.uint8)
+    assert np.abs(runs[1].frames.astype(int) - stock.astype(int)).max() <= 2
+    assert np.allclose(runs[1].audio.samples, out.audio[0].float().numpy(), atol=1e-5)
+    assert not np.array_equal(runs[1].frames, runs[0].frames)
+
+
+def test_the_fast_preset_resolves_refuses_and_names_its_download(tmp_path, monkeypatch):
+    """`ltx-2 --speed fast` resolves to the distilled preset and refuses a step count the schedule cannot run;
+    offline with the LoRA not cached, the run stops with the one command that fetches it."""
+    from stillmotion.errors import InvalidInput, ModelUnavailable
+    from stillmotion.families import get_family
+    from stillmotion.models.registry import REGISTRY
+    from stillmotion.models.resolve import fast_lora
+    from stillmotion.spec import GenerationSpec
+
+    entry = REGISTRY["ltx-2"]
+    fast = GenerationSpec(seed=1, speed="fast").resolve(entry)
+    assert (fast.num_inference_steps, fast.sigma_schedule, fast.guidance_scale) == (8, "distilled", 1.0)
+    assert GenerationSpec(seed=1).resolve(entry).num_inference_steps == 40
+    with pytest.raises(InvalidInput, match="--steps 40: the distilled schedule is 8 steps"):
+        get_family("ltx2").check(GenerationSpec(speed="fast", num_inference_steps=40), entry)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ModelUnavailable, match="hf download Lightricks/LTX-2 ltx-2-19b-distilled-lora-384.safetensors"):
+        fast_lora(entry)

@@ -154,8 +154,9 @@ class GenerationSpec(BaseModel):
 
     def resolve(self, entry, image_size: Optional[tuple[int, int]] = None) -> "GenerationSpec":
         """Every None filled from the model entry (registry.ModelEntry); size from the image's aspect (no image: the
-        model's landscape size, as `estimate` and `batch --dry-run` plan); a concrete seed."""
-        d = entry.defaults
+        model's landscape size, as `estimate` and `batch --dry-run` plan); a concrete seed. Under --speed fast a model
+        with a fast preset (registry.FastPreset: LTX-2's distilled LoRA) resolves with that preset's defaults."""
+        d = entry.defaults_for(self.speed)
         data = self.model_dump()
         for name in DEFAULTED:  # a default of None (a field other families take) stays None
             if data[name] is None:

@@ -13,7 +13,10 @@ and the end image at the last latent index (-1), LTX-Video's LTXConditionPipelin
 frame index. Both are built once from the loaded pipeline's components (no second copy of the weights).
 
 `--speed fast` is diffusers' First Block Cache (families/caching.py) on the transformer; LTX-2's audio-video block
-is registered for it there (a cached pass reuses the video and the audio residuals). FAST_THRESHOLD: see below.
+is registered for it there (a cached pass reuses the video and the audio residuals). FAST_THRESHOLD: see below. On a
+model with a fast preset (registry.FastPreset: `ltx-2`) it is also the distilled preset: the repo's distilled LoRA on
+the dev weights for the run (Lightricks made it as the difference between the dev and the distilled checkpoints) and
+the distilled checkpoint's 8 sigmas at CFG 1 (the preset's defaults, which spec.resolve takes under --speed fast).
 
 Decoding is the end of the pipelines' __call__, run here so the engine can time it and report it: the video VAE
 (with its decode timestep where the VAE is timestep-conditioned), and for LTX-2 the audio VAE (latents to a mel
@@ -36,6 +39,7 @@ from .wan import FAST_THRESHOLD as WAN_FAST_THRESHOLD
 # 43 dB against exact (another seed: 19.5 dB), the sound's SNR 82 dB; 0.1 gave 1.95x FLOPs at 49 dB, 0.2 3.1x at
 # 39 dB (bench/results/ltx-cpu-20261202.json). Random weights: a trained LTX-2's residuals move differently.
 FAST_THRESHOLD = WAN_FAST_THRESHOLD
+LORA_ADAPTER = "distilled"  # the fast preset's adapter name on the pipeline
 # the pipelines' own decode_timestep default (a spec's decode_timestep None): the VAE decodes clean latents
 DECODE_TIMESTEP = 0.0
 
@@ -101,8 +105,16 @@ class _LTXBase(Family):
             pipe._stillmotion_condition = cond
         return cond
 
+    def bind(self, pipe, entry) -> None:
+        """The entry rides with the pipeline for its fast preset (registry.FastPreset; None: the cache alone)."""
+        pipe._stillmotion_fast_entry = entry if entry.fast is not None else None
+
     def speed_cache(self, spec, pipe):
-        return FirstBlockCache([pipe.transformer], FAST_THRESHOLD) if spec.speed == "fast" else None
+        if spec.speed != "fast":
+            return None
+        cache = FirstBlockCache([pipe.transformer], FAST_THRESHOLD)
+        entry = getattr(pipe, "_stillmotion_fast_entry", None)
+        return cache if entry is None else DistilledPreset(pipe, entry, cache)
 
     def describe_run(self, spec, end_image):
         return {"method": f"{self.condition_class} (LTX's own keyframe conditioning: the image first, the end image "
@@ -203,7 +215,8 @@ class LTX2Family(_LTXBase):
         """Also: the distilled schedule (given, or the entry's default: refused before loading) is its 8 steps."""
         super().check(spec, entry, end_image=end_image, audio=audio)
         steps = len(distilled_sigmas())
-        schedule = spec.sigma_schedule if spec.sigma_schedule is not None else entry.defaults.sigma_schedule
+        schedule = (spec.sigma_schedule if spec.sigma_schedule is not None
+                    else entry.defaults_for(spec.speed).sigma_schedule)
         if schedule == "distilled" and spec.num_inference_steps not in (None, steps):
             from .base import refusal
 
@@ -267,6 +280,41 @@ class LTXFamily(_LTXBase):
             frames = self.decode_video(pipe, video, latents.generator, pipe.text_encoder.dtype, spec, noise_first=False)
         self.report_decoded(spec, report, span)
         return to_uint8(frames)
+
+
+class DistilledPreset:
+    """--speed fast with a model's fast preset: its distilled LoRA on the transformer for the run, plus the First Block
+    Cache, with the engine's cache protocol (attach, detach, stats). The LoRA is loaded once (diffusers'
+    load_lora_weights, which converts Lightricks' layout) and kept with the pipeline; detach disables it, so the next
+    exact run is the dev weights exactly. The file is found on first use (models.resolve.fast_lora: a built-in
+    model's folder, or the model's hub repo, fetched into the cache)."""
+
+    def __init__(self, pipe, entry, cache: FirstBlockCache):
+        self.pipe, self.entry, self.cache = pipe, entry, cache
+        self.on = False
+
+    def attach(self) -> None:
+        if self.on:
+            return
+        pipe = self.pipe
+        if LORA_ADAPTER not in getattr(pipe, "_stillmotion_fast_loaded", ()):
+            from ..models.resolve import fast_lora
+
+            pipe.load_lora_weights(str(fast_lora(self.entry)), adapter_name=LORA_ADAPTER)
+            pipe._stillmotion_fast_loaded = (LORA_ADAPTER,)
+        pipe.enable_lora()
+        pipe.set_adapters([LORA_ADAPTER], [1.0])
+        self.on = True
+        self.cache.attach()
+
+    def detach(self) -> None:
+        self.cache.detach()
+        if self.on:
+            self.pipe.disable_lora()
+            self.on = False
+
+    def stats(self) -> dict:
+        return {"preset": "distilled", "lora": self.entry.fast.lora, **self.cache.stats()}
 
 
 def distilled_sigmas() -> tuple:

@@ -76,6 +76,11 @@ def wan_defaults(**values) -> ModelDefaults:
 # the soundtrack's CFG 7.
 LTX2_GUIDANCE = dict(guidance_scale=3.0, stg_scale=1.0, modality_scale=3.0, guidance_rescale=0.7,
                      audio_guidance_scale=7.0)
+# LTX-2's distilled preset, as its model card runs the distilled checkpoint: its 8 trained sigmas (diffusers'
+# DISTILLED_SIGMA_VALUES) at CFG 1 with no other guidance pass (STG 0, modality 1, no rescale, sound CFG 1).
+TINY_LTX2_LORA = "distilled_lora.safetensors"  # tiny-ltx2's stand-in for LTX-2's distilled LoRA
+LTX2_DISTILLED = dict(num_inference_steps=8, sigma_schedule="distilled", guidance_scale=1.0, stg_scale=0.0,
+                      modality_scale=1.0, guidance_rescale=0.0, audio_guidance_scale=1.0)
 
 
 # LTX-2's default negative prompt, Lightricks' own (ltx-pipelines' constants; diffusers' copy is
@@ -142,6 +147,16 @@ class Piece:
 
 
 @dataclass(frozen=True)
+class FastPreset:
+    """What `--speed fast` runs on a model beyond its family's cache: a step-distilling LoRA in the model's own repo
+    (or built-in folder), attached for the run, and the defaults it was distilled for (LTX-2: dev + its distilled LoRA,
+    which Lightricks made as the difference between the dev and the distilled checkpoints)."""
+
+    lora: str  # the LoRA file's path in the model's repo / folder
+    defaults: ModelDefaults  # the entry's defaults under --speed fast
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     repo_id: str | None  # None for built-in models
@@ -161,10 +176,15 @@ class ModelEntry:
     parts: tuple[Part, ...] = ()
     pipeline_class: str | None = None  # the assembled folder's model_index.json `_class_name` (with `parts`)
     piece: Piece | None = None  # one repo of an assembled model (hub.pieces); None for every other entry
+    fast: FastPreset | None = None  # --speed fast's LoRA and defaults (None: the family's cache alone)
 
     @property
     def builtin(self) -> bool:
         return self.source == "builtin"
+
+    def defaults_for(self, speed: str | None) -> ModelDefaults:
+        """The defaults a run at `speed` resolves with: the fast preset's under --speed fast, else the entry's."""
+        return self.fast.defaults if speed == "fast" and self.fast is not None else self.defaults
 
 
 # Hub revisions: pinned to the commit that the project was tested against is
@@ -254,6 +274,9 @@ REGISTRY: dict[str, ModelEntry] = {
         approx_size_gb=70.0,
         defaults=ltx_defaults(**{**LTX2_GUIDANCE, "num_inference_steps": 40, "guidance_scale": 4.0,
                                  "negative_prompt": LTX2_NEGATIVE_PROMPT}),
+        # --speed fast: the repo's distilled LoRA (rank 384, about 7.7 GB, fetched on first use) on the dev weights
+        fast=FastPreset("ltx-2-19b-distilled-lora-384.safetensors", ltx_defaults(
+            **{**LTX2_GUIDANCE, **LTX2_DISTILLED, "negative_prompt": LTX2_NEGATIVE_PROMPT})),
     ),
     # The distilled LTX-2: 8 steps at CFG 1 on the 8 sigmas it was trained on (diffusers' DISTILLED_SIGMA_VALUES) and
     # no other guidance pass (STG 0, modality 1, no rescale), as its model card recommends. Lightricks publish it as a single file (ltx-2-19b-distilled.safetensors); this is the
@@ -265,8 +288,7 @@ REGISTRY: dict[str, ModelEntry] = {
         family="ltx2",
         description="LTX-2 19B distilled: 8 steps at CFG 1, video with its own soundtrack, 121 frames at 24 fps",
         approx_size_gb=70.0,
-        defaults=ltx_defaults(num_inference_steps=8, guidance_scale=1.0, stg_scale=0.0, modality_scale=1.0,
-                              guidance_rescale=0.0, audio_guidance_scale=1.0, sigma_schedule="distilled"),
+        defaults=ltx_defaults(**LTX2_DISTILLED),
     ),
     # LTX-Video 0.9.7 distilled (13B, T5-XXL text encoder, no audio), diffusers layout (LTXConditionPipeline): 8 steps
     # at CFG 1 as its model card runs it, its VAE decoding at timestep 0.05 with noise 0.025, 121 frames at 24 fps,
@@ -345,6 +367,9 @@ REGISTRY: dict[str, ModelEntry] = {
         approx_size_gb=0.001,
         defaults=ltx_defaults(**LTX2_GUIDANCE, num_frames=9, num_inference_steps=4, landscape=(96, 64),
                               portrait=(64, 96), square=(64, 64)),
+        # --speed fast as ltx-2's: a random LoRA in Lightricks' layout (models/tiny_ltx.py), built with the model
+        fast=FastPreset(TINY_LTX2_LORA, ltx_defaults(**{**LTX2_GUIDANCE, **LTX2_DISTILLED}, num_frames=9,
+                                                     landscape=(96, 64), portrait=(64, 96), square=(64, 64))),
     ),
     "tiny-framepack": ModelEntry(
         name="tiny-framepack",

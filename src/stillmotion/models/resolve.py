@@ -16,7 +16,7 @@ from ..errors import InvalidInput, ModelUnavailable
 from ..util import atomic_path
 from .folder_info import folder_defaults
 from .hashes import cached_sha256, folder_manifest_path, remember_sha256, write_folder_manifest
-from .hub import resolve_hub
+from .hub import fetch_file, resolve_hub
 from .local import LocalModel
 from .lora import lora_defaults, lora_record
 from .paths import DEMO_FOLDER, cache_root
@@ -95,6 +95,20 @@ def _wan_file_entry(path: Path, info) -> ModelEntry:
     return ModelEntry(name=str(path), repo_id=None, variant=None, source="single-file", family="wan",
                       description=f"single file ({info.label})", approx_size_gb=base.approx_size_gb,
                       defaults=base.defaults)
+
+
+def fast_lora(entry: ModelEntry) -> Path:
+    """The file of a model's fast preset LoRA (registry.FastPreset): in a built-in model's folder, else from the
+    model's hub repo (cached, or fetched on first use: hub.fetch_file)."""
+    what = f"--speed fast on {entry.name}"
+    if entry.builtin:
+        path = ensure_tiny(entry.name) / entry.fast.lora
+        if not path.is_file():  # a tiny-ltx2 built before it carried one
+            from .tiny_ltx import write_distilled_lora
+
+            write_distilled_lora(path.parent, entry.fast.lora)
+        return path
+    return fetch_file(entry, entry.fast.lora, what=what)
 
 
 def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) -> LocalModel:

@@ -80,9 +80,10 @@ def save_tiny(folder: str | os.PathLike, seed: int = 0, name: str = "tiny") -> P
     if name == "tiny":
         build_tiny_pipeline(seed).save_pretrained(folder, safe_serialization=True)
     elif name == "tiny-ltx2":
-        from .tiny_ltx import build_tiny_ltx
+        from .tiny_ltx import build_tiny_ltx, write_distilled_lora
 
         build_tiny_ltx(folder, "ltx2", seed)
+        write_distilled_lora(folder, REGISTRY[name].fast.lora)
     elif name == "tiny-framepack":
         from .tiny_framepack import build_tiny_framepack
 
