@@ -241,3 +241,33 @@ def test_a_planned_run_records_its_plan_in_the_sidecar(tmp_path, model):
     assert memory["planned"] and memory["fits"] and memory["label"] == "everything on the GPU"
     assert memory["plan"] == {"text_encoder": "gpu", "vae_tiling": False, "offload": "none", "fp8": False}
     assert memory["estimate_bytes"] > 0
+
+
+# ---------------------------------------------------------------------------- LTX-Video 0.9.x (engine/ltx_shape.py)
+def test_ltx_video_is_counted_and_planned_in_24gb(tmp_path):
+    """The 0.9.7 13B distilled entry on its published configs: the 13B transformer, T5 v1.1 XXL and the 0.9.5 VAE
+    (36 GB in bf16, as the repo's weights), planned in 24 GB with T5 encoded first and freed and the transformer
+    streamed; a tiny LTX-Video folder gives the same frames under those plans as without."""
+    from stillmotion.engine import Engine, dit_plan
+    from stillmotion.engine.ltx_shape import ltx_shape
+    from stillmotion.models.resolve import entry_for
+    from stillmotion.models.tiny_ltx import build_tiny_ltx
+
+    r = _estimate("--model", "ltx-video-0.9.7-distilled", "--max-memory", "24GB")
+    assert r["budget"]["fits"] and r["budget"]["peak_bytes"] * 1.1 <= 24 * GB
+    assert r["budget"]["plan"]["text_encoder"] == "first" and r["budget"]["plan"]["offload"] == "group"
+    assert 34 * GB < r["weights_bytes"] < 40 * GB and r["plan"]["peak_bytes"] > 24 * GB
+    assert r["steps"] == 8 and all(g["seconds"] > 0 for g in r["gpus"])
+    shape = ltx_shape(entry_for("ltx-video-0.9.7-distilled"))
+    params = lambda c: sum(p.numel() for p in shape.modules[c].parameters())  # noqa: E731
+    assert 12.5e9 < params("transformer") < 13.5e9 and 4.5e9 < params("text_encoder") < 5e9
+
+    engine = Engine(str(build_tiny_ltx(tmp_path / "ltx", "ltx")), device="cpu")
+    kw = {"num_frames": 9, "num_inference_steps": 2}
+    layout = engine.family.plan_layout()
+    base = _frames(engine, **kw)
+    dit_plan.text_first(engine.pipe, layout, "cpu")
+    assert np.array_equal(base, _frames(engine, **kw))
+    dit_plan._remove_text_first(engine.pipe)
+    dit_plan.group_offload(engine.pipe, layout, "cpu", stream_texts=True, use_stream=False)
+    assert np.array_equal(base, _frames(engine, **kw))

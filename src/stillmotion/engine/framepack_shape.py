@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 
-from .dit_shapes import (DiTShape, Layout, entry_shape, pipe_shape, run_dtype, spatial_tiles,
+from .dit_shapes import (DiTShape, Layout, entry_shape, run_dtype, spatial_tiles,
                          tiled_decode)
 from .dryrun import DryRun
 
@@ -67,10 +67,6 @@ def framepack_shape(entry, dtype_name: str = "bf16") -> DiTShape:
 @functools.lru_cache(maxsize=4)
 def _entry_shape(entry, dtype_name: str) -> DiTShape:
     return entry_shape(FRAMEPACK, framepack_classes, framepack_configs, entry, dtype_name)
-
-
-def framepack_shape_from_pipe(pipe, dtype, name: str = "") -> DiTShape:
-    return pipe_shape(FRAMEPACK, pipe, dtype, name)
 
 
 def sections(frames: int, window: int = WINDOW) -> int:

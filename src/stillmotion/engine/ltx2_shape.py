@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 
-from .dit_shapes import DiTShape, Layout, entry_shape, pipe_shape, run_dtype
+from .dit_shapes import DiTShape, Layout, entry_shape, run_dtype
 from .dryrun import DryRun
 
 TEXT_TOKENS = 1024  # the pipeline pads every prompt to max_sequence_length = 1024 tokens
@@ -70,10 +70,6 @@ def ltx2_shape(entry, dtype_name: str = "bf16") -> DiTShape:
 @functools.lru_cache(maxsize=4)
 def _entry_shape(entry, dtype_name: str) -> DiTShape:
     return entry_shape(LTX2, ltx2_classes, ltx2_configs, entry, dtype_name)
-
-
-def ltx2_shape_from_pipe(pipe, dtype, name: str = "") -> DiTShape:
-    return pipe_shape(LTX2, pipe, dtype, name)
 
 
 # ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
-from .dit_shapes import DiTShape, Layout, entry_shape, pipe_shape, run_dtype
+from .dit_shapes import DiTShape, Layout, entry_shape, run_dtype
 from .dryrun import DryRun
 
 TEXT_TOKENS = 512  # the pipeline pads every prompt to 512 tokens
@@ -38,11 +38,6 @@ def wan_classes() -> dict:
     return {"transformer": diffusers.WanTransformer3DModel, "transformer_2": diffusers.WanTransformer3DModel,
             "vae": diffusers.AutoencoderKLWan, "text_encoder": transformers.UMT5EncoderModel,
             "image_encoder": transformers.CLIPVisionModel}
-
-
-def wan_shape_from_pipe(pipe, dtype, name: str = "") -> DiTShape:
-    """Wan's shape of a loaded WanImageToVideoPipeline."""
-    return pipe_shape(WAN, pipe, dtype, name)
 
 
 # ----------------------------------------------------------------------------

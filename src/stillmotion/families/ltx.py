@@ -258,6 +258,17 @@ class LTXFamily(_LTXBase):
     label = "LTX-Video"
     pipeline_class = "LTXImageToVideoPipeline"
     condition_class = "LTXConditionPipeline"
+    plans_memory = True  # engine/dit_plan.py on engine/ltx_shape.py: T5 encoded first and freed, group offload
+
+    def plan_layout(self):
+        from ..engine.ltx_shape import LTX
+
+        return LTX
+
+    def plan_shape(self, entry, dtype_name, attention):
+        from ..engine.ltx_shape import ltx_shape
+
+        return ltx_shape(entry, dtype_name or "bf16")
 
     def end_conditions(self, image, end_image, spec) -> dict:
         from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
