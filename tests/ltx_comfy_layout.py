@@ -85,7 +85,7 @@ def comfy_ltx2_components() -> dict:
     text_encoder = tiny_gemma3(len(tokenizer), hidden_size=128)
     torch.manual_seed(31)
     transformer = LTX2VideoTransformer3DModel(in_channels=8, out_channels=8, num_attention_heads=1,
-                                              cross_attention_dim=128, audio_in_channels=32, audio_out_channels=32,
+                                              cross_attention_dim=128, audio_in_channels=16, audio_out_channels=16,
                                               audio_num_attention_heads=1, audio_cross_attention_dim=64, num_layers=2,
                                               caption_channels=128).eval()
     torch.manual_seed(32)
@@ -98,7 +98,7 @@ def comfy_ltx2_components() -> dict:
                                  decoder_layers_per_block=(1, 1, 1, 1), spatial_compression_ratio=32,
                                  temporal_compression_ratio=8, decoder_causal=False).eval()
     torch.manual_seed(34)
-    audio_vae = AutoencoderKLLTX2Audio(base_channels=4, latent_channels=2).eval()
+    audio_vae = AutoencoderKLLTX2Audio(base_channels=16, latent_channels=1).eval()  # statistics: 1 x 64 mel / 4
     torch.manual_seed(35)
     vocoder = LTX2Vocoder(hidden_channels=32).eval()
     return {"scheduler": FlowMatchEulerDiscreteScheduler(), "vae": vae, "audio_vae": audio_vae,
@@ -178,6 +178,7 @@ def gemma_file(text_encoder) -> dict:
         if key == "lm_head.weight":
             continue
         for ours, theirs in (("model.language_model.", "model."), ("model.vision_tower.vision_model.", "vision_model."),
+                             ("model.vision_tower.", "vision_model."),
                              ("model.multi_modal_projector.", "multi_modal_projector.")):
             if key.startswith(ours):
                 key = theirs + key[len(ours):]

@@ -13,8 +13,9 @@ conversion the load runs, its diffusers config made from the shapes over the cla
 engine/ltx2_shape.py), and the model that config builds (on meta) must have exactly the file's keys and shapes, else
 the file is refused in one line. `resolve_ltx_file()` assembles the folder (`<cache>/ltx-files/<key>/`: configs,
 model_index.json, scheduler, `ltx_files.json` saying where each component's weights are); `load_components()` loads
-the transformer and both VAEs through diffusers' single-file converters (`from_single_file(STATE, config=FOLDER)`),
-the connectors and the vocoder, which diffusers has no single-file converter for, through the plain key renames of
+the transformer and the video VAE through diffusers' single-file loaders (`from_single_file(STATE, config=FOLDER)`),
+the audio VAE through diffusers' converter (its class has no from_single_file in 0.42.1), the connectors and the
+vocoder, which diffusers has no single-file converter for, through the plain key renames of
 diffusers' own conversion script (scripts/convert_ltx2_to_diffusers.py), checked against the modules' state_dict
 names, and fp8 weights upcast to the run's dtype with their per-tensor scales (comfy_files.upcast).
 
@@ -27,6 +28,7 @@ Gemma3ForConditionalGeneration, else from the repo. The record's `notes` say whi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -62,7 +64,8 @@ CONNECTOR_RENAMES = (  # diffusers' LTX_2_0_CONNECTORS_KEYS_RENAME_DICT, after t
 VOCODER_RENAMES = (("vocoder.", ""), ("ups.", "upsamplers."), ("resblocks", "resnets"), ("conv_pre", "conv_in"),
                    ("conv_post", "conv_out"))  # diffusers' LTX_2_0_VOCODER_RENAME_DICT
 # ComfyUI's Gemma-3 keys -> transformers' Gemma3ForConditionalGeneration (5.x)
-GEMMA_RENAMES = (("model.", "model.language_model."), ("vision_model.", "model.vision_tower.vision_model."),
+GEMMA_RENAMES = (("model.", "model.language_model."),
+                 ("vision_model.", "model.vision_tower.", "model.vision_tower.vision_model."),
                  ("multi_modal_projector.", "model.multi_modal_projector."))
 # LTX-2 19B's video VAE beside diffusers' defaults (ltx2_shape.LTX2_VAE; the conversion script's "2.0" values)
 VAE_DEFAULTS = {"spatial_compression_ratio": 32, "temporal_compression_ratio": 8, "decoder_causal": False}
@@ -249,8 +252,15 @@ def looks_like_ltx_file(path) -> bool:
 
 
 def inspect_ltx_file(path: str | Path) -> LtxFile:
-    """What an LTX-2 file is, from its header; ModelUnavailable (one line) when it is none or cannot run."""
-    path = Path(path).expanduser()
+    """What an LTX-2 file is, from its header; ModelUnavailable (one line) when it is none or cannot run. Cached per
+    file version: every front end asks for a --model's entry, and a checkpoint's configs are checked on meta."""
+    path = Path(path).expanduser().resolve()
+    st = path.stat()
+    return _inspect(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _inspect(path: Path, _size: int, _mtime: int) -> LtxFile:
     header = read_header(path)[0]
     fp8, scaled = fp8_scaled(header)
     precision = ("fp8, scaled" if scaled else "fp8") if fp8 else None
@@ -404,17 +414,19 @@ def load_components(folder, dtype) -> dict:
     del state
     classes = _classes()
     out: dict = {"scheduler": diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler")}
-    for name in ("transformer", "vae", "audio_vae"):
-        out[name] = classes[name].from_single_file(comps.pop(name), config=str(folder), subfolder=name,
-                                                   torch_dtype=dtype, local_files_only=True)
-    for name in ("connectors", "vocoder"):
-        out[name] = _load_plain(classes[name], folder / name, comps.pop(name), dtype)
+    for name, cls in classes.items():
+        if hasattr(cls, "from_single_file"):  # the transformer and the video VAE (the audio VAE's class has no
+            # from_single_file in diffusers 0.42.1, though its converter exists: split() ran it)
+            out[name] = cls.from_single_file(comps.pop(name), config=str(folder), subfolder=name, torch_dtype=dtype,
+                                             local_files_only=True)
+        else:
+            out[name] = _load_plain(cls, folder / name, comps.pop(name), dtype)
     text = parts["text_encoder"]
     if "file" in text:
         config = transformers.AutoConfig.from_pretrained(folder / "text_encoder")
-        gemma = {_rename_gemma(k): v for k, v in _read(text["file"], dtype).items() if k != "spiece_model"}
+        gemma = {k: v for k, v in _read(text["file"], dtype).items() if k != "spiece_model"}
         out["text_encoder"] = _load_plain(transformers.Gemma3ForConditionalGeneration, config, gemma, dtype,
-                                          tied=("lm_head.weight",))
+                                          tied=("lm_head.weight",), rename=_rename_gemma)
     else:
         out["text_encoder"] = transformers.Gemma3ForConditionalGeneration.from_pretrained(text["folder"],
                                                                                           torch_dtype=dtype)
@@ -422,16 +434,18 @@ def load_components(folder, dtype) -> dict:
     return out
 
 
-def _rename_gemma(key: str) -> str:
-    for old, new in GEMMA_RENAMES:
+def _rename_gemma(key: str, names: set) -> str:
+    """ComfyUI's Gemma-3 key -> the model's: a prefix away (the vision tower's one of two, by transformers' version)."""
+    for old, *news in GEMMA_RENAMES:
         if key.startswith(old):
-            return new + key[len(old):]
+            return next((n + key[len(old):] for n in news if n + key[len(old):] in names), news[0] + key[len(old):])
     return key
 
 
-def _load_plain(cls, config, state: dict, dtype, tied: tuple[str, ...] = ()):
-    """A module built on meta from its config (a folder or a config object) and given exactly `state`; a key
-    missing or left over is a layout stillmotion does not know, refused in one line."""
+def _load_plain(cls, config, state: dict, dtype, tied: tuple[str, ...] = (), rename=None):
+    """A module built on meta from its config (a folder or a config object) and given exactly `state` (its keys
+    through `rename(key, the module's names)` first); a key missing or left over is a layout stillmotion does not
+    know, refused in one line."""
     import torch
     from accelerate import init_empty_weights
 
@@ -441,6 +455,8 @@ def _load_plain(cls, config, state: dict, dtype, tied: tuple[str, ...] = ()):
         else:
             model = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
     names = set(model.state_dict())
+    if rename is not None:
+        state = {rename(k, names): v for k, v in state.items()}
     missing = sorted(names - set(state) - set(tied))
     extra = sorted(set(state) - names)
     if missing or extra:

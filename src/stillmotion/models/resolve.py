@@ -22,6 +22,7 @@ from .lora import lora_defaults, lora_record
 from .paths import DEMO_FOLDER, cache_root
 from .registry import REGISTRY, ModelDefaults, ModelEntry, get_entry
 from .single_file import FileInfo, convert, inspect_file, looks_like_single_file, refuse_pickle
+from .ltx_files import ltx_file, resolve_ltx_file
 from .tiny import BUILT_ON_USE, ensure_tiny
 from .wan_files import resolve_wan_file
 from .wan_inspect import inspect_wan_file
@@ -35,6 +36,9 @@ def entry_for(name_or_path: str) -> ModelEntry:
         return REGISTRY[name_or_path]
     p = Path(name_or_path).expanduser()
     if looks_like_single_file(name_or_path):
+        ltx = ltx_file(p) if p.is_file() else None
+        if ltx is not None:
+            return _ltx_file_entry(p, ltx)
         wan = _wan_file(p)
         if wan is not None:
             return _wan_file_entry(p, wan)
@@ -111,6 +115,16 @@ def fast_lora(entry: ModelEntry) -> Path:
     return fetch_file(entry, entry.fast.lora, what=what)
 
 
+def _ltx_file_entry(path: Path, info) -> ModelEntry:
+    """An LTX-2 checkpoint's entry: the defaults of the registry model it is (ltx-2, or ltx-2-distilled by its name)."""
+    if info.kind != "checkpoint":
+        resolve_ltx_file(path)  # refuses, saying what the file is and what to pass
+    base = REGISTRY[info.model]
+    return ModelEntry(name=str(path), repo_id=None, variant=None, source="single-file", family="ltx2",
+                      description=f"single file ({info.label})", approx_size_gb=base.approx_size_gb,
+                      defaults=base.defaults)
+
+
 def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) -> LocalModel:
     """A loadable folder for a registry name, a local folder, a single .safetensors checkpoint or a hub id."""
     if looks_like_single_file(str(name_or_path)):
@@ -155,6 +169,10 @@ def resolve_single_file(path: Path) -> LocalModel:
     refuse_pickle(path)
     if not path.is_file():
         raise ModelUnavailable(f"{path}: no such checkpoint file; pass a .safetensors file, a model folder or a model name.")
+    ltx = ltx_file(path)
+    if ltx is not None:  # an LTX-2 checkpoint (Lightricks' layout, as ComfyUI keeps it): assembled around it
+        folder, record = resolve_ltx_file(path)
+        return LocalModel(entry=_ltx_file_entry(path, ltx), path=folder, source="single-file", single_file=record)
     wan = _wan_file(path)
     if wan is not None:  # one of ComfyUI's Wan files: assembled around it (wan_files.py)
         folder, record = resolve_wan_file(path)

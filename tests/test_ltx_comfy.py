@@ -1,0 +1,166 @@
+"""The LTX-2 files ComfyUI users have, against diffusers' stock LTX2ImageToVideoPipeline.
+
+A tiny LTX-2 (tests/ltx_comfy_layout.py) is written as Lightricks publish the real one: one checkpoint in the original
+key layout in models/checkpoints (the bf16 layout, and an fp8 one with per-tensor scales named as the distilled file
+is), ComfyUI's Gemma-3 file in models/text_encoders, and a Hugging Face cache holding only what the files lack from
+Lightricks/LTX-2 (the tokenizer, the scheduler, the text encoder's config; no weights). `stillmotion generate --model
+FILE` (and by name with --comfyui-dir) must give the stock pipeline's frames within 2 levels and its soundtrack
+sample for sample, offline (HF_HUB_OFFLINE=1).
+"""
+
+from __future__ import annotations
+
+import json
+
+import ltx_comfy_layout as L
+import numpy as np
+import pytest
+from conftest import run_cli
+from PIL import Image
+
+REPO = "Lightricks/LTX-2"
+DEV, FP8 = "ltx-2-19b-dev.safetensors", "ltx-2-19b-distilled-fp8.safetensors"
+GEMMA = "gemma_3_12B_it.safetensors"
+ARGS = ["--device", "cpu", "--frames", "9", "--steps", "2", "--seed", "3", "--format", "png", "--width", "64",
+        "--height", "64", "--prompt", "waves", "--negative-prompt", "blurry", "--guidance", "4.0", "--stg-scale",
+        "0.5", "--modality-scale", "2.0", "--guidance-rescale", "0.5", "--audio-guidance-scale", "5.0",
+        "--schedule", "default"]
+STOCK = dict(prompt="waves", negative_prompt="blurry", guidance_scale=4.0, stg_scale=0.5, audio_stg_scale=0.5,
+             modality_scale=2.0, audio_modality_scale=2.0, guidance_rescale=0.5, audio_guidance_rescale=0.5,
+             audio_guidance_scale=5.0, height=64, width=64, num_frames=9, num_inference_steps=2, frame_rate=24)
+
+
+def _hub(hub, comps) -> None:
+    """The cache entry `hf download Lightricks/LTX-2 'tokenizer/*' 'text_encoder/config.json' model_index.json
+    'scheduler/*'` leaves (here the tiny model's)."""
+    snap = hub / ("models--" + REPO.replace("/", "--")) / "snapshots" / ("c" * 40)
+    comps["tokenizer"].save_pretrained(snap / "tokenizer")
+    comps["scheduler"].save_pretrained(snap / "scheduler")
+    comps["text_encoder"].config.save_pretrained(snap / "text_encoder")
+    (snap / "model_index.json").write_text(json.dumps({"_class_name": "LTX2ImageToVideoPipeline"}))
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "main").write_text("c" * 40)
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ltxcomfy")
+    root, hub = base / "ComfyUI", base / "hub"
+    ckpts = root / "models" / "checkpoints"
+    dev = L.comfy_ltx2_components()
+    original = L.to_original(dev)
+    L.check_inverse(original, dev)
+    L.save(original, ckpts / DEV)
+    fp8 = L.to_fp8(original)
+    L.save(fp8, ckpts / FP8)
+    quantised = L.load_original(L.comfy_ltx2_components(), L.dequantized(fp8))  # what the fp8 file is worth
+    L.save(L.gemma_file(dev["text_encoder"]), root / "models" / "text_encoders" / GEMMA)
+    L.save({k: v for k, v in original.items() if not k.startswith("vocoder.")}, base / "elsewhere" / "no_vocoder.safetensors")
+    _hub(hub, dev)
+    return {"root": root, "hub": hub, "ckpts": ckpts, "base": base, "refs": {DEV: dev, FP8: quantised}}
+
+
+@pytest.fixture
+def offline(comfy, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(comfy["hub"]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("STILLMOTION_COMFYUI_DIR", raising=False)
+    return comfy
+
+
+def _square(tmp_path) -> Image.Image:
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    img.save(tmp_path / "in.png")
+    return img
+
+
+def _frames(folder) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in sorted(folder.glob("*.png"))])
+
+
+def _stock(comps, image, **kw):
+    import torch
+    from diffusers import LTX2ImageToVideoPipeline
+
+    pipe = LTX2ImageToVideoPipeline(**comps)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(image=image, generator=torch.Generator("cpu").manual_seed(3), output_type="np", **{**STOCK, **kw})
+    return np.clip(np.round(out.frames[0] * 255.0), 0, 255).astype(np.uint8), out.audio[0].float().numpy()
+
+
+@pytest.mark.parametrize("name", [DEV, FP8])
+def test_a_checkpoint_gives_the_stock_pipelines_frames_and_sound(offline, tmp_path, name):
+    """By name with --comfyui-dir (the fp8 file: upcast with its scales, equal to the stock pipeline on the values the
+    file holds); the Gemma file's weights, the repo's tokenizer; the sidecar records where each part came from."""
+    from stillmotion.video.audio import read_audio
+
+    img = _square(tmp_path)
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--comfyui-dir", str(offline["root"]), "--model",
+                           name, *ARGS, "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    frames, audio = _stock(offline["refs"][name], img)
+    ours = _frames(tmp_path / "out")
+    assert ours.shape == frames.shape == (9, 64, 64, 3)
+    assert np.abs(ours.astype(int) - frames.astype(int)).max() <= 2
+    (wav,) = tmp_path.glob("*.wav")
+    np.testing.assert_allclose(read_audio(wav).samples, audio, atol=1e-4)
+    record = json.loads((tmp_path / "out.json").read_text())["model"]["single_file"]
+    parts = record["components"]
+    assert record["path"].endswith(name) and record["fp8"] == (name == FP8)
+    assert parts["text_encoder"]["file"].endswith(GEMMA) and parts["tokenizer"]["repo_id"] == REPO
+    assert {parts[c]["file"] for c in ("transformer", "vae", "audio_vae", "connectors", "vocoder")} == {record["path"]}
+    assert any("connectors, vocoder" in n for n in record["notes"])
+
+
+def test_the_files_entry_has_its_registry_models_defaults(offline):
+    from stillmotion.models.registry import REGISTRY
+    from stillmotion.models.resolve import entry_for
+
+    dev, distilled = (entry_for(str(offline["ckpts"] / n)) for n in (DEV, FP8))
+    assert dev.family == distilled.family == "ltx2"
+    assert dev.defaults == REGISTRY["ltx-2"].defaults and distilled.defaults == REGISTRY["ltx-2-distilled"].defaults
+
+
+def test_models_list_labels_the_ltx_files(offline):
+    code, out, err = run_cli("models", "list", "--comfyui-dir", str(offline["root"]), "--json")
+    assert code == 0, err
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows[DEV]["description"].startswith("LTX-2 dev checkpoint (transformer 128-wide, 2 blocks")
+    assert rows[FP8]["description"].startswith("LTX-2 distilled checkpoint") and "fp8, scaled" in rows[FP8]["description"]
+    assert rows[DEV]["kind"] == "video"
+    gemma = rows["text_encoders/" + GEMMA]
+    assert gemma["kind"] == "part" and gemma["description"].startswith("Gemma-3 text encoder for LTX-2")
+
+
+@pytest.mark.parametrize(("what", "words"), [
+    ("gemma", "is a Gemma-3 text encoder for LTX-2, not a model"),
+    ("no_vocoder", "holds the LTX-2 transformer but no vocoder (vocoder.*)"),
+    ("no_cache", f"hf download {REPO} 'tokenizer/*' 'text_encoder/config.json'"),
+])
+def test_a_part_a_missing_piece_or_no_cache_refuses_in_one_line(offline, tmp_path, monkeypatch, what, words):
+    _square(tmp_path)
+    model = {"gemma": str(offline["root"] / "models" / "text_encoders" / GEMMA), "no_cache": DEV,
+             "no_vocoder": str(offline["base"] / "elsewhere" / "no_vocoder.safetensors")}[what]
+    if what == "no_cache":
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--comfyui-dir", str(offline["root"]), "--model",
+                           model, *ARGS, "-o", str(tmp_path / "out"))
+    assert code == 3, err
+    assert words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.json").exists()
+
+
+def test_fp8_weights_load_times_their_scales(offline):
+    """The fp8 file's weights load as stored x weight_scale (what the stock reference holds), not as the raw fp8
+    values, which are hundreds of times larger here."""
+    import torch
+
+    from stillmotion.models.ltx_files import load_components, resolve_ltx_file
+
+    folder, record = resolve_ltx_file(offline["ckpts"] / FP8)
+    assert record["fp8"] and any("per-tensor scales" in n for n in record["notes"])
+    ours = load_components(folder, torch.float32)["transformer"].transformer_blocks[0].attn1.to_q.weight
+    ref = offline["refs"][FP8]["transformer"].transformer_blocks[0].attn1.to_q.weight
+    dev = offline["refs"][DEV]["transformer"].transformer_blocks[0].attn1.to_q.weight
+    assert torch.equal(ours, ref) and not torch.equal(ref, dev)
+    assert (ref - dev).abs().max() < 0.1 * dev.abs().max()  # the fp8 rounding, not another model
