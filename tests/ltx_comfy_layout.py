@@ -123,7 +123,7 @@ def to_original(comps: dict) -> dict:
 def check_inverse(original: dict, comps: dict) -> None:
     """stillmotion's forward map (diffusers' converters and the script's renames) gives back exactly the modules'
     keys and tensors."""
-    from stillmotion.models.ltx_files import split
+    from stillmotion.models.ltx_inspect import split
 
     back = split(dict(original))
     for name in INVERSE:
@@ -160,7 +160,7 @@ def dequantized(fp8: dict) -> dict:
 
 def load_original(comps: dict, original: dict) -> dict:
     """`comps` with the weights an original-layout state dict holds (the fp8 file's dequantized ones)."""
-    from stillmotion.models.ltx_files import split
+    from stillmotion.models.ltx_inspect import split
 
     parts = split(dict(original))
     for name in INVERSE:

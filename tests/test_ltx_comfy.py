@@ -164,3 +164,58 @@ def test_fp8_weights_load_times_their_scales(offline):
     dev = offline["refs"][DEV]["transformer"].transformer_blocks[0].attn1.to_q.weight
     assert torch.equal(ours, ref) and not torch.equal(ref, dev)
     assert (ref - dev).abs().max() < 0.1 * dev.abs().max()  # the fp8 rounding, not another model
+
+
+def test_the_real_19b_layout_gives_ltx2s_published_configs(tmp_path):
+    """Lightricks' 19B checkpoint, as a header alone (every key and shape of diffusers' LTX-2 19B written back in the
+    original layout, fp8 transformer weights): its configs from shapes are diffusers' LTX-2 19B configs (the class
+    defaults, with the video VAE's published compression and non-causal decoder)."""
+    import struct
+
+    from accelerate import init_empty_weights
+
+    from stillmotion.models.ltx_inspect import VAE_DEFAULTS, classes, inspect_ltx_file
+
+    with init_empty_weights():
+        mods = {name: cls(**(VAE_DEFAULTS if name == "vae" else {})) for name, cls in classes().items()}
+    header = {}
+    for name, inverse in L.INVERSE.items():
+        for key, value in mods[name].state_dict().items():
+            dtype = "F8_E4M3" if name == "transformer" and value.ndim == 2 else "BF16"
+            header[inverse(key)] = {"dtype": dtype, "shape": list(value.shape), "data_offsets": [0, 0]}
+    raw = json.dumps(header).encode()
+    path = tmp_path / "ltx-2-19b-dev-fp8.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)  # the header is all that is read
+    info = inspect_ltx_file(path)
+    assert info.fp8 and not info.scaled and info.model == "ltx-2"
+    assert info.label.startswith("LTX-2 dev checkpoint (transformer 4096-wide, 48 blocks")
+    for name, module in mods.items():
+        published = {k: list(v) if isinstance(v, tuple) else v for k, v in module.config.items()}
+        assert {k: published[k] for k in info.configs[name]} == info.configs[name], name
+
+
+def test_without_a_gemma_file_the_repos_text_encoder_is_used(offline, tmp_path, monkeypatch):
+    """A checkpoint outside a ComfyUI folder (no models/text_encoders beside it): the text encoder comes from the
+    repo in the cache, and the record says so."""
+    import shutil
+
+    from stillmotion.models.ltx_files import resolve_ltx_file
+
+    lone = tmp_path / "lone" / DEV
+    lone.parent.mkdir()
+    shutil.copy(offline["ckpts"] / DEV, lone)
+    code, _, err = run_cli("generate", str(_square(tmp_path) and tmp_path / "in.png"), "--model", str(lone), *ARGS,
+                           "-o", str(tmp_path / "out"))
+    assert code == 3 and f"hf download {REPO} 'text_encoder/*' 'tokenizer/*'" in err, err
+    hub = tmp_path / "hub"
+    shutil.copytree(offline["hub"], hub)
+    snap = next((hub / ("models--" + REPO.replace("/", "--")) / "snapshots").iterdir())
+    offline["refs"][DEV]["text_encoder"].save_pretrained(snap / "text_encoder")
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    _folder, record = resolve_ltx_file(lone)
+    assert record["components"]["text_encoder"]["repo_id"] == REPO
+    assert any(n.startswith("text_encoder, tokenizer: no Gemma-3 file") for n in record["notes"])
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(lone), *ARGS, "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    frames, _ = _stock(offline["refs"][DEV], Image.open(tmp_path / "in.png"))
+    assert np.abs(_frames(tmp_path / "out").astype(int) - frames.astype(int)).max() <= 2

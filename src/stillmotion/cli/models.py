@@ -147,7 +147,8 @@ def checkpoint_rows(comfyui_dir: Path) -> list[dict]:
     and clip_vision (models/wan_files.py; a Wan transformer's row is runnable with --model, the others are its
     parts)."""
     from ..errors import StillmotionError
-    from ..models.ltx_files import TEXT_FOLDERS, inspect_ltx_file, looks_like_ltx_file
+    from ..models.ltx_files import TEXT_FOLDERS
+    from ..models.ltx_inspect import inspect_ltx_file, looks_like_ltx_file
     from ..models.single_file import inspect_file
     from ..models.wan_files import FOLDERS
     from ..models.wan_inspect import inspect_wan_file
@@ -237,7 +238,7 @@ def convert(file, out):
         raise InvalidInput(f"{file}: no such file.")
     from ..models.wan_inspect import looks_like_wan_file
 
-    from ..models.ltx_files import looks_like_ltx_file
+    from ..models.ltx_inspect import looks_like_ltx_file
 
     if looks_like_wan_file(file) or looks_like_ltx_file(file):
         raise InvalidInput(f"{file.name} is one of ComfyUI's Wan or LTX-2 files, which run as they are: pass it as --model "

@@ -54,7 +54,7 @@ def hub_component(repo_entry, names: tuple[str, ...], why: str, files: tuple[str
     from .hub import cached_snapshot
 
     folder = cached_snapshot(repo_entry, complete=False)
-    missing = [n for n in names if folder is None or not (folder / n).is_dir()]
+    missing = [n for n in names if folder is None or not _whole(folder / n)]
     missing += [f for f in files if folder is None or not (folder / f).is_file()]
     if missing:
         includes = " ".join([f"'{n}/*'" for n in names] + [f"'{f}'" for f in files])
@@ -62,6 +62,12 @@ def hub_component(repo_entry, names: tuple[str, ...], why: str, files: tuple[str
             f"{why}: {', '.join(missing)} of {repo_entry.repo_id} are not in the Hugging Face cache; fetch them once "
             f"with `hf download {repo_entry.repo_id} {includes} model_index.json 'scheduler/*'`, then run again.")
     return folder
+
+
+def _whole(folder: Path) -> bool:
+    """Whether a cached component folder holds more than its config (a config alone is what fetching the configs
+    leaves: the component's weights or tokenizer files are still missing)."""
+    return folder.is_dir() and any(f.is_file() and f.name != "config.json" for f in folder.iterdir())
 
 
 def write_config(folder: Path, cls, config: dict) -> None:

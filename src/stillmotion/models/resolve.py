@@ -22,7 +22,8 @@ from .lora import lora_defaults, lora_record
 from .paths import DEMO_FOLDER, cache_root
 from .registry import REGISTRY, ModelDefaults, ModelEntry, get_entry
 from .single_file import FileInfo, convert, inspect_file, looks_like_single_file, refuse_pickle
-from .ltx_files import ltx_file, resolve_ltx_file
+from .ltx_files import resolve_ltx_file
+from .ltx_inspect import ltx_file
 from .tiny import BUILT_ON_USE, ensure_tiny
 from .wan_files import resolve_wan_file
 from .wan_inspect import inspect_wan_file
