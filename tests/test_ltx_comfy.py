@@ -15,7 +15,7 @@ import json
 import ltx_comfy_layout as L
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import offline_hub, run_cli
 from PIL import Image
 
 REPO = "Lightricks/LTX-2"
@@ -62,9 +62,7 @@ def comfy(tmp_path_factory):
 
 @pytest.fixture
 def offline(comfy, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(comfy["hub"]))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("STILLMOTION_COMFYUI_DIR", raising=False)
+    offline_hub(monkeypatch, comfy["hub"])
     return comfy
 
 

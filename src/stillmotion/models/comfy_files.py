@@ -64,6 +64,28 @@ def hub_component(repo_entry, names: tuple[str, ...], why: str, files: tuple[str
     return folder
 
 
+def not_a_model(path: Path, label: str, what: str) -> ModelUnavailable:
+    """The refusal of a part (a VAE, a text encoder) given as --model: what it is, and which file to pass."""
+    return ModelUnavailable(f"{path} is a {label.split(' (')[0]}, not a model: pass {what} as --model.")
+
+
+def assembled_folder(kind: str, parts: dict, record_file: str, write) -> Path:
+    """The cache folder `<cache>/<kind>/<key>/` of an assembly whose `parts` (component -> where its weights are)
+    give the key; written whole by `write(temporary folder)` the first time (util.atomic_path), found after."""
+    import hashlib
+
+    from .paths import cache_root
+
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+    folder = cache_root() / kind / key
+    if not (folder / record_file).is_file():
+        from ..util import atomic_path
+
+        with atomic_path(folder) as tmp:
+            write(tmp)
+    return folder
+
+
 def _whole(folder: Path) -> bool:
     """Whether a cached component folder holds more than its config (a config alone is what fetching the configs
     leaves: the component's weights or tokenizer files are still missing)."""

@@ -1,14 +1,7 @@
 """ComfyUI's LTX-2 files -> an LTX2ImageToVideoPipeline, assembled offline (as wan_files.py does for Wan).
 
-Lightricks publish LTX-2 as one file in their original key layout, which ComfyUI keeps in models/checkpoints/:
-`ltx-2-19b-dev.safetensors` (bf16), `ltx-2-19b-dev-fp8.safetensors` (float8_e4m3fn weights) and
-`ltx-2-19b-distilled*.safetensors`. One file holds the transformer (`model.diffusion_model.*`), the text connectors
-(`model.diffusion_model.{video,audio}_embeddings_connector.*` and `text_embedding_projection.*`), the video VAE
-(`vae.*`), the audio VAE (`audio_vae.*`) and the vocoder (`vocoder.*`). ComfyUI's Gemma-3 12B text encoder is
-`models/text_encoders/gemma_3_12B_it*.safetensors`: ComfyUI's Gemma keys (`model.*`, `vision_model.*`,
-`multi_modal_projector.*`) and its SentencePiece model (`spiece_model`), no config.
-
-`ltx_inspect.inspect_ltx_file()` says what a file is from its header alone (configs from its shapes, checked on
+The files (Lightricks' one-file checkpoints in models/checkpoints/, ComfyUI's Gemma-3 file in models/text_encoders/)
+and their key layout are described in ltx_inspect.py. `ltx_inspect.inspect_ltx_file()` says what a file is from its header alone (configs from its shapes, checked on
 meta). `resolve_ltx_file()` assembles the folder (`<cache>/ltx-files/<key>/`: configs,
 model_index.json, scheduler, `ltx_files.json` saying where each component's weights are); `load_components()` loads
 the transformer and the video VAE through diffusers' single-file loaders (`from_single_file(STATE, config=FOLDER)`),
@@ -25,18 +18,16 @@ Gemma3ForConditionalGeneration, else from the repo. The record's `notes` say whi
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Optional
 
 from ..errors import ModelUnavailable
-from .comfy_files import comfy_root, files_under, hub_component, upcast, write_config
+from .comfy_files import assembled_folder, comfy_root, files_under, hub_component, not_a_model, upcast, write_config
 from .folder_info import write_folder_info
 from .hashes import cached_sha256
 from .ltx_inspect import LtxFile, classes, inspect_ltx_file, looks_like_ltx_file, split
-from .paths import cache_root
 from .registry import REGISTRY
 
 FILES_RECORD = "ltx_files.json"  # in an assembled folder: component -> where its weights are
@@ -64,8 +55,7 @@ def resolve_ltx_file(path: str | Path, comfy_dir: Optional[Path] = None) -> tupl
     path = Path(path).expanduser()
     info = inspect_ltx_file(path)
     if info.kind != "checkpoint":
-        raise ModelUnavailable(f"{path} is a {info.label.split(' (')[0]}, not a model: pass the LTX-2 checkpoint "
-                               "(ComfyUI's models/checkpoints/ltx-2-19b-*.safetensors) as --model.")
+        raise not_a_model(path, info.label, "the LTX-2 checkpoint (ComfyUI's models/checkpoints/ltx-2-19b-*.safetensors)")
     root = comfy_root(path, comfy_dir)
     entry = REGISTRY[REPO_MODEL]
     digest = cached_sha256(path)
@@ -96,15 +86,10 @@ def resolve_ltx_file(path: str | Path, comfy_dir: Optional[Path] = None) -> tupl
         parts[name] = {"folder": str(snapshot / name), "repo_id": entry.repo_id, "commit": snapshot.name}
     if "file" in parts.get("text_encoder", {}):
         parts["text_encoder"]["config"] = str(snapshot / "text_encoder")
-    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-    folder = cache_root() / "ltx-files" / key
     record = {"path": str(path.resolve()), "sha256": digest, "model": info.model, "label": info.label,
               "format": "safetensors", "fp8": info.fp8, "components": parts, "notes": notes}
-    if not (folder / FILES_RECORD).is_file():
-        from ..util import atomic_path
-
-        with atomic_path(folder) as tmp:
-            _write_folder(tmp, info, parts, snapshot, record)
+    folder = assembled_folder("ltx-files", parts, FILES_RECORD,
+                              lambda tmp: _write_folder(tmp, info, parts, snapshot, record))
     return folder, record
 
 

@@ -92,14 +92,25 @@ def _wan_file(path: Path):
         return None
 
 
-def _wan_file_entry(path: Path, info) -> ModelEntry:
-    """A Wan transformer file's entry: the defaults of the registry model whose layout it has."""
-    if info.kind != "transformer":
-        resolve_wan_file(path)  # refuses, saying what the file is and what to pass
+def _comfy_file_entry(path: Path, info, family: str, runs: str, refuse) -> ModelEntry:
+    """A ComfyUI file's entry (Wan: a transformer file, LTX-2: a checkpoint): the defaults of the registry model it
+    is. A file of another kind (`info.kind` other than `runs`: a VAE, a text encoder) is refused by `refuse(path)`,
+    which says what the file is and what to pass."""
+    if info.kind != runs:
+        refuse(path)
     base = REGISTRY[info.model]
-    return ModelEntry(name=str(path), repo_id=None, variant=None, source="single-file", family="wan",
+    return ModelEntry(name=str(path), repo_id=None, variant=None, source="single-file", family=family,
                       description=f"single file ({info.label})", approx_size_gb=base.approx_size_gb,
                       defaults=base.defaults)
+
+
+def _wan_file_entry(path: Path, info) -> ModelEntry:
+    return _comfy_file_entry(path, info, "wan", "transformer", resolve_wan_file)
+
+
+def _ltx_file_entry(path: Path, info) -> ModelEntry:
+    """(ltx-2's defaults, or ltx-2-distilled's for a file named so: ltx_inspect.)"""
+    return _comfy_file_entry(path, info, "ltx2", "checkpoint", resolve_ltx_file)
 
 
 def fast_lora(entry: ModelEntry) -> Path:
@@ -114,16 +125,6 @@ def fast_lora(entry: ModelEntry) -> Path:
             write_distilled_lora(path.parent, entry.fast.lora)
         return path
     return fetch_file(entry, entry.fast.lora, what=what)
-
-
-def _ltx_file_entry(path: Path, info) -> ModelEntry:
-    """An LTX-2 checkpoint's entry: the defaults of the registry model it is (ltx-2, or ltx-2-distilled by its name)."""
-    if info.kind != "checkpoint":
-        resolve_ltx_file(path)  # refuses, saying what the file is and what to pass
-    base = REGISTRY[info.model]
-    return ModelEntry(name=str(path), repo_id=None, variant=None, source="single-file", family="ltx2",
-                      description=f"single file ({info.label})", approx_size_gb=base.approx_size_gb,
-                      defaults=base.defaults)
 
 
 def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) -> LocalModel:

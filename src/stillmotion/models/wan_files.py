@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import ModelUnavailable
-from .comfy_files import comfy_root, files_under, hub_component, write_config
+from .comfy_files import assembled_folder, comfy_root, files_under, hub_component, not_a_model, write_config
 from .folder_info import write_folder_info
 from .hashes import cached_sha256
-from .paths import cache_root
 from .registry import REGISTRY, ModelDefaults
 from .wan_inspect import WAN_SUFFIXES, WanFile, gguf_orig_shapes, inspect_wan_file
 
@@ -94,13 +93,10 @@ def _partner(info: WanFile, root: Optional[Path]) -> WanFile:
 # --------------------------------------------------------------------------- assemble
 def resolve_wan_file(path: str | Path, comfy_dir: Optional[Path] = None) -> tuple[Path, dict]:
     """(the assembled folder, the record the sidecar keeps) for a Wan transformer file; offline."""
-    import hashlib
-
     path = Path(path).expanduser()
     info = inspect_wan_file(path)
     if info.kind != "transformer":
-        raise ModelUnavailable(f"{path} is a {info.label.split(' (')[0]}, not a model: pass the diffusion model file "
-                               "(ComfyUI's models/diffusion_models/...) as --model.")
+        raise not_a_model(path, info.label, "the diffusion model file (ComfyUI's models/diffusion_models/...)")
     root = comfy_root(path, comfy_dir)
     entry = REGISTRY[info.model]
     notes: list[str] = []
@@ -136,15 +132,10 @@ def resolve_wan_file(path: str | Path, comfy_dir: Optional[Path] = None) -> tupl
     for name in hub_parts:
         parts[name] = {"folder": str(snapshot / name), "repo_id": entry.repo_id, "commit": snapshot.name}
 
-    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-    folder = cache_root() / "wan-files" / key
     record = {"path": str(path.resolve()), "sha256": parts["transformer"]["sha256"], "model": info.model,
               "label": info.label, "format": info.format, "components": parts, "notes": notes}
-    if not (folder / FILES_RECORD).is_file():
-        from ..util import atomic_path
-
-        with atomic_path(folder) as tmp:
-            _write_folder(tmp, info, parts, snapshot, entry.defaults, record)
+    folder = assembled_folder("wan-files", parts, FILES_RECORD,
+                              lambda tmp: _write_folder(tmp, info, parts, snapshot, entry.defaults, record))
     return folder, record
 
 
