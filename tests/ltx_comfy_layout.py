@@ -194,3 +194,34 @@ def save(tensors: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path))
     return path
+
+
+def to_comfy_fp8(gemma: dict) -> dict:
+    """ComfyUI's `*_fp8_scaled` layout of a Gemma file: the decoder layers' 2-D weights as float8_e4m3fn with a
+    per-tensor `scale_weight` (ComfyUI's spelling) and the `scaled_fp8` marker; the rest as it was."""
+    import torch
+
+    out = {"scaled_fp8": torch.zeros(2, dtype=torch.float8_e4m3fn)}
+    for key, value in gemma.items():
+        if key.startswith("model.layers.") and key.endswith(".weight") and value.ndim == 2:
+            scale = (value.abs().max() / 448.0).clamp(min=1e-12).reshape(())
+            out[key] = (value / scale).to(torch.float8_e4m3fn)
+            out[key[: -len("weight")] + "scale_weight"] = scale.float()
+        else:
+            out[key] = value
+    return out
+
+
+def load_comfy_gemma(text_encoder, fp8: dict) -> None:
+    """`text_encoder` given what a ComfyUI fp8 Gemma file is worth (each weight upcast times its scale)."""
+    import torch
+
+    names = set(text_encoder.state_dict())
+    values = {}
+    for key, value in fp8.items():
+        if value.dtype != torch.float8_e4m3fn or key == "scaled_fp8":
+            continue
+        for ours, theirs in (("model.", "model.language_model."),):
+            values[theirs + key[len(ours):]] = value.to(torch.float32) * fp8[key[: -len("weight")] + "scale_weight"]
+    assert set(values) <= names
+    text_encoder.load_state_dict(values, strict=False)

@@ -2,7 +2,7 @@
 
 A tiny LTX-2 (tests/ltx_comfy_layout.py) is written as Lightricks publish the real one: one checkpoint in the original
 key layout in models/checkpoints (the bf16 layout, and an fp8 one with per-tensor scales named as the distilled file
-is), ComfyUI's Gemma-3 file in models/text_encoders, and a Hugging Face cache holding only what the files lack from
+is), ComfyUI's Gemma-3 file in models/text_encoders (its fp8_scaled one: ComfyUI's `scale_weight` spelling), and a Hugging Face cache holding only what the files lack from
 Lightricks/LTX-2 (the tokenizer, the scheduler, the text encoder's config; no weights). `stillmotion generate --model
 FILE` (and by name with --comfyui-dir) must give the stock pipeline's frames within 2 levels and its soundtrack
 sample for sample, offline (HF_HUB_OFFLINE=1).
@@ -20,7 +20,7 @@ from PIL import Image
 
 REPO = "Lightricks/LTX-2"
 DEV, FP8 = "ltx-2-19b-dev.safetensors", "ltx-2-19b-distilled-fp8.safetensors"
-GEMMA = "gemma_3_12B_it.safetensors"
+GEMMA = "gemma_3_12B_it_fp8_scaled.safetensors"
 ARGS = ["--device", "cpu", "--frames", "9", "--steps", "2", "--seed", "3", "--format", "png", "--width", "64",
         "--height", "64", "--prompt", "waves", "--negative-prompt", "blurry", "--guidance", "4.0", "--stg-scale",
         "0.5", "--modality-scale", "2.0", "--guidance-rescale", "0.5", "--audio-guidance-scale", "5.0",
@@ -54,7 +54,10 @@ def comfy(tmp_path_factory):
     fp8 = L.to_fp8(original)
     L.save(fp8, ckpts / FP8)
     quantised = L.load_original(L.comfy_ltx2_components(), L.dequantized(fp8))  # what the fp8 file is worth
-    L.save(L.gemma_file(dev["text_encoder"]), root / "models" / "text_encoders" / GEMMA)
+    gemma = L.to_comfy_fp8(L.gemma_file(dev["text_encoder"]))  # ComfyUI's fp8_scaled Gemma (its scale spelling)
+    L.save(gemma, root / "models" / "text_encoders" / GEMMA)
+    for comps in (dev, quantised):  # both run with what the Gemma file is worth
+        L.load_comfy_gemma(comps["text_encoder"], gemma)
     L.save({k: v for k, v in original.items() if not k.startswith("vocoder.")}, base / "elsewhere" / "no_vocoder.safetensors")
     _hub(hub, dev)
     return {"root": root, "hub": hub, "ckpts": ckpts, "base": base, "refs": {DEV: dev, FP8: quantised}}
@@ -128,6 +131,7 @@ def test_models_list_labels_the_ltx_files(offline):
     assert rows[DEV]["kind"] == "video"
     gemma = rows["text_encoders/" + GEMMA]
     assert gemma["kind"] == "part" and gemma["description"].startswith("Gemma-3 text encoder for LTX-2")
+    assert "with its vision tower, fp8, scaled" in gemma["description"]
 
 
 @pytest.mark.parametrize(("what", "words"), [
