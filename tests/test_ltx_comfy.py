@@ -221,3 +221,18 @@ def test_without_a_gemma_file_the_repos_text_encoder_is_used(offline, tmp_path, 
     assert code == 0, err
     frames, _ = _stock(offline["refs"][DEV], Image.open(tmp_path / "in.png"))
     assert np.abs(_frames(tmp_path / "out").astype(int) - frames.astype(int)).max() <= 2
+
+
+def test_the_sidecar_of_a_checkpoint_run_reproduces_it(offline, tmp_path):
+    """--from the sidecar runs the same file (its path is the recorded model) to the same frames and sound."""
+    from stillmotion.video.audio import read_audio
+
+    _square(tmp_path)
+    code, _, err = run_cli("generate", str(tmp_path / "in.png"), "--model", str(offline["ckpts"] / FP8), *ARGS,
+                           "-o", str(tmp_path / "a"))
+    assert code == 0, err
+    code, _, err = run_cli("generate", "--from", str(tmp_path / "a.json"), "--device", "cpu", "-o", str(tmp_path / "b"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "b.json").read_text())["model"]["single_file"]["path"].endswith(FP8)
+    assert np.array_equal(_frames(tmp_path / "a"), _frames(tmp_path / "b"))
+    assert np.array_equal(read_audio(tmp_path / "a.wav").samples, read_audio(tmp_path / "b.wav").samples)
