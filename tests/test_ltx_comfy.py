@@ -2,10 +2,10 @@
 
 A tiny LTX-2 (tests/ltx_comfy_layout.py) is written as Lightricks publish the real one: one checkpoint in the original
 key layout in models/checkpoints (the bf16 layout, and an fp8 one with per-tensor scales named as the distilled file
-is), ComfyUI's Gemma-3 file in models/text_encoders (its fp8_scaled one: ComfyUI's `scale_weight` spelling), and a Hugging Face cache holding only what the files lack from
-Lightricks/LTX-2 (the tokenizer, the scheduler, the text encoder's config; no weights). `stillmotion generate --model
-FILE` (and by name with --comfyui-dir) must give the stock pipeline's frames within 2 levels and its soundtrack
-sample for sample, offline (HF_HUB_OFFLINE=1).
+is), ComfyUI's Gemma-3 file in models/text_encoders (its fp8_scaled one: ComfyUI's `scale_weight` spelling), and a
+Hugging Face cache holding only what the files lack from Lightricks/LTX-2 (the tokenizer, the scheduler, the text
+encoder's config; no weights). `stillmotion generate --model FILE` (and by name with --comfyui-dir) must give the
+stock pipeline's frames within 2 levels and its soundtrack sample for sample, offline (HF_HUB_OFFLINE=1).
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def comfy(tmp_path_factory):
     L.save(gemma, root / "models" / "text_encoders" / GEMMA)
     for comps in (dev, quantised):  # both run with what the Gemma file is worth
         L.load_comfy_gemma(comps["text_encoder"], gemma)
-    L.save({k: v for k, v in original.items() if not k.startswith("vocoder.")}, base / "elsewhere" / "no_vocoder.safetensors")
+    no_vocoder = {k: v for k, v in original.items() if not k.startswith("vocoder.")}
+    L.save(no_vocoder, base / "elsewhere" / "no_vocoder.safetensors")
     _hub(hub, dev)
     return {"root": root, "hub": hub, "ckpts": ckpts, "base": base, "refs": {DEV: dev, FP8: quantised}}
 

@@ -1,14 +1,14 @@
 """ComfyUI's LTX-2 files -> an LTX2ImageToVideoPipeline, assembled offline (as wan_files.py does for Wan).
 
 The files (Lightricks' one-file checkpoints in models/checkpoints/, ComfyUI's Gemma-3 file in models/text_encoders/)
-and their key layout are described in ltx_inspect.py. `ltx_inspect.inspect_ltx_file()` says what a file is from its header alone (configs from its shapes, checked on
-meta). `resolve_ltx_file()` assembles the folder (`<cache>/ltx-files/<key>/`: configs,
+and their key layout are described in ltx_inspect.py, which says what a file is from its header alone (configs from
+its shapes, checked on meta). `resolve_ltx_file()` assembles the folder (`<cache>/ltx-files/<key>/`: configs,
 model_index.json, scheduler, `ltx_files.json` saying where each component's weights are); `load_components()` loads
 the transformer and the video VAE through diffusers' single-file loaders (`from_single_file(STATE, config=FOLDER)`),
 the audio VAE through diffusers' converter (its class has no from_single_file in 0.42.1), the connectors and the
-vocoder, which diffusers has no single-file converter for, through the plain key renames of
-diffusers' own conversion script (scripts/convert_ltx2_to_diffusers.py), checked against the modules' state_dict
-names, and fp8 weights upcast to the run's dtype with their per-tensor scales (comfy_files.upcast).
+vocoder, which diffusers has no single-file converter for, through the plain key renames of diffusers' own
+conversion script (scripts/convert_ltx2_to_diffusers.py), checked against the modules' state_dict names, and fp8
+weights upcast to the run's dtype with their per-tensor scales (comfy_files.upcast).
 
 Always from the Lightricks/LTX-2 repo in the Hugging Face cache (never fetched here; refused with the command that
 fetches them): the Gemma tokenizer (ComfyUI's `spiece_model` would need sentencepiece to read; the repo's is the same
@@ -16,6 +16,7 @@ vocabulary), the scheduler, and the text encoder's config. The text encoder's we
 when it holds the whole model (with its vision tower) in ComfyUI's layout, a plain prefix away from transformers'
 Gemma3ForConditionalGeneration, else from the repo. The record's `notes` say which.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,7 +56,8 @@ def resolve_ltx_file(path: str | Path, comfy_dir: Optional[Path] = None) -> tupl
     path = Path(path).expanduser()
     info = inspect_ltx_file(path)
     if info.kind != "checkpoint":
-        raise not_a_model(path, info.label, "the LTX-2 checkpoint (ComfyUI's models/checkpoints/ltx-2-19b-*.safetensors)")
+        raise not_a_model(path, info.label,
+                          "the LTX-2 checkpoint (ComfyUI's models/checkpoints/ltx-2-19b-*.safetensors)")
     root = comfy_root(path, comfy_dir)
     entry = REGISTRY[REPO_MODEL]
     digest = cached_sha256(path)
