@@ -82,8 +82,7 @@ def resolve_ltx_file(path: str | Path, comfy_dir: Optional[Path] = None) -> tupl
             f"no Gemma-3 file in {root / 'models' / 'text_encoders' if root else 'a ComfyUI folder'}"
         notes.append(f"text_encoder, tokenizer: {have}; {entry.repo_id}'s are used")
         needs, files = ("text_encoder", "tokenizer"), ()
-    snapshot = hub_component(entry, needs, f"{path.name} ({info.label.split(' (')[0]}) needs {', '.join(needs)}",
-                             files)
+    snapshot = hub_component(entry, needs, f"{path.name} ({info.label.split(' (')[0]})", files)
     for name in needs:
         parts[name] = {"folder": str(snapshot / name), "repo_id": entry.repo_id, "commit": snapshot.name}
     if "file" in parts.get("text_encoder", {}):
