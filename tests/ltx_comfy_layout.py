@@ -107,7 +107,7 @@ def comfy_ltx2_components() -> dict:
 
 
 def to_original(comps: dict) -> dict:
-    """The checkpoint's tensors in Lightricks' layout, with the statistics keys the converter drops."""
+    """The checkpoint's tensors in Lightricks' layout, with the statistics keys no diffusers module holds."""
     import torch
 
     out = {}
@@ -115,8 +115,9 @@ def to_original(comps: dict) -> dict:
         for key, value in comps[name].state_dict().items():
             out[inverse(key)] = value.detach().contiguous()
     n = comps["vae"].config.latent_channels
-    out["vae.per_channel_statistics.channel"] = torch.arange(n, dtype=torch.float32)
-    out["vae.per_channel_statistics.mean-of-stds"] = torch.ones(n)
+    for vae, n in (("vae", n), ("audio_vae", comps["audio_vae"].latents_mean.numel())):
+        out[f"{vae}.per_channel_statistics.channel"] = torch.arange(n, dtype=torch.float32)
+        out[f"{vae}.per_channel_statistics.mean-of-stds"] = torch.ones(n)
     return out
 
 

@@ -43,6 +43,7 @@ VOCODER_RENAMES = (("vocoder.", ""), ("ups.", "upsamplers."), ("resblocks", "res
                    ("conv_post", "conv_out"))  # diffusers' LTX_2_0_VOCODER_RENAME_DICT
 # LTX-2 19B's video VAE beside diffusers' defaults (ltx2_shape.LTX2_VAE; the conversion script's "2.0" values)
 VAE_DEFAULTS = {"spatial_compression_ratio": 32, "temporal_compression_ratio": 8, "decoder_causal": False}
+STATS_DROPPED = ("per_channel_statistics.channel", "per_channel_statistics.mean-of-stds")
 STRIDES = {"spatial": 4, "temporal": 2, "spatiotemporal": 8}  # channels a downsampler folds in, per type
 
 
@@ -90,6 +91,8 @@ def split(state: dict) -> dict:
                 parts[name][key] = value
                 break
     out = {name: converters[name](parts[name]) for name in converters}
+    for key in STATS_DROPPED:  # per-channel statistics no diffusers module holds: the video VAE's converter drops
+        out["audio_vae"].pop(key, None)  # them; the audio VAE's (0.42.1) does not, so they go here
     out["connectors"] = {_rename(k, CONNECTOR_RENAMES): v for k, v in parts["connectors"].items()}
     out["vocoder"] = {_rename(k, VOCODER_RENAMES): v for k, v in parts["vocoder"].items()}
     return out
