@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import ModelUnavailable
+from ..util import quiet_diffusers
 from .comfy_files import assembled_folder, comfy_root, files_under, hub_component, not_a_model, upcast, write_config
 from .folder_info import write_folder_info
 from .hashes import cached_sha256
@@ -146,8 +147,9 @@ def load_components(folder, dtype) -> dict:
     for name, cls in classes().items():
         if hasattr(cls, "from_single_file"):  # the transformer and the video VAE (the audio VAE's class has no
             # from_single_file in diffusers 0.42.1, though its converter exists: split() ran it)
-            out[name] = cls.from_single_file(comps.pop(name), config=str(folder), subfolder=name, torch_dtype=dtype,
-                                             local_files_only=True)
+            with quiet_diffusers():  # (its cast to `dtype` logs a notice about float32 modules LTX-2 has none of)
+                out[name] = cls.from_single_file(comps.pop(name), config=str(folder), subfolder=name,
+                                                 torch_dtype=dtype, local_files_only=True)
         else:
             out[name] = _load_plain(cls, folder / name, comps.pop(name), dtype)
     text = parts["text_encoder"]
