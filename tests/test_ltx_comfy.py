@@ -222,6 +222,18 @@ def test_without_a_gemma_file_the_repos_text_encoder_is_used(offline, tmp_path, 
     assert code == 0, err
     frames, _ = _stock(offline["refs"][DEV], Image.open(tmp_path / "in.png"))
     assert np.abs(_frames(tmp_path / "out").astype(int) - frames.astype(int)).max() <= 2
+    # a Gemma file that does not fit the repo's Gemma-3 (here one key more): the repo's text encoder, said why
+    from safetensors.torch import load_file
+
+    other = tmp_path / "Other" / "models"
+    (other / "checkpoints").mkdir(parents=True)
+    shutil.copy(offline["ckpts"] / DEV, other / "checkpoints" / DEV)
+    gemma = load_file(str(offline["root"] / "models" / "text_encoders" / GEMMA))
+    L.save({**gemma, "model.extra.weight": gemma["model.norm.weight"].clone()}, other / "text_encoders" / GEMMA)
+    _folder, record = resolve_ltx_file(other / "checkpoints" / DEV)
+    assert record["components"]["text_encoder"]["repo_id"] == REPO
+    assert any(f"{GEMMA} does not fit {REPO}'s Gemma-3 (unexpected model.language_model.extra.weight)" in n
+               for n in record["notes"]), record["notes"]
 
 
 def test_the_sidecar_of_a_checkpoint_run_reproduces_it(offline, tmp_path):

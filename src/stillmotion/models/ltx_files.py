@@ -14,7 +14,8 @@ Always from the Lightricks/LTX-2 repo in the Hugging Face cache (never fetched h
 fetches them): the Gemma tokenizer (ComfyUI's `spiece_model` would need sentencepiece to read; the repo's is the same
 vocabulary), the scheduler, and the text encoder's config. The text encoder's weights come from ComfyUI's Gemma file
 when it holds the whole model (with its vision tower) in ComfyUI's layout, a plain prefix away from transformers'
-Gemma3ForConditionalGeneration, else from the repo. The record's `notes` say which.
+Gemma3ForConditionalGeneration, and fits the repo's config key for key (`gemma_misfit`, on meta), else from the
+repo. The record's `notes` say which, and why.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import Optional
 
 from ..errors import ModelUnavailable
 from ..util import quiet_diffusers
-from .comfy_files import assembled_folder, comfy_root, files_under, hub_component, not_a_model, upcast, write_config
+from .comfy_files import (INPUT_SCALES, WEIGHT_SCALES, assembled_folder, comfy_root, files_under, hub_component,
+                          not_a_model, upcast, write_config)
 from .folder_info import write_folder_info
 from .hashes import cached_sha256
 from .ltx_inspect import LtxFile, classes, inspect_ltx_file, looks_like_ltx_file, split
@@ -70,29 +72,65 @@ def resolve_ltx_file(path: str | Path, comfy_dir: Optional[Path] = None) -> tupl
         notes.append("fp8 weights: upcast to the run's dtype with their per-tensor scales")
     elif info.fp8:
         notes.append("fp8 weights: upcast to the run's dtype")
-    gemma = text_encoder_files(root)
-    usable = [g for g in gemma if g.vision]
-    if usable:
-        parts["text_encoder"] = {"file": str(usable[0].path.resolve()), "format": "safetensors",
-                                 "sha256": cached_sha256(usable[0].path)}
-        notes.append(f"text_encoder: {usable[0].path.name} with {entry.repo_id}'s config; tokenizer: "
-                     f"{entry.repo_id}'s (the file's spiece_model is the same vocabulary)")
-        needs, files = ("tokenizer",), ("text_encoder/config.json",)
-    else:
-        have = f"{gemma[0].path.name} holds the text layers only" if gemma else \
-            f"no Gemma-3 file in {root / 'models' / 'text_encoders' if root else 'a ComfyUI folder'}"
-        notes.append(f"text_encoder, tokenizer: {have}; {entry.repo_id}'s are used")
-        needs, files = ("text_encoder", "tokenizer"), ()
-    snapshot = hub_component(entry, needs, f"{path.name} ({info.label.split(' (')[0]})", files)
-    for name in needs:
-        parts[name] = {"folder": str(snapshot / name), "repo_id": entry.repo_id, "commit": snapshot.name}
-    if "file" in parts.get("text_encoder", {}):
-        parts["text_encoder"]["config"] = str(snapshot / "text_encoder")
+    text, note, snapshot = _text_parts(root, entry, f"{path.name} ({info.label.split(' (')[0]})")
+    parts.update(text)
+    notes.append(note)
     record = {"path": str(path.resolve()), "sha256": digest, "model": info.model, "label": info.label,
               "format": "safetensors", "fp8": info.fp8, "components": parts, "notes": notes}
     folder = assembled_folder("ltx-files", parts, FILES_RECORD,
                               lambda tmp: _write_folder(tmp, info, parts, snapshot, record))
     return folder, record
+
+
+def _text_parts(root: Optional[Path], entry, why: str) -> tuple[dict, str, Path]:
+    """(the text encoder's and tokenizer's parts, the note saying where they come from, the repo snapshot): ComfyUI's
+    Gemma file when it holds the whole model and fits the repo's config, else the repo's text encoder."""
+    gemma = text_encoder_files(root)
+    usable = [g for g in gemma if g.vision]
+    if usable:
+        snapshot = hub_component(entry, ("tokenizer",), why, ("text_encoder/config.json",))
+        misfit = gemma_misfit(usable[0].path, snapshot / "text_encoder")
+        if misfit is None:
+            file = usable[0].path
+            return ({"text_encoder": {"file": str(file.resolve()), "format": "safetensors",
+                                      "sha256": cached_sha256(file), "config": str(snapshot / "text_encoder")},
+                     "tokenizer": _repo_part(entry, snapshot, "tokenizer")},
+                    f"text_encoder: {file.name} with {entry.repo_id}'s config; tokenizer: {entry.repo_id}'s (the "
+                    "file's spiece_model is the same vocabulary)", snapshot)
+        have = f"{usable[0].path.name} does not fit {entry.repo_id}'s Gemma-3 ({misfit})"
+    else:
+        have = f"{gemma[0].path.name} holds the text layers only" if gemma else \
+            f"no Gemma-3 file in {root / 'models' / 'text_encoders' if root else 'a ComfyUI folder'}"
+    snapshot = hub_component(entry, ("text_encoder", "tokenizer"), why)
+    return ({name: _repo_part(entry, snapshot, name) for name in ("text_encoder", "tokenizer")},
+            f"text_encoder, tokenizer: {have}; {entry.repo_id}'s are used", snapshot)
+
+
+def _repo_part(entry, snapshot: Path, name: str) -> dict:
+    return {"folder": str(snapshot / name), "repo_id": entry.repo_id, "commit": snapshot.name}
+
+
+def gemma_misfit(path: Path, config_folder: Path) -> Optional[str]:
+    """Why ComfyUI's Gemma file cannot load into the repo's Gemma3ForConditionalGeneration (a key missing, left over
+    or of another shape, after the prefix renames), or None when it fits; from its header, on meta."""
+    import transformers
+    from accelerate import init_empty_weights
+
+    from .single_file import read_header
+
+    config = transformers.AutoConfig.from_pretrained(config_folder)
+    with init_empty_weights():
+        model = transformers.Gemma3ForConditionalGeneration(config)
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    names = set(want)
+    have = {_rename_gemma(k, names): tuple(s) for k, (_d, s) in read_header(path)[0].items()
+            if k not in ("spiece_model", "scaled_fp8") and not k.endswith(WEIGHT_SCALES + INPUT_SCALES)}
+    missing = sorted(set(want) - set(have) - {"lm_head.weight"})
+    extra = sorted(set(have) - set(want))
+    shaped = [k for k in have if k in want and have[k] != want[k]]
+    if missing or extra or shaped:
+        return f"{'missing' if missing else 'unexpected' if extra else 'another shape of'} {(missing + extra + shaped)[0]}"
+    return None
 
 
 def _write_folder(out: Path, info: LtxFile, parts: dict, snapshot: Path, record: dict) -> None:
