@@ -217,3 +217,11 @@ def live_server(tmp_path_factory):
         yield srv
     finally:
         srv.stop()
+
+
+def offline_hub(monkeypatch, hub) -> None:
+    """Run against a test's own Hugging Face cache `hub`, offline, with no ComfyUI folder from the environment (the
+    ComfyUI-file tests: a file finds its folder from its own path or --comfyui-dir)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("STILLMOTION_COMFYUI_DIR", raising=False)

@@ -31,7 +31,7 @@ SUB_LAYERS = {
     "stillmotion.models": (
         ("registry",), ("paths", "folder_info"), ("hashes",), ("local", "lora", "small_svd", "tiny_wan", "tiny_ltx",
          "tiny_framepack"), ("hub", "tiny"),
-        ("safetensors_stream", "sgm_configs"), ("sgm_keys",), ("single_file",), ("wan_inspect",), ("wan_files",), ("resolve",), ("verify",),
+        ("safetensors_stream", "sgm_configs"), ("sgm_keys",), ("single_file",), ("comfy_files",), ("wan_inspect", "ltx_inspect"), ("wan_files", "ltx_files"), ("resolve",), ("verify",),
     ),
 }
 

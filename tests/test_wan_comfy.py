@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 import wan_comfy_layout as L
-from conftest import run_cli
+from conftest import offline_hub, run_cli
 from PIL import Image
 
 ARGS = ["--device", "cpu", "--frames", "5", "--steps", "2", "--seed", "3", "--format", "png", "--width", "64",
@@ -64,9 +64,7 @@ def comfy(tmp_path_factory):
 
 @pytest.fixture
 def offline(comfy, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(comfy["hub"]))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("STILLMOTION_COMFYUI_DIR", raising=False)
+    offline_hub(monkeypatch, comfy["hub"])
     return comfy
 
 

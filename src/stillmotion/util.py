@@ -144,3 +144,20 @@ def torch_dtype(name: str):
         return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
     except KeyError:
         raise InvalidInput(f"dtype must be fp16, bf16 or fp32, got {name!r}") from None
+
+
+class quiet_diffusers:
+    """Silence diffusers' 'modules that should be kept in float32' notice while casting modules (meta ones when
+    planning; single-file loads cast as they load)."""
+
+    def __enter__(self):
+        from diffusers.utils import logging as dlog
+
+        self._level = dlog.get_verbosity()
+        dlog.set_verbosity_error()
+
+    def __exit__(self, *exc):
+        from diffusers.utils import logging as dlog
+
+        dlog.set_verbosity(self._level)
+        return False

@@ -29,8 +29,9 @@ def models():
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list instead of a table")
 @click.option("--comfyui-dir", type=click.Path(file_okay=False, path_type=Path), envvar="STILLMOTION_COMFYUI_DIR",
-              help="a ComfyUI folder: also list the SVD checkpoints in its models/checkpoints/ and the Wan files in "
-                   "models/diffusion_models, vae, text_encoders, clip_vision (env STILLMOTION_COMFYUI_DIR)")
+              help="a ComfyUI folder: also list the SVD and LTX-2 checkpoints in its models/checkpoints/ and the Wan "
+                   "and Gemma files in models/diffusion_models, vae, text_encoders, clip_vision (env "
+                   "STILLMOTION_COMFYUI_DIR)")
 def list_models(as_json, comfyui_dir):
     """Known models and the ones in the cache, with their size on disk."""
     rows = model_rows() + (checkpoint_rows(comfyui_dir) if comfyui_dir else [])
@@ -141,17 +142,19 @@ def model_rows() -> list[dict]:
 
 
 def checkpoint_rows(comfyui_dir: Path) -> list[dict]:
-    """One row per model file in a ComfyUI folder, saying what it is from its header: the single-file SVD
-    checkpoints of models/checkpoints/, and the Wan files of models/diffusion_models (or unet), vae, text_encoders
+    """One row per model file in a ComfyUI folder, saying what it is from its header: the single-file SVD and LTX-2
+    checkpoints of models/checkpoints/ (and ComfyUI's Gemma-3 file for LTX-2), and the Wan files of models/diffusion_models (or unet), vae, text_encoders
     and clip_vision (models/wan_files.py; a Wan transformer's row is runnable with --model, the others are its
     parts)."""
     from ..errors import StillmotionError
+    from ..models.ltx_files import TEXT_FOLDERS
+    from ..models.ltx_inspect import inspect_ltx_file, looks_like_ltx_file
     from ..models.single_file import inspect_file
     from ..models.wan_files import FOLDERS
     from ..models.wan_inspect import inspect_wan_file
 
     models = Path(comfyui_dir).expanduser() / "models"
-    subs = ("checkpoints", *(s for kind in FOLDERS.values() for s in kind))
+    subs = tuple(dict.fromkeys(("checkpoints", *(s for kind in FOLDERS.values() for s in kind), *TEXT_FOLDERS)))
     if not any((models / s).is_dir() for s in subs):
         raise InvalidInput(f"{comfyui_dir} has no models/checkpoints/ or models/diffusion_models/ folder: point "
                            "--comfyui-dir at the ComfyUI folder.")
@@ -165,14 +168,20 @@ def checkpoint_rows(comfyui_dir: Path) -> list[dict]:
             try:
                 if f.suffix.lower() in (".ckpt", ".pt"):
                     what, kind = "pickle: convert to .safetensors", "other"
+                elif looks_like_ltx_file(f):  # an LTX-2 checkpoint, or ComfyUI's Gemma-3 file for it
+                    info = inspect_ltx_file(f)
+                    what, kind = info.label, "video" if info.kind == "checkpoint" else "part"
                 elif sub == "checkpoints":
                     what = inspect_file(f).label
                 else:
                     info = inspect_wan_file(f)
                     what = info.label
                     kind = "video" if info.kind == "transformer" else "part"
-            except StillmotionError:
-                what, kind = ("not SVD" if sub == "checkpoints" else "not a Wan file stillmotion runs"), "other"
+            except StillmotionError as e:
+                what = "not SVD" if sub == "checkpoints" else "not a Wan or LTX-2 file stillmotion runs"
+                if f.suffix.lower() == ".safetensors" and looks_like_ltx_file(f):
+                    what = str(e)  # an LTX-2 file that cannot run: why
+                kind = "other"
             rows.append(
                 {**_ROW, "name": f"{sub}/{f.relative_to(folder)}" if sub != "checkpoints" else f.name, "kind": kind,
                  "description": what, "status": "single file", "path": str(f), "size_bytes": f.stat().st_size}
@@ -229,8 +238,10 @@ def convert(file, out):
         raise InvalidInput(f"{file}: no such file.")
     from ..models.wan_inspect import looks_like_wan_file
 
-    if looks_like_wan_file(file):
-        raise InvalidInput(f"{file.name} is one of ComfyUI's Wan files, which run as they are: pass it as --model "
+    from ..models.ltx_inspect import looks_like_ltx_file
+
+    if looks_like_wan_file(file) or looks_like_ltx_file(file):
+        raise InvalidInput(f"{file.name} is one of ComfyUI's Wan or LTX-2 files, which run as they are: pass it as --model "
                            "(the model is assembled around it in the cache; `models convert` writes SVD folders).")
     info = inspect_file(file)
     t = time.perf_counter()

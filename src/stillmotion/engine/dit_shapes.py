@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .shapes import _meta_build, quiet_diffusers
+from ..util import quiet_diffusers
+from .shapes import _meta_build
 
 # a stage's dry run: (shape, frames, height, width, tiling, cfg, **knobs) -> (working bytes, FLOPs of one call)
 StageFn = Callable[..., tuple]

@@ -16,8 +16,9 @@ import json
 from dataclasses import dataclass
 from typing import Optional
 
+from ..util import quiet_diffusers
 from .dryrun import DryRun
-from .shapes import ModelShape, decode_kwargs, quiet_diffusers, vae_upcast
+from .shapes import ModelShape, decode_kwargs, vae_upcast
 
 
 @dataclass

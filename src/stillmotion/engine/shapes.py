@@ -14,6 +14,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
+from ..util import quiet_diffusers
+
 
 @dataclass
 class ModelShape:
@@ -170,19 +172,3 @@ def svd_configs(num_frames: int = 25) -> tuple[dict, dict, dict]:
         "hidden_act": "gelu",
     }
     return unet, vae, clip
-
-
-class quiet_diffusers:
-    """Silence diffusers' 'modules that should be kept in float32' notice while casting meta modules."""
-
-    def __enter__(self):
-        from diffusers.utils import logging as dlog
-
-        self._level = dlog.get_verbosity()
-        dlog.set_verbosity_error()
-
-    def __exit__(self, *exc):
-        from diffusers.utils import logging as dlog
-
-        dlog.set_verbosity(self._level)
-        return False

@@ -89,7 +89,11 @@ class _LTXBase(Family):
     def load(self, path, variant, dtype):
         import diffusers
 
+        from ..models.ltx_files import is_assembled, load_components
+
         cls = getattr(diffusers, self.pipeline_class)
+        if is_assembled(path):  # an LTX-2 checkpoint as ComfyUI keeps it (models/ltx_files.py): converted as it loads
+            return cls(**load_components(path, dtype))
         return cls.from_pretrained(path, torch_dtype=dtype, variant=variant, use_safetensors=True)
 
     def condition_pipeline(self, pipe):

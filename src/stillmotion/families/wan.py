@@ -92,7 +92,7 @@ class WanFamily(Family):
             pipe = WanImageToVideoPipeline.from_pretrained(path, torch_dtype=dtype, variant=variant,
                                                            use_safetensors=True)
         if dtype != torch.float32:  # the model cards' recipe: the VAE and the CLIP image encoder stay in fp32
-            from ..engine.shapes import quiet_diffusers
+            from ..util import quiet_diffusers
 
             with quiet_diffusers():
                 pipe.vae.to(torch.float32)

@@ -22,6 +22,8 @@ from .lora import lora_defaults, lora_record
 from .paths import DEMO_FOLDER, cache_root
 from .registry import REGISTRY, ModelDefaults, ModelEntry, get_entry
 from .single_file import FileInfo, convert, inspect_file, looks_like_single_file, refuse_pickle
+from .ltx_files import resolve_ltx_file
+from .ltx_inspect import ltx_file
 from .tiny import BUILT_ON_USE, ensure_tiny
 from .wan_files import resolve_wan_file
 from .wan_inspect import inspect_wan_file
@@ -35,6 +37,9 @@ def entry_for(name_or_path: str) -> ModelEntry:
         return REGISTRY[name_or_path]
     p = Path(name_or_path).expanduser()
     if looks_like_single_file(name_or_path):
+        ltx = ltx_file(p) if p.is_file() else None
+        if ltx is not None:
+            return _ltx_file_entry(p, ltx)
         wan = _wan_file(p)
         if wan is not None:
             return _wan_file_entry(p, wan)
@@ -87,14 +92,25 @@ def _wan_file(path: Path):
         return None
 
 
-def _wan_file_entry(path: Path, info) -> ModelEntry:
-    """A Wan transformer file's entry: the defaults of the registry model whose layout it has."""
-    if info.kind != "transformer":
-        resolve_wan_file(path)  # refuses, saying what the file is and what to pass
+def _comfy_file_entry(path: Path, info, family: str, runs: str, refuse) -> ModelEntry:
+    """A ComfyUI file's entry (Wan: a transformer file, LTX-2: a checkpoint): the defaults of the registry model it
+    is. A file of another kind (`info.kind` other than `runs`: a VAE, a text encoder) is refused by `refuse(path)`,
+    which says what the file is and what to pass."""
+    if info.kind != runs:
+        refuse(path)
     base = REGISTRY[info.model]
-    return ModelEntry(name=str(path), repo_id=None, variant=None, source="single-file", family="wan",
+    return ModelEntry(name=str(path), repo_id=None, variant=None, source="single-file", family=family,
                       description=f"single file ({info.label})", approx_size_gb=base.approx_size_gb,
                       defaults=base.defaults)
+
+
+def _wan_file_entry(path: Path, info) -> ModelEntry:
+    return _comfy_file_entry(path, info, "wan", "transformer", resolve_wan_file)
+
+
+def _ltx_file_entry(path: Path, info) -> ModelEntry:
+    """(ltx-2's defaults, or ltx-2-distilled's for a file named so: ltx_inspect.)"""
+    return _comfy_file_entry(path, info, "ltx2", "checkpoint", resolve_ltx_file)
 
 
 def fast_lora(entry: ModelEntry) -> Path:
@@ -155,6 +171,10 @@ def resolve_single_file(path: Path) -> LocalModel:
     refuse_pickle(path)
     if not path.is_file():
         raise ModelUnavailable(f"{path}: no such checkpoint file; pass a .safetensors file, a model folder or a model name.")
+    ltx = ltx_file(path)
+    if ltx is not None:  # an LTX-2 checkpoint (Lightricks' layout, as ComfyUI keeps it): assembled around it
+        folder, record = resolve_ltx_file(path)
+        return LocalModel(entry=_ltx_file_entry(path, ltx), path=folder, source="single-file", single_file=record)
     wan = _wan_file(path)
     if wan is not None:  # one of ComfyUI's Wan files: assembled around it (wan_files.py)
         folder, record = resolve_wan_file(path)

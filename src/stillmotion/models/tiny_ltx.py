@@ -59,11 +59,12 @@ def tiny_gemma_tokenizer():
                               unk_token="<unk>", padding_side="left", model_max_length=1024)
 
 
-def tiny_gemma3(vocab_size: int):
-    """Gemma-3 (text model plus its SigLIP vision tower, as the LTX-2 repos ship it) at toy width."""
+def tiny_gemma3(vocab_size: int, hidden_size: int = TEXT_DIM):
+    """Gemma-3 (text model plus its SigLIP vision tower, as the LTX-2 repos ship it) at toy width (`hidden_size`: the
+    connectors' width, TEXT_DIM here; 128 for a model laid out as ComfyUI's files, tests/ltx_comfy_layout.py)."""
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
 
-    text = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=TEXT_DIM, intermediate_size=32,
+    text = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=32,
                             num_hidden_layers=TEXT_LAYERS, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
                             max_position_embeddings=1024, sliding_window=64, pad_token_id=0, eos_token_id=1,
                             bos_token_id=2)

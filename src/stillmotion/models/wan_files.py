@@ -23,16 +23,15 @@ the CLIP vision encoder with its processor (2.1), and the Wan 2.2 VAE (TI2V-5B),
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 from typing import Optional
 
 from ..errors import ModelUnavailable
+from .comfy_files import assembled_folder, comfy_root, files_under, hub_component, not_a_model, write_config
 from .folder_info import write_folder_info
 from .hashes import cached_sha256
-from .paths import cache_root
 from .registry import REGISTRY, ModelDefaults
 from .wan_inspect import WAN_SUFFIXES, WanFile, gguf_orig_shapes, inspect_wan_file
 
@@ -61,32 +60,16 @@ def gguf_state_dict(path) -> dict:
 
 
 # --------------------------------------------------------------------------- finding the pieces
-def comfy_root(path: Path, given: Optional[Path] = None) -> Optional[Path]:
-    """The ComfyUI folder a file belongs to: `given`, else the folder above its models/<kind>/, else
-    $STILLMOTION_COMFYUI_DIR."""
-    if given is not None:
-        return Path(given).expanduser()
-    for parent in path.resolve().parents:
-        if parent.name == "models" and parent.parent != parent:
-            return parent.parent
-    if os.environ.get("STILLMOTION_COMFYUI_DIR"):
-        return Path(os.environ["STILLMOTION_COMFYUI_DIR"]).expanduser()
-    return None
-
-
 def wan_files_in(root: Path, kind: str) -> list[WanFile]:
     """The Wan files of one kind under a ComfyUI folder's models/<kind folders>/ (headers only)."""
     found = []
-    for sub in FOLDERS[kind]:
-        folder = root / "models" / sub
-        for f in sorted(folder.rglob("*")) if folder.is_dir() else ():
-            if f.is_file() and f.suffix.lower() in WAN_SUFFIXES:
-                try:
-                    info = inspect_wan_file(f)
-                except ModelUnavailable:
-                    continue
-                if info.kind == kind:
-                    found.append(info)
+    for f in files_under(root, FOLDERS[kind], WAN_SUFFIXES):
+        try:
+            info = inspect_wan_file(f)
+        except ModelUnavailable:
+            continue
+        if info.kind == kind:
+            found.append(info)
     return found
 
 
@@ -107,31 +90,13 @@ def _partner(info: WanFile, root: Optional[Path]) -> WanFile:
                            f"both: put its {other}-noise file ({swapped.name}) beside it.")
 
 
-def _hub_component(repo_entry, names: tuple[str, ...], why: str) -> Path:
-    """The cached hub snapshot of `repo_entry` holding the component folders `names`; refused (with the command
-    that fetches them) when they are not cached. Never downloads."""
-    from .hub import cached_snapshot
-
-    folder = cached_snapshot(repo_entry, complete=False)
-    missing = [n for n in names if folder is None or not (folder / n).is_dir()]
-    if missing:
-        includes = " ".join(f"'{n}/*'" for n in names)
-        raise ModelUnavailable(
-            f"{why}: {', '.join(missing)} of {repo_entry.repo_id} are not in the Hugging Face cache; fetch them once "
-            f"with `hf download {repo_entry.repo_id} {includes} model_index.json 'scheduler/*'`, then run again.")
-    return folder
-
-
 # --------------------------------------------------------------------------- assemble
 def resolve_wan_file(path: str | Path, comfy_dir: Optional[Path] = None) -> tuple[Path, dict]:
     """(the assembled folder, the record the sidecar keeps) for a Wan transformer file; offline."""
-    import hashlib
-
     path = Path(path).expanduser()
     info = inspect_wan_file(path)
     if info.kind != "transformer":
-        raise ModelUnavailable(f"{path} is a {info.label.split(' (')[0]}, not a model: pass the diffusion model file "
-                               "(ComfyUI's models/diffusion_models/...) as --model.")
+        raise not_a_model(path, info.label, "the diffusion model file (ComfyUI's models/diffusion_models/...)")
     root = comfy_root(path, comfy_dir)
     entry = REGISTRY[info.model]
     notes: list[str] = []
@@ -163,19 +128,14 @@ def resolve_wan_file(path: str | Path, comfy_dir: Optional[Path] = None) -> tupl
         have = f"{files[0].path.name} is in ComfyUI's layout, which diffusers has no converter for" if files else \
             "no ComfyUI file"
         notes.append(f"{'/'.join(comps)}: {have}; {entry.repo_id}'s are used")
-    snapshot = _hub_component(entry, tuple(hub_parts), f"{path.name} ({info.label}) needs {', '.join(hub_parts)}")
+    snapshot = hub_component(entry, tuple(hub_parts), f"{path.name} ({info.label}) needs {', '.join(hub_parts)}")
     for name in hub_parts:
         parts[name] = {"folder": str(snapshot / name), "repo_id": entry.repo_id, "commit": snapshot.name}
 
-    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-    folder = cache_root() / "wan-files" / key
     record = {"path": str(path.resolve()), "sha256": parts["transformer"]["sha256"], "model": info.model,
               "label": info.label, "format": info.format, "components": parts, "notes": notes}
-    if not (folder / FILES_RECORD).is_file():
-        from ..util import atomic_path
-
-        with atomic_path(folder) as tmp:
-            _write_folder(tmp, info, parts, snapshot, entry.defaults, record)
+    folder = assembled_folder("wan-files", parts, FILES_RECORD,
+                              lambda tmp: _write_folder(tmp, info, parts, snapshot, entry.defaults, record))
     return folder, record
 
 
@@ -211,26 +171,15 @@ def _write_folder(out: Path, info: WanFile, parts: dict, snapshot: Path, default
         wan_scheduler(3.0 if info.model == "wan2.1-i2v-480p" else 5.0).save_pretrained(out / "scheduler")
     for name in ("transformer", "transformer_2"):
         if name in parts:
-            _write_config(out / name, "WanTransformer3DModel", info.config)
+            write_config(out / name, diffusers.WanTransformer3DModel, info.config)
     if "file" in parts["vae"]:
-        _write_config(out / "vae", "AutoencoderKLWan", parts["vae"]["config"])
+        write_config(out / "vae", diffusers.AutoencoderKLWan, parts["vae"]["config"])
     for name, part in parts.items():  # the repo's configs too, which the size rules and the planner read
         if "folder" in part and (Path(part["folder"]) / "config.json").is_file():
             (out / name).mkdir()
             shutil.copy(Path(part["folder"]) / "config.json", out / name / "config.json")
     (out / FILES_RECORD).write_text(json.dumps({k: v for k, v in parts.items()}, indent=2))
     write_folder_info(out, defaults, single_file=record)
-
-
-def _write_config(folder: Path, cls_name: str, config: dict) -> None:
-    import diffusers
-
-    cls = getattr(diffusers, cls_name)
-    init = dict(cls.extract_init_dict(config)[0])
-    folder.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"_class_name": cls_name, "_diffusers_version": diffusers.__version__, **init}, indent=2,
-                      default=list)
-    (folder / "config.json").write_text(text)
 
 
 # --------------------------------------------------------------------------- load
