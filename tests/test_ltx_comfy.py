@@ -249,3 +249,50 @@ def test_the_sidecar_of_a_checkpoint_run_reproduces_it(offline, tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())["model"]["single_file"]["path"].endswith(FP8)
     assert np.array_equal(_frames(tmp_path / "a"), _frames(tmp_path / "b"))
     assert np.array_equal(read_audio(tmp_path / "a.wav").samples, read_audio(tmp_path / "b.wav").samples)
+
+
+def test_fast_on_the_dev_checkpoint_takes_the_distilled_lora_from_comfyuis_loras(offline, tmp_path):
+    """A dev checkpoint runs ltx-2's fast preset: the distilled LoRA where ComfyUI users keep it (models/loras/, the
+    repo's file name), the distilled schedule at CFG 1, and the First Block Cache: equal to the stock pipeline with
+    that LoRA and cache. Without the file (and offline) the run stops with the command that fetches it."""
+    import torch
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    from stillmotion.families.caching import register_block
+    from stillmotion.families.ltx import FAST_THRESHOLD, distilled_sigmas
+    from stillmotion.models.registry import REGISTRY
+    from stillmotion.models.tiny_ltx import write_distilled_lora
+
+    img = _square(tmp_path)
+    args = ["generate", str(tmp_path / "in.png"), "--comfyui-dir", str(offline["root"]), "--model", DEV, "--device",
+            "cpu", "--frames", "9", "--seed", "3", "--format", "png", "--width", "64", "--height", "64", "--prompt",
+            "waves", "--speed", "fast"]
+    code, _, err = run_cli(*args, "-o", str(tmp_path / "none"))
+    assert code == 3 and f"hf download {REPO} {REGISTRY['ltx-2'].fast.lora}" in err, err
+    assert not list(tmp_path.glob("none*"))
+
+    lora = write_distilled_lora(offline["root"] / "models" / "loras", REGISTRY["ltx-2"].fast.lora,
+                                transformer=offline["refs"][DEV]["transformer"])
+    code, _, err = run_cli(*args, "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    side = json.loads((tmp_path / "out.json").read_text())
+    assert side["speed"]["preset"] == "distilled" and side["spec"]["num_inference_steps"] == 8
+
+    from diffusers import LTX2ImageToVideoPipeline
+
+    pipe = LTX2ImageToVideoPipeline(**offline["refs"][DEV])
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(str(lora), adapter_name="d")
+    register_block(pipe.transformer)
+    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=FAST_THRESHOLD))
+    try:
+        out = pipe(image=img, prompt="waves", negative_prompt=side["spec"]["negative_prompt"], height=64, width=64,
+                   num_frames=9, num_inference_steps=8, frame_rate=24, sigmas=list(distilled_sigmas()),
+                   guidance_scale=1.0, stg_scale=0.0, audio_stg_scale=0.0, modality_scale=1.0,
+                   audio_modality_scale=1.0, guidance_rescale=0.0, audio_guidance_rescale=0.0,
+                   audio_guidance_scale=1.0, generator=torch.Generator("cpu").manual_seed(3), output_type="np")
+    finally:
+        pipe.transformer.disable_cache()
+        pipe.unload_lora_weights()  # the module fixture's components stay the dev weights
+    stock = np.clip(np.round(out.frames[0] * 255.0), 0, 255).astype(np.uint8)
+    assert np.abs(_frames(tmp_path / "out").astype(int) - stock.astype(int)).max() <= 2

@@ -388,34 +388,35 @@ def resolve_hub(entry: ModelEntry, download: bool = True, progress: bool = True,
     return local
 
 
-def fetch_file(entry: ModelEntry, relpath: str, *, what: str) -> Path:
-    """One more file of a hub entry's repo at the entry's revision (a fast preset's LoRA): from the cache, else
-    downloaded into the same cache (huggingface_hub's resumable hf_hub_download). `what` names it in messages."""
+def fetch_file(repo_id: str, relpath: str, revision: str = "main", *, what: str) -> Path:
+    """One file of a hub repo (a fast preset's LoRA): from the cache, else downloaded into the same cache
+    (huggingface_hub's resumable hf_hub_download). `what` names what needs it, in messages."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
 
     cache_dir = hub_cache_dir()
-    hint = f"`hf download {entry.repo_id} {relpath}` on a machine with network (into {cache_dir})"
+    hint = f"`hf download {repo_id} {relpath}` on a machine with network (into {cache_dir})"
     try:
-        return Path(hf_hub_download(entry.repo_id, relpath, revision=entry.revision, cache_dir=cache_dir,
-                                    endpoint=hub_endpoint(), local_files_only=is_offline(),
-                                    library_name="stillmotion", library_version=__version__))
+        return Path(hf_hub_download(repo_id, relpath, revision=revision, cache_dir=cache_dir, endpoint=hub_endpoint(),
+                                    local_files_only=is_offline(), library_name="stillmotion",
+                                    library_version=__version__))
     except GatedRepoError:
-        raise ModelUnavailable(_gated_message(entry, _has_token())) from None
+        raise ModelUnavailable(f"{repo_id} is gated: accept its licence at https://huggingface.co/{repo_id} while "
+                               f"logged in and set HF_TOKEN, then run again ({what}).") from None
     except LocalEntryNotFoundError as e:  # before its base EntryNotFoundError: offline or unreachable, not cached
         why = "HF_HUB_OFFLINE=1 forbids downloading" if is_offline() else \
             f"the Hugging Face Hub is unreachable ({type(e.__cause__ or e).__name__})"
-        raise ModelUnavailable(f"{what} needs {relpath} from {entry.repo_id}, which is not in the cache and {why}: "
+        raise ModelUnavailable(f"{what} needs {relpath} from {repo_id}, which is not in the cache and {why}: "
                                f"run {hint}.") from None
     except EntryNotFoundError:
-        raise ModelUnavailable(f"{entry.repo_id} has no {relpath} at {entry.revision}: {what} cannot run; "
+        raise ModelUnavailable(f"{repo_id} has no {relpath} at {revision}: {what} cannot run; "
                                "check the registry entry.") from None
     except HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", None)
-        raise ModelUnavailable(f"The hub answered HTTP {status} for {entry.repo_id}/{relpath}: try again later, or "
+        raise ModelUnavailable(f"The hub answered HTTP {status} for {repo_id}/{relpath}: try again later, or "
                                f"run {hint}.") from None
     except (ConnectionError, TimeoutError, *_transport_errors()) as e:
-        raise ModelUnavailable(f"{what} needs {relpath} from {entry.repo_id}: the Hugging Face Hub is unreachable "
+        raise ModelUnavailable(f"{what} needs {relpath} from {repo_id}: the Hugging Face Hub is unreachable "
                                f"({type(e).__name__}): run {hint}.") from None
     except OSError as e:
         raise ModelUnavailable(f"Cannot write {relpath} into {cache_dir}: {e.strerror or e}.") from None

@@ -148,12 +148,14 @@ class Piece:
 
 @dataclass(frozen=True)
 class FastPreset:
-    """What `--speed fast` runs on a model beyond its family's cache: a step-distilling LoRA in the model's own repo
-    (or built-in folder), attached for the run, and the defaults it was distilled for (LTX-2: dev + its distilled LoRA,
+    """What `--speed fast` runs on a model beyond its family's cache: a step-distilling LoRA (in the model's own repo,
+    or built-in folder; a ComfyUI checkpoint of the model takes the same preset), attached for the run, and the defaults it was distilled for (LTX-2: dev + its distilled LoRA,
     which Lightricks made as the difference between the dev and the distilled checkpoints)."""
 
-    lora: str  # the LoRA file's path in the model's repo / folder
+    lora: str  # the LoRA file's path in its repo (or the built-in model's folder)
     defaults: ModelDefaults  # the entry's defaults under --speed fast
+    repo_id: str | None = None  # the hub repo it is fetched from (None: in the built-in model's folder)
+    revision: str = "main"
 
 
 @dataclass(frozen=True)
@@ -276,7 +278,7 @@ REGISTRY: dict[str, ModelEntry] = {
                                  "negative_prompt": LTX2_NEGATIVE_PROMPT}),
         # --speed fast: the repo's distilled LoRA (rank 384, about 7.7 GB, fetched on first use) on the dev weights
         fast=FastPreset("ltx-2-19b-distilled-lora-384.safetensors", ltx_defaults(
-            **{**LTX2_GUIDANCE, **LTX2_DISTILLED, "negative_prompt": LTX2_NEGATIVE_PROMPT})),
+            **{**LTX2_GUIDANCE, **LTX2_DISTILLED, "negative_prompt": LTX2_NEGATIVE_PROMPT}), "Lightricks/LTX-2"),
     ),
     # The distilled LTX-2: 8 steps at CFG 1 on the 8 sigmas it was trained on (diffusers' DISTILLED_SIGMA_VALUES) and
     # no other guidance pass (STG 0, modality 1, no rescale), as its model card recommends. Lightricks publish it as a single file (ltx-2-19b-distilled.safetensors); this is the

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import InvalidInput, ModelUnavailable
 from ..util import atomic_path
+from .comfy_files import comfy_root
 from .folder_info import folder_defaults
 from .hashes import cached_sha256, folder_manifest_path, remember_sha256, write_folder_manifest
 from .hub import fetch_file, resolve_hub
@@ -101,7 +102,7 @@ def _comfy_file_entry(path: Path, info, family: str, runs: str, refuse) -> Model
     base = REGISTRY[info.model]
     return ModelEntry(name=str(path), repo_id=None, variant=None, source="single-file", family=family,
                       description=f"single file ({info.label})", approx_size_gb=base.approx_size_gb,
-                      defaults=base.defaults)
+                      defaults=base.defaults, fast=base.fast)
 
 
 def _wan_file_entry(path: Path, info) -> ModelEntry:
@@ -114,17 +115,21 @@ def _ltx_file_entry(path: Path, info) -> ModelEntry:
 
 
 def fast_lora(entry: ModelEntry) -> Path:
-    """The file of a model's fast preset LoRA (registry.FastPreset): in a built-in model's folder, else from the
-    model's hub repo (cached, or fetched on first use: hub.fetch_file)."""
-    what = f"--speed fast on {entry.name}"
-    if entry.builtin:
-        path = ensure_tiny(entry.name) / entry.fast.lora
+    """The file of a model's fast preset LoRA (registry.FastPreset): in a built-in model's folder; for a ComfyUI
+    checkpoint, ComfyUI's models/loras/ when the file is there; else from the preset's hub repo (cached, or fetched
+    on first use: hub.fetch_file)."""
+    preset = entry.fast
+    if preset.repo_id is None:
+        path = ensure_tiny(entry.name) / preset.lora
         if not path.is_file():  # a tiny-ltx2 built before it carried one
             from .tiny_ltx import write_distilled_lora
 
-            write_distilled_lora(path.parent, entry.fast.lora)
+            write_distilled_lora(path.parent, preset.lora)
         return path
-    return fetch_file(entry, entry.fast.lora, what=what)
+    root = comfy_root(Path(entry.name)) if entry.source == "single-file" else None
+    if root is not None and (root / "models" / "loras" / Path(preset.lora).name).is_file():
+        return root / "models" / "loras" / Path(preset.lora).name
+    return fetch_file(preset.repo_id, preset.lora, preset.revision, what=f"--speed fast on {entry.name}")
 
 
 def resolve(name_or_path: str, *, download: bool = True, progress: bool = True) -> LocalModel:

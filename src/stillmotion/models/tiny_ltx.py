@@ -183,18 +183,21 @@ def build_tiny_ltx(folder: str | os.PathLike, variant: str = "ltx2", seed: int =
     return folder
 
 
-def write_distilled_lora(folder: str | os.PathLike, name: str, rank: int = 4, seed: int = 1) -> Path:
-    """A random LoRA over every linear layer of the saved tiny transformer's blocks, in Lightricks' own layout
-    ("diffusion_model.<module>.lora_A/B.weight", as ltx-2-19b-distilled-lora-384.safetensors is): tiny-ltx2's stand-in
-    for LTX-2's distilled LoRA, so `--speed fast` runs its whole path offline (diffusers converts the layout on load).
-    Written atomically (a model folder built before it had one gets it on first use)."""
+def write_distilled_lora(folder: str | os.PathLike, name: str, transformer=None, rank: int = 4, seed: int = 1) -> Path:
+    """A random LoRA over every linear layer of an LTX-2 transformer's blocks (default: the one saved in `folder`), in
+    Lightricks' own layout ("diffusion_model.<module>.lora_A/B.weight", as ltx-2-19b-distilled-lora-384.safetensors
+    is), written to folder/name: tiny-ltx2's stand-in for LTX-2's distilled LoRA, so `--speed fast` runs its whole
+    path offline (diffusers converts the layout on load). Written atomically (a model folder built before it had
+    one gets it on first use)."""
     import torch
-    from diffusers import LTX2VideoTransformer3DModel
     from safetensors.torch import save_file
 
     from ..util import atomic_path
 
-    transformer = LTX2VideoTransformer3DModel.from_pretrained(Path(folder) / "transformer")
+    if transformer is None:
+        from diffusers import LTX2VideoTransformer3DModel
+
+        transformer = LTX2VideoTransformer3DModel.from_pretrained(Path(folder) / "transformer")
     g = torch.Generator().manual_seed(seed)
     state = {}
     for module_name, module in transformer.named_modules():
