@@ -22,7 +22,9 @@ sound are noise, so fast mode's PSNR is this model's, not a trained LTX-2's.
 (c) the distilled preset (ltx-2-distilled's registry defaults: 8 steps, CFG 1, STG 0, modality 1: one transformer
     pass a step) against ltx-2's dev defaults (40 steps, CFG 4, STG 1, modality 3: a CFG batch of two and two more
     passes a step), counted with torch.utils.flop_counter over one step of each, on the mid-size model at the bench's
-    size. The real 19B's ratio is the same count of passes (its FLOPs per pass do not depend on the preset).
+    size. The real 19B's ratio is the same count of passes (its FLOPs per pass do not depend on the preset). Also
+    `ltx-2 --speed fast`: the same preset with the distilled LoRA on the dev weights, unfused (a random LoRA at the
+    real one's rank over width, 384/4096), whose extra matmuls each pass pays. `--parts flops` runs only (c).
 
 Writes bench/results/ltx-cpu-<date>.json (machine, versions, the command) and prints a summary.
 """
@@ -123,6 +125,43 @@ def step_flops(runner, **preset) -> dict:
             "cached_pass_fraction": (total - later) / total}
 
 
+def preset_flops(runner, tmp: Path) -> dict:
+    """(c) Transformer FLOPs per video of ltx-2's defaults, ltx-2-distilled's, and ltx-2 --speed fast (the distilled
+    preset's defaults with the distilled LoRA on, unfused: a random LoRA at the real one's rank over width, 384 of
+    4096, counted on the stock pipeline with the LoRA loaded by diffusers)."""
+    from stillmotion.models.registry import REGISTRY
+    from stillmotion.models.tiny_ltx import write_distilled_lora
+
+    def preset(d):
+        return {"num_inference_steps": d.num_inference_steps, "guidance_scale": d.guidance_scale,
+                "stg_scale": d.stg_scale, "audio_stg_scale": d.stg_scale, "modality_scale": d.modality_scale,
+                "audio_modality_scale": d.modality_scale, "guidance_rescale": d.guidance_rescale,
+                "audio_guidance_rescale": d.guidance_rescale, "audio_guidance_scale": d.audio_guidance_scale}
+
+    def count(d):
+        kw = preset(d)
+        steps = kw.pop("num_inference_steps")
+        per = step_flops(runner, **kw)
+        return {"preset": {"steps": steps, **kw}, **per, "transformer_flops": steps * per["transformer_flops_per_step"]}
+
+    flops = {name: count(REGISTRY[name].defaults) for name in ("ltx-2", "ltx-2-distilled")}
+    tr = runner.stock.transformer
+    rank = max(1, round(384 / 4096 * tr.config.num_attention_heads * tr.config.attention_head_dim))
+    lora = write_distilled_lora(tmp, "lora.safetensors", transformer=tr, rank=rank)
+    runner.stock.load_lora_weights(str(lora), adapter_name="distilled")
+    try:
+        flops["ltx-2 --speed fast"] = {**count(REGISTRY["ltx-2"].fast.defaults), "lora_rank": rank}
+    finally:
+        runner.stock.unload_lora_weights()
+    dev = flops["ltx-2"]["transformer_flops"]
+    flops["ratio_dev_over_distilled"] = dev / flops["ltx-2-distilled"]["transformer_flops"]
+    flops["ratio_dev_over_fast_preset"] = dev / flops["ltx-2 --speed fast"]["transformer_flops"]
+    flops["passes_per_step"] = {"ltx-2": "CFG batch of 2 + STG + modality isolation = 4 pass-equivalents",
+                                "ltx-2-distilled": "1 (CFG 1, STG 0, modality 1)",
+                                "ltx-2 --speed fast": "1, with the LoRA's extra matmuls in every block's linears"}
+    return flops
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--heads", type=int, default=4)
@@ -135,6 +174,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs of stock, exact and fast each, in rotating order")
     p.add_argument("--thresholds", default="0.05,0.1,0.2", help="extra First Block Cache thresholds, one run each")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--parts", choices=("all", "flops"), default="all",
+                   help="flops: only (c), the presets' transformer FLOPs (no timed runs)")
     a = p.parse_args(argv)
 
     import torch
@@ -158,11 +199,18 @@ def bench(a, tmp: Path, default_threshold: float, thresholds: list) -> int:
 
     from stillmotion.families import ltx
     from stillmotion.metrics import psnr
-    from stillmotion.models.registry import REGISTRY
 
     t = time.perf_counter()
     runner = Runner(build_midsize(tmp / "ltx2-mid", a), a)
     print(f"built and loaded the mid-size LTX-2 in {time.perf_counter() - t:.1f} s", flush=True)
+    if a.parts == "flops":
+        flops = preset_flops(runner, tmp)
+        print(json.dumps(flops, indent=2))
+        path = a.out or HERE / "results" / f"ltx-flops-cpu-{datetime.now(timezone.utc).strftime('%Y%m%d')}.json"
+        path.write_text(json.dumps({"benchmark": "bench_ltx --parts flops", "date": datetime.now(timezone.utc)
+                                    .isoformat(timespec="seconds"), "flops": flops}, indent=2) + "\n")
+        print(f"(c) {_flops_line(flops)}\nwrote {path}")
+        return 0
 
     for mode in ("stock", "exact", "fast"):  # warm-up: first-call costs out of the timings
         runner.run(mode, num_inference_steps=2) if mode == "stock" else runner.engine.generate(
@@ -210,24 +258,7 @@ def bench(a, tmp: Path, default_threshold: float, thresholds: list) -> int:
     exact_again = bool(np.array_equal(runner.run("exact")["frames"], exact))
     other_seed = psnr(runner.run("exact", seed=a.seed + 1)["frames"], exact)
 
-    # (c) the distilled preset against the dev defaults, in transformer FLOPs
-    def preset(name):
-        d = REGISTRY[name].defaults
-        return {"num_inference_steps": d.num_inference_steps, "guidance_scale": d.guidance_scale,
-                "stg_scale": d.stg_scale, "audio_stg_scale": d.stg_scale, "modality_scale": d.modality_scale,
-                "audio_modality_scale": d.modality_scale, "guidance_rescale": d.guidance_rescale,
-                "audio_guidance_rescale": d.guidance_rescale, "audio_guidance_scale": d.audio_guidance_scale}
-
-    flops = {}
-    for name in ("ltx-2", "ltx-2-distilled"):
-        kw = preset(name)
-        steps = kw.pop("num_inference_steps")
-        per = step_flops(runner, **kw)
-        flops[name] = {"preset": {"steps": steps, **kw}, **per,
-                       "transformer_flops": steps * per["transformer_flops_per_step"]}
-    flops["ratio_dev_over_distilled"] = flops["ltx-2"]["transformer_flops"] / flops["ltx-2-distilled"]["transformer_flops"]
-    flops["passes_per_step"] = {"ltx-2": "CFG batch of 2 + STG + modality isolation = 4 pass-equivalents",
-                                "ltx-2-distilled": "1 (CFG 1, STG 0, modality 1)"}
+    flops = preset_flops(runner, tmp)
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -276,10 +307,16 @@ def bench(a, tmp: Path, default_threshold: float, thresholds: list) -> int:
               f"PSNR {row['psnr_db_vs_exact']:.1f} dB  audio SNR "
               f"{row['audio_snr_db_vs_exact']:.1f} dB  passes full/cached {rec.get('full_passes')}/{rec.get('cached_passes')}")
     print(f"    exact after fast == exact: {exact_again}; PSNR of exact with another seed: {other_seed:.1f} dB")
-    print(f"(c) ltx-2 dev defaults {flops['ltx-2']['transformer_flops'] / 1e12:.3f} TFLOP vs ltx-2-distilled "
-          f"{flops['ltx-2-distilled']['transformer_flops'] / 1e12:.3f} TFLOP = x{flops['ratio_dev_over_distilled']:.1f}")
+    print(f"(c) {_flops_line(flops)}")
     print(f"wrote {path}")
     return 0
+
+
+def _flops_line(flops: dict) -> str:
+    return (f"ltx-2 dev defaults {flops['ltx-2']['transformer_flops'] / 1e12:.3f} TFLOP vs ltx-2-distilled "
+            f"{flops['ltx-2-distilled']['transformer_flops'] / 1e12:.3f} TFLOP = x{flops['ratio_dev_over_distilled']:.1f}"
+            f"; vs ltx-2 --speed fast (LoRA rank {flops['ltx-2 --speed fast']['lora_rank']}) "
+            f"{flops['ltx-2 --speed fast']['transformer_flops'] / 1e12:.3f} TFLOP = x{flops['ratio_dev_over_fast_preset']:.1f}")
 
 
 if __name__ == "__main__":
