@@ -291,11 +291,14 @@ def _reference_latents(pipe, audio, frames: int, fps: float):
     return z[:, :, :round(frames / fps * rate / hop / 4)]
 
 
-def _stock_following(pipe, image, spec, latents):
-    """What LTX2DFRPipeline's freeze_audio does, on the stock LTX2ImageToVideoPipeline, written out plainly: the
-    latents go in as audio_latents, and every transformer call reads them clean (packed, normalised) at audio
-    timestep and sigma 0."""
+def _stock_following(pipe, image, spec, latents, end_image=None):
+    """What LTX2DFRPipeline's freeze_audio does, on the stock LTX2ImageToVideoPipeline (with an end image, the stock
+    LTX2ConditionPipeline on the same components, the image at latent index 0 and the end image at -1), written out
+    plainly: the latents go in as audio_latents, and every transformer call reads them clean (packed, normalised) at
+    audio timestep and sigma 0."""
     import torch
+    from diffusers import LTX2ConditionPipeline
+    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
 
     tokens = pipe._normalize_audio_latents(pipe._pack_audio_latents(latents), pipe.audio_vae.latents_mean,
                                            pipe.audio_vae.latents_std)
@@ -308,9 +311,15 @@ def _stock_following(pipe, image, spec, latents):
 
     handle = pipe.transformer.register_forward_pre_hook(clean, with_kwargs=True)
     try:
-        out = pipe(image=image, prompt="", height=spec.height, width=spec.width, num_frames=spec.num_frames,
-                   frame_rate=spec.fps, num_inference_steps=spec.num_inference_steps, audio_latents=latents,
-                   generator=torch.Generator("cpu").manual_seed(spec.seed), output_type="np")
+        args = dict(prompt="", height=spec.height, width=spec.width, num_frames=spec.num_frames, frame_rate=spec.fps,
+                    num_inference_steps=spec.num_inference_steps, audio_latents=latents,
+                    generator=torch.Generator("cpu").manual_seed(spec.seed), output_type="np")
+        if end_image is None:
+            out = pipe(image=image, **args)
+        else:
+            cond = LTX2ConditionPipeline(**pipe.components)
+            out = cond(conditions=[LTX2VideoCondition(frames=image, index=0),
+                                   LTX2VideoCondition(frames=end_image, index=-1)], **args)
     finally:
         handle.remove()
     return np.clip(np.round(out.frames[0] * 255), 0, 255).astype(np.uint8), tokens
@@ -457,3 +466,21 @@ def test_the_api_follows_an_uploaded_soundtrack_and_writes_a_local_runs_bytes(so
     local = engine.generate(png, GenerationSpec(**SPEC), source="in.png", audio=sound, audio_source="voice.wav")
     art = local.save(tmp_path / side["output"]["file"])
     assert body == art.path.read_bytes()
+
+
+def test_an_end_image_and_a_soundtrack_together(engine, image, voice):
+    """The condition pipeline (the end image) takes audio_latents the same way: the run is the stock
+    LTX2ConditionPipeline's with freeze_audio written out, within 2 levels, and differs from the run without sound."""
+    from PIL import Image
+
+    from stillmotion.video.audio import fit, read_audio
+
+    end = Image.fromarray(np.asarray(image)[::-1].copy())
+    given = read_audio(voice / "voice.wav")
+    run = engine.generate(image, GenerationSpec(**SPEC), end_image=end, audio=given)
+    spec = run.spec
+    stock, _ = _stock_following(engine.pipe, image, spec, _reference_latents(engine.pipe, given, 9, spec.fps), end)
+    assert np.abs(run.frames.astype(int) - stock).max() <= 2
+    silent = engine.generate(image, GenerationSpec(**SPEC), end_image=end)
+    assert np.abs(run.frames.astype(int) - silent.frames).mean() > 1
+    assert np.array_equal(run.audio.samples, fit(given, spec.num_frames, spec.fps).samples)
