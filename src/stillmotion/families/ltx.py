@@ -12,6 +12,9 @@ An end image is LTX's own keyframe conditioning: LTX-2's LTX2ConditionPipeline w
 and the end image at the last latent index (-1), LTX-Video's LTXConditionPipeline with the end image at the last
 frame index. Both are built once from the loaded pipeline's components (no second copy of the weights).
 
+A soundtrack given to follow (`--audio FILE`, LTX-2 only) is held clean in the transformer's audio stream while the
+video denoises, LTX2DFRPipeline's freeze_audio on these pipelines: families/ltx_audio.py.
+
 `--speed fast` is diffusers' First Block Cache (families/caching.py) on the transformer; LTX-2's audio-video block
 is registered for it there (a cached pass reuses the video and the audio residuals). FAST_THRESHOLD: see below.
 

@@ -60,7 +60,10 @@ def encode_soundtrack(pipe, audio, num_frames: int, fps: float):
 
     vae = pipe.audio_vae
     rate, hop, bins = int(vae.config.sample_rate), int(vae.config.mel_hop_length), int(vae.config.mel_bins)
-    samples = fit_length(resample(audio, rate).samples, frame_sample(num_frames, fps, rate))
+    n = frame_sample(num_frames, fps, rate)
+    # the STFT's reflect padding needs more than half a window: a shorter clip is padded with silence (the latents
+    # past the video's length are cut off below)
+    samples = fit_length(fit_length(resample(audio, rate).samples, n), max(n, N_FFT // 2 + 1))
     channels = int(vae.config.in_channels)
     if samples.shape[0] != channels:
         samples = np.repeat(samples[:1], channels, axis=0) if samples.shape[0] == 1 else samples.mean(0, keepdims=True)
