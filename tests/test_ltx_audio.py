@@ -484,3 +484,26 @@ def test_an_end_image_and_a_soundtrack_together(engine, image, voice):
     silent = engine.generate(image, GenerationSpec(**SPEC), end_image=end)
     assert np.abs(run.frames.astype(int) - silent.frames).mean() > 1
     assert np.array_equal(run.audio.samples, fit(given, spec.num_frames, spec.fps).samples)
+
+
+def test_ltx2s_published_audio_vae_encodes_a_soundtrack_to_the_transformers_length():
+    """The tiny model's audio VAE is LTX-2's at toy width; at LTX-2's own config (diffusers' defaults: 64 mel bins,
+    8 latent channels, 4x in time and mel), on the meta device (shapes only, as engine/ltx2_shape.py counts it), a
+    soundtrack encodes to the pipeline's audio_num_frames (25 latents a second) x 16 bins, at 24 and 25 fps."""
+    import types
+
+    import torch
+    from diffusers import AutoencoderKLLTX2Audio
+
+    from stillmotion.families.ltx_audio import encode_soundtrack
+    from stillmotion.video.audio import Audio
+
+    with torch.device("meta"):
+        vae = AutoencoderKLLTX2Audio().eval()
+    pipe = types.SimpleNamespace(audio_vae=vae, audio_sampling_rate=16000, audio_hop_length=160,
+                                 audio_vae_temporal_compression_ratio=vae.temporal_compression_ratio,
+                                 audio_vae_mel_compression_ratio=vae.mel_compression_ratio,
+                                 _execution_device=torch.device("meta"))
+    sound = Audio(np.random.default_rng(0).standard_normal((1, 48000)).astype(np.float32) * 0.1, 48000)
+    for frames, fps in ((121, 24), (161, 25)):
+        assert tuple(encode_soundtrack(pipe, sound, frames, fps).shape) == (1, 8, round(frames / fps * 25), 16)
