@@ -26,7 +26,7 @@ from .remote import generate_on_server, server_options
 @click.option("--end-image", default=None, metavar="PATH|URL", help="end the video on this image (keyframes, training-free)")
 @click.option("--keyframes", default=None, metavar="A,B,C", help="images the video passes through, first to last: one segment per pair")
 @click.option("--audio", "audio_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="a soundtrack for the model to follow (wav, mp3, m4a), where its family takes one")
+              help="a soundtrack the video follows and carries, cut or padded to its length (wav, mp3, m4a; LTX-2)")
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="print one machine-readable JSON line with the result")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")

@@ -65,7 +65,8 @@ INPUTS: dict[str, Input] = {
                    required=True),
     "end_image": Input("image", "optional: the image the video ends on (keyframes; the same forms as image)"),
     "audio": Input("audio", "optional: a soundtrack for the model to follow (wav, mp3 or m4a: a file in multipart, "
-                   "base64 in JSON), where the model's family takes one (refused otherwise)"),
+                   "base64 in JSON), where the model's family takes one (LTX-2; refused otherwise); the video "
+                   "carries it, cut or padded to its length"),
     "model": Input("text", "the model to run: one the server serves (leave it out for its first, the default)"),
     "lora": Input("text", "a LoRA adapter the server serves (`serve --lora NAME=FOLDER`), applied to this job only"),
     "lora_scale": Input("number", "the LoRA's strength (with lora; default 1)",
