@@ -507,3 +507,23 @@ def test_ltx2s_published_audio_vae_encodes_a_soundtrack_to_the_transformers_leng
     sound = Audio(np.random.default_rng(0).standard_normal((1, 48000)).astype(np.float32) * 0.1, 48000)
     for frames, fps in ((121, 24), (161, 25)):
         assert tuple(encode_soundtrack(pipe, sound, frames, fps).shape) == (1, 8, round(frames / fps * 25), 16)
+
+
+def test_server_sends_the_soundtrack_and_writes_a_local_runs_files(sound_server, image, voice, tmp_path):
+    """`generate --server URL --audio FILE`: the file goes up under the name a local run records, and the mp4, the gif
+    with its WAV beside, and their sidecars' sound are a local run's."""
+    from PIL import Image
+
+    Image.fromarray(np.asarray(image)).save(tmp_path / "in.png")
+    for where in ("remote", "local"):
+        (tmp_path / where).mkdir()
+        server = ["--server", sound_server.url] if where == "remote" else ["--model", MODEL, "--device", "cpu"]
+        for name in ("c.gif", "m.mp4"):
+            code, _, err = run_cli("generate", str(tmp_path / "in.png"), *server, *FLAGS, "--audio",
+                                   str(voice / "voice.wav"), "-o", str(tmp_path / where / name))
+            assert code == 0, err
+    for name in ("c.gif", "c.wav", "m.mp4"):
+        assert (tmp_path / "remote" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    remote = read_sidecar(tmp_path / "remote" / "c.gif")["audio"]
+    assert remote == read_sidecar(tmp_path / "local" / "c.gif")["audio"]
+    assert remote["given"]["source"] == str(voice / "voice.wav") and remote["file"] == "c.wav"

@@ -120,10 +120,11 @@ def generate(image, output, from_file, comfyui_dir, end_image, keyframes, audio_
     # 3. Load, generate, write
     show = not quiet and not as_json and sys.stderr.isatty()
     if server:  # the same run on a stillmotion server; its video and sidecar are written here
-        if end_data is not None or workflow is not None or sound is not None:
-            raise InvalidInput("--end-image, --keyframes, --audio and ComfyUI workflows are not sent with --server yet; "
+        if end_data is not None or workflow is not None:
+            raise InvalidInput("--end-image, --keyframes and ComfyUI workflows are not sent with --server yet; "
                                "run them here.")
-        return generate_on_server(server, api_key, data, where, spec, out, model=model, as_json=as_json, show=show)
+        return generate_on_server(server, api_key, data, where, spec, out, model=model, as_json=as_json, show=show,
+                                  audio=audio_file)
     from ..engine import Engine
     from ..families import family_for
     from ..models.resolve import entry_for
