@@ -527,3 +527,22 @@ def test_server_sends_the_soundtrack_and_writes_a_local_runs_files(sound_server,
     remote = read_sidecar(tmp_path / "remote" / "c.gif")["audio"]
     assert remote == read_sidecar(tmp_path / "local" / "c.gif")["audio"]
     assert remote["given"]["source"] == str(voice / "voice.wav") and remote["file"] == "c.wav"
+
+
+def test_the_web_page_takes_a_soundtrack_to_follow(sound_server, image, voice, tmp_path):
+    """The UI's soundtrack input (shown for LTX-2) goes through the same submit as the API's `audio`: the UI's
+    endpoint, called as gradio_client calls it, makes a video whose sidecar names the uploaded file as the given
+    soundtrack."""
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    Image.fromarray(np.asarray(image)).save(tmp_path / "in.png")
+    c = Client(sound_server.url + "/", verbose=False, download_files=str(tmp_path))
+    video, _, info = c.predict(image=handle_file(str(tmp_path / "in.png")), seed=5, random_seed=False, frames=9,
+                               steps=2, width=64, height=64, audio=handle_file(str(voice / "voice.wav")),
+                               api_name="/generate")
+    assert "Seed used: 5" in info, info
+    jobs = httpx.get(sound_server.url + "/v1/videos", params={"source": "ui"}, timeout=30).json()["data"]
+    side = httpx.get(sound_server.url + f"/v1/videos/{jobs[0]['id']}/content", params={"variant": "sidecar"},
+                     timeout=30).json()
+    assert side["audio"]["given"]["source"] == "voice.wav" and side["audio"]["given"]["trimmed_seconds"] > 0
