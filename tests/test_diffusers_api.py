@@ -43,6 +43,17 @@ USED = {
     "LTXImageToVideoPipeline._unpack_latents": (
         "families/ltx.py (LTX-Video's packed latents, called positionally)",
         ["latents", "num_frames", "height", "width", "patch_size", "patch_size_t"]),
+    # --audio (families/ltx_audio.py): the given soundtrack's latents packed and normalised as the pipeline does, and
+    # the transformer's audio stream, timestep and sigma replaced by keyword in a forward pre-hook
+    "LTX2ImageToVideoPipeline._pack_audio_latents": (
+        "families/ltx_audio.py (the clean audio tokens the transformer reads)", ["latents"]),
+    "LTX2ImageToVideoPipeline._normalize_audio_latents": (
+        "families/ltx_audio.py (the clean audio tokens the transformer reads)",
+        ["latents", "latents_mean", "latents_std"]),
+    "LTX2VideoTransformer3DModel.forward": (
+        "families/ltx_audio.py (freeze_audio: audio_hidden_states, audio_timestep, audio_sigma set by keyword)",
+        ["hidden_states", "audio_hidden_states", "encoder_hidden_states", "audio_encoder_hidden_states", "timestep",
+         "audio_timestep", "sigma", "audio_sigma"]),
     # First Block Cache (families/caching.py): LTX-2's block registered, the passes counted
     "TransformerBlockRegistry.register": (
         "families/caching.py (LTX-2's audio-video block for First Block Cache)", ["model_class", "metadata"]),
@@ -59,7 +70,8 @@ USED = {
 
 
 def _owners() -> dict:
-    from diffusers import HunyuanVideoFramepackPipeline, LTX2ImageToVideoPipeline, LTXImageToVideoPipeline
+    from diffusers import (HunyuanVideoFramepackPipeline, LTX2ImageToVideoPipeline, LTX2VideoTransformer3DModel,
+                           LTXImageToVideoPipeline)
     from diffusers.models.cache_utils import CacheMixin
     from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
     from diffusers.hooks.first_block_cache import FBCHeadBlockHook
@@ -68,7 +80,8 @@ def _owners() -> dict:
             "pipeline_stable_video_diffusion": svd_module, "LTX2ImageToVideoPipeline": LTX2ImageToVideoPipeline,
             "LTXImageToVideoPipeline": LTXImageToVideoPipeline, "TransformerBlockRegistry": TransformerBlockRegistry,
             "TransformerBlockMetadata": TransformerBlockMetadata, "FBCHeadBlockHook": FBCHeadBlockHook,
-            "HunyuanVideoFramepackPipeline": HunyuanVideoFramepackPipeline, "CacheMixin": CacheMixin}
+            "HunyuanVideoFramepackPipeline": HunyuanVideoFramepackPipeline, "CacheMixin": CacheMixin,
+            "LTX2VideoTransformer3DModel": LTX2VideoTransformer3DModel}
 
 
 def test_the_first_block_cache_hook_name_is_still_there():

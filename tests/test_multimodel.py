@@ -191,10 +191,10 @@ def test_ui_shows_the_picker_only_when_there_is_a_choice(multi, image_file, tmp_
     c = Client(multi.url + "/", verbose=False, download_files=str(tmp_path))
     params = [p["parameter_name"] for p in c.view_api(print_info=False, return_format="dict")
               ["named_endpoints"]["/generate"]["parameters"]]
-    # the picker's inputs after the prompt fields, as before; LTX's and FramePack's terms after them (calls without
-    # them work)
-    assert params[-9:] == ["model", "lora", "lora_scale", "guidance_rescale", "stg", "modality", "audio_guidance",
-                           "true_cfg", "latent_window"]
+    # the picker's inputs after the prompt fields, as before; LTX's and FramePack's terms after them, then the
+    # soundtrack to follow (calls without them work)
+    assert params[-10:] == ["model", "lora", "lora_scale", "guidance_rescale", "stg", "modality", "audio_guidance",
+                            "true_cfg", "latent_window", "audio"]
     _video, _files, info = c.predict(
         handle_file(str(image_file)), 5, False, 7, 4, 2, 127, 0.02, 64, 64, "crop", 1.0, 3.0, 0, "mp4", None,
         "", "", 5.0, "demo", "none", 1.0, api_name="/generate")

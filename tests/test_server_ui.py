@@ -181,3 +181,4 @@ def test_controls_show_by_the_models_family_as_the_schema_says(tmp_path):
         assert visible["prompt"] == (family != "svd") and visible["motion_bucket_id"] == (family == "svd")
         assert visible["stg_scale"] == visible["audio_guidance_scale"] == (family == "ltx2")
         assert visible["latent_window_size"] == visible["true_cfg_scale"] == (family == "framepack")
+        assert props["sm-audio"].get("visible", True) is (family == "ltx2")  # a soundtrack to follow: LTX-2's

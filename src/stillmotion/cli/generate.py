@@ -26,7 +26,7 @@ from .remote import generate_on_server, server_options
 @click.option("--end-image", default=None, metavar="PATH|URL", help="end the video on this image (keyframes, training-free)")
 @click.option("--keyframes", default=None, metavar="A,B,C", help="images the video passes through, first to last: one segment per pair")
 @click.option("--audio", "audio_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="a soundtrack for the model to follow (wav, mp3, m4a), where its family takes one")
+              help="a soundtrack the video follows and carries, cut or padded to its length (wav, mp3, m4a; LTX-2)")
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="print one machine-readable JSON line with the result")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
@@ -120,10 +120,11 @@ def generate(image, output, from_file, comfyui_dir, end_image, keyframes, audio_
     # 3. Load, generate, write
     show = not quiet and not as_json and sys.stderr.isatty()
     if server:  # the same run on a stillmotion server; its video and sidecar are written here
-        if end_data is not None or workflow is not None or sound is not None:
-            raise InvalidInput("--end-image, --keyframes, --audio and ComfyUI workflows are not sent with --server yet; "
+        if end_data is not None or workflow is not None:
+            raise InvalidInput("--end-image, --keyframes and ComfyUI workflows are not sent with --server yet; "
                                "run them here.")
-        return generate_on_server(server, api_key, data, where, spec, out, model=model, as_json=as_json, show=show)
+        return generate_on_server(server, api_key, data, where, spec, out, model=model, as_json=as_json, show=show,
+                                  audio=audio_file)
     from ..engine import Engine
     from ..families import family_for
     from ..models.resolve import entry_for

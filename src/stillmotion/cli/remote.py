@@ -72,8 +72,9 @@ def _final(job: dict) -> dict:
 
 # --------------------------------------------------------------------------- generate
 def generate_on_server(server: str, api_key: Optional[str], data: bytes, where: Optional[str], spec, out: Path, *,
-                       model: Optional[str], as_json: bool, show: bool) -> None:
-    """`stillmotion generate ... --server URL`: one job on the server, its video and sidecar written to `out`."""
+                       model: Optional[str], as_json: bool, show: bool, audio: Optional[str] = None) -> None:
+    """`stillmotion generate ... --server URL`: one job on the server, its video and sidecar written to `out`.
+    `audio`: a soundtrack file to follow, sent under the name a local run records (its path as given)."""
     from ..video.metadata import sidecar_path
     from .options import CancelOnSigint, rich_progress
 
@@ -82,8 +83,9 @@ def generate_on_server(server: str, api_key: Optional[str], data: bytes, where: 
     progress, _, update = rich_progress(enabled=show)
     with _client(server, api_key) as client, progress, CancelOnSigint() as cancel:
         update(stage="queued", detail=server)
+        sound = None if audio is None else _named(Path(audio).expanduser().read_bytes(), audio)
         job = client.submit(data if where is None else _named(data, where), spec.model_dump(mode="json", exclude_none=True),
-                            model=model, inputs={"output_name": out.name})
+                            model=model, inputs={"output_name": out.name}, audio=sound)
 
         def on_event(name: str, job: dict) -> None:
             p = job.get("progress") or {}
@@ -110,7 +112,7 @@ def generate_on_server(server: str, api_key: Optional[str], data: bytes, where: 
 
 
 class _named(bytes):
-    """Image bytes with the name the sidecar records as their source (sent as the multipart file name)."""
+    """Image (or sound) bytes with the name the sidecar records as their source (sent as the multipart file name)."""
 
     def __new__(cls, data: bytes, name: str):
         obj = super().__new__(cls, data)

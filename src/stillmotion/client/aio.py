@@ -48,9 +48,9 @@ class AsyncClient:
 
     async def submit(self, image: ImageArg, spec: SpecArg = None, *, idempotency_key: Optional[str] = None,
                      model: Optional[str] = None, webhook: Optional[str] = None, inputs: Optional[dict] = None,
-                     **fields) -> dict:
+                     audio: Optional[ImageArg] = None, **fields) -> dict:
         kw = submit_request(image, spec, fields, model=model, webhook=webhook, inputs=inputs,
-                            idempotency_key=idempotency_key)
+                            idempotency_key=idempotency_key, audio=audio)
         return (await self._request("POST", "/v1/videos", **kw)).json()
 
     async def get(self, job_id: str) -> dict:

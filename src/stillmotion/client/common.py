@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -41,16 +42,33 @@ def _spec_fields(spec: SpecArg, fields: dict) -> dict:
     return data
 
 
+def _audio_file(audio: Optional[ImageArg]) -> Optional[tuple[str, bytes]]:
+    """(name, bytes) of a soundtrack to send (a path, or bytes whose `name` attribute, if any, the sidecar records
+    as its source), or None."""
+    if audio is None:
+        return None
+    if isinstance(audio, bytes):
+        return getattr(audio, "name", None) or "audio", bytes(audio)
+    path = Path(audio)
+    if not path.is_file():
+        raise errors.InvalidInput(f"{path}: no such audio file.")
+    return path.name, path.read_bytes()
+
+
 def submit_request(image: ImageArg, spec: SpecArg, fields: dict, *, model: Optional[str] = None,
                    webhook: Optional[str] = None, inputs: Optional[dict] = None,
-                   idempotency_key: Optional[str] = None) -> dict:
+                   idempotency_key: Optional[str] = None, audio: Optional[ImageArg] = None) -> dict:
     """httpx request keywords for POST /v1/videos: multipart with the file's bytes, or JSON with an image URL.
-    `inputs`: the request's other inputs (server/submit.INPUTS: workflow, batch, ...). Without
-    `idempotency_key` a fresh one is sent, so the client's retries never queue the video twice."""
+    `inputs`: the request's other inputs (server/submit.INPUTS: workflow, batch, ...); `audio`: a soundtrack for
+    the model to follow (a path or bytes). Without `idempotency_key` a fresh one is sent, so the client's retries
+    never queue the video twice."""
     headers = {"Idempotency-Key": idempotency_key or f"sm-{uuid.uuid4().hex}"}
     data = _spec_fields(spec, fields)
     extra = {k: v for k, v in (("model", model), ("webhook", webhook), *(inputs or {}).items()) if v is not None}
+    sound = _audio_file(audio)
     if isinstance(image, str) and image.lower().startswith(("http://", "https://", "data:")):
+        if sound is not None:
+            extra["audio"] = base64.b64encode(sound[1]).decode()
         return {"json": {"image": image, **data, **extra}, "headers": headers}
     if isinstance(image, bytes):  # a `name` attribute, if any, is what the sidecar records as its source
         content, name = bytes(image), getattr(image, "name", None) or "image"
@@ -60,7 +78,10 @@ def submit_request(image: ImageArg, spec: SpecArg, fields: dict, *, model: Optio
             raise errors.InvalidInput(f"{path}: no such image file.")
         content, name = path.read_bytes(), path.name
     form = {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in {**data, **extra}.items()}
-    return {"files": {"image": (name, content, "application/octet-stream")}, "data": form, "headers": headers}
+    files = {"image": (name, content, "application/octet-stream")}
+    if sound is not None:
+        files["audio"] = (*sound, "application/octet-stream")
+    return {"files": files, "data": form, "headers": headers}
 
 
 def _error_classes() -> tuple[dict[str, type], dict[int, type]]:

@@ -52,12 +52,12 @@ class Client:
     # the API -----------------------------------------------------------------
     def submit(self, image: ImageArg, spec: SpecArg = None, *, idempotency_key: Optional[str] = None,
                model: Optional[str] = None, webhook: Optional[str] = None, inputs: Optional[dict] = None,
-               **fields) -> dict:
+               audio: Optional[ImageArg] = None, **fields) -> dict:
         """Queue a video: `image` a path, bytes, or an http(s) URL the server fetches; `spec` a GenerationSpec
-        or a dict of its fields (or give fields as keywords); `inputs` other inputs of the request. Returns the
-        job. Without `idempotency_key` a fresh one is sent, so the retries inside never queue it twice."""
+        or a dict of its fields (or give fields as keywords); `inputs` other inputs of the request; `audio` a
+        soundtrack for the model to follow (a path or bytes). Returns the job. Without `idempotency_key` a fresh one is sent, so the retries inside never queue it twice."""
         kw = submit_request(image, spec, fields, model=model, webhook=webhook, inputs=inputs,
-                            idempotency_key=idempotency_key)
+                            idempotency_key=idempotency_key, audio=audio)
         return self._request("POST", "/v1/videos", **kw).json()
 
     def get(self, job_id: str) -> dict:

@@ -269,6 +269,10 @@ class Engine:
                 frames, run = self.sample(prepared, spec, report, cancel, audio=sound)
                 fps = float(spec.fps)
             run.timings = {"prepare": prepare_seconds, **run.timings}
+            if sound is not None:  # the video followed it: its soundtrack is that one, fitted to its length
+                from ..video.audio import given_soundtrack
+
+                run.audio, run.soundtrack = given_soundtrack(sound, len(frames), fps, sound_info.get("source"))
             if spec.no_audio:
                 run.audio = None  # --no-audio: the video without the model's soundtrack
 

@@ -49,6 +49,7 @@ class RunRecord:
     keyframes: Optional[dict] = None  # set by keyframe sampling (an end image): method, loop, pairs
     length: Optional[dict] = None  # how a family made the frame count (FramePack: sections, frames trimmed)
     audio: Optional[Audio] = None  # the soundtrack a family made with the frames (LTX-2); not sidecar metadata
+    soundtrack: Optional[dict] = None  # a soundtrack given to follow (--audio): the sidecar's audio.given
 
     def to_metadata(self) -> dict:
         """The sidecar's keys for this run (timings go in separately)."""
@@ -58,6 +59,8 @@ class RunRecord:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        if self.soundtrack is not None and self.audio is not None:  # the writer adds the written track's record
+            out["audio"] = {"given": self.soundtrack}
         return out
 
 

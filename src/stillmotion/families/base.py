@@ -197,8 +197,9 @@ class Family:
         return None
 
     def run(self, pipe, image, spec: GenerationSpec, *, generator, on_step_end: Callable, end_image=None,
-            cache=None) -> Any:
-        """Denoise to latents (diffusers' own loop; `on_step_end` is its callback_on_step_end)."""
+            cache=None, audio=None) -> Any:
+        """Denoise to latents (diffusers' own loop; `on_step_end` is its callback_on_step_end). `audio`
+        (video.audio.Audio) is passed only where `audio_input` is True: a soundtrack the video follows."""
         raise NotImplementedError
 
     def decode(self, pipe, latents, spec: GenerationSpec, chunk: int, report: Callable, cancel: Callable,

@@ -12,6 +12,9 @@ An end image is LTX's own keyframe conditioning: LTX-2's LTX2ConditionPipeline w
 and the end image at the last latent index (-1), LTX-Video's LTXConditionPipeline with the end image at the last
 frame index. Both are built once from the loaded pipeline's components (no second copy of the weights).
 
+A soundtrack given to follow (`--audio FILE`, LTX-2 only) is held clean in the transformer's audio stream while the
+video denoises, LTX2DFRPipeline's freeze_audio on these pipelines: families/ltx_audio.py.
+
 `--speed fast` is diffusers' First Block Cache (families/caching.py) on the transformer; LTX-2's audio-video block
 is registered for it there (a cached pass reuses the video and the audio residuals). FAST_THRESHOLD: see below. On a
 model with a fast preset (registry.FastPreset: `ltx-2`) it is also the distilled preset: the repo's distilled LoRA on
@@ -25,6 +28,7 @@ spectrogram) and the vocoder (mel to a stereo waveform at its `output_sampling_r
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -129,23 +133,31 @@ class _LTXBase(Family):
         return pipeline_kwargs(negative_prompt=spec.negative_prompt, guidance_scale=spec.guidance_scale,
                                guidance_rescale=spec.guidance_rescale)
 
-    def run(self, pipe, image, spec, *, generator, on_step_end, end_image=None, cache=None):
+    def run(self, pipe, image, spec, *, generator, on_step_end, end_image=None, cache=None, audio=None):
         """The pipeline (or, with an end image, its condition pipeline) to latents; --speed fast's cache on for this
-        call only, off again when it returns or raises."""
+        call only, off again when it returns or raises. `audio` (LTX-2, video.audio.Audio): a soundtrack the video
+        follows, held clean in the transformer's audio stream (families/ltx_audio.py); the model's own sound is then
+        not decoded (the engine writes the given one)."""
         if (spec.decode_timestep or spec.decode_noise_scale) and not pipe.vae.config.timestep_conditioning:
             from ..errors import InvalidInput
 
             raise InvalidInput("--decode-timestep / --decode-noise-scale: this model's VAE is not "
                                "timestep-conditioned, so they would change nothing: leave them out.")
-        with self.cache_on(spec, pipe, cache):
+        follow, frozen = {}, contextlib.nullcontext()
+        if audio is not None:
+            from .ltx_audio import clean_tokens, encode_soundtrack, frozen_audio
+
+            latents = encode_soundtrack(pipe, audio, spec.num_frames, spec.fps)
+            follow, frozen = {"audio_latents": latents}, frozen_audio(pipe.transformer, clean_tokens(pipe, latents))
+        with self.cache_on(spec, pipe, cache), frozen:
             common = dict(prompt=spec.prompt or "", height=spec.height, width=spec.width, num_frames=spec.num_frames,
                           frame_rate=spec.fps, num_inference_steps=spec.num_inference_steps, generator=generator,
-                          output_type="latent", callback_on_step_end=on_step_end, **self.guidance(spec))
+                          output_type="latent", callback_on_step_end=on_step_end, **self.guidance(spec), **follow)
             if end_image is None:
                 out = pipe(image=image, **common)
             else:
                 out = self.condition_pipeline(pipe)(**self.end_conditions(image, end_image, spec), **common)
-            return LTXLatents(out.frames, getattr(out, "audio", None), generator)
+            return LTXLatents(out.frames, None if audio is not None else getattr(out, "audio", None), generator)
 
     def end_conditions(self, image, end_image, spec) -> dict:
         raise NotImplementedError
@@ -189,6 +201,7 @@ class LTX2Family(_LTXBase):
 
     name = "ltx2"
     sound = True  # its decode makes a stereo soundtrack (the vocoder's waveform)
+    audio_input = True  # --audio FILE: the video follows a given soundtrack (families/ltx_audio.py)
     label = "LTX-2"
     article = "an"
     pipeline_class = "LTX2ImageToVideoPipeline"
@@ -248,6 +261,9 @@ class LTX2Family(_LTXBase):
                 from ..errors import Cancelled
 
                 raise Cancelled()
+            if latents.audio is None:  # it followed a given soundtrack: the engine writes that one
+                self.report_decoded(spec, report, span)
+                return to_uint8(frames)
             mel = pipe.audio_vae.decode(latents.audio.to(pipe.audio_vae.dtype), return_dict=False)[0]
             wave = pipe.vocoder(mel)
         self.report_decoded(spec, report, span)

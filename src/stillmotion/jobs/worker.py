@@ -49,7 +49,7 @@ from typing import Optional
 from ..engine.config import EngineConfig
 from ..errors import Cancelled, ModelUnavailable, StillmotionError
 from ..spec import GenerationSpec
-from .layout import find_audio, find_end_image, job_dir, output_record, read_record
+from .layout import AUDIO, find_audio, find_end_image, job_dir, output_record, read_record
 from .store import SQLiteJobStore
 from .types import Job, JobStore
 
@@ -75,6 +75,7 @@ class JobInputs:
     batch: Optional[dict]  # recorded in the sidecar as a local batch records it
     output_name: Optional[str]  # the video's file name (default: the job id)
     audio: Optional[Path] = None  # a soundtrack for the model to follow (--audio)
+    audio_source: Optional[str] = None  # its uploaded file's name, for the sidecar (else the input's name)
 
 
 class JobWorker:
@@ -256,7 +257,8 @@ class JobWorker:
                                    f"{', '.join(self.models + list(self.loras))}); submit the job again.")
         return JobInputs(spec=spec, image=folder / job.input_name, end_image=find_end_image(folder), model=model,
                          lora=lora, lora_scale=float(record.get("lora_scale", 1.0)), batch=record.get("batch"),
-                         output_name=record.get("output_name"), audio=find_audio(folder))
+                         output_name=record.get("output_name"), audio=find_audio(folder),
+                         audio_source=record.get("audio_source"))
 
     def generate(self, job: Job, inputs: JobInputs):
         """The GenerationResult of the job on its model's Engine, its LoRA on for this run only; Cancelled when a
@@ -265,7 +267,8 @@ class JobWorker:
         watch = ProgressWriter(self.store, job.id, self.worker_id)
         with self.lora(engine, inputs.lora, inputs.lora_scale):
             result = engine.generate(inputs.image, inputs.spec, on_progress=watch.report, should_cancel=watch.cancelled,
-                                     source=job.input_source or None, end_image=inputs.end_image, audio=inputs.audio)
+                                     source=job.input_source or None, end_image=inputs.end_image, audio=inputs.audio,
+                                     audio_source=(inputs.audio_source or AUDIO) if inputs.audio else None)
         if watch.cancelled():
             raise Cancelled()
         return result

@@ -25,6 +25,9 @@ from .registry import REGISTRY
 from .small_svd import clip_feature_extractor, small_image_encoder, small_unet, svd_scheduler
 
 TINY_VERSION = "1"
+# a built-in model whose architecture changed since TINY_VERSION: its own version, so a cached folder is rebuilt
+# (tiny-ltx2 v2: the audio VAE's encoder compresses 4x, as LTX-2's does)
+TINY_VERSIONS = {"tiny-ltx2": "2"}
 
 
 def tiny_components(seed: int = 0, width: int = 32) -> dict:
@@ -103,7 +106,7 @@ BUILT_ON_USE = ("tiny", "tiny-wan", "tiny-ltx2", "tiny-framepack")
 
 def tiny_folder(name: str = "tiny") -> Path:
     """Where a saved built-in tiny model lives in the stillmotion cache."""
-    return cache_root() / f"{name}-v{TINY_VERSION}"
+    return cache_root() / f"{name}-v{TINY_VERSIONS.get(name, TINY_VERSION)}"
 
 
 def ensure_tiny(name: str = "tiny") -> Path:

@@ -112,8 +112,9 @@ def tiny_ltx2_components(seed: int = 0, *, heads: int = 2, head_dim: int = 8, la
         upsample_type=("spatiotemporal",) * 3, upsample_residual=(False, False, False), upsample_factor=(1, 1, 1),
         timestep_conditioning=False, patch_size=4, patch_size_t=1, encoder_causal=True, decoder_causal=False).eval()
     torch.manual_seed(seed + 4)
-    audio_vae = AutoencoderKLLTX2Audio(
-        base_channels=4, output_channels=2, ch_mult=(1,), num_res_blocks=1, attn_resolutions=None, in_channels=2,
+    audio_vae = AutoencoderKLLTX2Audio(  # LTX-2's three levels: its encoder compresses time and mel bins 4x, as the
+        # pipeline's latent sizes assume (a soundtrack given to follow, --audio, is encoded to the transformer's length)
+        base_channels=4, output_channels=2, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=None, in_channels=2,
         resolution=32, latent_channels=2, norm_type="pixel", causality_axis="height", dropout=0.0,
         mid_block_add_attention=False, sample_rate=SAMPLE_RATE, mel_hop_length=MEL_HOP, is_causal=True,
         mel_bins=8).eval()

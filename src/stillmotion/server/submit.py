@@ -36,6 +36,7 @@ class Submission:
     end_image_url: Optional[str] = None
     end_filename: Optional[str] = None
     audio: Optional[bytes] = None  # a soundtrack for the model to follow (wav, mp3, m4a)
+    audio_filename: Optional[str] = None  # the uploaded file's name: the sidecar's audio source, as a local run's
     filename: Optional[str] = None
     fields: dict = field(default_factory=dict)
     model: Optional[str] = None
@@ -64,7 +65,8 @@ INPUTS: dict[str, Input] = {
                    required=True),
     "end_image": Input("image", "optional: the image the video ends on (keyframes; the same forms as image)"),
     "audio": Input("audio", "optional: a soundtrack for the model to follow (wav, mp3 or m4a: a file in multipart, "
-                   "base64 in JSON), where the model's family takes one (refused otherwise)"),
+                   "base64 in JSON), where the model's family takes one (LTX-2; refused otherwise); the video "
+                   "carries it, cut or padded to its length"),
     "model": Input("text", "the model to run: one the server serves (leave it out for its first, the default)"),
     "lora": Input("text", "a LoRA adapter the server serves (`serve --lora NAME=FOLDER`), applied to this job only"),
     "lora_scale": Input("number", "the LoRA's strength (with lora; default 1)",
@@ -129,6 +131,7 @@ async def _form_submission(form) -> Submission:
     for key, value in form.multi_items():
         if INPUTS.get(key, _SPEC_FIELD).kind == "audio":
             sub.audio = await value.read() if hasattr(value, "read") else _base64(value, key)
+            sub.audio_filename = getattr(value, "filename", None)
         elif INPUTS.get(key, _SPEC_FIELD).kind == "image":
             if hasattr(value, "read"):
                 setattr(sub, key, await value.read())
@@ -283,8 +286,9 @@ def submit(svc, sub: Submission, *, source: str = "api", idempotency_key: Option
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{INPUT}.{_EXT.get(fmt, 'img')}"
     (folder / name).write_bytes(data)
-    if batch is not None or sub.output_name or lora:
-        write_record(folder, {"batch": batch, "output_name": sub.output_name, **(lora or {})})
+    if batch is not None or sub.output_name or lora or sub.audio_filename:
+        write_record(folder, {"batch": batch, "output_name": sub.output_name, **(lora or {}),
+                              **({"audio_source": sub.audio_filename} if sub.audio_filename else {})})
     if end is not None:  # the worker finds it by name (jobs/layout.py)
         (folder / f"{END_IMAGE}.{_EXT.get(_sniff_format(end), 'img')}").write_bytes(end)
     if sub.audio is not None:  # the worker finds it by name (jobs/layout.py); PyAV reads it by its bytes

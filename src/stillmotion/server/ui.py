@@ -10,7 +10,8 @@ choice (several models, or LoRAs) shows a model and LoRA picker; its three
 inputs (model, lora, lora_scale) come after end_image and the prompt fields
 (prompt, negative_prompt, guidance_scale), then LTX's other guidance terms
 (guidance_rescale, stg_scale, modality_scale, audio_guidance_scale) and
-FramePack's (true_cfg_scale, latent_window_size), so calls made without them
+FramePack's (true_cfg_scale, latent_window_size), then the soundtrack to
+follow (audio, where the family takes one), so calls made without them
 still work. Every numeric control takes the range its request field takes
 (CONTROLS: read from GenerationSpec's schema and submit.INPUTS).
 
@@ -19,8 +20,9 @@ control sets one spec field (FIELD_CONTROLS), and it shows only when the
 selected model's family takes that field (families.Family.takes: the field's
 `x-families`), so SVD's motion knobs show for SVD models and the prompt boxes
 for Wan models; switching the model picker shows the new model's controls and
-its defaults. The end image shows where the model can end on an image, the LoRA
-picker where its family takes LoRAs. What a hidden control holds is not sent.
+its defaults. The end image shows where the model can end on an image, the
+soundtrack where it can follow one (Family.audio_input), the LoRA picker where
+its family takes LoRAs. What a hidden control holds is not sent.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class UI:
     def generate(self, image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
                  min_cfg, max_cfg, decode_chunk, fmt, end_image=None, prompt=None, negative_prompt=None,
                  guidance=None, model=None, lora=None, lora_scale=None, guidance_rescale=None, stg=None,
-                 modality=None, audio_guidance=None, true_cfg=None, latent_window=None,
+                 modality=None, audio_guidance=None, true_cfg=None, latent_window=None, audio=None,
                  request: gr.Request = None, progress=gr.Progress()):
         if not image:
             raise gr.Error("Upload an image first.")
@@ -98,9 +100,12 @@ class UI:
             end_image = None
         if not family.lora:
             lora = None
+        if not family.audio_input:
+            audio = None
         try:
             data = Path(image).read_bytes()
             end = dict(end_image=Path(end_image).read_bytes(), end_filename=Path(end_image).name) if end_image else {}
+            end |= dict(audio=Path(audio).read_bytes(), audio_filename=Path(audio).name) if audio else {}
             picks = dict(model=model or None, lora=None if lora in (None, "", NO_LORA) else lora)
             if picks["lora"] is not None and lora_scale is not None:
                 picks["lora_scale"] = float(lora_scale)
@@ -320,6 +325,8 @@ def build_ui(svc) -> gr.Blocks:
                 end_image = gr.Image(label="End image (optional: the video ends on it)", type="filepath",
                                      sources=["upload", "clipboard"], height=160, elem_id="sm-end-image",
                                      visible=family.supports_end_image(entry))
+                sound = gr.Audio(label="Soundtrack (optional: the video follows it and carries it)", type="filepath",
+                                 sources=["upload"], elem_id="sm-audio", visible=family.audio_input)
                 crop = gr.Image(label="What the model will see", interactive=False, height=240, elem_id="sm-crop")
                 crop_note = gr.Markdown(elem_id="sm-crop-note")
                 prompt = _textbox("sm-prompt", "Prompt (what should happen in the video)", shown("prompt"), 2,
@@ -386,7 +393,7 @@ def build_ui(svc) -> gr.Blocks:
         inputs = [image, seed, random_seed, fps, frames, steps, motion, noise, width, height, resize,
                   min_cfg, max_cfg, decode_chunk, fmt, end_image, prompt, negative, guidance,
                   *(picker or [gr.State(None) for _ in range(3)]), rescale, stg, modality, audio_guidance,
-                  true_cfg, window]
+                  true_cfg, window, sound]
         # every control that sets a spec field, by field: what a model switch shows, hides and resets
         by_field = {FIELD_CONTROLS[c.elem_id]: c for c in inputs if c.elem_id in FIELD_CONTROLS}
         labels = {f: c.label for f, c in by_field.items()}
@@ -396,12 +403,13 @@ def build_ui(svc) -> gr.Blocks:
             comp.change(ui.preview, [image, width, height, resize, *chosen], [crop, crop_note],
                         show_progress="hidden", api_name=False, concurrency_limit=None)
         if chosen:
-            switched = [about, end_image, *by_field.values(), *picker[1:]]
+            switched = [about, end_image, sound, *by_field.values(), *picker[1:]]
 
             def switch(name):
                 """The chosen model's controls shown (its family's fields), the others hidden; its defaults set."""
                 e, fam = ui.model_of(name)
-                updates = [_about(name, e, fam, labels), gr.update(visible=fam.supports_end_image(e))]
+                updates = [_about(name, e, fam, labels), gr.update(visible=fam.supports_end_image(e)),
+                           gr.update(visible=fam.audio_input)]
                 for field, comp in by_field.items():
                     value = getattr(e.defaults, field) if field in DEFAULTED else None
                     kw = {"value": value} if value is not None and not isinstance(comp, gr.Textbox) else {}

@@ -120,6 +120,16 @@ def fit(audio: Audio, frames: int, fps: float) -> Audio:
     return Audio(s, audio.rate)
 
 
+def given_soundtrack(audio: Audio, frames: int, fps: float, source: str | None = None) -> tuple[Audio, dict]:
+    """A soundtrack the video was made to follow (--audio), as the video's own: cut, or padded with silence, to
+    `frames` at `fps` (at its own rate, no resampling) -> (that Audio, what the sidecar's audio.given says of it)."""
+    fitted = fit(audio, frames, fps)
+    cut = len(audio) - len(fitted)
+    return fitted, {"source": source, "rate": audio.rate, "channels": audio.channels,
+                    "seconds": round(audio.seconds, 6), "trimmed_seconds": round(max(cut, 0) / audio.rate, 6),
+                    "padded_seconds": round(max(-cut, 0) / audio.rate, 6)}
+
+
 # ----------------------------------------------------------------------------- rates
 def resample(audio: Audio, rate: int) -> Audio:
     """To another rate with FFmpeg's resampler (libswresample: windowed-sinc, band-limited), delay flushed, so

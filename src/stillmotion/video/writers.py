@@ -169,7 +169,8 @@ def write(
         audio = None  # no samples: no track (an encoder given nothing would write an empty, unplayable one)
     wav = wav_path(target) if audio is not None and fmt not in ("mp4", "webm") else None
     if audio is not None:
-        metadata = {**(metadata or {}), "audio": record(audio, fmt, wav.name if wav else None)}
+        given = (metadata or {}).get("audio") or {}  # what the run says of its soundtrack (a given one: "given")
+        metadata = {**(metadata or {}), "audio": {**given, **record(audio, fmt, wav.name if wav else None)}}
     stable = {k: v for k, v in (metadata or {}).items() if k not in VOLATILE_KEYS}
     comment = dumps(build_sidecar(stable, output), pretty=False)  # also checks metadata is JSON-able
     side = sidecar_path(target) if sidecar else None
