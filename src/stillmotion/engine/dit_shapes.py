@@ -205,6 +205,22 @@ def stage_profile(shape: DiTShape, frames: int, height: int, width: int, tiling:
     return shape.profiles[key]
 
 
+def encoder_stage(tokens: int) -> Callable:
+    """The text stage of a T5-style encoder (Wan's UMT5, LTX-Video's T5) on a prompt padded to `tokens`."""
+
+    def text(shape, frames, height, width, tiling, cfg, **knobs):
+        import torch
+
+        from .dryrun import DryRun
+
+        with DryRun() as run:
+            ids = torch.zeros(1, tokens, dtype=torch.long, device="meta")
+            shape.modules["text_encoder"](ids).last_hidden_state  # no mask: the same work, none built
+            return run.mode.peak, run.stage_flops()
+
+    return text
+
+
 def run_dtype(shape: DiTShape):
     import torch
 

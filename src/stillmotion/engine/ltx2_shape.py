@@ -108,7 +108,8 @@ def _connectors(shape, frames, height, width, tiling, cfg, **knobs):
         return run.mode.peak, run.stage_flops()
 
 
-def _vae_encode(shape, frames, height, width, tiling, cfg, **knobs):
+def vae_encode(shape, frames, height, width, tiling, cfg, **knobs):
+    """The LTX video VAE's encode of the image (LTX-2's and LTX-Video's)."""
     import torch
 
     vae = shape.modules["vae"]
@@ -147,15 +148,19 @@ def _denoise(shape, frames, height, width, tiling, cfg, **knobs):
         return run.mode.peak, run.stage_flops()
 
 
-def _decode(shape, frames, height, width, tiling, cfg, **knobs):
+def video_decode(shape, frames, height, width, tiling, cfg, **knobs):
+    """The LTX video VAE's decode of the whole clip's latents (LTX-2's and LTX-Video's: the same VAE design; tiled:
+    diffusers' own tiled decode, run on meta whole)."""
     import torch
 
-    sz, vae = _sizes(shape, frames, height, width), shape.modules["vae"]
+    vae = shape.modules["vae"]
+    st, tt = vae.spatial_compression_ratio, vae.temporal_compression_ratio
     if tiling:
         vae.enable_tiling()
     try:
         with DryRun() as run:
-            z = torch.empty(1, sz["z"], sz["lf"], sz["h"], sz["w"], dtype=run_dtype(shape), device="meta")
+            z = torch.empty(1, vae.config.latent_channels, (frames - 1) // tt + 1, height // st, width // st,
+                            dtype=run_dtype(shape), device="meta")
             t = torch.empty((), device="meta") if vae.config.timestep_conditioning else None
             video = vae.decode(z, t, return_dict=False)[0]
             (video.float() / 2 + 0.5).clamp(0, 1)
@@ -197,7 +202,7 @@ LTX2 = Layout(
     components=("transformer", "text_encoder", "connectors", "vae", "audio_vae", "vocoder"),
     denoisers=("transformer",), text_encoders=("text_encoder",),
     stages={"text": (("text_encoder",), _text), "connectors": (("connectors",), _connectors),
-            "vae_encode": (("vae",), _vae_encode), "denoise": (("transformer",), _denoise),
-            "decode": (("vae",), _decode), "audio": (("audio_vae", "vocoder"), _audio)},
+            "vae_encode": (("vae",), vae_encode), "denoise": (("transformer",), _denoise),
+            "decode": (("vae",), video_decode), "audio": (("audio_vae", "vocoder"), _audio)},
     calls=_calls, knobs=_knobs, text_off="first", group_level="block", reference="ltx2_reference",
     batched_cfg=True)

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import functools
 
-from .dit_shapes import DiTShape, Layout, entry_shape, run_dtype
+from .dit_shapes import DiTShape, Layout, encoder_stage, entry_shape, run_dtype
 from .dryrun import DryRun
+from .ltx2_shape import vae_encode, video_decode
 
 TEXT_TOKENS = 128  # the pipelines pad every prompt to max_sequence_length = 128 tokens
 
@@ -72,26 +73,7 @@ def _sizes(shape: DiTShape, frames: int, height: int, width: int) -> dict:
     vae, tr = shape.modules["vae"], shape.modules["transformer"].config
     st, tt = vae.spatial_compression_ratio, vae.temporal_compression_ratio
     lf, h, w = (frames - 1) // tt + 1, height // st, width // st
-    return {"lf": lf, "h": h, "w": w, "z": vae.config.latent_channels,
-            "tokens": lf // tr.patch_size_t * (h // tr.patch_size) * (w // tr.patch_size)}
-
-
-def _text(shape, frames, height, width, tiling, cfg, **knobs):
-    import torch
-
-    with DryRun() as run:
-        ids = torch.zeros(1, TEXT_TOKENS, dtype=torch.long, device="meta")
-        shape.modules["text_encoder"](ids).last_hidden_state  # no mask: the same work, none built
-        return run.mode.peak, run.stage_flops()
-
-
-def _vae_encode(shape, frames, height, width, tiling, cfg, **knobs):
-    import torch
-
-    with DryRun() as run:
-        z = torch.empty(1, 3, 1, height, width, dtype=run_dtype(shape), device="meta")
-        shape.modules["vae"].encode(z).latent_dist.mode()
-        return run.mode.peak, run.stage_flops()
+    return {"lf": lf, "h": h, "w": w, "tokens": lf // tr.patch_size_t * (h // tr.patch_size) * (w // tr.patch_size)}
 
 
 def _denoise(shape, frames, height, width, tiling, cfg, **knobs):
@@ -111,23 +93,6 @@ def _denoise(shape, frames, height, width, tiling, cfg, **knobs):
         return run.mode.peak, run.stage_flops()
 
 
-def _decode(shape, frames, height, width, tiling, cfg, **knobs):
-    import torch
-
-    sz, vae = _sizes(shape, frames, height, width), shape.modules["vae"]
-    if tiling:
-        vae.enable_tiling()
-    try:
-        with DryRun() as run:
-            z = torch.empty(1, sz["z"], sz["lf"], sz["h"], sz["w"], dtype=run_dtype(shape), device="meta")
-            t = torch.empty(1, device="meta") if vae.config.timestep_conditioning else None
-            video = vae.decode(z, t, return_dict=False)[0]
-            (video.float() / 2 + 0.5).clamp(0, 1)
-            return run.mode.peak, run.stage_flops()
-    finally:
-        vae.disable_tiling()
-
-
 def _calls(shape: DiTShape, frames: int, steps: int, cfg: bool, **knobs) -> dict:
     """Per video: T5 on the prompt and the negative, the transformer once a step (a batch of two with guidance),
     the decodes once."""
@@ -136,6 +101,6 @@ def _calls(shape: DiTShape, frames: int, steps: int, cfg: bool, **knobs) -> dict
 
 LTX = Layout(
     components=("transformer", "text_encoder", "vae"), denoisers=("transformer",), text_encoders=("text_encoder",),
-    stages={"text": (("text_encoder",), _text), "vae_encode": (("vae",), _vae_encode),
-            "denoise": (("transformer",), _denoise), "decode": (("vae",), _decode)},
+    stages={"text": (("text_encoder",), encoder_stage(TEXT_TOKENS)), "vae_encode": (("vae",), vae_encode),
+            "denoise": (("transformer",), _denoise), "decode": (("vae",), video_decode)},
     calls=_calls, text_off="first", group_level="block", reference="ltx2_reference", batched_cfg=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
-from .dit_shapes import DiTShape, Layout, entry_shape, run_dtype
+from .dit_shapes import DiTShape, Layout, encoder_stage, entry_shape, run_dtype
 from .dryrun import DryRun
 
 TEXT_TOKENS = 512  # the pipeline pads every prompt to 512 tokens
@@ -49,15 +49,6 @@ def _sizes(shape: DiTShape, frames: int, height: int, width: int) -> dict:
     p = t["patch_size"]
     return {"lf": lf, "h": h, "w": w, "tokens": lf // p[0] * (h // p[1]) * (w // p[2]), "z": vae["z_dim"],
             "expand": t["in_channels"] == vae["z_dim"]}  # TI2V: nothing concatenated, per-token timesteps
-
-
-def _text(shape, frames, height, width, tiling, cfg, **knobs):
-    import torch
-
-    with DryRun() as run:
-        ids = torch.zeros(1, TEXT_TOKENS, dtype=torch.long, device="meta")
-        shape.modules["text_encoder"](ids).last_hidden_state  # no mask: the same work, none built
-        return run.mode.peak, run.stage_flops()
 
 
 def _image(shape, frames, height, width, tiling, cfg, **knobs):
@@ -154,7 +145,7 @@ def _calls(shape: DiTShape, frames: int, steps: int, cfg: bool, **knobs) -> dict
 WAN = Layout(
     components=("transformer", "transformer_2", "text_encoder", "image_encoder", "vae"),
     denoisers=("transformer", "transformer_2"), text_encoders=("text_encoder",),
-    stages={"text": (("text_encoder",), _text), "image": (("image_encoder",), _image),
+    stages={"text": (("text_encoder",), encoder_stage(TEXT_TOKENS)), "image": (("image_encoder",), _image),
             "vae_encode": (("vae",), _vae_encode), "denoise": (("transformer", "transformer_2"), _denoise),
             "decode": (("vae",), _decode)},
     calls=_calls, fp32=("vae", "image_encoder"), text_off="cpu", group_level="block", reference="wan_reference")
