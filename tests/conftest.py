@@ -29,7 +29,47 @@ EXAMPLE_IMAGE = REPO / "examples" / "harbour.jpg"
 # --- parallel runs: pytest-xdist, `-n 2 --dist loadfile` in pyproject's addopts ---
 # A test file runs on one worker, so each file's server and the Ray cluster (all Ray tests are in
 # test_ray.py) start once. (Not loadgroup: with pytest 9.2, xdist 3.8 cannot put its group names into
-# the node ids, and groups silently fall apart.)
+# the node ids, and groups silently fall apart.) The scheduler below keeps loadfile's rule and adds two:
+# files hand out longest first (xdist's own order is by test count, which put the Ray file, a third of
+# the suite, mid-queue and left the other worker idle at the end), and files that share a session
+# fixture which starts a server go to the same worker, where it starts once.
+
+# Seconds each of the slow files takes on a quiet 2-core machine (`--durations=0`, summed per file):
+# only the order depends on them. A file not listed counts half a second a test.
+FILE_SECONDS = {
+    "test_ray.py": 330, "test_multimodel.py": 70, "test_server_api.py": 56, "test_dit_plan.py": 52,
+    "test_client.py": 50, "test_ltx_audio.py": 50, "test_wan_plan.py": 48, "test_keyframes.py": 32,
+    "test_wan.py": 30, "test_estimate.py": 27, "test_api_contract.py": 25, "test_framepack.py": 23,
+    "test_memory.py": 23, "test_server_ui.py": 19, "test_batch.py": 15, "test_train.py": 12,
+}
+# Files that share a session-scoped server (conftest.live_server): one unit of work, one server.
+SHARED_SERVER = {"test_server_api.py": "live_server", "test_server_ui.py": "live_server",
+                 "test_keyframes.py": "live_server"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongestFirst(LoadFileScheduling):
+        """loadfile, with the files that share a server as one unit, handed out longest first."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SHARED_SERVER.get(Path(path).name, path)
+
+        def _seconds(self, scope: str) -> float:
+            files = {Path(n.split("::", 1)[0]).name for n in self.workqueue[scope]}
+            return sum(FILE_SECONDS.get(f, 0) for f in files) + 0.5 * sum(
+                1 for n in self.workqueue[scope] if Path(n.split("::", 1)[0]).name not in FILE_SECONDS)
+
+        def _assign_work_unit(self, node) -> None:
+            self.workqueue.move_to_end(max(self.workqueue, key=self._seconds), last=False)
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
 
 
 @pytest.fixture(scope="session")
