@@ -292,7 +292,8 @@ def test_ray_data_batch_resumes_after_its_driver_is_killed_and_equals_the_plain_
         "output": Path(r["output"]).name} for r in rows]
     assert report["schema"] == want["schema"] and strip(report["items"]) == strip(want["items"])
     assert {r["status"] for r in want["items"]} == {"done"}
-    assert sorted(r["status"] for r in report["items"]) == sorted(["done"] * counts["done"] + ["skipped"] * counts["skipped"])
+    statuses = sorted(r["status"] for r in report["items"])
+    assert statuses == sorted(["done"] * counts["done"] + ["skipped"] * counts["skipped"])
 
     # resume: the same command again makes nothing
     fast = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 2}
