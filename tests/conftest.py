@@ -29,7 +29,49 @@ EXAMPLE_IMAGE = REPO / "examples" / "harbour.jpg"
 # --- parallel runs: pytest-xdist, `-n 2 --dist loadfile` in pyproject's addopts ---
 # A test file runs on one worker, so each file's server and the Ray cluster (all Ray tests are in
 # test_ray.py) start once. (Not loadgroup: with pytest 9.2, xdist 3.8 cannot put its group names into
-# the node ids, and groups silently fall apart.)
+# the node ids, and groups silently fall apart.) The scheduler below keeps loadfile's rule and adds two:
+# files hand out longest first (xdist's own order is by test count: the Ray file, 13 tests and a third of
+# the suite's time, came mid-queue), and files that share a session fixture which starts a server go to
+# the same worker, where it starts once.
+
+# Seconds each of the slow files took in a whole-suite run on a busy 2-core machine (`--junitxml` times summed per
+# file): only the order depends on them. A file not listed counts half a second a test.
+FILE_SECONDS = {
+    "test_ray.py": 272, "test_server_api.py": 80, "test_keyframes.py": 40, "test_multimodel.py": 60,
+    "test_ltx_audio.py": 45, "test_wan.py": 43, "test_framepack.py": 37, "test_api_contract.py": 34,
+    "test_wan_comfy.py": 28, "test_client.py": 24, "test_train.py": 24, "test_dit_plan.py": 24,
+    "test_single_file.py": 21, "test_server_ui.py": 21, "test_demo.py": 19, "test_wan_plan.py": 19,
+    "test_memory.py": 18, "test_engine.py": 18, "test_models.py": 18, "test_batch.py": 16, "test_remote_inputs.py": 15,
+}
+# Files that share a session-scoped server (conftest.live_server): one unit of work, one server.
+SHARED_SERVER = {"test_server_api.py": "live_server", "test_server_ui.py": "live_server",
+                 "test_keyframes.py": "live_server"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` (addopts) gets LongestFirst; any other --dist mode keeps xdist's own."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongestFirst(LoadFileScheduling):
+        """loadfile, with the files that share a server as one unit, handed out longest first."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SHARED_SERVER.get(Path(path).name, path)
+
+        def _seconds(self, scope: str) -> float:
+            files = {Path(n.split("::", 1)[0]).name for n in self.workqueue[scope]}
+            return sum(FILE_SECONDS.get(f, 0) for f in files) + 0.5 * sum(
+                1 for n in self.workqueue[scope] if Path(n.split("::", 1)[0]).name not in FILE_SECONDS)
+
+        def _assign_work_unit(self, node) -> None:
+            self.workqueue.move_to_end(max(self.workqueue, key=self._seconds), last=False)
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
 
 
 @pytest.fixture(scope="session")

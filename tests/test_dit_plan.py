@@ -271,3 +271,31 @@ def test_ltx_video_is_counted_and_planned_in_24gb(tmp_path):
     dit_plan._remove_text_first(engine.pipe)
     dit_plan.group_offload(engine.pipe, layout, "cpu", stream_texts=True, use_stream=False)
     assert np.array_equal(base, _frames(engine, **kw))
+
+
+def test_the_dry_runs_memo_counts_what_counting_every_op_counts(monkeypatch):
+    """engine/dryrun.py makes the outputs of an op it has seen on the same argument shapes again from a memo
+    (what makes a 121-frame estimate quick): every stage of each transformer family's tiny model (a tiled decode)
+    counts the same working bytes and FLOPs as a dry run that runs every op. (The published models' estimates
+    were compared byte for byte when the memo came in.)"""
+    import dataclasses
+
+    from stillmotion.engine import dryrun
+    from stillmotion.engine.dit_shapes import stage_profile
+    from stillmotion.engine.framepack_shape import framepack_shape
+    from stillmotion.engine.ltx2_shape import ltx2_shape
+    from stillmotion.engine.wan_shape import wan_shape
+    from stillmotion.models.resolve import entry_for
+
+    shapes = [wan_shape(entry_for("tiny-wan")), ltx2_shape(entry_for("tiny-ltx2")),
+              framepack_shape(entry_for("tiny-framepack"))]
+
+    def profiles() -> list:
+        return [stage_profile(dataclasses.replace(s, profiles={}), 9, 64, 64, True, cfg=True) for s in shapes]
+
+    dryrun._MEMO.clear()
+    memoized = profiles()
+    assert dryrun._MEMO  # it was used
+    with monkeypatch.context() as m:
+        m.setattr(dryrun, "_memo_key", lambda *a: None)
+        assert profiles() == memoized

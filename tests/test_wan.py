@@ -369,7 +369,8 @@ def test_wan_keyframes_chain_the_pipelines_last_image(tmp_path):
 def test_each_layout_is_the_same_through_batch_and_a_server(wan_folders, tmp_path_factory):
     """For each Wan layout (2.1 with CLIP, 2.2 A14B, TI2V-5B): `generate`, `batch` and `generate --server` write MP4s
     whose decoded frames are identical (the files differ only in the recorded source and paths). `generate` equals the stock pipeline (test_generate_equals_the_stock_pipeline), so every front
-    end does. The Ray batch of these layouts: tests/test_ray.py. One server serves the three folders."""
+    end does. The Ray batch (one layout: the actor runs the same BatchRunner): tests/test_ray.py. One server serves
+    the three folders."""
     import hashlib
     import json
 

@@ -31,6 +31,9 @@ class _LiveBytes:
                 self.now = 0
                 self.peak = 0
                 self.flops = 0
+                if len(_MEMO) > 200_000:  # a bound on what many models' dry runs in one process keep
+                    _MEMO.clear()
+                self.memo = _MEMO
 
             def _sweep(self):
                 dead = [k for k, (ref, _) in self.live.items() if ref.expired()]
@@ -56,14 +59,96 @@ class _LiveBytes:
                 import torch.utils._pytree as pytree
 
                 kwargs = kwargs or {}
-                out = func(*args, **kwargs)
-                self.flops += _op_flops(func, args, kwargs, out, flop_registry)
+                key = _memo_key(func, args, kwargs)
+                hit = self.memo.get(key) if key is not None else None
+                if hit is not None:  # the same op on the same shapes before: its outputs' shapes, fresh storage
+                    template, flops = hit
+                    out = pytree.tree_map(_fresh, template)
+                else:
+                    out = func(*args, **kwargs)
+                    flops = _op_flops(func, args, kwargs, out, flop_registry)
+                    if key is not None and (template := _template(out, args, kwargs)) is not None:
+                        self.memo[key] = (template, flops)
+                self.flops += flops
                 self._sweep()
                 for t in pytree.tree_leaves(out):
                     self.add(t)
                 return out
 
         return Mode()
+
+
+# A transformer's blocks, a VAE's per-frame decode loop: a dry run makes the same op on the same shapes
+# thousands of times, and on meta each call runs PyTorch's Python shape functions (most of a 121-frame
+# estimate's time). An op whose outputs are new tensors (no view, no in-place write) gives outputs whose
+# shapes, strides and dtypes depend only on its inputs' and its other arguments, so the second call on
+# the same signature makes them directly; the bytes and FLOPs counted are those of the first call (the
+# same op again in another stage, or the same stages again with tiling, counts the same).
+_MEMO: dict = {}  # op signature -> (outputs' template, FLOPs): shared by every dry run in the process
+
+
+class _Out:
+    """An output tensor in a memo: what torch.empty_strided needs to make it again."""
+
+    __slots__ = ("shape", "stride", "dtype")
+
+    def __init__(self, t):
+        self.shape, self.stride, self.dtype = tuple(t.shape), t.stride(), t.dtype
+
+
+def _sig(x):
+    """A hashable signature of one argument (None: an argument the memo does not handle)."""
+    import torch
+
+    if isinstance(x, torch.Tensor):  # on the CPU its values count, and a model makes a few small ones there
+        return (tuple(x.shape), x.stride(), x.storage_offset(), x.dtype) if x.is_meta else None
+    if isinstance(x, (list, tuple)):
+        parts = tuple(_sig(v) for v in x)
+        return None if any(p is None for p in parts) else (type(x).__name__, parts)
+    if x is None or isinstance(x, (bool, int, float, str, torch.dtype, torch.device, torch.memory_format,
+                                   torch.layout)):
+        return (type(x).__name__, x)
+    return None
+
+
+def _memo_key(func, args, kwargs):
+    """The op and its arguments' signatures, or None for an op that may alias or write its inputs."""
+    import torch
+
+    schema = func._schema
+    if any(a.alias_info is not None for a in schema.arguments) or \
+            any(r.alias_info is not None for r in schema.returns):
+        return None
+    sig = _sig((args, tuple(sorted(kwargs.items()))))
+    return None if sig is None else (func, sig, torch.get_default_dtype())  # a factory op's dtype by default
+
+
+def _template(out, args, kwargs):
+    """`out` with its tensors as _Out, or None where a fresh tensor would not match one (an input's storage,
+    two outputs on one storage, a storage offset, a larger storage than its shape needs)."""
+    import torch
+    import torch.utils._pytree as pytree
+
+    leaves = pytree.tree_leaves(out)
+    tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
+    storages = {t.untyped_storage()._cdata for t in tensors}
+    inputs = {t.untyped_storage()._cdata for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+    if len(storages) < len(tensors) or storages & inputs:
+        return None
+    for t in tensors:
+        need = 0 if t.numel() == 0 else (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))) * t.element_size()
+        if not t.is_meta or t.storage_offset() != 0 or t.untyped_storage().nbytes() != need or \
+                t.layout != torch.strided:
+            return None
+    if any(not isinstance(v, (torch.Tensor, bool, int, float, type(None))) for v in leaves):
+        return None
+    return pytree.tree_map(lambda v: _Out(v) if isinstance(v, torch.Tensor) else v, out)
+
+
+def _fresh(v):
+    import torch
+
+    return torch.empty_strided(v.shape, v.stride, dtype=v.dtype, device="meta") if isinstance(v, _Out) else v
 
 
 def _op_flops(func, args, kwargs, out, registry) -> int:
