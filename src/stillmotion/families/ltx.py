@@ -39,8 +39,8 @@ from .wan import FAST_THRESHOLD as WAN_FAST_THRESHOLD
 
 # First Block Cache threshold for --speed fast on LTX: Wan's (families/wan.py). bench/bench_ltx.py on a mid-size random
 # LTX-2 (4 heads x 32, 8 blocks, 192x192, 25 frames, 20 steps at the pipeline's guidance: three caches a step, for the
-# CFG batch, STG and modality isolation) measured it: 47 of 60 passes cached, 2.75x fewer FLOPs, 2.6x CPU time, PSNR
-# 43 dB against exact (another seed: 19.5 dB), the sound's SNR 82 dB; 0.1 gave 1.95x FLOPs at 49 dB, 0.2 3.1x at
+# CFG batch, STG and modality isolation) measured it: 47 of 60 passes cached, 2.75x fewer FLOPs, 2.35x CPU time, PSNR
+# 43 dB against exact (another seed: 19.5 dB), the sound's SNR 67 dB (tiny_ltx v2 audio VAE); 0.1 gave 1.95x FLOPs at 49 dB, 0.2 3.1x at
 # 39 dB (bench/results/ltx-cpu-20261202.json). Random weights: a trained LTX-2's residuals move differently.
 FAST_THRESHOLD = WAN_FAST_THRESHOLD
 LORA_ADAPTER = "distilled"  # the fast preset's adapter name on the pipeline
