@@ -37,11 +37,11 @@ EXAMPLE_IMAGE = REPO / "examples" / "harbour.jpg"
 # Seconds each of the slow files took in a whole-suite run on a busy 2-core machine (`--junitxml` times summed per
 # file): only the order depends on them. A file not listed counts half a second a test.
 FILE_SECONDS = {
-    "test_ray.py": 272, "test_server_api.py": 80, "test_keyframes.py": 40, "test_multimodel.py": 60,
-    "test_ltx_audio.py": 45, "test_wan.py": 43, "test_framepack.py": 37, "test_api_contract.py": 34,
-    "test_wan_comfy.py": 28, "test_client.py": 24, "test_train.py": 24, "test_dit_plan.py": 24,
-    "test_single_file.py": 21, "test_server_ui.py": 21, "test_demo.py": 19, "test_wan_plan.py": 19,
-    "test_memory.py": 18, "test_engine.py": 18, "test_models.py": 18, "test_batch.py": 16, "test_remote_inputs.py": 15,
+    "test_ray.py": 297, "test_server_api.py": 61, "test_ltx_audio.py": 50, "test_wan.py": 42, "test_multimodel.py": 39,
+    "test_keyframes.py": 35, "test_framepack.py": 30, "test_dit_plan.py": 30, "test_api_contract.py": 24,
+    "test_server_ui.py": 20, "test_client.py": 19, "test_train.py": 17, "test_memory.py": 14, "test_wan_comfy.py": 13,
+    "test_models.py": 12, "test_wan_plan.py": 12, "test_single_file.py": 11, "test_batch.py": 11, "test_ltx.py": 10,
+    "test_demo.py": 10, "test_remote_inputs.py": 9, "test_ltx_comfy.py": 8, "test_engine.py": 8, "test_estimate.py": 7,
 }
 # Files that share a session-scoped server (conftest.live_server): one unit of work, one server.
 SHARED_SERVER = {"test_server_api.py": "live_server", "test_server_ui.py": "live_server",
