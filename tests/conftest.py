@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_IMAGE = REPO / "examples" / "harbour.jpg"
 
 
-# --- parallel runs: pytest-xdist, `-n 2 --dist loadfile` in pyproject's addopts ---
+# --- parallel runs: pytest-xdist, `-n 3 --dist loadfile` in pyproject's addopts ---
 # A test file runs on one worker, so each file's server and the Ray cluster (all Ray tests are in
 # test_ray.py) start once. (Not loadgroup: with pytest 9.2, xdist 3.8 cannot put its group names into
 # the node ids, and groups silently fall apart.) The scheduler below keeps loadfile's rule and adds two:
