@@ -48,19 +48,6 @@ SHARED_SERVER = {"test_server_api.py": "live_server", "test_server_ui.py": "live
                  "test_keyframes.py": "live_server"}
 
 
-CRITICAL = "test_ray.py"  # the longest file: the run lasts as long as it does
-
-
-def pytest_runtest_setup(item) -> None:
-    """An xdist worker whose first file is not the Ray file lowers its priority (nice 5, and the servers and
-    processes its tests start inherit it): the Ray file's replicas and actors get the cores when they want them,
-    the other files fill the time they wait. A worker that starts on the Ray file keeps its priority."""
-    if os.environ.get("PYTEST_XDIST_WORKER") and not getattr(pytest_runtest_setup, "decided", False):
-        pytest_runtest_setup.decided = True
-        if item.path.name != CRITICAL:
-            os.nice(5)
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """`--dist loadfile` (addopts) gets LongestFirst; any other --dist mode keeps xdist's own."""
