@@ -10,6 +10,7 @@ meta from published configs, a folder's or a loaded pipeline's, counted per comp
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -88,10 +89,27 @@ def configs_shape(layout: Layout, classes: dict, configs: dict, dtype_name: str,
     return build_shape(layout, modules, torch_dtype(dtype_name), name)
 
 
+def entry_shapes(layout: Layout, classes: Callable[[], dict], configs: Callable[[str], dict], family: str,
+                 maxsize: int = 4) -> Callable[..., DiTShape]:
+    """A family's `shape(entry, dtype_name="bf16")`: its entry_shape, cached per entry and dtype (a Layout is not
+    hashable, so each family's function holds its own cache)."""
+
+    @functools.lru_cache(maxsize=maxsize)
+    def cached(entry, dtype_name: str) -> DiTShape:
+        return entry_shape(layout, classes, configs, entry, dtype_name)
+
+    def shape(entry, dtype_name: str = "bf16") -> DiTShape:
+        return cached(entry, dtype_name)  # one cache key whether the dtype is given or defaulted
+
+    shape.__doc__ = (f"{family}'s shape of a model entry: a registry model's published configs, else its folder's "
+                     "(no download).")
+    return shape
+
+
 def entry_shape(layout: Layout, classes: Callable[[], dict], configs: Callable[[str], dict], entry,
                 dtype_name: str) -> DiTShape:
     """A family's shape of a model entry: a registry model's published configs (`configs(name)`, built as
-    `classes()`), else its folder's (no download). Each family caches its own calls (a Layout is not hashable)."""
+    `classes()`), else its folder's (no download)."""
     if entry.source == "registry":
         return configs_shape(layout, classes(), configs(entry.name), dtype_name, entry.name)
     from ..models.resolve import resolve

@@ -22,10 +22,9 @@ vision tower (lllyasviel/flux_redux_bfl's image_encoder).
 
 from __future__ import annotations
 
-import functools
 import math
 
-from .dit_shapes import (DiTShape, Layout, entry_shape, run_dtype, spatial_tiles,
+from .dit_shapes import (DiTShape, Layout, entry_shapes, run_dtype, spatial_tiles,
                          tiled_decode)
 from .dryrun import DryRun
 
@@ -58,15 +57,6 @@ def framepack_classes() -> dict:
             "vae": diffusers.AutoencoderKLHunyuanVideo, "text_encoder": transformers.LlamaModel,
             "text_encoder_2": transformers.CLIPTextModel, "image_encoder": transformers.SiglipVisionModel}
 
-
-def framepack_shape(entry, dtype_name: str = "bf16") -> DiTShape:
-    """FramePack's shape of a model entry: a registry model's published configs, else its folder's (no download)."""
-    return _entry_shape(entry, dtype_name)
-
-
-@functools.lru_cache(maxsize=4)
-def _entry_shape(entry, dtype_name: str) -> DiTShape:
-    return entry_shape(FRAMEPACK, framepack_classes, framepack_configs, entry, dtype_name)
 
 
 def sections(frames: int, window: int = WINDOW) -> int:
@@ -193,3 +183,6 @@ FRAMEPACK = Layout(
             "denoise": (("transformer",), _denoise), "decode": (("vae",), _decode)},
     calls=_calls, knobs=_knobs, profile_knobs=("window",), text_off="first", group_level="leaf", reference="framepack_reference",
     text_stages=("text", "text_2"))
+
+
+framepack_shape = entry_shapes(FRAMEPACK, framepack_classes, framepack_configs, "FramePack")

@@ -20,10 +20,9 @@ the same shapes) (text 3840 wide, 48 layers, 16 heads / 8 KV heads of 256, MLP
 
 from __future__ import annotations
 
-import functools
 import math
 
-from .dit_shapes import DiTShape, Layout, entry_shape, run_dtype
+from .dit_shapes import DiTShape, Layout, entry_shapes, run_dtype
 from .dryrun import DryRun
 
 TEXT_TOKENS = 1024  # the pipeline pads every prompt to max_sequence_length = 1024 tokens
@@ -61,15 +60,6 @@ def ltx2_classes() -> dict:
             "audio_vae": diffusers.AutoencoderKLLTX2Audio, "connectors": LTX2TextConnectors, "vocoder": LTX2Vocoder,
             "text_encoder": transformers.Gemma3ForConditionalGeneration}
 
-
-def ltx2_shape(entry, dtype_name: str = "bf16") -> DiTShape:
-    """LTX-2's shape of a model entry: a registry model's published configs, else its folder's (no download)."""
-    return _entry_shape(entry, dtype_name)
-
-
-@functools.lru_cache(maxsize=4)
-def _entry_shape(entry, dtype_name: str) -> DiTShape:
-    return entry_shape(LTX2, ltx2_classes, ltx2_configs, entry, dtype_name)
 
 
 # ----------------------------------------------------------------------------
@@ -206,3 +196,6 @@ LTX2 = Layout(
             "decode": (("vae",), video_decode), "audio": (("audio_vae", "vocoder"), _audio)},
     calls=_calls, knobs=_knobs, text_off="first", group_level="block", reference="ltx2_reference",
     batched_cfg=True)
+
+
+ltx2_shape = entry_shapes(LTX2, ltx2_classes, ltx2_configs, "LTX-2")

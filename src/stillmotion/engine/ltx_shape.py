@@ -18,9 +18,8 @@ the nearest published run of an LTX DiT in bf16), which the estimate's basis lin
 
 from __future__ import annotations
 
-import functools
 
-from .dit_shapes import DiTShape, Layout, encoder_stage, entry_shape, run_dtype
+from .dit_shapes import DiTShape, Layout, encoder_stage, entry_shapes, run_dtype
 from .dryrun import DryRun
 from .ltx2_shape import vae_encode, video_decode
 
@@ -57,15 +56,6 @@ def ltx_classes() -> dict:
     return {"transformer": diffusers.LTXVideoTransformer3DModel, "vae": diffusers.AutoencoderKLLTXVideo,
             "text_encoder": transformers.T5EncoderModel}
 
-
-def ltx_shape(entry, dtype_name: str = "bf16") -> DiTShape:
-    """LTX-Video's shape of a model entry: a registry model's published configs, else its folder's (no download)."""
-    return _entry_shape(entry, dtype_name)
-
-
-@functools.lru_cache(maxsize=4)
-def _entry_shape(entry, dtype_name: str) -> DiTShape:
-    return entry_shape(LTX, ltx_classes, ltx_configs, entry, dtype_name)
 
 
 # ----------------------------------------------------------------------------
@@ -104,3 +94,6 @@ LTX = Layout(
     stages={"text": (("text_encoder",), encoder_stage(TEXT_TOKENS)), "vae_encode": (("vae",), vae_encode),
             "denoise": (("transformer",), _denoise), "decode": (("vae",), video_decode)},
     calls=_calls, text_off="first", group_level="block", reference="ltx2_reference", batched_cfg=True)
+
+
+ltx_shape = entry_shapes(LTX, ltx_classes, ltx_configs, "LTX-Video")

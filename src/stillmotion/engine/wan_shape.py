@@ -11,24 +11,14 @@ the CPU (UMT5 runs there) and the transformer(s) stream block by block.
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
-from .dit_shapes import DiTShape, Layout, encoder_stage, entry_shape, run_dtype
+from .dit_shapes import DiTShape, Layout, encoder_stage, entry_shapes, run_dtype
 from .dryrun import DryRun
 
 TEXT_TOKENS = 512  # the pipeline pads every prompt to 512 tokens
 CLIP_TOKENS = 257  # ViT-H/14 at 224 px: 16 x 16 patches + class token
 
-
-def wan_shape(entry, dtype_name: str = "bf16") -> DiTShape:
-    """Wan's shape of a model entry: a registry model's published configs, else its folder's (no download)."""
-    return _entry_shape(entry, dtype_name)
-
-
-@functools.lru_cache(maxsize=8)
-def _entry_shape(entry, dtype_name: str) -> DiTShape:
-    return entry_shape(WAN, wan_classes, wan_configs, entry, dtype_name)
 
 
 def wan_classes() -> dict:
@@ -194,3 +184,6 @@ def apply_plan(pipe, plan, active, device: str, dtype):
     from .dit_plan import apply_plan as apply
 
     return apply(pipe, plan, active, device, dtype, WAN)
+
+
+wan_shape = entry_shapes(WAN, wan_classes, wan_configs, "Wan", maxsize=8)
