@@ -328,11 +328,10 @@ class DistilledPreset:
         if self.on:
             return
         pipe = self.pipe
-        if LORA_ADAPTER not in getattr(pipe, "_stillmotion_fast_loaded", ()):
+        if LORA_ADAPTER not in pipe.get_list_adapters().get("transformer", ()):  # loaded once, then kept
             from ..models.resolve import fast_lora
 
             pipe.load_lora_weights(str(fast_lora(self.entry)), adapter_name=LORA_ADAPTER)
-            pipe._stillmotion_fast_loaded = (LORA_ADAPTER,)
         pipe.enable_lora()
         pipe.set_adapters([LORA_ADAPTER], [1.0])
         self.on = True
