@@ -146,6 +146,11 @@ class Piece:
     subfolder: str | None = None
 
 
+# FramePack's SigLIP image encoder and its feature extractor: both FramePack models take them from FLUX.1 Redux
+FLUX_REDUX = (Part("image_encoder", "lllyasviel/flux_redux_bfl", "image_encoder"),
+              Part("feature_extractor", "lllyasviel/flux_redux_bfl", "feature_extractor"))
+
+
 @dataclass(frozen=True)
 class FastPreset:
     """What `--speed fast` runs on a model beyond its family's cache: a step-distilling LoRA (in the model's own repo,
@@ -310,9 +315,7 @@ REGISTRY: dict[str, ModelEntry] = {
         repo_id="hunyuanvideo-community/HunyuanVideo",  # the Llama and CLIP text encoders, tokenizers, VAE, scheduler
         variant=None,
         family="framepack",
-        parts=(Part("transformer", "lllyasviel/FramePackI2V_HY"),
-               Part("image_encoder", "lllyasviel/flux_redux_bfl", "image_encoder"),
-               Part("feature_extractor", "lllyasviel/flux_redux_bfl", "feature_extractor")),
+        parts=(Part("transformer", "lllyasviel/FramePackI2V_HY"), *FLUX_REDUX),
         pipeline_class="HunyuanVideoFramepackPipeline",
         description="FramePack (HunyuanVideo 13B, next-frame-section packing, inverted anti-drifting): long videos "
                     "section by section at 30 fps, sizes near 640 px; ends on an image",
@@ -324,9 +327,7 @@ REGISTRY: dict[str, ModelEntry] = {
         repo_id="hunyuanvideo-community/HunyuanVideo",
         variant=None,
         family="framepack",
-        parts=(Part("transformer", "lllyasviel/FramePack_F1_I2V_HY_20250503"),
-               Part("image_encoder", "lllyasviel/flux_redux_bfl", "image_encoder"),
-               Part("feature_extractor", "lllyasviel/flux_redux_bfl", "feature_extractor")),
+        parts=(Part("transformer", "lllyasviel/FramePack_F1_I2V_HY_20250503"), *FLUX_REDUX),
         pipeline_class="HunyuanVideoFramepackPipeline",
         description="FramePack F1 (forward-only 'vanilla' sampling of HunyuanVideo 13B): long videos section by "
                     "section at 30 fps, sizes near 640 px",
