@@ -240,6 +240,16 @@ def _hashes(out: Path) -> dict:
     return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*.mp4"))}
 
 
+def _plain_and_ray(source: Path, tmp_path: Path, args: list) -> None:
+    """The same `batch SOURCE` twice, into tmp_path/plain and (`--ray`, one actor) tmp_path/ray: what each Ray
+    Data test compares."""
+    from conftest import run_cli
+
+    for out, extra in (("plain", []), ("ray", ["--ray", "--actors", "1"])):
+        code, _, err = run_cli("batch", str(source), str(tmp_path / out), *args, *extra)
+        assert code == 0, err
+
+
 @pytest.fixture()
 def one_torch_thread():
     """On a CPU, torch's results depend on its thread count; `batch --ray` gives each actor the driver's
@@ -304,7 +314,6 @@ def test_ray_data_batch_resumes_after_its_driver_is_killed_and_equals_the_plain_
 def test_ray_data_batch_makes_a_manifests_keyframe_videos_as_the_plain_batch(ray_cluster, one_torch_thread, tmp_path):
     import json
 
-    from conftest import run_cli
     from ray import serve
 
     serve.shutdown()
@@ -314,10 +323,7 @@ def test_ray_data_batch_makes_a_manifests_keyframe_videos_as_the_plain_batch(ray
     manifest.write_text("image,end_image,output\na.png,z.png,k.mp4\na.png,,p.mp4\n")
     args = ["--model", "tiny", "--device", "cpu", "--width", "64", "--height", "64", "--frames", "3", "--steps", "2",
             "-q"]
-    code, _, err = run_cli("batch", str(manifest), str(tmp_path / "plain"), *args)
-    assert code == 0, err
-    code, _, err = run_cli("batch", str(manifest), str(tmp_path / "ray"), *args, "--ray", "--actors", "1")
-    assert code == 0, err
+    _plain_and_ray(manifest, tmp_path, args)
     assert _hashes(tmp_path / "ray") == _hashes(tmp_path / "plain") and len(_hashes(tmp_path / "plain")) == 2
     keyed = json.loads((tmp_path / "ray" / "k.json").read_text())
     assert keyed["input"]["end_image"]["source"] == str(tmp_path / "z.png") and "keyframes" in keyed
@@ -332,7 +338,6 @@ def test_ray_data_batch_runs_wan_with_a_prompt_as_the_plain_batch(ray_cluster, o
     BatchRunner as the plain batch, so one layout through Ray is what differs here."""
     import json
 
-    from conftest import run_cli
     from ray import serve
 
     from stillmotion.models.tiny_wan import build_tiny_wan
@@ -342,10 +347,7 @@ def test_ray_data_batch_runs_wan_with_a_prompt_as_the_plain_batch(ray_cluster, o
     model = str(build_tiny_wan(tmp_path / "wan2.1", "wan2.1"))
     args = ["--model", model, "--prompt", "waves roll in", "--device", "cpu", "--width", "64", "--height", "64",
             "--frames", "5", "--steps", "2", "-q", "--recursive"]
-    code, _, err = run_cli("batch", str(images), str(tmp_path / "plain"), *args)
-    assert code == 0, err
-    code, _, err = run_cli("batch", str(images), str(tmp_path / "ray"), *args, "--ray", "--actors", "1")
-    assert code == 0, err
+    _plain_and_ray(images, tmp_path, args)
     plain = _hashes(tmp_path / "plain")
     assert len(plain) == 2 and _hashes(tmp_path / "ray") == plain
     sidecars = [json.loads(p.read_text()) for p in sorted((tmp_path / "ray").rglob("img*.json"))]
@@ -360,17 +362,13 @@ def test_ray_data_batch_runs_framepack_as_the_plain_batch(ray_cluster, one_torch
     xdist worker."""
     import json
 
-    from conftest import run_cli
     from ray import serve
 
     serve.shutdown()  # the Serve tests' replicas hold the CPUs; the actor pool needs them
     images = _tree(tmp_path / "images", 2)
     args = ["--model", "tiny-framepack", "--prompt", "a cat walks", "--device", "cpu", "--frames", "12",
             "--steps", "2", "-q", "--recursive"]
-    code, _, err = run_cli("batch", str(images), str(tmp_path / "plain"), *args)
-    assert code == 0, err
-    code, _, err = run_cli("batch", str(images), str(tmp_path / "ray"), *args, "--ray", "--actors", "1")
-    assert code == 0, err
+    _plain_and_ray(images, tmp_path, args)
     plain = _hashes(tmp_path / "plain")
     assert len(plain) == 2 and _hashes(tmp_path / "ray") == plain
     side = json.loads(next((tmp_path / "ray").rglob("img01.json")).read_text())
@@ -382,17 +380,13 @@ def test_ray_data_batch_writes_tiny_ltx2s_sound_as_the_plain_batch(ray_cluster, 
     soundtrack) and the sidecar that records it, byte for byte what the plain batch writes."""
     import json
 
-    from conftest import run_cli
     from ray import serve
 
     serve.shutdown()
     images = _tree(tmp_path / "images", 2)
     args = ["--model", "tiny-ltx2", "--device", "cpu", "--width", "64", "--height", "64", "--frames", "9",
             "--steps", "2", "--format", "gif", "-q", "--recursive"]
-    code, _, err = run_cli("batch", str(images), str(tmp_path / "plain"), *args)
-    assert code == 0, err
-    code, _, err = run_cli("batch", str(images), str(tmp_path / "ray"), *args, "--ray", "--actors", "1")
-    assert code == 0, err
+    _plain_and_ray(images, tmp_path, args)
 
     def files(out: Path) -> dict:
         return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
